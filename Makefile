@@ -1,0 +1,44 @@
+# ipclab — build, run and test the IPC lab exercises.   `make help` lists the targets.
+#
+# `make NAME` builds one exercise and places it as ./NAME, so the slides' `make pipe && ./pipe`
+# works as written. Every target is phony: cargo decides what to rebuild, so an existing ./NAME
+# never makes a target look up to date after a source change.
+
+EXERCISES  := pipe sync mymore fifos fifoc
+CARGO      ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN_DIR    := $(TARGET_DIR)/release
+# The lab ID for `make ipcclean` (as --id): ID=5, else $IPCLAB_ID, else 0.
+ID         ?= $(or $(IPCLAB_ID),0)
+
+.PHONY: all help demo test ipcclean clean $(EXERCISES)
+
+all:
+	$(CARGO) build --release --bins
+	@for name in $(EXERCISES); do ln -sfn $(BIN_DIR)/$$name $$name; done
+
+$(EXERCISES):
+	$(CARGO) build --release --bin $@
+	@ln -sfn $(BIN_DIR)/$@ $@
+
+demo: all
+	@./scripts/demo.sh
+
+test:
+	$(CARGO) test
+
+ipcclean:
+	@./scripts/ipcclean.sh $(ID)
+
+clean:
+	rm -f $(EXERCISES)
+	$(CARGO) clean
+
+help:
+	@echo "make              build every exercise and place it as ./NAME"
+	@echo "make NAME         build one exercise: $(EXERCISES)"
+	@echo "make demo         run every exercise once, in lecture order (pairs included)"
+	@echo "make test         run the whole test suite"
+	@echo "make ipcclean     remove leftovers of lab ID (ID=5, else \$$IPCLAB_ID, else 0):"
+	@echo "                  queue 0x8000+ID, segment 0x9000+ID, ./.fifo*"
+	@echo "make clean        remove ./NAME files and build outputs"

@@ -1,0 +1,68 @@
+//! mymore — `ls -l | more` built by hand.
+//!
+//! Demonstrates what a shell does for a pipeline: `pipe`, then `fork`; the child puts the write
+//! end on its stdout with `dup2` and becomes `ls -l` with `exec`; the parent puts the read end on
+//! its stdin and becomes the pager. Neither program knows it is talking to a pipe.
+//!
+//! System calls: pipe, fork, dup2, close, execv.
+//! Run:     make mymore && ./mymore          (q quits the pager)
+//!          ./mymore --pager cat -- ls -l /usr/bin
+//! Observe: strace -f -e trace=pipe2,clone,dup2,close,execve ./mymore --pager cat
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use ipclab::process::{self, Program};
+use nix::unistd::{dup2_stdin, dup2_stdout, pipe, ForkResult};
+
+/// Pages the output of a command through a pipe, as the shell's `ls -l | more` does.
+#[derive(Parser)]
+#[command(version)]
+struct Options {
+    /// Pager that reads the listing on its stdin
+    #[arg(long, value_name = "COMMAND", env = "PAGER", default_value = "more")]
+    pager: String,
+
+    /// Command whose output is paged [default: ls -l]
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+fn main() -> ExitCode {
+    ipclab::cli::run(env!("CARGO_BIN_NAME"), page_through_pipe)
+}
+
+fn page_through_pipe(options: Options) -> anyhow::Result<()> {
+    let command = match options.command.is_empty() {
+        true => vec!["ls".into(), "-l".into()],
+        false => options.command,
+    };
+    // Look both programs up first, so that a typo is reported before anything runs.
+    let command = Program::find(&command)?;
+    let pager = Program::find_command_line(&options.pager)?;
+
+    let (read_end, write_end) = pipe().context("pipe")?;
+
+    // SAFETY: this program is single-threaded.
+    match unsafe { process::fork() }? {
+        ForkResult::Child => {
+            drop(read_end);
+            dup2_stdout(&write_end).context("dup2 (pipe onto stdout)")?;
+            drop(write_end); // stdout is the pipe now; the spare descriptor must go
+            Err(command.exec())
+        }
+        ForkResult::Parent { child } => {
+            drop(write_end); // else the pager never sees end-of-file
+            dup2_stdin(&read_end).context("dup2 (pipe onto stdin)")?;
+            drop(read_end);
+            let failed = pager.exec();
+            // Only reached if exec failed: close the pipe so the command stops, and reap it.
+            dup2_stdin(File::open("/dev/null")?).context("dup2 (/dev/null onto stdin)")?;
+            let _ = process::wait_child(child);
+            Err(failed)
+        }
+    }
+}

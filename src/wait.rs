@@ -1,0 +1,195 @@
+//! Waiting for a peer: with a deadline, and never through a termination signal.
+//!
+//! Every blocking wait of the suite goes through here, so `--timeout` and Ctrl-C behave the same
+//! in every program:
+//! * [`poll`] waits until a file descriptor is ready, the [`Deadline`] passes ([`TimedOut`]), or
+//!   SIGINT/SIGTERM arrives ([`crate::signals::Interrupted`]);
+//! * [`retry`] repeats an attempt that may not succeed yet (a FIFO without its reader), backing
+//!   off politely between attempts, under the same two limits.
+
+use std::fmt;
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::signals;
+
+/// The moment a wait gives up, or never (the C programs' behaviour, the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    at: Option<Instant>,
+    allowed: Option<Duration>,
+}
+
+impl Deadline {
+    /// No deadline: wait as long as it takes.
+    pub const NEVER: Deadline = Deadline {
+        at: None,
+        allowed: None,
+    };
+
+    /// A deadline `allowed` from now; `None` means [`Deadline::NEVER`].
+    pub fn within(allowed: Option<Duration>) -> Deadline {
+        Deadline {
+            at: allowed.map(|d| Instant::now() + d),
+            allowed,
+        }
+    }
+
+    /// The time left, `None` if there is no deadline. Zero once it has passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the deadline has passed.
+    pub fn has_passed(&self) -> bool {
+        self.remaining() == Some(Duration::ZERO)
+    }
+
+    /// Fails with [`TimedOut`] if the deadline has passed.
+    pub fn check(&self) -> Result<(), TimedOut> {
+        match self.allowed {
+            Some(allowed) if self.has_passed() => Err(TimedOut(allowed)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A wait gave up at its deadline (`--timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut(pub Duration);
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "timed out after {} s (--timeout)", self.0.as_secs_f64())
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// Waits until one of `watched` (a descriptor and the events wanted) is ready, and returns the
+/// events that happened for each, in the same order.
+///
+/// Fails with [`TimedOut`] at `deadline` and with [`signals::Interrupted`] as soon as SIGINT or
+/// SIGTERM has been caught (see [`signals::catch_termination`]), also if it arrived just before
+/// the call.
+pub fn poll(
+    watched: &[(BorrowedFd<'_>, PollFlags)],
+    deadline: Deadline,
+) -> anyhow::Result<Vec<PollFlags>> {
+    loop {
+        signals::check()?;
+        deadline.check()?;
+        let mut fds: Vec<PollFd> = watched
+            .iter()
+            .map(|&(fd, events)| PollFd::new(fd, events))
+            .collect();
+        if let Some(wake) = signals::wake_fd() {
+            fds.push(PollFd::new(wake, PollFlags::POLLIN));
+        }
+        match nix::poll::poll(&mut fds, poll_timeout(deadline)) {
+            Ok(0) | Err(Errno::EINTR) => continue, // deadline or signal: checked at the top
+            Ok(_) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context("poll")),
+        }
+        let ready: Vec<PollFlags> = fds[..watched.len()]
+            .iter()
+            .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        if ready.iter().any(|events| !events.is_empty()) {
+            return Ok(ready);
+        }
+        // Only the self-pipe woke us: the signal is recorded, the check at the top ends the wait.
+        signals::drain_wake_fd();
+    }
+}
+
+/// Calls `attempt` until it gives `Some`, backing off from 1 ms to 50 ms between attempts.
+/// Fails like [`poll`] at the deadline or on a termination signal.
+pub fn retry<T>(
+    deadline: Deadline,
+    mut attempt: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(done) = attempt()? {
+            return Ok(done);
+        }
+        signals::check()?;
+        deadline.check()?;
+        let pause_now = deadline.remaining().map_or(pause, |left| left.min(pause));
+        std::thread::sleep(pause_now);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+fn poll_timeout(deadline: Deadline) -> PollTimeout {
+    match deadline.remaining() {
+        None => PollTimeout::NONE,
+        // Round up, so that a wait does not wake a little early and spin until the deadline.
+        Some(left) => {
+            let millis = left.as_nanos().div_ceil(1_000_000);
+            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_deadline_that_never_comes_never_passes() {
+        assert_eq!(Deadline::NEVER.remaining(), None);
+        assert!(Deadline::NEVER.check().is_ok());
+        assert_eq!(Deadline::within(None), Deadline::NEVER);
+    }
+
+    #[test]
+    fn poll_times_out_at_the_deadline() {
+        let (reader, _writer) = nix::unistd::pipe().unwrap();
+        let started = Instant::now();
+        let deadline = Deadline::within(Some(Duration::from_millis(50)));
+        let error = poll(&[(reader.as_fd(), PollFlags::POLLIN)], deadline).unwrap_err();
+        assert!(error.is::<TimedOut>(), "{error:#}");
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn poll_reports_which_descriptor_is_ready() {
+        let (idle, _idle_writer) = nix::unistd::pipe().unwrap();
+        let (busy, busy_writer) = nix::unistd::pipe().unwrap();
+        nix::unistd::write(&busy_writer, b"x").unwrap();
+        let ready = poll(
+            &[
+                (idle.as_fd(), PollFlags::POLLIN),
+                (busy.as_fd(), PollFlags::POLLIN),
+            ],
+            Deadline::within(Some(Duration::from_secs(10))),
+        )
+        .unwrap();
+        assert_eq!(ready, vec![PollFlags::empty(), PollFlags::POLLIN]);
+    }
+
+    #[test]
+    fn retry_returns_the_first_success() {
+        let mut attempts = 0;
+        let value = retry(Deadline::NEVER, || {
+            attempts += 1;
+            Ok((attempts == 3).then_some(attempts))
+        })
+        .unwrap();
+        assert_eq!(value, 3);
+    }
+
+    #[test]
+    fn retry_gives_up_at_the_deadline() {
+        let deadline = Deadline::within(Some(Duration::from_millis(30)));
+        let error = retry(deadline, || Ok(None::<()>)).unwrap_err();
+        assert!(error.is::<TimedOut>(), "{error:#}");
+    }
+}

@@ -1,0 +1,66 @@
+//! The Makefile's helpers that tests can run without building twice: `make ipcclean`.
+
+use crate::harness::Lab;
+
+/// `make ipcclean` runs this script from the repository root; here it runs in the lab's directory.
+const IPCCLEAN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ipcclean.sh");
+
+#[test]
+fn ipcclean_removes_the_fifos_and_says_what_it_removed() {
+    let lab = Lab::new();
+    for name in [".fifo", ".fifo1234"] {
+        nix::unistd::mkfifo(
+            &lab.dir().join(name),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+    }
+    let run = lab.run(IPCCLEAN, &[lab.id().to_string()]);
+    run.assert_success();
+    assert_eq!(
+        run.lines(),
+        [
+            format!("no message queue {:#x}", 0x8000 + lab.id()),
+            format!("no shared memory segment {:#x}", 0x9000 + lab.id()),
+            "removed ./.fifo".to_string(),
+            "removed ./.fifo1234".to_string(),
+        ],
+        "{run}"
+    );
+    assert!(lab.leftovers().is_empty());
+}
+
+#[test]
+fn ipcclean_removes_a_leftover_queue_and_segment() {
+    let lab = Lab::new();
+    // A crashed exercise's leftovers, made here with Perl's core System V bindings.
+    let make_leftovers = format!(
+        "use IPC::SysV qw(IPC_CREAT); defined(msgget({q}, IPC_CREAT|0600)) or die $!; \
+         defined(shmget({s}, 1024, IPC_CREAT|0600)) or die $!;",
+        q = 0x8000 + lab.id(),
+        s = 0x9000 + lab.id()
+    );
+    lab.run("perl", &["-e", &make_leftovers]).assert_success();
+    assert_eq!(lab.leftovers().len(), 2);
+    let hex_id = format!("{:#x}", lab.id());
+    let run = lab.run(IPCCLEAN, &[hex_id]);
+    run.assert_success();
+    assert_eq!(
+        run.lines()[..2],
+        [
+            format!("removed message queue {:#x}", 0x8000 + lab.id()),
+            format!("removed shared memory segment {:#x}", 0x9000 + lab.id()),
+        ],
+        "{run}"
+    );
+    assert!(lab.leftovers().is_empty());
+}
+
+#[test]
+fn ipcclean_rejects_an_id_that_is_not_a_number_below_0x1000() {
+    let lab = Lab::new();
+    for bad in ["4096", "0x1000", "five", "0x", "-1"] {
+        lab.run(IPCCLEAN, &[bad])
+            .assert_failure(2, "ipcclean: ID must be a number below 0x1000");
+    }
+}

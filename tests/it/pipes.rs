@@ -1,0 +1,238 @@
+//! Pipes: `pipe`, `sync` (the synclib) and `mymore` (`ls -l | more` by hand).
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{children_of, Lab};
+
+// ---- pipe -------------------------------------------------------------------------------------
+
+#[test]
+fn pipe_prints_the_c_versions_three_lines_without_a_nul_byte() {
+    let lab = Lab::new();
+    let run = lab.run("pipe", &[] as &[&str]);
+    run.assert_success();
+    assert!(!run.stdout.contains(&0), "a NUL byte was printed\n{run}");
+    let lines = run.lines();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "Child : Received data from parent: Hello, World!",
+            "Child : Wait for parent to send data",
+            "Parent: Send data to child",
+        ],
+        "{run}"
+    );
+    // The child's two lines keep their order; the parent's line may come before or after them.
+    let position = |text: &str| lines.iter().position(|l| l.starts_with(text)).unwrap();
+    assert!(
+        position("Child : Wait") < position("Child : Received"),
+        "{run}"
+    );
+}
+
+// ---- sync -------------------------------------------------------------------------------------
+
+const PARENT_LINES: [&str; 2] = ["Parent: Tell to child", "Parent: Wait for child to tell"];
+const CHILD_LINES: [&str; 2] = ["Child: Wait for parent to tell", "Child: Tell to parent"];
+
+/// Checks what the synclib guarantees about `sync`'s output: each process prints its own lines in
+/// its own order, and neither runs more than one round ahead of the other.
+fn assert_takes_turns(lines: &[String], loops: usize, report: &dyn std::fmt::Display) {
+    let from = |prefix: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .map(String::as_str)
+            .collect()
+    };
+    assert_eq!(
+        from("Parent"),
+        PARENT_LINES.repeat(loops),
+        "parent's order\n{report}"
+    );
+    assert_eq!(
+        from("Child"),
+        CHILD_LINES.repeat(loops),
+        "child's order\n{report}"
+    );
+    assert_eq!(lines.len(), 4 * loops, "stray lines\n{report}");
+
+    // The parent tells for round k only after the child has said it waits in round k-1, and the
+    // child tells in round k only after the parent has said it waits in round k-1.
+    let (mut parent_tells, mut parent_waits, mut child_waits, mut child_tells) = (0, 0, 0, 0);
+    for (at, line) in lines.iter().enumerate() {
+        match line.as_str() {
+            l if l == PARENT_LINES[0] => parent_tells += 1,
+            l if l == PARENT_LINES[1] => parent_waits += 1,
+            l if l == CHILD_LINES[0] => child_waits += 1,
+            _ => child_tells += 1,
+        }
+        assert!(
+            parent_tells <= child_waits + 1,
+            "parent ran ahead at line {at}\n{report}"
+        );
+        assert!(
+            child_tells <= parent_waits + 1,
+            "child ran ahead at line {at}\n{report}"
+        );
+    }
+}
+
+#[test]
+fn sync_takes_five_turns_in_twenty_lines() {
+    let lab = Lab::new();
+    let run = lab.run("sync", &[] as &[&str]);
+    run.assert_success();
+    assert_takes_turns(&run.lines(), 5, &run);
+}
+
+#[test]
+fn sync_takes_one_turn_with_loops_1() {
+    let lab = Lab::new();
+    let run = lab.run("sync", &["--loops", "1"]);
+    run.assert_success();
+    assert_takes_turns(&run.lines(), 1, &run);
+}
+
+#[test]
+fn sync_takes_fifty_turns_with_loops_50() {
+    let lab = Lab::new();
+    let run = lab.run("sync", &["--loops", "50"]);
+    run.assert_success();
+    assert_takes_turns(&run.lines(), 50, &run);
+}
+
+#[test]
+fn sync_ends_quietly_when_its_reader_goes_away() {
+    let lab = Lab::new();
+    let sync = lab.command("sync", &["--loops", "100000"]);
+    let script = format!(
+        "{:?} --loops 100000 | head -n 1; echo \"sync exited with ${{PIPESTATUS[0]}}\"",
+        sync.get_program()
+    );
+    let run = lab.run("bash", &["-c", &script]);
+    run.assert_success(); // nothing on stderr: no panic, no "Broken pipe", no lost peer
+    let lines = run.lines();
+    assert_eq!(lines.len(), 2, "{run}");
+    assert!(
+        [PARENT_LINES[0], CHILD_LINES[0]].contains(&lines[0].as_str()),
+        "{run}"
+    );
+    assert_eq!(lines[1], "sync exited with 0", "{run}");
+}
+
+#[test]
+fn sync_fails_at_once_when_the_child_is_killed_mid_protocol() {
+    let lab = Lab::new();
+    let sync = lab.start("sync", &["--loops", "1000000"]);
+    sync.wait_for_stdout("Child: Tell to parent");
+    let child = children_of(sync.pid());
+    assert_eq!(child.len(), 1, "sync should have one child");
+    nix::sys::signal::kill(child[0], Signal::SIGKILL).unwrap();
+    let run = sync.finish();
+    run.assert_failure(1, "sync: ");
+    assert!(run.stderr.contains("child exited before"), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "one error line\n{run}");
+}
+
+#[test]
+fn sync_child_fails_at_once_when_the_parent_is_killed_mid_protocol() {
+    let lab = Lab::new();
+    let sync = lab.start("sync", &["--loops", "1000000"]);
+    sync.wait_for_stdout("Parent: Wait for child to tell");
+    sync.signal(Signal::SIGKILL);
+    // The orphaned child still holds our stderr: finish() waits for it to let go.
+    let run = sync.finish();
+    assert!(run.stderr.contains("sync: "), "{run}");
+    assert!(run.stderr.contains("parent exited before"), "{run}");
+}
+
+#[test]
+fn sync_rejects_a_bad_option_with_usage_status() {
+    let lab = Lab::new();
+    lab.run("sync", &["--loops", "many"])
+        .assert_failure(2, "--loops");
+}
+
+// ---- mymore -----------------------------------------------------------------------------------
+
+/// A directory with a known content, and its `ls -l`.
+fn listing_dir(lab: &Lab, files: usize) -> String {
+    let dir = lab.dir().join("listing");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..files {
+        std::fs::write(
+            dir.join(format!("file-with-a-long-name-{i:05}.txt")),
+            "x".repeat(i),
+        )
+        .unwrap();
+    }
+    let ls = lab.run("ls", &["-l", "listing"]);
+    ls.assert_success();
+    ls.stdout()
+}
+
+#[test]
+fn mymore_shows_ls_l_through_the_pager_in_pager_env() {
+    let lab = Lab::new();
+    std::fs::write(lab.dir().join("notes.txt"), "some text").unwrap();
+    std::fs::create_dir(lab.dir().join("subdir")).unwrap();
+    let expected = lab.run("ls", &["-l"]);
+    let mut mymore = lab.command("mymore", &[] as &[&str]);
+    mymore.env("PAGER", "cat");
+    let run = crate::harness::Running::spawn(mymore).finish();
+    run.assert_success();
+    assert_eq!(run.stdout(), expected.stdout(), "{run}");
+    assert!(run.stdout().contains("notes.txt"), "{run}");
+}
+
+#[test]
+fn mymore_with_more_on_a_pipe_passes_the_listing_through() {
+    let lab = Lab::new();
+    let expected = listing_dir(&lab, 20);
+    let run = lab.run("mymore", &["--", "ls", "-l", "listing"]); // PAGER unset: more
+    run.assert_success();
+    assert_eq!(run.stdout(), expected, "{run}");
+}
+
+#[test]
+fn mymore_runs_the_command_after_double_dash() {
+    let lab = Lab::new();
+    let run = lab.run("mymore", &["--pager", "cat", "--", "echo", "one", "two"]);
+    run.assert_success();
+    assert_eq!(run.stdout(), "one two\n", "{run}");
+}
+
+#[test]
+fn mymore_quitting_the_pager_early_prints_no_broken_pipe() {
+    let lab = Lab::new();
+    let expected = listing_dir(&lab, 3000); // far more than a pipe holds
+    assert!(expected.len() > 200_000);
+    let run = lab.run(
+        "mymore",
+        &["--pager", "head -n1", "--", "ls", "-l", "listing"],
+    );
+    run.assert_success(); // stderr empty: ls ended by SIGPIPE, quietly, as under a shell
+    assert_eq!(run.lines(), [expected.lines().next().unwrap()], "{run}");
+}
+
+#[test]
+fn mymore_with_a_command_that_does_not_exist_fails_with_127() {
+    let lab = Lab::new();
+    let run = lab.run("mymore", &["--pager", "cat", "--", "no-such-command", "-x"]);
+    run.assert_failure(
+        127,
+        "mymore: cannot run 'no-such-command': command not found",
+    );
+    assert!(run.stdout.is_empty(), "{run}");
+}
+
+#[test]
+fn mymore_with_a_pager_that_does_not_exist_fails_with_127() {
+    let lab = Lab::new();
+    let run = lab.run("mymore", &["--pager", "no-such-pager -R"]);
+    run.assert_failure(127, "mymore: cannot run 'no-such-pager': command not found");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+}
