@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: run every exercise once, in lecture order, each under a heading — pairs as in class,
-# the server in the background and the client after it. Leaves no IPC object or .fifo* behind.
-set -u
+# the server in the background and the client after it. Leaves no IPC object or .fifo* behind,
+# and checks that at the end.
+set -u -o pipefail
 cd "$(dirname "$0")/.."
 
 failed=()
@@ -11,12 +12,49 @@ show() {
     heading "$*"
     "$@" || failed+=("$*")
 }
+# wait_for_file PATH: until PATH exists (a server is ready), for at most 10 s
+wait_for_file() {
+    for _ in $(seq 200); do [ -e "$1" ] && return 0; sleep 0.05; done
+    echo "demo: $1 did not appear" >&2
+    return 1
+}
 
 show ./pipe
 show ./sync
 show ./mymore --pager "${DEMO_PAGER:-more}" -- ls -l src/bin
 
+# In class the two sides run in two terminals; here they share one, so each line says whose it is
+# (`sed -u` passes each line on as soon as it is complete).
+label() { sed -u "s/^/$1 | /"; }
+
+heading "./fifos & ./fifoc; ./fifoc; kill -INT (server in the background, stopped with Ctrl-C)"
+./fifos --timeout 30 > >(label "fifos") &
+server=$!
+trap 'kill $server 2>/dev/null' EXIT
+if wait_for_file .fifo; then
+    ls -l .fifo | label "ls -l"
+    ./fifoc --timeout 10 | label "fifoc" || failed+=("./fifoc")
+    ./fifoc --timeout 10 | label "fifoc" || failed+=("./fifoc")
+fi
+kill -INT $server
+wait $server || failed+=("./fifos")
+trap - EXIT
+
+# Nothing may be left behind: no .fifo*, no queue or segment of this lab ID.
+id=${IPCLAB_ID:-0}
+left=$(ls -a | grep '^\.fifo')
+for table in msg shm; do
+    base=$([ $table = msg ] && echo 32768 || echo 36864) # 0x8000, 0x9000
+    key=$((base + id))
+    awk -v key=$key 'NR > 1 && $1 == key { found = 1 } END { exit !found }' /proc/sysvipc/$table &&
+        left="$left $table key $(printf '0x%x' $key)"
+done
+
 echo
+if [ -n "${left// /}" ]; then
+    echo "demo: left behind: $left" >&2
+    failed+=("cleanup")
+fi
 if [ ${#failed[@]} -gt 0 ]; then
     printf 'demo: failed: %s\n' "${failed[@]}" >&2
     exit 1

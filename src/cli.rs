@@ -146,6 +146,7 @@ pub fn run<A: Parser>(
 
 /// Prints `error` the suite's way (if it is worth printing) and returns the exit status.
 fn report(error: &anyhow::Error) -> u8 {
+    crate::out::end_partial_line();
     if let Some(Interrupted(signal)) = error.chain().find_map(|e| e.downcast_ref()) {
         // The owned objects were removed on the way here; the shell knows why we stopped.
         return 128 + *signal as i32 as u8;

@@ -11,11 +11,13 @@
 //! | [`signals`]   | catching SIGINT/SIGTERM so that waits end and owned objects are removed |
 //! | [`wait`]      | deadlines and waiting for a file descriptor without missing a signal   |
 //! | [`process`]   | `fork`, waiting for children, finding and `exec`ing a program           |
+//! | [`fifo`]      | the FIFO client–server pair: paths and the 160-byte record              |
 //! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
 //!
 //! The lab manual (`labs.md`) explains the concepts; the code points to it.
 
 pub mod cli;
+pub mod fifo;
 pub mod out;
 pub mod process;
 pub mod signals;

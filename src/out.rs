@@ -11,6 +11,7 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
@@ -25,6 +26,9 @@ macro_rules! out {
 /// Prints a whole line and flushes it: `outln!("Replied.")?;`
 #[macro_export]
 macro_rules! outln {
+    () => {
+        $crate::out::print(format_args!(""), true)
+    };
     ($($arg:tt)*) => {
         $crate::out::print(format_args!($($arg)*), true)
     };
@@ -42,9 +46,13 @@ impl fmt::Display for StdoutClosed {
 
 impl std::error::Error for StdoutClosed {}
 
+/// Whether the last thing printed was a partial line (see [`end_partial_line`]).
+static PARTIAL_LINE: AtomicBool = AtomicBool::new(false);
+
 /// Writes `text` (and a newline if `newline`) to stdout and flushes. Use [`out!`] and [`outln!`].
 pub fn print(text: fmt::Arguments<'_>, newline: bool) -> anyhow::Result<()> {
     let mut stdout = io::stdout().lock();
+    PARTIAL_LINE.store(!newline, Ordering::Relaxed);
     let written = stdout
         .write_fmt(text)
         .and_then(|()| {
@@ -62,6 +70,14 @@ pub fn print(text: fmt::Arguments<'_>, newline: bool) -> anyhow::Result<()> {
 pub fn write_bytes(bytes: &[u8]) -> anyhow::Result<()> {
     let mut stdout = io::stdout().lock();
     checked(stdout.write_all(bytes).and_then(|()| stdout.flush()))
+}
+
+/// Ends a partial line left by [`out!`] (`Sent a request.....`), so that an error message
+/// that follows on the terminal starts on a line of its own. Does nothing otherwise.
+pub fn end_partial_line() {
+    if PARTIAL_LINE.swap(false, Ordering::Relaxed) {
+        let _ = print(format_args!(""), true);
+    }
 }
 
 /// Flushes stdout, e.g. before `fork`, so that the child does not inherit unprinted text.

@@ -91,6 +91,12 @@ pub fn check() -> Result<(), Interrupted> {
     caught().map_or(Ok(()), |signal| Err(Interrupted(signal)))
 }
 
+/// Whether `error` is (or was caused by) a caught termination signal — for a program whose
+/// normal way to stop is Ctrl-C, such as a server.
+pub fn is_interruption(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<Interrupted>())
+}
+
 /// The read end of the self-pipe, readable once a signal was caught; `None` before
 /// [`catch_termination`].
 pub fn wake_fd() -> Option<BorrowedFd<'static>> {

@@ -34,6 +34,8 @@ pub fn exe(name: &str) -> Option<&'static str> {
         "pipe" => env!("CARGO_BIN_EXE_pipe"),
         "sync" => env!("CARGO_BIN_EXE_sync"),
         "mymore" => env!("CARGO_BIN_EXE_mymore"),
+        "fifos" => env!("CARGO_BIN_EXE_fifos"),
+        "fifoc" => env!("CARGO_BIN_EXE_fifoc"),
         _ => return None,
     })
 }
@@ -209,6 +211,15 @@ pub fn children_of(parent: Pid) -> Vec<Pid> {
     children
 }
 
+/// Polls `condition` until it holds; panics with `what` at the [`DEADLINE`].
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < DEADLINE, "gave up waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Everything one stream of a process said, filled in by a reader thread.
 #[derive(Default)]
 struct Captured {
@@ -296,6 +307,11 @@ impl Running {
     /// Waits until stdout contains `text`; panics with everything said at the deadline.
     pub fn wait_for_stdout(&self, text: &str) {
         self.wait_for(&self.stdout, "stdout", text);
+    }
+
+    /// Waits until stderr contains `text`; panics with everything said at the deadline.
+    pub fn wait_for_stderr(&self, text: &str) {
+        self.wait_for(&self.stderr, "stderr", text);
     }
 
     fn wait_for(&self, stream: &Captured, name: &str, text: &str) {

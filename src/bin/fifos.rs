@@ -1,0 +1,77 @@
+//! fifos — the server of a client–server pair over FIFOs (named pipes).
+//!
+//! Demonstrates: a FIFO is a pipe with a name in the file system, so unrelated processes can
+//! open it. The server makes `.fifo` with `mkfifo` and reads 160-byte requests from it; each
+//! names the client's own FIFO `.fifo<PID>`, which the server opens to write the reply.
+//! The server also opens `.fifo` for writing itself, so `read` never sees end-of-file between
+//! clients. Ctrl-C stops it; `.fifo` is removed on the way out.
+//!
+//! System calls: mkfifo, open, read, write, close, unlink.
+//! Run:     make fifos fifoc, then ./fifos in one terminal and ./fifoc in another.
+//! Observe: ls -l .fifo* (type p);  strace -e trace=mkfifo,mknodat,openat,read,write ./fifos
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ipclab::cli::{self, DirOption, TimeoutOption};
+use ipclab::fifo::{self, Request, ServerFifo};
+use ipclab::{out, outln, signals};
+
+/// FIFO server: answers each request that fifoc sends through .fifo, until Ctrl-C.
+#[derive(Parser)]
+#[command(version)]
+struct Options {
+    #[command(flatten)]
+    dir: DirOption,
+
+    /// Stop by itself after replying to N requests [default: run until Ctrl-C]
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+
+    /// Give up (removing .fifo) if no request comes for SECS seconds [default: wait forever]
+    #[command(flatten)]
+    timeout: TimeoutOption,
+}
+
+fn main() -> ExitCode {
+    ipclab::cli::run(env!("CARGO_BIN_NAME"), serve)
+}
+
+fn serve(options: Options) -> anyhow::Result<()> {
+    signals::catch_termination()?; // so that Ctrl-C ends a wait and .fifo is removed
+    let server = ServerFifo::create(&options.dir.dir)?; // mkfifo(".fifo", 0600), open
+    match answer_requests(&server, &options) {
+        Err(e) if signals::is_interruption(&e) => Ok(()), // Ctrl-C is how a server stops
+        other => other,
+    }
+} // `server` is dropped here: unlink(".fifo")
+
+fn answer_requests(server: &ServerFifo, options: &Options) -> anyhow::Result<()> {
+    let reply = format!("This is a reply from {}.", std::process::id());
+    let mut replied = 0;
+    while options.count.is_none_or(|count| replied < count) {
+        let bytes = server.receive(options.timeout.deadline())?; // read
+                                                                 // A bad record is the client's problem, never the server's end.
+        let request = match Request::decode(&bytes) {
+            Ok(request) => request,
+            Err(bad) => {
+                cli::warn(format_args!("bad request skipped: {bad}"));
+                continue;
+            }
+        };
+        out!("Received request: {}.....", request.text)?;
+        match fifo::send_reply(&options.dir.dir, &request, &reply) {
+            // open(".fifo<PID>"), write
+            Ok(()) => {
+                outln!("Replied.")?;
+                replied += 1;
+            }
+            Err(e) if signals::is_interruption(&e) => return Err(e),
+            Err(e) => {
+                outln!()?; // end the line, then say why on stderr
+                cli::warn(format_args!("no reply sent: {e:#}"));
+            }
+        }
+    }
+    Ok(())
+}

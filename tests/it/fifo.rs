@@ -1,0 +1,481 @@
+//! FIFOs: the `fifos` server and its `fifoc` clients, also against a raw C-shaped peer.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::unistd::mkfifo;
+use proptest::prelude::*;
+
+use crate::harness::{fifo_files, wait_until, Lab, Running, DEADLINE};
+
+// ---- a C-shaped peer, written with the C struct's offsets -----------------------------------
+
+/// A 160-byte record as the C programs lay it out: name at 0..32, text at 32..160, NUL-padded.
+fn c_record(name: &[u8], text: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0u8; 160];
+    bytes[..name.len()].copy_from_slice(name);
+    bytes[32..32 + text.len()].copy_from_slice(text);
+    bytes
+}
+
+fn make_fifo(path: &Path) {
+    mkfifo(path, Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+/// Opens without blocking, and close-on-exec: tests run on threads, and a descriptor without it
+/// would leak into the binaries other tests spawn meanwhile (keeping a FIFO's end open there).
+fn open_nonblocking(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    open(
+        path,
+        flags | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Writes raw bytes into the server's `.fifo`, as a (possibly broken) C client would.
+fn send_raw(lab: &Lab, bytes: &[u8]) {
+    let fifo = open_nonblocking(&lab.dir().join(".fifo"), OFlag::O_WRONLY).unwrap();
+    assert_eq!(nix::unistd::write(&fifo, bytes).unwrap(), bytes.len());
+}
+
+/// Reads exactly 160 bytes from `fd` (non-blocking) within the deadline.
+fn read_record(fd: &OwnedFd) -> Vec<u8> {
+    let mut record = Vec::new();
+    let mut chunk = [0u8; 160];
+    wait_until("a whole record", || {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let _ = nix::poll::poll(&mut fds, PollTimeout::from(100u16));
+        match nix::unistd::read(fd, &mut chunk[..160 - record.len()]) {
+            Ok(n) => record.extend_from_slice(&chunk[..n]),
+            Err(Errno::EAGAIN) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        record.len() == 160
+    });
+    record
+}
+
+/// The test plays the server: it owns `.fifo` (read end, plus a write end so it never sees EOF).
+struct FakeServer {
+    reader: OwnedFd,
+    _keep_open: OwnedFd,
+}
+
+impl FakeServer {
+    fn new(lab: &Lab) -> FakeServer {
+        let path = lab.dir().join(".fifo");
+        make_fifo(&path);
+        let reader = open_nonblocking(&path, OFlag::O_RDONLY).unwrap();
+        let keep_open = open_nonblocking(&path, OFlag::O_WRONLY).unwrap();
+        FakeServer {
+            reader,
+            _keep_open: keep_open,
+        }
+    }
+
+    /// Stops being a server: closes both ends and removes `.fifo`.
+    fn stop(self, lab: &Lab) {
+        drop(self);
+        std::fs::remove_file(lab.dir().join(".fifo")).unwrap();
+    }
+}
+
+/// Starts `fifos` and waits until it serves: `.fifo` appears only once the server reads it.
+fn start_server(lab: &Lab, args: &[&str]) -> Running {
+    let server = lab.start("fifos", args);
+    let fifo = lab
+        .dir()
+        .join(
+            args.windows(2)
+                .find(|w| w[0] == "--dir")
+                .map_or(".", |w| w[1]),
+        )
+        .join(".fifo");
+    wait_until("the server's .fifo", || fifo.exists());
+    server
+}
+
+fn reply_line(server: &Running) -> String {
+    format!(
+        "Sent a request.....Received reply: This is a reply from {}.",
+        server.pid()
+    )
+}
+
+// ---- the happy paths ------------------------------------------------------------------------
+
+#[test]
+fn client_and_server_exchange_the_c_versions_texts() {
+    let lab = Lab::new();
+    std::fs::create_dir(lab.dir().join("shared")).unwrap();
+    let server = start_server(&lab, &["--dir", "shared", "--count", "1"]);
+    let client = lab.start("fifoc", &["--dir", "shared"]);
+    let client_pid = client.pid();
+    let client = client.finish();
+    client.assert_success();
+    assert_eq!(client.lines(), [reply_line(&server)], "{client}");
+
+    let server = server.finish(); // --count 1: it stops by itself and removes .fifo
+    server.assert_success();
+    assert_eq!(
+        server.lines(),
+        [format!(
+            "Received request: This is a request from {client_pid}......Replied."
+        )],
+        "{server}"
+    );
+    assert!(fifo_files(&lab.dir().join("shared")).is_empty());
+}
+
+#[test]
+fn twenty_clients_at_once_each_get_their_own_reply() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &["--count", "20"]);
+    let clients: Vec<Running> = (0..20)
+        .map(|_| lab.start("fifoc", &[] as &[&str]))
+        .collect();
+    let mut client_pids: Vec<String> = clients.iter().map(|c| c.pid().to_string()).collect();
+    for client in clients {
+        let client = client.finish();
+        client.assert_success();
+        assert_eq!(client.lines(), [reply_line(&server)], "{client}");
+    }
+    let server = server.finish();
+    server.assert_success();
+    let mut served: Vec<String> = server
+        .lines()
+        .iter()
+        .map(|line| {
+            let pid = line
+                .strip_prefix("Received request: This is a request from ")
+                .and_then(|rest| rest.strip_suffix("......Replied."));
+            pid.unwrap_or_else(|| panic!("unexpected line {line:?}\n{server}"))
+                .to_owned()
+        })
+        .collect();
+    served.sort();
+    client_pids.sort();
+    assert_eq!(served, client_pids, "one line per client\n{server}");
+}
+
+// ---- the C wire format ----------------------------------------------------------------------
+
+#[test]
+fn a_raw_c_request_gets_a_c_shaped_reply() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &["--count", "1"]);
+    // As the C client does: make the reply FIFO, send, and only *then* open it for reading.
+    let reply_fifo = lab.dir().join(".fifo4242");
+    make_fifo(&reply_fifo);
+    send_raw(
+        &lab,
+        &c_record(b".fifo4242", b"This is a request from 4242."),
+    );
+    let reader = open_nonblocking(&reply_fifo, OFlag::O_RDONLY).unwrap();
+    let reply = read_record(&reader);
+    assert_eq!(
+        reply,
+        c_record(
+            b".fifo4242",
+            format!("This is a reply from {}.", server.pid()).as_bytes()
+        )
+    );
+    let server = server.finish();
+    server.assert_success();
+    assert_eq!(
+        server.lines(),
+        ["Received request: This is a request from 4242......Replied."]
+    );
+    std::fs::remove_file(reply_fifo).unwrap();
+}
+
+#[test]
+fn the_rust_clients_request_is_c_shaped_and_a_raw_reply_is_understood() {
+    let lab = Lab::new();
+    let fake = FakeServer::new(&lab);
+    let client = lab.start("fifoc", &[] as &[&str]);
+    let request = read_record(&fake.reader);
+    let name = format!(".fifo{}", client.pid());
+    let text = format!("This is a request from {}.", client.pid());
+    assert_eq!(request, c_record(name.as_bytes(), text.as_bytes()));
+
+    let reply_fifo = open_nonblocking(&lab.dir().join(&name), OFlag::O_WRONLY).unwrap();
+    nix::unistd::write(
+        &reply_fifo,
+        &c_record(name.as_bytes(), b"This is a reply from 1."),
+    )
+    .unwrap();
+    let client = client.finish();
+    client.assert_success();
+    assert_eq!(
+        client.stdout(),
+        "Sent a request.....Received reply: This is a reply from 1.\n"
+    );
+    fake.stop(&lab);
+}
+
+// ---- bad input never kills the server -------------------------------------------------------
+
+#[test]
+fn bad_requests_are_reported_and_skipped_and_the_next_client_is_served() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &[]);
+    let dir = lab.dir();
+
+    // A FIFO outside the directory, with a reader: the server must never write into it.
+    let outside = tempfile::tempdir().unwrap();
+    make_fifo(&outside.path().join(".fifo77"));
+    let outside_reader =
+        open_nonblocking(&outside.path().join(".fifo77"), OFlag::O_RDONLY).unwrap();
+    std::os::unix::fs::symlink(outside.path().join(".fifo77"), dir.join(".fifo78")).unwrap();
+    std::fs::write(dir.join(".fifo79"), "a plain file").unwrap();
+    make_fifo(&dir.join(".fifo80")); // exists, but no one reads it
+
+    let outside_name = format!("{}/.fifo77", outside.path().display());
+    let mut no_text_nul = c_record(b".fifo1", b"");
+    no_text_nul[32..].fill(b'x');
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"short record".to_vec(), "record of 12 bytes, not 160"),
+        (vec![b'n'; 160], "name field without NUL"),
+        (no_text_nul, "text field without NUL"),
+        (
+            c_record(b"../.fifo1", b"hi"),
+            "\"../.fifo1\" is not .fifo<digits>",
+        ),
+        (
+            c_record(outside_name.as_bytes(), b"hi"),
+            "/.fifo77\" is not .fifo<digits>",
+        ),
+        (c_record(b".fifo1/../x", b"hi"), "is not .fifo<digits>"),
+        (
+            c_record(b".fifoabc", b"hi"),
+            "\".fifoabc\" is not .fifo<digits>",
+        ),
+        (c_record(b".fifo", b"hi"), "\".fifo\" is not .fifo<digits>"),
+        (
+            c_record(b".fifo999999", b"hi"),
+            ".fifo999999): No such file or directory",
+        ),
+        (c_record(b".fifo78", b"hi"), ".fifo78 is not a FIFO"),
+        (c_record(b".fifo79", b"hi"), ".fifo79 is not a FIFO"),
+        (c_record(b".fifo80", b"hi"), ".fifo80: no process reads it"),
+    ];
+    for (bytes, complaint) in &cases {
+        send_raw(&lab, bytes);
+        server.wait_for_stderr(complaint);
+    }
+    let client = lab.run("fifoc", &[] as &[&str]);
+    client.assert_success();
+    assert_eq!(client.lines(), [reply_line(&server)], "{client}");
+
+    server.signal(Signal::SIGTERM);
+    let server = server.finish();
+    assert_eq!(server.code(), Some(0), "{server}");
+    assert_eq!(
+        server.stderr.lines().count(),
+        cases.len(),
+        "one line per bad request\n{server}"
+    );
+    assert!(
+        server.stderr.lines().all(|l| l.starts_with("fifos: ")),
+        "{server}"
+    );
+    let mut chunk = [0u8; 16];
+    // Nothing to read: no data (EAGAIN), or end-of-file as no writer ever opened it (0).
+    let outside_got = nix::unistd::read(&outside_reader, &mut chunk);
+    assert!(
+        matches!(outside_got, Ok(0) | Err(Errno::EAGAIN)),
+        "wrote outside: {outside_got:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join(".fifo79")).unwrap(),
+        "a plain file"
+    );
+    for name in [".fifo78", ".fifo79", ".fifo80"] {
+        std::fs::remove_file(dir.join(name)).unwrap();
+    }
+}
+
+#[test]
+fn a_server_refuses_a_fifo_path_that_is_not_a_fifo_and_leaves_it_alone() {
+    let lab = Lab::new();
+    std::fs::write(lab.dir().join(".fifo"), "precious").unwrap();
+    let run = lab.run("fifos", &[] as &[&str]);
+    run.assert_failure(
+        1,
+        "fifos: ./.fifo exists and is not a FIFO; remove it first",
+    );
+    assert_eq!(
+        std::fs::read_to_string(lab.dir().join(".fifo")).unwrap(),
+        "precious"
+    );
+    std::fs::remove_file(lab.dir().join(".fifo")).unwrap();
+}
+
+#[test]
+fn a_second_server_on_the_same_fifo_is_refused() {
+    let lab = Lab::new();
+    let first = start_server(&lab, &[]);
+    lab.run("fifos", &[] as &[&str])
+        .assert_failure(1, "another fifos is already serving ./.fifo");
+    first.signal(Signal::SIGINT);
+    first.finish().assert_success();
+}
+
+// ---- no server ------------------------------------------------------------------------------
+
+#[test]
+fn client_without_server_fails_at_once_and_leaves_nothing() {
+    let lab = Lab::new();
+    let run = lab.run("fifoc", &[] as &[&str]);
+    run.assert_failure(1, "fifoc: open(./.fifo): no such FIFO; start fifos first");
+    assert!(run.stdout.is_empty(), "{run}");
+}
+
+#[test]
+fn client_with_a_stale_fifo_fails_at_once_and_leaves_nothing() {
+    let lab = Lab::new();
+    make_fifo(&lab.dir().join(".fifo")); // as left by a server killed with SIGKILL
+    let run = lab.run("fifoc", &[] as &[&str]);
+    run.assert_failure(1, "fifoc: open(./.fifo): no server reads it");
+    assert_eq!(
+        fifo_files(lab.dir()),
+        [lab.dir().join(".fifo")],
+        "only the stale .fifo"
+    );
+    std::fs::remove_file(lab.dir().join(".fifo")).unwrap();
+}
+
+#[test]
+fn a_server_killed_with_sigkill_leaves_a_fifo_that_the_next_server_reuses() {
+    let lab = Lab::new();
+    let killed = start_server(&lab, &[]);
+    killed.signal(Signal::SIGKILL);
+    let killed = killed.finish();
+    assert_eq!(killed.status.to_string(), "signal: 9 (SIGKILL)");
+    lab.run("fifoc", &[] as &[&str])
+        .assert_failure(1, "no server reads it");
+
+    let server = lab.start("fifos", &["--count", "1"]);
+    wait_until("the new server to read .fifo", || {
+        open_nonblocking(&lab.dir().join(".fifo"), OFlag::O_WRONLY).is_ok()
+    });
+    lab.run("fifoc", &[] as &[&str]).assert_success();
+    server.finish().assert_success();
+}
+
+// ---- waiting ends: timeouts, signals, a peer that dies --------------------------------------
+
+#[test]
+fn client_timeout_bounds_the_wait_for_the_reply() {
+    let lab = Lab::new();
+    let fake = FakeServer::new(&lab); // reads nothing, replies never
+    let run = lab.run("fifoc", &["--timeout", "0.5"]);
+    run.assert_failure(1, "timed out after 0.5 s (--timeout)");
+    assert_eq!(run.stdout(), "Sent a request.....\n", "{run}");
+    fake.stop(&lab);
+}
+
+#[test]
+fn server_timeout_stops_it_when_no_request_comes() {
+    let lab = Lab::new();
+    let run = lab.run("fifos", &["--timeout", "0.3"]);
+    run.assert_failure(
+        1,
+        "fifos: waiting for a request (./.fifo): timed out after 0.3 s",
+    );
+}
+
+fn server_stops_cleanly_on(signal: Signal) {
+    let lab = Lab::new();
+    let server = start_server(&lab, &[]);
+    server.signal(signal);
+    let server = server.finish();
+    server.assert_success(); // exit 0: Ctrl-C is how a server stops, as in the C version
+}
+
+#[test]
+fn server_stops_cleanly_on_sigint() {
+    server_stops_cleanly_on(Signal::SIGINT);
+}
+
+#[test]
+fn server_stops_cleanly_on_sigterm() {
+    server_stops_cleanly_on(Signal::SIGTERM);
+}
+
+fn waiting_client_cleans_up_on(signal: Signal) {
+    let lab = Lab::new();
+    let fake = FakeServer::new(&lab);
+    let client = lab.start("fifoc", &[] as &[&str]);
+    client.wait_for_stdout("Sent a request.....");
+    client.signal(signal);
+    let client = client.finish();
+    assert_eq!(client.code(), Some(128 + signal as i32), "{client}");
+    assert!(client.stderr.is_empty(), "{client}");
+    fake.stop(&lab); // and the Lab checks that .fifo<PID> is gone
+}
+
+#[test]
+fn waiting_client_removes_its_fifo_on_sigint() {
+    waiting_client_cleans_up_on(Signal::SIGINT);
+}
+
+#[test]
+fn waiting_client_removes_its_fifo_on_sigterm() {
+    waiting_client_cleans_up_on(Signal::SIGTERM);
+}
+
+#[test]
+fn waiting_client_fails_at_once_when_the_server_dies() {
+    let lab = Lab::new();
+    let fake = FakeServer::new(&lab);
+    let client = lab.start("fifoc", &[] as &[&str]);
+    client.wait_for_stdout("Sent a request.....");
+    let started = std::time::Instant::now();
+    fake.stop(&lab); // what SIGKILL does to a server: its ends of .fifo close
+    let client = client.finish();
+    client.assert_failure(1, "the server went away before replying");
+    assert!(started.elapsed() < DEADLINE);
+}
+
+// ---- the decoder on arbitrary bytes ---------------------------------------------------------
+
+proptest! {
+    #[test]
+    fn any_160_bytes_decode_or_are_rejected_without_panic(bytes in prop::collection::vec(any::<u8>(), 160)) {
+        check_decoder(&bytes)?;
+    }
+
+    #[test]
+    fn any_bytes_of_any_length_decode_or_are_rejected_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        check_decoder(&bytes)?;
+    }
+
+    #[test]
+    fn c_records_with_a_reply_fifo_name_are_requests(pid in 1u32..u32::MAX, text in "[ -~]{0,127}") {
+        let name = format!(".fifo{pid}");
+        let request = ipclab::fifo::Request::decode(&c_record(name.as_bytes(), text.as_bytes())).unwrap();
+        prop_assert_eq!(request.reply_fifo, name);
+        prop_assert_eq!(request.text, text);
+    }
+}
+
+fn check_decoder(bytes: &[u8]) -> Result<(), TestCaseError> {
+    use ipclab::fifo::{is_reply_fifo_name, Record, Request};
+    if let Ok(record) = Record::decode(bytes) {
+        prop_assert_eq!(bytes.len(), 160);
+        let again = Record::decode(&record.encode()).unwrap();
+        prop_assert_eq!(&again, &record);
+    }
+    if let Ok(request) = Request::decode(bytes) {
+        prop_assert!(is_reply_fifo_name(request.reply_fifo.as_bytes()));
+        prop_assert!(!request.text.chars().any(char::is_control));
+    }
+    Ok(())
+}
