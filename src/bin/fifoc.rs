@@ -6,7 +6,7 @@
 //!
 //! System calls: mkfifo, open, write, read, close, unlink.
 //! Run:     make fifos fifoc, then ./fifos in one terminal and ./fifoc in another.
-//! Observe: strace -e trace=mkfifo,mknodat,openat,read,write,unlink ./fifoc
+//! Observe: strace -e trace=mknodat,openat,write,read,unlink ./fifoc
 
 use std::process::ExitCode;
 

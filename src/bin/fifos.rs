@@ -8,7 +8,7 @@
 //!
 //! System calls: mkfifo, open, read, write, close, unlink.
 //! Run:     make fifos fifoc, then ./fifos in one terminal and ./fifoc in another.
-//! Observe: ls -l .fifo* (type p);  strace -e trace=mkfifo,mknodat,openat,read,write ./fifos
+//! Observe: ls -l .fifo (type p);  strace -e trace=mknodat,openat,rename,read,write,unlink ./fifos
 
 use std::process::ExitCode;
 

@@ -3,5 +3,6 @@
 
 mod fifo;
 mod harness;
+mod labs;
 mod make;
 mod pipes;

@@ -1,0 +1,120 @@
+//! The lab manual's commands work as written: what labs.md (and each binary's header comment)
+//! tells a student to type names real strace syscalls, real make targets, real exercises and
+//! real options.
+
+use std::path::Path;
+
+use crate::harness::{exe, Lab};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The lines of the ```sh blocks of labs.md, without comments.
+fn manual_commands() -> Vec<String> {
+    let manual = std::fs::read_to_string(Path::new(ROOT).join("labs.md")).unwrap();
+    let mut in_sh = false;
+    let mut commands = Vec::new();
+    for line in manual.lines() {
+        if let Some(info) = line.strip_prefix("```") {
+            in_sh = !in_sh && info == "sh";
+        } else if in_sh {
+            let command = line.split(" # ").next().unwrap().trim();
+            if !command.is_empty() && !command.starts_with('#') {
+                commands.push(command.to_owned());
+            }
+        }
+    }
+    assert!(
+        commands.len() > 10,
+        "labs.md has too few commands: {commands:?}"
+    );
+    commands
+}
+
+/// The strace commands of labs.md and of the binaries' header comments, with where they are.
+fn strace_commands() -> Vec<(String, String)> {
+    let mut commands: Vec<(String, String)> = manual_commands()
+        .into_iter()
+        .map(|c| ("labs.md".to_owned(), c))
+        .collect();
+    for entry in std::fs::read_dir(Path::new(ROOT).join("src/bin")).unwrap() {
+        let path = entry.unwrap().path();
+        let header = std::fs::read_to_string(&path).unwrap();
+        for line in header.lines().take_while(|l| l.starts_with("//!")) {
+            if let Some(at) = line.find("strace ") {
+                commands.push((path.display().to_string(), line[at..].to_owned()));
+            }
+        }
+    }
+    commands.retain(|(_, command)| command.starts_with("strace "));
+    assert!(
+        commands.len() >= 8,
+        "too few strace commands found: {commands:?}"
+    );
+    commands
+}
+
+#[test]
+fn every_strace_list_names_real_system_calls() {
+    let lab = Lab::new();
+    for (source, command) in strace_commands() {
+        let list = command
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("trace="));
+        let list = list.unwrap_or_else(|| panic!("{source}: `{command}` has no trace=LIST"));
+        let run = lab.run("strace", &["-e", &format!("trace={list}"), "true"]);
+        assert!(
+            run.status.success(),
+            "{source}: strace rejects trace={list}\n{run}"
+        );
+    }
+}
+
+#[test]
+fn every_make_command_names_real_targets() {
+    let lab = Lab::new();
+    let mut checked = 0;
+    for command in manual_commands().iter().filter(|c| c.starts_with("make")) {
+        let mut make = lab.command("make", &["-n", "-C", ROOT]);
+        make.args(command.split_whitespace().skip(1));
+        let run = crate::harness::Running::spawn(make).finish();
+        assert!(
+            run.status.success(),
+            "labs.md: `{command}` does not work\n{run}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5);
+}
+
+#[test]
+fn every_program_and_option_in_the_manual_exists() {
+    let lab = Lab::new();
+    let mut checked = 0;
+    for command in manual_commands() {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        // the exercise may follow strace's options or an environment assignment
+        let Some(at) = words.iter().position(|w| w.starts_with("./")) else {
+            continue;
+        };
+        let name = &words[at][2..];
+        assert!(
+            exe(name).is_some(),
+            "labs.md runs ./{name}, which is no exercise: `{command}`"
+        );
+        let help = lab.run(name, &["--help"]);
+        help.assert_success();
+        for option in words[at + 1..]
+            .iter()
+            .take_while(|w| **w != "--" && **w != "|" && **w != ">")
+        {
+            if let Some(option) = option.strip_prefix("--") {
+                assert!(
+                    help.stdout().contains(&format!("--{option}")),
+                    "labs.md: ./{name} has no --{option}: `{command}`"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10);
+}
