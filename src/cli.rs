@@ -82,7 +82,8 @@ pub struct DirOption {
 /// `--timeout SECS`: how long to wait for a peer before giving up (default: as long as it takes).
 #[derive(Args, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeoutOption {
-    /// Give up (cleaning up) after waiting SECS seconds for the peer [default: wait forever]
+    /// Give up, cleaning up, after waiting SECS seconds for the peer (a reply, the next
+    /// request) [default: wait forever]
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use nix::errno::Errno;
-use nix::fcntl::{open, OFlag};
+use nix::fcntl::{open, renameat2, OFlag, RenameFlags, AT_FDCWD};
 use nix::poll::PollFlags;
 use nix::sys::stat::{fstat, lstat, FileStat, Mode, SFlag};
 use nix::unistd::{mkfifo, Pid};
@@ -227,9 +227,7 @@ impl ServerFifo {
                 let fresh = dir.join(format!("{SERVER_FIFO}-new{}", std::process::id()));
                 make_fifo(&fresh)?;
                 let opened = open_both_ends(&fresh).and_then(|(reader, keep_open)| {
-                    fs::rename(&fresh, &path).with_context(|| {
-                        format!("rename({} to {})", fresh.display(), path.display())
-                    })?;
+                    publish(&fresh, &path)?;
                     Ok(ServerFifo {
                         path,
                         reader,
@@ -447,6 +445,28 @@ fn open_nonblocking(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
         flags | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
+}
+
+/// Renames the server's new FIFO to `.fifo`, unless a `.fifo` appeared meanwhile (a server that
+/// started at the same moment): `RENAME_NOREPLACE` makes that an error instead of silently
+/// taking the other server's name.
+fn publish(fresh: &Path, path: &Path) -> anyhow::Result<()> {
+    match renameat2(
+        AT_FDCWD,
+        fresh,
+        AT_FDCWD,
+        path,
+        RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Ok(()) => Ok(()),
+        Err(Errno::EEXIST) => anyhow::bail!(
+            "another fifos made {} at the same time (stop it first)",
+            path.display()
+        ),
+        Err(e) => {
+            Err(e).with_context(|| format!("rename({} to {})", fresh.display(), path.display()))
+        }
+    }
 }
 
 /// The server's read end, then its own write end (possible once a reader exists).

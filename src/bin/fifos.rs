@@ -28,7 +28,6 @@ struct Options {
     #[arg(long, value_name = "N")]
     count: Option<u64>,
 
-    /// Give up (removing .fifo) if no request comes for SECS seconds [default: wait forever]
     #[command(flatten)]
     timeout: TimeoutOption,
 }

@@ -80,28 +80,27 @@ fn assert_takes_turns(lines: &[String], loops: usize, report: &dyn std::fmt::Dis
     }
 }
 
+/// Runs `sync` with `args` and checks it takes `loops` turns.
+fn sync_takes_turns(args: &[&str], loops: usize) {
+    let lab = Lab::new();
+    let run = lab.run("sync", args);
+    run.assert_success();
+    assert_takes_turns(&run.lines(), loops, &run);
+}
+
 #[test]
 fn sync_takes_five_turns_in_twenty_lines() {
-    let lab = Lab::new();
-    let run = lab.run("sync", &[] as &[&str]);
-    run.assert_success();
-    assert_takes_turns(&run.lines(), 5, &run);
+    sync_takes_turns(&[], 5);
 }
 
 #[test]
 fn sync_takes_one_turn_with_loops_1() {
-    let lab = Lab::new();
-    let run = lab.run("sync", &["--loops", "1"]);
-    run.assert_success();
-    assert_takes_turns(&run.lines(), 1, &run);
+    sync_takes_turns(&["--loops", "1"], 1);
 }
 
 #[test]
 fn sync_takes_fifty_turns_with_loops_50() {
-    let lab = Lab::new();
-    let run = lab.run("sync", &["--loops", "50"]);
-    run.assert_success();
-    assert_takes_turns(&run.lines(), 50, &run);
+    sync_takes_turns(&["--loops", "50"], 50);
 }
 
 #[test]
