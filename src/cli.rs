@@ -74,8 +74,13 @@ pub fn parse_id(text: &str) -> Result<u32, String> {
 /// `--dir DIR`: the directory where the FIFO programs keep `.fifo` and `.fifo<PID>`.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct DirOption {
-    /// Directory of the FIFOs (.fifo and .fifo<PID>); server and client must use the same one
-    #[arg(long, value_name = "DIR", default_value = ".")]
+    /// The directory of `.fifo` and the clients' `.fifo<PID>`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".",
+        help = "Directory of the FIFOs (.fifo and .fifo<PID>); server and client must use the same one"
+    )]
     pub dir: PathBuf,
 }
 

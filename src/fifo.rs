@@ -366,7 +366,7 @@ impl ClientFifo {
                 (server.writer.as_fd(), PollFlags::empty()),
             ];
             let ready = wait::poll(&watched, deadline).with_context(context)?;
-            if ready[0].is_empty() && bytes.is_empty() {
+            if ready[0].is_empty() {
                 anyhow::bail!(
                     "{}: the server went away before replying",
                     self.path.display()

@@ -7,7 +7,7 @@
 //! | module        | concern                                                                 |
 //! |---------------|-------------------------------------------------------------------------|
 //! | [`cli`]       | common options (`--id`, `--dir`, `--timeout`), the shared `main` runner, the error format and exit status |
-//! | [`out`]       | printing a whole or partial line and flushing it at once ([`out!`], [`outln!`]) |
+//! | [`out`](mod@out) | printing a whole or partial line and flushing it at once ([`out!`], [`outln!`]) |
 //! | [`signals`]   | catching SIGINT/SIGTERM so that waits end and owned objects are removed |
 //! | [`wait`]      | deadlines and waiting for a file descriptor without missing a signal   |
 //! | [`process`]   | `fork`, waiting for children, finding and `exec`ing a program           |

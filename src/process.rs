@@ -26,6 +26,7 @@ pub unsafe fn fork() -> anyhow::Result<ForkResult> {
 pub fn wait_child(child: Pid) -> anyhow::Result<()> {
     let status = loop {
         match waitpid(child, None) {
+            // Even after SIGINT/SIGTERM: the child gets the same Ctrl-C, and must still be reaped.
             Err(nix::errno::Errno::EINTR) => continue,
             other => break other.with_context(|| format!("waitpid(child {child})"))?,
         }
