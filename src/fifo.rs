@@ -148,16 +148,14 @@ impl Record {
     /// The text, printable: invalid UTF-8 replaced, control characters escaped (a peer's bytes
     /// must not drive the terminal).
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.text)
-            .chars()
-            .flat_map(|c| {
-                let escaped: Vec<char> = match c.is_control() {
-                    true => c.escape_default().collect(),
-                    false => vec![c],
-                };
-                escaped
-            })
-            .collect()
+        let mut printable = String::new();
+        for c in String::from_utf8_lossy(&self.text).chars() {
+            match c.is_control() {
+                true => printable.extend(c.escape_default()),
+                false => printable.push(c),
+            }
+        }
+        printable
     }
 }
 
@@ -302,12 +300,16 @@ pub fn send_reply(dir: &Path, request: &Request, text: &str) -> anyhow::Result<(
             Err(e) => Err(e).with_context(context),
         }
     })
-    .map_err(|e| match e.is::<TimedOut>() {
-        true => anyhow!("{}: no process reads it", path.display()),
-        false => e,
+    .map_err(|e| {
+        if e.is::<TimedOut>() {
+            anyhow!("{}: no process reads it", path.display())
+        } else {
+            e
+        }
     })?;
+    let opened = fstat(&writer).with_context(context)?;
     anyhow::ensure!(
-        is_fifo(&fstat(&writer)?) && fstat(&writer)?.st_ino == meta.ino(),
+        is_fifo(&opened) && opened.st_ino == meta.ino(),
         "{} changed while it was opened",
         path.display()
     );

@@ -49,8 +49,9 @@ fn answer_requests(server: &ServerFifo, options: &Options) -> anyhow::Result<()>
     let reply = format!("This is a reply from {}.", std::process::id());
     let mut replied = 0;
     while options.count.is_none_or(|count| replied < count) {
-        let bytes = server.receive(options.timeout.deadline())?; // read
-                                                                 // A bad record is the client's problem, never the server's end.
+        let bytes = server.receive(options.timeout.deadline())?; // read(".fifo")
+
+        // A bad record is the client's problem, never the server's end.
         let request = match Request::decode(&bytes) {
             Ok(request) => request,
             Err(bad) => {
@@ -59,8 +60,8 @@ fn answer_requests(server: &ServerFifo, options: &Options) -> anyhow::Result<()>
             }
         };
         out!("Received request: {}.....", request.text)?;
+        // open(".fifo<PID>"), write
         match fifo::send_reply(&options.dir.dir, &request, &reply) {
-            // open(".fifo<PID>"), write
             Ok(()) => {
                 outln!("Replied.")?;
                 replied += 1;
