@@ -173,7 +173,7 @@ fn report(error: &anyhow::Error) -> u8 {
 }
 
 /// Whether an error of type `E` is anywhere in `error`'s chain of causes.
-fn caused_by<E: std::error::Error + 'static>(error: &anyhow::Error) -> bool {
+pub(crate) fn caused_by<E: std::error::Error + 'static>(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| cause.is::<E>())
 }
 

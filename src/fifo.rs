@@ -22,7 +22,6 @@
 use std::fmt;
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -200,8 +199,8 @@ impl ServerFifo {
     /// reading `.fifo`, or if `.fifo` is something else than a FIFO.
     pub fn create(dir: &Path) -> anyhow::Result<ServerFifo> {
         let path = dir.join(SERVER_FIFO);
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if !meta.file_type().is_fifo() => {
+        match lstat(&path) {
+            Ok(stat) if !is_fifo(&stat) => {
                 anyhow::bail!(
                     "{} exists and is not a FIFO; remove it first",
                     path.display()
@@ -221,7 +220,7 @@ impl ServerFifo {
                     _keep_open: keep_open,
                 })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Errno::ENOENT) => {
                 let fresh = dir.join(format!("{SERVER_FIFO}-new{}", std::process::id()));
                 make_fifo(&fresh)?;
                 let opened = open_both_ends(&fresh).and_then(|(reader, keep_open)| {
@@ -237,13 +236,8 @@ impl ServerFifo {
                 }
                 opened
             }
-            Err(e) => Err(e).with_context(|| format!("stat({})", path.display())),
+            Err(e) => Err(e).with_context(|| format!("lstat({})", path.display())),
         }
-    }
-
-    /// The path of `.fifo`.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Waits for the next request and reads one record's worth of bytes (fewer if a client
@@ -286,12 +280,10 @@ pub fn send_reply(dir: &Path, request: &Request, text: &str) -> anyhow::Result<(
     let path = dir.join(&request.reply_fifo);
     let context = || format!("open({})", path.display());
     // lstat first, so that not even `open` is tried on anything but a FIFO.
-    let meta = fs::symlink_metadata(&path).with_context(context)?;
-    anyhow::ensure!(
-        meta.file_type().is_fifo(),
-        "{} is not a FIFO",
-        path.display()
-    );
+    let named = lstat(&path)
+        .map_err(std::io::Error::from)
+        .with_context(context)?;
+    anyhow::ensure!(is_fifo(&named), "{} is not a FIFO", path.display());
     let flags = OFlag::O_WRONLY | OFlag::O_NOFOLLOW;
     let writer = wait::retry(Deadline::within(Some(REPLY_GRACE)), || {
         match open_nonblocking(&path, flags) {
@@ -309,7 +301,7 @@ pub fn send_reply(dir: &Path, request: &Request, text: &str) -> anyhow::Result<(
     })?;
     let opened = fstat(&writer).with_context(context)?;
     anyhow::ensure!(
-        is_fifo(&opened) && opened.st_ino == meta.ino(),
+        is_fifo(&opened) && (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino),
         "{} changed while it was opened",
         path.display()
     );
@@ -333,8 +325,8 @@ impl ClientFifo {
         let name = reply_fifo_name(pid);
         let path = dir.join(&name);
         // A FIFO with our PID in its name is a leftover of a dead process: ours to replace.
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_fifo() => fs::remove_file(&path)
+        match lstat(&path) {
+            Ok(stat) if is_fifo(&stat) => fs::remove_file(&path)
                 .with_context(|| format!("removing stale {}", path.display()))?,
             _ => {}
         }

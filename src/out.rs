@@ -2,8 +2,9 @@
 //!
 //! Every line is flushed the moment it is printed, also when stdout is a pipe (where Rust, like C,
 //! would otherwise hold it back), so the lines of a parent and its child, or of a server and its
-//! client, interleave in real time. A line printed in two parts ([`out!`](crate::out!) then [`outln!`](crate::outln!), as in
-//! `Sent a request.....` … `Received reply: …`) shows its first part while the program waits.
+//! client, interleave in real time. A line printed in two parts ([`out!`](crate::out!) then
+//! [`outln!`](crate::outln!), as in `Sent a request.....` … `Received reply: …`) shows its first
+//! part while the program waits.
 //!
 //! When whoever reads stdout has gone (`./sync | head -1`), printing fails with [`StdoutClosed`],
 //! which [`crate::cli::run`] turns into a quiet exit instead of the panic of `println!`.
@@ -49,7 +50,8 @@ impl std::error::Error for StdoutClosed {}
 /// Whether the last thing printed was a partial line (see [`end_partial_line`]).
 static PARTIAL_LINE: AtomicBool = AtomicBool::new(false);
 
-/// Writes `text` (and a newline if `newline`) to stdout and flushes. Use [`out!`](crate::out!) and [`outln!`](crate::outln!).
+/// Writes `text` (and a newline if `newline`) to stdout and flushes.
+/// Use [`out!`](crate::out!) and [`outln!`](crate::outln!).
 pub fn print(text: fmt::Arguments<'_>, newline: bool) -> anyhow::Result<()> {
     let mut stdout = io::stdout().lock();
     PARTIAL_LINE.store(!newline, Ordering::Relaxed);
@@ -72,8 +74,8 @@ pub fn write_bytes(bytes: &[u8]) -> anyhow::Result<()> {
     checked(stdout.write_all(bytes).and_then(|()| stdout.flush()))
 }
 
-/// Ends a partial line left by [`out!`](crate::out!) (`Sent a request.....`), so that an error message
-/// that follows on the terminal starts on a line of its own. Does nothing otherwise.
+/// Ends a partial line left by [`out!`](crate::out!) (`Sent a request.....`), so that an error
+/// message that follows on the terminal starts on a line of its own. Does nothing otherwise.
 pub fn end_partial_line() {
     if PARTIAL_LINE.swap(false, Ordering::Relaxed) {
         let _ = print(format_args!(""), true);

@@ -94,7 +94,7 @@ pub fn check() -> Result<(), Interrupted> {
 /// Whether `error` is (or was caused by) a caught termination signal — for a program whose
 /// normal way to stop is Ctrl-C, such as a server.
 pub fn is_interruption(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| cause.is::<Interrupted>())
+    crate::cli::caused_by::<Interrupted>(error)
 }
 
 /// The read end of the self-pipe, readable once a signal was caught; `None` before
