@@ -41,20 +41,9 @@ wait $server || failed+=("./fifos")
 trap - EXIT
 
 # Nothing may be left behind: no .fifo*, no queue or segment of this lab ID.
-id=${IPCLAB_ID:-0}
-left=$(ls -a | grep '^\.fifo')
-for table in msg shm; do
-    base=$([ $table = msg ] && echo 32768 || echo 36864) # 0x8000, 0x9000
-    key=$((base + id))
-    awk -v key=$key 'NR > 1 && $1 == key { found = 1 } END { exit !found }' /proc/sysvipc/$table &&
-        left="$left $table key $(printf '0x%x' $key)"
-done
-
 echo
-if [ -n "${left// /}" ]; then
-    echo "demo: left behind: $left" >&2
-    failed+=("cleanup")
-fi
+./scripts/ipcclean.sh --check "${IPCLAB_ID:-0}" || failed+=("cleanup")
+
 if [ ${#failed[@]} -gt 0 ]; then
     printf 'demo: failed: %s\n' "${failed[@]}" >&2
     exit 1

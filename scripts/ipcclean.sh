@@ -2,7 +2,15 @@
 # make ipcclean [ID=N]: remove what a crashed or killed exercise left behind for lab ID N —
 # the message queue 0x8000+N, the shared memory segment 0x9000+N and the FIFOs ./.fifo* —
 # and say what was removed. (A leftover System V object survives until reboot otherwise.)
+#
+# ipcclean.sh --check N: remove nothing; name each leftover on stderr and exit 1 if there is any
+# (make demo ends with this).
 set -u
+check=no
+if [ "${1:-}" = --check ]; then
+    check=yes
+    shift
+fi
 id=${1:-0}
 case $id in
     0[xX]*[!0-9a-fA-F]* | 0[xX]) valid=no ;;
@@ -19,15 +27,27 @@ status=0
 # exists TABLE KEY: whether /proc/sysvipc/TABLE lists KEY (its first column, in decimal)
 exists() { awk -v key="$2" 'NR > 1 && $1 == key { found = 1 } END { exit !found }' "/proc/sysvipc/$1"; }
 
+# handle WHAT REMOVE-COMMAND...: in --check mode report WHAT as left behind, else remove it
+handle() {
+    local what=$1
+    shift
+    if [ $check = yes ]; then
+        echo "ipcclean: left behind: $what" >&2
+        status=1
+    elif "$@"; then
+        echo "removed $what"
+    else
+        status=1
+    fi
+}
+
 remove() { # remove TABLE KEY IPCRM-FLAG DESCRIPTION
     local hex
     hex=$(printf '0x%x' "$2")
-    if ! exists "$1" "$2"; then
+    if exists "$1" "$2"; then
+        handle "$4 $hex" ipcrm "$3" "$hex"
+    elif [ $check = no ]; then
         echo "no $4 $hex"
-    elif ipcrm "$3" "$hex"; then
-        echo "removed $4 $hex"
-    else
-        status=1
     fi
 }
 remove msg $((0x8000 + n)) -Q "message queue"
@@ -37,7 +57,7 @@ found=no
 for fifo in ./.fifo*; do
     [ -e "$fifo" ] || [ -L "$fifo" ] || continue
     found=yes
-    if rm -f -- "$fifo"; then echo "removed $fifo"; else status=1; fi
+    handle "$fifo" rm -f -- "$fifo"
 done
-[ $found = yes ] || echo "no ./.fifo* files"
+[ $found = yes ] || [ $check = yes ] || echo "no ./.fifo* files"
 exit $status

@@ -64,3 +64,18 @@ fn ipcclean_rejects_an_id_that_is_not_a_number_below_0x1000() {
             .assert_failure(2, "ipcclean: ID must be a number below 0x1000");
     }
 }
+
+#[test]
+fn ipcclean_check_names_leftovers_and_removes_nothing() {
+    let lab = Lab::new();
+    let clean = lab.run(IPCCLEAN, &["--check", &lab.id().to_string()]);
+    clean.assert_success();
+    assert!(clean.stdout.is_empty(), "{clean}");
+
+    let fifo = lab.dir().join(".fifo99");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let run = lab.run(IPCCLEAN, &["--check", &lab.id().to_string()]);
+    run.assert_failure(1, "ipcclean: left behind: ./.fifo99");
+    assert!(fifo.exists(), "--check must not remove anything\n{run}");
+    std::fs::remove_file(fifo).unwrap();
+}
