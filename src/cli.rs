@@ -11,29 +11,24 @@
 //! | success                                   | —                                   | 0           |
 //! | bad usage (clap)                          | clap's message                      | 2           |
 //! | runtime error                             | `NAME: what failed (object): reason` | 1          |
-//! | a program that cannot be run ([`CannotRun`]) | `NAME: cannot run 'X': reason`   | 127         |
-//! | stopped by SIGINT/SIGTERM while waiting   | —                                   | 128+signal  |
-//! | stdout closed early (`./sync \| head -1`) | —                                   | 0           |
+//! | an error that carries its own status ([`Exit`]) | as it says                    | its own     |
+//!
+//! Errors that carry their own status are made where they happen: a termination signal while
+//! waiting (128+signal, quiet), stdout closed early (`./sync | head -1`: 0, quiet), a program
+//! that cannot be run (127). This module knows none of them by type.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::error::ErrorKind;
+use clap::{Args, FromArgMatches, Parser};
 
-use crate::out::StdoutClosed;
+use crate::error::{self, Exit};
 use crate::process::CannotRun;
-use crate::signals::Interrupted;
-use crate::sync::PeerGone;
+use crate::sysv::{Key, ID_LIMIT};
+use crate::trace::ClassroomOptions;
 use crate::wait::Deadline;
-
-/// System V key of an exercise's message queue: `0x8000 + ID` (the C headers' `MY_ID`).
-pub const QUEUE_KEY_BASE: i32 = 0x8000;
-/// System V key of an exercise's shared memory segment: `0x9000 + ID`.
-pub const SEGMENT_KEY_BASE: i32 = 0x9000;
-/// IDs are below this, so queue keys and segment keys never overlap.
-pub const ID_LIMIT: u32 = 0x1000;
 
 /// `--id N`: which set of keys this run uses, so that several students (or tests) on one machine
 /// do not meet in the same queue or segment.
@@ -47,13 +42,13 @@ pub struct IdOption {
 
 impl IdOption {
     /// The message queue key, `0x8000 + ID`.
-    pub fn queue_key(&self) -> i32 {
-        QUEUE_KEY_BASE + self.id as i32
+    pub fn queue_key(&self) -> Key {
+        Key::queue(self.id)
     }
 
     /// The shared memory segment key, `0x9000 + ID`.
-    pub fn segment_key(&self) -> i32 {
-        SEGMENT_KEY_BASE + self.id as i32
+    pub fn segment_key(&self) -> Key {
+        Key::segment(self.id)
     }
 }
 
@@ -109,20 +104,17 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     }
 }
 
-static PROGRAM: OnceLock<&'static str> = OnceLock::new();
+pub use crate::out::program;
 
-/// The running binary's name, as errors and warnings show it.
-pub fn program() -> &'static str {
-    PROGRAM.get().copied().unwrap_or("ipclab")
-}
-
-/// Prints a warning that does not stop the program: `NAME: message` on stderr.
+/// Prints a warning that does not stop the program: `NAME: message` on stderr (never panics,
+/// even when stderr is closed or full).
 pub fn warn(message: impl std::fmt::Display) {
-    eprintln!("{}: {message}", program());
+    crate::out::error_line(format_args!("{message}"));
 }
 
-/// The `main` of every binary: parse the options of `A`, run `exercise`, and turn its result into
-/// an exit status (see the table in the module docs).
+/// The `main` of every binary: parse the options of `A` (plus the classroom options of
+/// [`crate::trace`], which every binary has), run `exercise`, and turn its result into an exit
+/// status (see the table in the module docs).
 ///
 /// ```no_run
 /// use clap::Parser;
@@ -141,9 +133,14 @@ pub fn run<A: Parser>(
     name: &'static str,
     exercise: impl FnOnce(A) -> anyhow::Result<()>,
 ) -> ExitCode {
-    let _ = PROGRAM.set(name);
-    let matches = A::command().name(name).bin_name(name).get_matches();
+    crate::out::set_program(name);
+    let mut command = ClassroomOptions::augment_args(A::command().name(name).bin_name(name));
+    let matches = command.get_matches_mut();
     let options = A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let classroom = ClassroomOptions::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(message) = classroom.enable() {
+        command.error(ErrorKind::InvalidValue, message).exit(); // status 2
+    }
     match exercise(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => ExitCode::from(report(&error)),
@@ -153,28 +150,16 @@ pub fn run<A: Parser>(
 /// Prints `error` the suite's way (if it is worth printing) and returns the exit status.
 fn report(error: &anyhow::Error) -> u8 {
     crate::out::end_partial_line();
-    if let Some(Interrupted(signal)) = error.chain().find_map(|e| e.downcast_ref()) {
-        // The owned objects were removed on the way here; the shell knows why we stopped.
-        return 128 + *signal as i32 as u8;
+    let exit = error::exit_of(error);
+    if !exit.is_some_and(Exit::is_quiet) {
+        crate::out::error_line(format_args!("{error:#}"));
     }
-    // Whoever read our output has gone (`./sync | head -1`): that is not an error. A peer that
-    // vanished while our stdout is closed went away for the same reason.
-    if caused_by::<StdoutClosed>(error)
-        || (caused_by::<PeerGone>(error) && crate::out::stdout_is_closed())
-    {
-        return 0;
+    match exit {
+        Some(exit) => exit.status(),
+        // TODO(hardening-proc merge): CannotRun becomes an Exit(127) where it is made.
+        None if error::caused_by::<CannotRun>(error) => 127,
+        None => 1,
     }
-    eprintln!("{}: {error:#}", program());
-    if caused_by::<CannotRun>(error) {
-        127
-    } else {
-        1
-    }
-}
-
-/// Whether an error of type `E` is anywhere in `error`'s chain of causes.
-pub(crate) fn caused_by<E: std::error::Error + 'static>(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| cause.is::<E>())
 }
 
 #[cfg(test)]
@@ -195,8 +180,8 @@ mod tests {
     #[test]
     fn keys_are_the_c_headers_keys() {
         let id = IdOption { id: 5 };
-        assert_eq!(id.queue_key(), 0x8005);
-        assert_eq!(id.segment_key(), 0x9005);
+        assert_eq!(id.queue_key(), Key::queue(5));
+        assert_eq!(id.segment_key(), Key::segment(5));
     }
 
     #[test]

@@ -6,20 +6,26 @@
 //!
 //! | module        | concern                                                                 |
 //! |---------------|-------------------------------------------------------------------------|
-//! | [`cli`]       | common options (`--id`, `--dir`, `--timeout`), the shared `main` runner, the error format and exit status |
+//! | [`cli`]       | common options (`--id`, `--dir`, `--timeout`), the shared `main` runner, the error format |
+//! | [`error`]     | an error that carries its own exit status ([`error::Exit`])             |
 //! | [`out`](mod@out) | printing a whole or partial line and flushing it at once ([`out!`], [`outln!`]) |
-//! | [`signals`]   | catching SIGINT/SIGTERM so that waits end and owned objects are removed |
+//! | [`signals`]   | catching SIGHUP/SIGINT/SIGQUIT/SIGTERM… so that waits end and owned objects are removed |
 //! | [`wait`]      | deadlines and waiting for a file descriptor without missing a signal   |
 //! | [`process`]   | `fork`, waiting for children, finding and `exec`ing a program           |
 //! | [`fifo`]      | the FIFO client–server pair: paths and the 160-byte record              |
+//! | [`sysv`]      | System V keys (`0x8000 + ID`, `0x9000 + ID`) and the ownership check of an object found by key |
+//! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
 //! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
 //!
 //! The lab manual (`labs.md`) explains the concepts; the code points to it.
 
 pub mod cli;
+pub mod error;
 pub mod fifo;
 pub mod out;
 pub mod process;
 pub mod signals;
 pub mod sync;
+pub mod sysv;
+pub mod trace;
 pub mod wait;

@@ -7,14 +7,22 @@
 //! part while the program waits.
 //!
 //! When whoever reads stdout has gone (`./sync | head -1`), printing fails with [`StdoutClosed`],
-//! which [`crate::cli::run`] turns into a quiet exit instead of the panic of `println!`.
+//! a quiet exit with status 0 instead of the panic of `println!`. A write that blocks (stdout a
+//! full pipe that nobody reads) ends on a termination signal, unlike std's `write_all`, and
+//! stderr is written by [`error_line`], which never panics (`eprintln!` does when stderr fails).
 
 use std::fmt;
-use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
+use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::error::Exit;
+use crate::signals;
+use crate::wait::Deadline;
 
 /// Prints a partial line and flushes it: `out!("Sent a request.....")?;`
 #[macro_export]
@@ -49,49 +57,113 @@ impl std::error::Error for StdoutClosed {}
 
 /// Whether the last thing printed was a partial line (see [`end_partial_line`]).
 static PARTIAL_LINE: AtomicBool = AtomicBool::new(false);
+/// The running program's name, for error lines and traces.
+static PROGRAM: OnceLock<&'static str> = OnceLock::new();
+
+/// Sets the program's name (once, at start; [`crate::cli::run`] does it).
+pub fn set_program(name: &'static str) {
+    let _ = PROGRAM.set(name);
+}
+
+/// The running binary's name, as errors, warnings and traces show it.
+pub fn program() -> &'static str {
+    PROGRAM.get().copied().unwrap_or("ipclab")
+}
 
 /// Writes `text` (and a newline if `newline`) to stdout and flushes.
 /// Use [`out!`](crate::out!) and [`outln!`](crate::outln!).
 pub fn print(text: fmt::Arguments<'_>, newline: bool) -> anyhow::Result<()> {
-    let mut stdout = io::stdout().lock();
     PARTIAL_LINE.store(!newline, Ordering::Relaxed);
-    let written = stdout
-        .write_fmt(text)
-        .and_then(|()| {
-            if newline {
-                stdout.write_all(b"\n")
-            } else {
-                Ok(())
-            }
-        })
-        .and_then(|()| stdout.flush());
-    checked(written)
+    let mut line = match text.as_str() {
+        Some(plain) => plain.to_owned(),
+        None => text.to_string(),
+    };
+    if newline {
+        line.push('\n');
+    }
+    write_bytes(line.as_bytes())
 }
 
-/// Writes raw bytes to stdout (data received from a peer, printed as it came) and flushes.
+/// Writes raw bytes to stdout (data received from a peer, printed as it came).
 pub fn write_bytes(bytes: &[u8]) -> anyhow::Result<()> {
-    let mut stdout = io::stdout().lock();
-    checked(stdout.write_all(bytes).and_then(|()| stdout.flush()))
+    write_to(io::stdout().as_fd(), bytes).map_err(|e| match e {
+        WriteError::Interrupted(exit) => exit.into(),
+        WriteError::Failed(Errno::EPIPE) => Exit::quiet(0, StdoutClosed).into(),
+        WriteError::Failed(errno) => StdoutFailed(errno).into(),
+    })
+}
+
+/// Writing to stdout failed (`./pipe >/dev/full`, `./pipe >&-`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StdoutFailed(pub Errno);
+
+impl fmt::Display for StdoutFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "writing to stdout: {}", self.0.desc())
+    }
+}
+
+impl std::error::Error for StdoutFailed {}
+
+/// Prints `NAME: message` on stderr, for a warning or an error. Never fails and never panics:
+/// if stderr cannot be written (closed, full, a pipe nobody reads), the message is lost, which
+/// is all one can do — but a termination signal still ends a write that blocks.
+pub fn error_line(message: fmt::Arguments<'_>) {
+    end_partial_line();
+    let line = format!("{}: {message}\n", program());
+    let _ = write_to(io::stderr().as_fd(), line.as_bytes());
+}
+
+/// Writes a trace or prompt line to stderr as it is, ignoring failures (see [`error_line`]).
+pub fn stderr_bytes(bytes: &[u8]) {
+    let _ = write_to(io::stderr().as_fd(), bytes);
 }
 
 /// Ends a partial line left by [`out!`](crate::out!) (`Sent a request.....`), so that an error
 /// message that follows on the terminal starts on a line of its own. Does nothing otherwise.
 pub fn end_partial_line() {
     if PARTIAL_LINE.swap(false, Ordering::Relaxed) {
-        let _ = print(format_args!(""), true);
+        let _ = write_to(io::stdout().as_fd(), b"\n");
     }
 }
 
-/// Flushes stdout, e.g. before `fork`, so that the child does not inherit unprinted text.
+/// Kept for `fork`: nothing is buffered (every write goes straight to the descriptor), so
+/// there is nothing a child could print twice.
 pub fn flush() -> anyhow::Result<()> {
-    checked(io::stdout().flush())
+    Ok(())
 }
 
-fn checked(result: io::Result<()>) -> anyhow::Result<()> {
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
-        other => Ok(other.map_err(|e| anyhow::anyhow!("writing to stdout: {e}"))?),
+/// Why [`write_to`] stopped.
+pub(crate) enum WriteError {
+    /// A termination signal was caught while the write waited (see [`crate::signals`]).
+    Interrupted(Exit),
+    /// The write failed.
+    Failed(Errno),
+}
+
+/// Writes all of `bytes` to `fd`, waiting while it is full — but, unlike std's `write_all`,
+/// which retries after `EINTR` for ever, a caught termination signal ends the wait, so a
+/// program blocked on a full stdout (a pipe nobody reads) can still clean up and exit.
+pub(crate) fn write_to(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), WriteError> {
+    let catching = signals::wake_fd().is_some();
+    while !bytes.is_empty() {
+        if catching {
+            // Wait for room with poll, which also wakes for a signal that arrived just before.
+            signals::check().map_err(WriteError::Interrupted)?;
+            if let Err(e) = crate::wait::poll(&[(fd, PollFlags::POLLOUT)], Deadline::NEVER) {
+                return Err(match signals::check() {
+                    Err(exit) => WriteError::Interrupted(exit),
+                    Ok(()) => WriteError::Failed(e.downcast_ref().copied().unwrap_or(Errno::EIO)),
+                });
+            }
+        }
+        match nix::unistd::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR | Errno::EAGAIN) => continue,
+            Err(errno) => return Err(WriteError::Failed(errno)),
+        }
     }
+    Ok(())
 }
 
 /// Whether stdout is a pipe or socket whose reader has gone (poll reports `POLLERR` on it).

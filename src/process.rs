@@ -10,8 +10,13 @@ use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
+use crate::error::{self, Exit};
+use crate::out::StdoutFailed;
+use crate::sync::PeerGone;
+
 /// `fork(2)`, after flushing stdout so that the child does not print the parent's pending text
-/// a second time.
+/// a second time. The child gets a signal self-pipe of its own
+/// ([`crate::signals::renew_after_fork`]).
 ///
 /// # Safety
 /// As for [`nix::unistd::fork`]: the calling program must be single-threaded (all the
@@ -19,18 +24,32 @@ use nix::unistd::{ForkResult, Pid};
 pub unsafe fn fork() -> anyhow::Result<ForkResult> {
     crate::out::flush()?;
     // SAFETY: the caller guarantees the conditions of nix::unistd::fork (see above).
-    unsafe { nix::unistd::fork() }.context("fork")
+    let forked = unsafe { nix::unistd::fork() }.context("fork")?;
+    if let ForkResult::Child = forked {
+        crate::signals::renew_after_fork()?;
+    }
+    Ok(forked)
 }
 
 /// `waitpid(2)` for `child`; fails unless it exited with status 0 (as a shell's `&&` would).
 pub fn wait_child(child: Pid) -> anyhow::Result<()> {
-    let status = loop {
+    succeeded(child, reap(child)?)
+}
+
+/// `waitpid(2)` for `child`, until it has ended.
+fn reap(child: Pid) -> anyhow::Result<WaitStatus> {
+    loop {
         match waitpid(child, None) {
-            // Even after SIGINT/SIGTERM: the child gets the same Ctrl-C, and must still be reaped.
+            // Even after a termination signal: the child gets the same Ctrl-C, and must still be
+            // reaped.
             Err(nix::errno::Errno::EINTR) => continue,
-            other => break other.with_context(|| format!("waitpid(child {child})"))?,
+            other => return other.with_context(|| format!("waitpid(child {child})")),
         }
-    };
+    }
+}
+
+/// Whether a child that ended with `status` succeeded, as an error if not.
+fn succeeded(child: Pid, status: WaitStatus) -> anyhow::Result<()> {
     match status {
         WaitStatus::Exited(_, 0) => Ok(()),
         WaitStatus::Exited(_, code) => anyhow::bail!("child {child} exited with status {code}"),
@@ -44,10 +63,38 @@ pub fn wait_child(child: Pid) -> anyhow::Result<()> {
 ///
 /// Drop the parent's pipe ends before calling this (let `parent_part` consume them): a child
 /// still waiting on one of them sees end-of-file and stops, instead of being waited for forever.
+///
+/// A child that exited with a failure status has said why on stderr. A parent error that is
+/// only the echo of that failure — the child went away ([`PeerGone`]), or the stdout they share
+/// failed for the parent too ([`StdoutFailed`]: `./pipe >/dev/full`) — then ends the parent with
+/// status 1 but without a second message. (A child killed by a signal said nothing: then the
+/// parent's error is shown.)
 pub fn wait_child_after(child: Pid, parent_part: anyhow::Result<()>) -> anyhow::Result<()> {
-    let child_result = wait_child(child);
-    parent_part.and(child_result)
+    let status = reap(child)?;
+    let child_result = succeeded(child, status);
+    match (parent_part, child_result) {
+        (Err(echo), Err(child_failed))
+            if matches!(status, WaitStatus::Exited(..))
+                && (error::caused_by::<PeerGone>(&echo)
+                    || error::caused_by::<StdoutFailed>(&echo)) =>
+        {
+            Err(Exit::quiet(1, ChildFailed(format!("{child_failed:#}"))).into())
+        }
+        (parent_part, child_result) => parent_part.and(child_result),
+    }
 }
+
+/// A child failed and has said why itself (see [`wait_child_after`]).
+#[derive(Debug)]
+pub struct ChildFailed(pub String);
+
+impl fmt::Display for ChildFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ChildFailed {}
 
 /// A program that could not be started: the shell's "command not found" (exit status 127).
 #[derive(Debug)]

@@ -1,11 +1,13 @@
-//! Ending a wait on SIGINT or SIGTERM, so that cleanup runs.
+//! Ending a wait on a termination signal, so that cleanup runs.
 //!
 //! A program that owns an IPC object (a FIFO file, a queue, a segment) calls
-//! [`catch_termination`] before it creates the object. From then on, SIGINT (Ctrl-C) and SIGTERM
+//! [`catch_termination`] before it creates the object. From then on the signals a person sends
+//! by accident or on purpose ([`TERMINATION_SIGNALS`]: SIGHUP when the terminal is closed,
+//! SIGINT for Ctrl-C, SIGQUIT for Ctrl-\\, SIGTERM from `kill`, and SIGUSR1, SIGUSR2, SIGALRM)
 //! no longer kill it on the spot: the handler only records the signal, and every wait of the
-//! suite ([`crate::wait::poll`]) then fails with [`Interrupted`]. That error travels up through
-//! `?` like any other, the owners of the objects are dropped on the way and remove them, and
-//! [`crate::cli::run`] exits with status 128+signal.
+//! suite ([`crate::wait::poll`], every write of [`crate::out`]) then fails with [`Interrupted`].
+//! That error travels up through `?` like any other, the owners of the objects are dropped on
+//! the way and remove them, and [`crate::cli::run`] exits with status 128+signal.
 //!
 //! Two details make sure a wait really ends:
 //! * The handler is installed **without `SA_RESTART`**, so a system call blocked when the signal
@@ -14,15 +16,31 @@
 //! * A signal may also arrive just *before* a wait starts, after the last check. The handler
 //!   therefore also writes a byte into a pipe (the "self-pipe trick"), and every `poll` watches
 //!   that pipe too, so the wait wakes up at once instead of sleeping through it.
+//!
+//! After `fork` the child must not share the parent's self-pipe (a wake-up meant for one could be
+//! drained by the other): [`crate::process::fork`] calls [`renew_after_fork`] in the child.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use anyhow::Context;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use crate::error::Exit;
+
+/// The signals that end a wait and run the cleanup (see the module docs).
+pub const TERMINATION_SIGNALS: [Signal; 7] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+];
 
 /// The wait was ended by a signal; cleanup runs as this error propagates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +58,11 @@ impl std::error::Error for Interrupted {}
 static CAUGHT: AtomicI32 = AtomicI32::new(0);
 /// The write end of the self-pipe, for the handler (which may only use plain integers).
 static WAKE_WRITER: AtomicI32 = AtomicI32::new(-1);
-/// Both ends of the self-pipe, kept open for the life of the process.
-static WAKE_PIPE: OnceLock<(OwnedFd, OwnedFd)> = OnceLock::new();
+/// Both ends of the self-pipe, kept open for the life of the process (replaced in a forked
+/// child by [`renew_after_fork`]).
+static WAKE_PIPE: Mutex<Option<(OwnedFd, OwnedFd)>> = Mutex::new(None);
+/// The read end of the self-pipe, for [`wake_fd`] (-1 while there is none).
+static WAKE_READER: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_termination(signal: libc::c_int) {
     CAUGHT.store(signal, Ordering::SeqCst);
@@ -58,24 +79,50 @@ extern "C" fn on_termination(signal: libc::c_int) {
     }
 }
 
-/// Catches SIGINT and SIGTERM for the rest of the process (see the module docs). Idempotent.
+/// Catches the [`TERMINATION_SIGNALS`] for the rest of the process (see the module docs).
+/// Idempotent.
 pub fn catch_termination() -> anyhow::Result<()> {
-    if WAKE_PIPE.get().is_none() {
-        let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-            .context("pipe (for signal wake-ups)")?;
-        WAKE_WRITER.store(writer.as_raw_fd(), Ordering::SeqCst);
-        let _ = WAKE_PIPE.set((reader, writer));
-    }
+    make_wake_pipe(false)?;
     // No SA_RESTART: a blocked system call must fail with EINTR so that its wait ends.
     let action = SigAction::new(
         SigHandler::Handler(on_termination),
         SaFlags::empty(),
         SigSet::empty(),
     );
-    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+    for signal in TERMINATION_SIGNALS {
         // SAFETY: the handler only touches atomics and calls write(2), both async-signal-safe,
         // and it stays valid for the life of the process (a plain `fn`).
         unsafe { sigaction(signal, &action) }.with_context(|| format!("sigaction({signal})"))?;
+    }
+    Ok(())
+}
+
+/// Gives a forked child a self-pipe of its own, if its parent had one: otherwise a signal to one
+/// process could wake the other, or one could drain the other's wake-up. Called by
+/// [`crate::process::fork`] in the child.
+pub fn renew_after_fork() -> anyhow::Result<()> {
+    make_wake_pipe(true)
+}
+
+/// Makes the self-pipe (again, if `renew` and there is one). The new pipe is published to the
+/// handler (`WAKE_WRITER`) only once it is fully made, and the old one closed only after that,
+/// so the handler never writes into a descriptor that is being closed or reused.
+fn make_wake_pipe(renew: bool) -> anyhow::Result<()> {
+    let mut pipe = WAKE_PIPE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if pipe.is_some() != renew {
+        return Ok(()); // already made, or nothing to renew
+    }
+    let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .context("pipe (for signal wake-ups)")?;
+    WAKE_READER.store(reader.as_raw_fd(), Ordering::SeqCst);
+    WAKE_WRITER.store(writer.as_raw_fd(), Ordering::SeqCst);
+    let old = pipe.replace((reader, writer));
+    drop(old);
+    // A signal caught before the new pipe existed must still wake the next wait.
+    if caught().is_some() {
+        on_termination(CAUGHT.load(Ordering::SeqCst));
     }
     Ok(())
 }
@@ -85,23 +132,33 @@ pub fn caught() -> Option<Signal> {
     Signal::try_from(CAUGHT.load(Ordering::SeqCst)).ok()
 }
 
-/// Fails with [`Interrupted`] if a termination signal has been caught. Call it in any loop that
-/// waits without [`crate::wait::poll`] (a spin on shared memory, a retry loop).
-pub fn check() -> Result<(), Interrupted> {
-    caught().map_or(Ok(()), |signal| Err(Interrupted(signal)))
+/// Fails with [`Interrupted`] (exit status 128+signal, no message) if a termination signal has
+/// been caught. Call it in any loop that waits without [`crate::wait::poll`] (a spin on shared
+/// memory, a retry loop).
+pub fn check() -> Result<(), Exit> {
+    caught().map_or(Ok(()), |signal| Err(interrupted(signal)))
+}
+
+/// The error of a wait ended by `signal`: [`Interrupted`], ending the program with status
+/// 128+signal and no message (the shell knows why).
+pub fn interrupted(signal: Signal) -> Exit {
+    Exit::quiet(128 + signal as i32 as u8, Interrupted(signal))
 }
 
 /// Whether `error` is (or was caused by) a caught termination signal — for a program whose
 /// normal way to stop is Ctrl-C, such as a server.
 pub fn is_interruption(error: &anyhow::Error) -> bool {
-    crate::cli::caused_by::<Interrupted>(error)
+    crate::error::caused_by::<Interrupted>(error)
 }
 
 /// The read end of the self-pipe, readable once a signal was caught; `None` before
 /// [`catch_termination`].
 pub fn wake_fd() -> Option<BorrowedFd<'static>> {
-    use std::os::fd::AsFd;
-    WAKE_PIPE.get().map(|(reader, _)| reader.as_fd())
+    let raw = WAKE_READER.load(Ordering::SeqCst);
+    // SAFETY: a descriptor stored in WAKE_READER stays open for the life of the process, except
+    // in a child between `fork` and `renew_after_fork`, where the old one is closed only after
+    // the new one is stored (make_wake_pipe); the program is single-threaded when it forks.
+    (raw >= 0).then(|| unsafe { BorrowedFd::borrow_raw(raw) })
 }
 
 /// Empties the self-pipe after a wake-up (the signal itself stays recorded in [`caught`]).

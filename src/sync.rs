@@ -30,11 +30,13 @@
 
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
 
 use anyhow::Context;
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 
+use crate::error::Exit;
 use crate::wait::{self, Deadline};
 
 /// The byte the parent sends to the child (`TELL_CHILD`).
@@ -91,7 +93,14 @@ impl ParentSide {
             from_peer: from_child,
             to_peer: to_child,
             peer: "child",
+            timeout: None,
         })
+    }
+
+    /// Gives up each `WAIT_CHILD` after `timeout` (`--timeout`) instead of waiting for ever.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> ParentSide {
+        self.0.timeout = timeout;
+        self
     }
 
     /// `TELL_CHILD()`: lets the child go on.
@@ -116,7 +125,14 @@ impl ChildSide {
             from_peer: from_parent,
             to_peer: to_parent,
             peer: "parent",
+            timeout: None,
         })
+    }
+
+    /// Gives up each `WAIT_PARENT` after `timeout` (`--timeout`) instead of waiting for ever.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> ChildSide {
+        self.0.timeout = timeout;
+        self
     }
 
     /// `TELL_PARENT()`: lets the parent go on.
@@ -158,6 +174,8 @@ struct Channel {
     from_peer: OwnedFd,
     to_peer: OwnedFd,
     peer: &'static str,
+    /// How long one wait may take (`--timeout`); `None`: as long as it takes, as in C.
+    timeout: Option<Duration>,
 }
 
 impl Channel {
@@ -166,7 +184,7 @@ impl Channel {
             match nix::unistd::write(&self.to_peer, &[byte]) {
                 Ok(_) => return Ok(()),
                 Err(Errno::EINTR) => crate::signals::check()?,
-                Err(Errno::EPIPE) => return Err(self.gone(false)).context(call.to_string()),
+                Err(Errno::EPIPE) => return Err(self.gone(false).context(call.to_string())),
                 Err(e) => return Err(e).context(format!("{call}: write")),
             }
         }
@@ -178,11 +196,11 @@ impl Channel {
             // poll first, so that SIGINT/SIGTERM (when caught) ends the wait.
             wait::poll(
                 &[(self.from_peer.as_fd(), PollFlags::POLLIN)],
-                Deadline::NEVER,
+                Deadline::within(self.timeout),
             )
             .context(call.to_string())?;
             match nix::unistd::read(&self.from_peer, &mut byte) {
-                Ok(0) => return Err(self.gone(true)).context(call.to_string()),
+                Ok(0) => return Err(self.gone(true).context(call.to_string())),
                 Ok(_) if byte[0] == expected => return Ok(()),
                 Ok(_) => anyhow::bail!(
                     "{call}: expected '{}' from the {}, got '{}'",
@@ -196,10 +214,16 @@ impl Channel {
         }
     }
 
-    fn gone(&self, waiting: bool) -> PeerGone {
-        PeerGone {
+    /// The error for a peer that has gone. When our stdout is closed too, the peer went away
+    /// for the same reason (`./sync | head -1`): a quiet exit, like the closed stdout itself.
+    fn gone(&self, waiting: bool) -> anyhow::Error {
+        let gone = PeerGone {
             peer: self.peer,
             waiting,
+        };
+        match crate::out::stdout_is_closed() {
+            true => Exit::quiet(0, gone).into(),
+            false => gone.into(),
         }
     }
 }
@@ -233,7 +257,7 @@ mod tests {
             format!("{error:#}"),
             "WAIT_CHILD: child exited before telling"
         );
-        assert!(error.is::<PeerGone>());
+        assert!(crate::error::caused_by::<PeerGone>(&error));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Every blocking wait of the suite goes through here, so `--timeout` and Ctrl-C behave the same
 //! in every program:
 //! * [`poll`] waits until a file descriptor is ready, the [`Deadline`] passes ([`TimedOut`]), or
-//!   SIGINT/SIGTERM arrives ([`crate::signals::Interrupted`]);
+//!   a termination signal arrives ([`crate::signals::Interrupted`]);
 //! * [`retry`] repeats an attempt that may not succeed yet (a FIFO without its reader), backing
 //!   off politely between attempts, under the same two limits.
 
@@ -33,7 +33,8 @@ impl Deadline {
     /// A deadline `allowed` from now; `None` means [`Deadline::NEVER`].
     pub fn within(allowed: Option<Duration>) -> Deadline {
         Deadline {
-            at: allowed.map(|d| Instant::now() + d),
+            // A deadline too far to represent (`--timeout 1e19`) is as good as none.
+            at: allowed.and_then(|d| Instant::now().checked_add(d)),
             allowed,
         }
     }
@@ -73,8 +74,8 @@ impl std::error::Error for TimedOut {}
 /// Waits until one of `watched` (a descriptor and the events wanted) is ready, and returns the
 /// events that happened for each, in the same order.
 ///
-/// Fails with [`TimedOut`] at `deadline` and with [`signals::Interrupted`] as soon as SIGINT or
-/// SIGTERM has been caught (see [`signals::catch_termination`]), also if it arrived just before
+/// Fails with [`TimedOut`] at `deadline` and with [`signals::Interrupted`] as soon as a
+/// termination signal has been caught (see [`signals::catch_termination`]), also if it arrived just before
 /// the call.
 pub fn poll(
     watched: &[(BorrowedFd<'_>, PollFlags)],

@@ -12,6 +12,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use ipclab::cli::TimeoutOption;
 use ipclab::sync::{ChildSide, ParentSide, TellWait};
 use ipclab::{outln, process};
 use nix::unistd::ForkResult;
@@ -23,6 +24,9 @@ struct Options {
     /// Number of rounds
     #[arg(long, value_name = "N", default_value_t = 5)]
     loops: u32,
+
+    #[command(flatten)]
+    timeout: TimeoutOption,
 }
 
 fn main() -> ExitCode {
@@ -31,14 +35,15 @@ fn main() -> ExitCode {
 
 fn take_turns(options: Options) -> anyhow::Result<()> {
     let tell_wait = TellWait::new()?; // TELL_WAIT()
+    let timeout = options.timeout.timeout;
 
     // SAFETY: this program is single-threaded.
     match unsafe { process::fork() }? {
         ForkResult::Parent { child } => {
-            let turns = parent(tell_wait.into_parent(), options.loops);
+            let turns = parent(tell_wait.into_parent().with_timeout(timeout), options.loops);
             process::wait_child_after(child, turns)
         }
-        ForkResult::Child => child(tell_wait.into_child(), options.loops),
+        ForkResult::Child => child(tell_wait.into_child().with_timeout(timeout), options.loops),
     }
 }
 

@@ -1,0 +1,131 @@
+//! What System V message queues and shared memory have in common: keys and permissions.
+//!
+//! The C headers define `MY_ID`; the queue's key is `0x8000 + MY_ID` and the segment's
+//! `0x9000 + MY_ID`. Here `--id N` plays `MY_ID`'s role ([`crate::cli::IdOption`]), so that
+//! several students (or tests) on one machine each have their own objects.
+
+use std::fmt;
+
+/// System V key of an exercise's message queue: `0x8000 + ID`.
+pub const QUEUE_KEY_BASE: i32 = 0x8000;
+/// System V key of an exercise's shared memory segment: `0x9000 + ID`.
+pub const SEGMENT_KEY_BASE: i32 = 0x9000;
+/// IDs are below this, so queue keys and segment keys never overlap.
+pub const ID_LIMIT: u32 = 0x1000;
+/// The only mode the suite creates objects with, and the widest it accepts on one it finds.
+pub const MODE: u32 = 0o600;
+
+/// A System V IPC key (`key_t`), shown as the slides and `ipcs` show it: `0x8000`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(libc::key_t);
+
+impl Key {
+    /// `IPC_PRIVATE`: a new object that no other process can find by key.
+    pub const IPC_PRIVATE: Key = Key(libc::IPC_PRIVATE);
+
+    /// The message queue key of lab ID `id`: `0x8000 + id`.
+    pub fn queue(id: u32) -> Key {
+        assert!(id < ID_LIMIT, "lab ID {id:#x} out of range");
+        Key(QUEUE_KEY_BASE + id as i32)
+    }
+
+    /// The shared memory segment key of lab ID `id`: `0x9000 + id`.
+    pub fn segment(id: u32) -> Key {
+        assert!(id < ID_LIMIT, "lab ID {id:#x} out of range");
+        Key(SEGMENT_KEY_BASE + id as i32)
+    }
+
+    /// A key as the kernel stores it.
+    pub fn from_raw(raw: libc::key_t) -> Key {
+        Key(raw)
+    }
+
+    /// The key as the kernel takes it.
+    pub fn raw(self) -> libc::key_t {
+        self.0
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Key::IPC_PRIVATE => f.write_str("IPC_PRIVATE"),
+            Key(raw) => write!(f, "{:#06x}", raw as u32),
+        }
+    }
+}
+
+/// Why an object found under our key is not ours to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Foreign {
+    /// Owned or created by another user.
+    OtherUser { uid: u32, cuid: u32 },
+    /// Ours, but others may read or write it (mode wider than 0600).
+    TooOpen { mode: u32 },
+}
+
+impl fmt::Display for Foreign {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Foreign::OtherUser { uid, cuid } => {
+                write!(f, "it belongs to another user (uid {uid}, creator {cuid})")
+            }
+            Foreign::TooOpen { mode } => {
+                write!(f, "its mode {mode:03o} lets other users in (expected 600)")
+            }
+        }
+    }
+}
+
+/// Checks the owner and mode of an existing object (its `ipc_perm`): on a shared machine
+/// another user could have made our key first, with mode 0666, to read or forge every message
+/// (key squatting). Only an object of the current user with mode 0600 or narrower is ours.
+pub fn check_ours(perm: &libc::ipc_perm) -> Result<(), Foreign> {
+    let me = nix::unistd::geteuid().as_raw();
+    if perm.uid != me || perm.cuid != me {
+        return Err(Foreign::OtherUser {
+            uid: perm.uid,
+            cuid: perm.cuid,
+        });
+    }
+    let mode = u32::from(perm.mode) & 0o777;
+    if mode & !MODE != 0 {
+        return Err(Foreign::TooOpen { mode });
+    }
+    Ok(())
+}
+
+/// The hint that goes with a key we cannot use: another lab ID gives other keys.
+pub const OTHER_ID_HINT: &str = "use another --id (or IPCLAB_ID)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_c_headers_keys() {
+        assert_eq!(Key::queue(5).raw(), 0x8005);
+        assert_eq!(Key::segment(5).raw(), 0x9005);
+        assert_eq!(Key::queue(0).to_string(), "0x8000");
+        assert_eq!(Key::segment(0xfff).to_string(), "0x9fff");
+        assert_eq!(Key::IPC_PRIVATE.to_string(), "IPC_PRIVATE");
+    }
+
+    #[test]
+    fn only_our_own_narrow_objects_are_ours() {
+        // SAFETY: ipc_perm is plain integers; all-zero bytes are a valid value for each field.
+        let mut perm: libc::ipc_perm = unsafe { std::mem::zeroed() };
+        let me = nix::unistd::geteuid().as_raw();
+        perm.uid = me;
+        perm.cuid = me;
+        perm.mode = 0o600;
+        assert_eq!(check_ours(&perm), Ok(()));
+        perm.mode = 0o400;
+        assert_eq!(check_ours(&perm), Ok(()));
+        perm.mode = 0o666;
+        assert_eq!(check_ours(&perm), Err(Foreign::TooOpen { mode: 0o666 }));
+        perm.mode = 0o600;
+        perm.cuid = me + 1;
+        assert!(matches!(check_ours(&perm), Err(Foreign::OtherUser { .. })));
+    }
+}

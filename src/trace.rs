@@ -1,0 +1,278 @@
+//! Classroom mode: each system call of the lecture, said in C notation as it happens.
+//!
+//! | option         | environment      | what happens around each lecture call                     |
+//! |----------------|------------------|-----------------------------------------------------------|
+//! | `--trace`      | `IPCLAB_TRACE=1` | one line on stderr as it returns: `[msgq1 4711] msgget(0x8000, IPC_CREAT\|0600) = 65538` |
+//! | `--step`       | `IPCLAB_STEP=1`  | before it, the call is shown on the terminal and waits for Enter (`c` + Enter: run on without stopping) |
+//! | `--slow SECS`  | `IPCLAB_SLOW`    | before it, a pause of SECS seconds (slow motion for a projector) |
+//!
+//! Every binary has these options ([`crate::cli::run`] adds them). The lines are made by the
+//! library's wrappers **where the call is made** ([`call`]): the mechanism modules
+//! ([`crate::sys`], `msg`, `shm`, `mman`) name each call as the slides do, with the real
+//! arguments and result, so the trace cannot disagree with what the program really did. When
+//! classroom mode is off a wrapper costs one branch: no formatting, no extra system call.
+//!
+//! `--step` reads the terminal (`/dev/tty`), not stdin (mymore's stdin is a pipe). A parent and
+//! its child on one terminal each wait for a line: each Enter releases one pending call, and the
+//! prompt names the process (program and PID) whose call it is.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use clap::Args;
+use nix::errno::Errno;
+use nix::poll::PollFlags;
+
+use crate::out;
+use crate::wait::{self, Deadline, TimedOut};
+
+/// Whether any of the three modes is on: the one flag a wrapper reads when it is off.
+static ON: AtomicBool = AtomicBool::new(false);
+/// `--step` (until `c` + Enter turns it off for this process).
+static STEP: AtomicBool = AtomicBool::new(false);
+/// `--slow`, in microseconds (0: off).
+static SLOW_MICROS: AtomicU64 = AtomicU64::new(0);
+/// The terminal `--step` reads, opened at start.
+static TTY: Mutex<Option<File>> = Mutex::new(None);
+
+/// The classroom options every binary has (see the module docs).
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+#[command(next_help_heading = "Classroom mode")]
+pub struct ClassroomOptions {
+    /// Print each lecture system call on stderr, in C notation with its real values
+    #[arg(long, env = "IPCLAB_TRACE")]
+    pub trace: bool,
+
+    /// Show each lecture system call before it is made and wait for Enter on the terminal
+    /// (c + Enter: run to the end)
+    #[arg(long, env = "IPCLAB_STEP")]
+    pub step: bool,
+
+    /// Pause SECS seconds before each lecture system call (slow motion; implies --trace)
+    #[arg(long, value_name = "SECS", env = "IPCLAB_SLOW",
+          value_parser = crate::cli::parse_seconds)]
+    pub slow: Option<Duration>,
+}
+
+impl ClassroomOptions {
+    /// Turns classroom mode on as the options say. `--step` needs a terminal to read Enter
+    /// from: without one it is an error (a usage error, for the caller to report).
+    pub fn enable(&self) -> Result<(), String> {
+        if self.step {
+            let tty = File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/tty")
+                .map_err(|e| {
+                    format!("--step needs a terminal to read Enter from (/dev/tty: {e})")
+                })?;
+            *TTY.lock().unwrap_or_else(|p| p.into_inner()) = Some(tty);
+            STEP.store(true, Ordering::Relaxed);
+        }
+        if let Some(slow) = self.slow {
+            SLOW_MICROS.store(slow.as_micros().max(1) as u64, Ordering::Relaxed);
+        }
+        ON.store(
+            self.trace || self.step || self.slow.is_some(),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+}
+
+/// Whether classroom mode is on (a wrapper's one branch).
+#[inline]
+pub fn enabled() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// Makes the lecture call `make`, said as `describe()` (the call in C notation, e.g.
+/// `msgget(0x8000, IPC_CREAT|0600)`), with its result said by `show` (e.g. the queue ID).
+///
+/// When classroom mode is on: pauses first (`--step`, `--slow`), then prints
+/// `[PROGRAM PID] CALL = RESULT` on stderr, or `= -1 ENOENT (No such file or directory)`.
+/// A termination signal during the pause fails the call with `EINTR` without making it, so the
+/// caller's usual signal path runs.
+#[inline]
+pub fn call<T>(
+    describe: impl FnOnce() -> String,
+    make: impl FnOnce() -> nix::Result<T>,
+    show: impl FnOnce(&T) -> String,
+) -> nix::Result<T> {
+    if !enabled() {
+        return make();
+    }
+    let text = describe();
+    pause_before(&text)?;
+    let result = make();
+    let shown = match &result {
+        Ok(value) => show(value),
+        Err(errno) => errno_text(*errno),
+    };
+    line(&format!("{text} = {shown}"));
+    result
+}
+
+/// Like [`call`], for a call that does not return when it succeeds (`execv`): the line is
+/// printed before the call, and its failure after it.
+pub fn call_no_return(describe: impl FnOnce() -> String, make: impl FnOnce() -> Errno) -> Errno {
+    if !enabled() {
+        return make();
+    }
+    let text = describe();
+    if let Err(errno) = pause_before(&text) {
+        return errno;
+    }
+    line(&text);
+    let errno = make();
+    line(&format!("{text} = {}", errno_text(errno)));
+    errno
+}
+
+/// Prints one trace line, `[PROGRAM PID] text`, on stderr.
+pub fn line(text: &str) {
+    out::stderr_bytes(format!("[{}] {text}\n", whose()).as_bytes());
+}
+
+/// `PROGRAM PID`: whose call a line or prompt is.
+fn whose() -> String {
+    format!("{} {}", out::program(), std::process::id())
+}
+
+/// `-1 ENOENT (No such file or directory)`, as strace and the slides show a failed call.
+pub fn errno_text(errno: Errno) -> String {
+    format!("-1 {errno:?} ({})", errno.desc())
+}
+
+/// `--slow` and `--step` before a call. Fails with `EINTR` if a termination signal ends the
+/// pause.
+fn pause_before(text: &str) -> nix::Result<()> {
+    let slow = SLOW_MICROS.load(Ordering::Relaxed);
+    if slow > 0 {
+        match wait::poll(&[], Deadline::within(Some(Duration::from_micros(slow)))) {
+            Err(e) if e.is::<TimedOut>() => {}
+            _ => return Err(Errno::EINTR),
+        }
+    }
+    if STEP.load(Ordering::Relaxed) {
+        wait_for_enter(text)?;
+    }
+    Ok(())
+}
+
+/// Shows the call about to be made on the terminal and waits for a line typed there.
+fn wait_for_enter(text: &str) -> nix::Result<()> {
+    let mut tty = TTY.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(tty) = tty.as_mut() else {
+        return Ok(());
+    };
+    let prompt = format!(
+        "[{}] next: {text}   [Enter: run it, c Enter: run to the end] ",
+        whose()
+    );
+    crate::out::write_to(tty.as_fd(), prompt.as_bytes()).map_err(|_| Errno::EINTR)?;
+    let mut answer = [0u8; 256];
+    loop {
+        if wait::poll(&[(tty.as_fd(), PollFlags::POLLIN)], Deadline::NEVER).is_err() {
+            return Err(Errno::EINTR);
+        }
+        match tty.read(&mut answer) {
+            // Another process on this terminal took the line: wait for the next one.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) | Ok(0) => {
+                STEP.store(false, Ordering::Relaxed); // the terminal is gone: run on
+                return Ok(());
+            }
+            Ok(n) => {
+                if answer[..n].trim_ascii().eq_ignore_ascii_case(b"c") {
+                    STEP.store(false, Ordering::Relaxed);
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Bytes as a C string literal, cut to `width` characters as strace does:
+/// `"This is a request from 4712."`, `"hello\n"`, `"\0\0\0"...`.
+pub fn string(bytes: &[u8], width: usize) -> String {
+    let mut shown = String::from("\"");
+    for (i, &b) in bytes.iter().enumerate() {
+        if i == width {
+            return shown + "\"...";
+        }
+        match b {
+            b'\n' => shown.push_str("\\n"),
+            b'\t' => shown.push_str("\\t"),
+            b'\0' => shown.push_str("\\0"),
+            b'"' => shown.push_str("\\\""),
+            b'\\' => shown.push_str("\\\\"),
+            0x20..=0x7e => shown.push(b as char),
+            _ => shown.push_str(&format!("\\{b:o}")),
+        }
+    }
+    shown + "\""
+}
+
+/// The text of a NUL-terminated C string field (up to its first NUL), quoted (see [`string`]).
+pub fn c_string(field: &[u8], width: usize) -> String {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    string(&field[..end], width)
+}
+
+/// A set of flags as C writes it: the names of the bits set in `value`, joined by `|`
+/// (`IPC_CREAT|IPC_EXCL`), then any bits left over in octal (`|0600`); `zero` if none.
+pub fn flags(value: i64, names: &[(i64, &str)], zero: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut left = value;
+    for &(bit, name) in names {
+        if bit != 0 && value & bit == bit {
+            parts.push(name.to_string());
+            left &= !bit;
+        }
+    }
+    if left != 0 {
+        parts.push(format!("0{left:o}"));
+    }
+    if parts.is_empty() {
+        zero.to_string()
+    } else {
+        parts.join("|")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_quoted_escaped_and_cut() {
+        assert_eq!(string(b"Hello, World!\n", 40), r#""Hello, World!\n""#);
+        assert_eq!(string(b"abcdef", 3), r#""abc"..."#);
+        assert_eq!(string(b"a\0\x07\"", 10), r#""a\0\7\"""#);
+        assert_eq!(c_string(b"name\0junk", 40), r#""name""#);
+    }
+
+    #[test]
+    fn flags_are_named_then_octal() {
+        let names = [(0o1000, "IPC_CREAT"), (0o2000, "IPC_EXCL")];
+        assert_eq!(flags(0o1600, &names, "0"), "IPC_CREAT|0600");
+        assert_eq!(flags(0o3600, &names, "0"), "IPC_CREAT|IPC_EXCL|0600");
+        assert_eq!(flags(0, &names, "0"), "0");
+    }
+
+    #[test]
+    fn a_call_when_off_is_just_the_call() {
+        let result = call(|| unreachable!(), || Ok(5), |_| unreachable!());
+        assert_eq!(result, Ok(5));
+        assert_eq!(
+            errno_text(Errno::ENOENT),
+            "-1 ENOENT (No such file or directory)"
+        );
+    }
+}
