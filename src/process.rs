@@ -6,13 +6,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::error::{self, Exit};
 use crate::out::StdoutFailed;
 use crate::sync::PeerGone;
+use crate::wait::TimedOut;
 
 /// `fork(2)`, after flushing stdout so that the child does not print the parent's pending text
 /// a second time. The child gets a signal self-pipe of its own
@@ -70,6 +71,15 @@ fn succeeded(child: Pid, status: WaitStatus) -> anyhow::Result<()> {
 /// status 1 but without a second message. (A child killed by a signal said nothing: then the
 /// parent's error is shown.)
 pub fn wait_child_after(child: Pid, parent_part: anyhow::Result<()>) -> anyhow::Result<()> {
+    if parent_part
+        .as_ref()
+        .is_err_and(error::caused_by::<TimedOut>)
+    {
+        // We gave up on the child (`--timeout`): it may be stuck, even stopped; end it rather
+        // than wait for it for ever. (SIGCONT lets a stopped child receive the SIGTERM.)
+        let _ = kill(child, Signal::SIGTERM);
+        let _ = kill(child, Signal::SIGCONT);
+    }
     let status = reap(child)?;
     let child_result = succeeded(child, status);
     match (parent_part, child_result) {

@@ -151,6 +151,14 @@ pub fn is_interruption(error: &anyhow::Error) -> bool {
     crate::error::caused_by::<Interrupted>(error)
 }
 
+/// Whether `error` is a caught SIGINT (Ctrl-C) or SIGTERM (`kill`): how a server is meant to be
+/// stopped, so it exits with status 0 as the C servers do. Other signals (a closed terminal,
+/// Ctrl-\\) still end it with 128+signal after its cleanup.
+pub fn is_stop_request(error: &anyhow::Error) -> bool {
+    crate::error::find::<Interrupted>(error)
+        .is_some_and(|Interrupted(signal)| matches!(signal, Signal::SIGINT | Signal::SIGTERM))
+}
+
 /// The read end of the self-pipe, readable once a signal was caught; `None` before
 /// [`catch_termination`].
 pub fn wake_fd() -> Option<BorrowedFd<'static>> {

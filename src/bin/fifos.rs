@@ -40,7 +40,7 @@ fn serve(options: Options) -> anyhow::Result<()> {
     signals::catch_termination()?; // so that Ctrl-C ends a wait and .fifo is removed
     let server = ServerFifo::create(&options.dir.dir)?; // mkfifo(".fifo", 0600), open
     match answer_requests(&server, &options) {
-        Err(e) if signals::is_interruption(&e) => Ok(()), // Ctrl-C is how a server stops
+        Err(e) if signals::is_stop_request(&e) => Ok(()), // Ctrl-C is how a server stops
         other => other,
     }
 } // `server` is dropped here: unlink(".fifo")

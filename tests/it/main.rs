@@ -2,6 +2,7 @@
 //! `harness` is the bench; one module per mechanism.
 
 mod fifo;
+mod hardening;
 mod harness;
 mod labs;
 mod make;
