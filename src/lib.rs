@@ -14,6 +14,7 @@
 //! | [`process`]   | `fork`, waiting for children, finding and `exec`ing a program           |
 //! | [`fifo`]      | the FIFO client–server pair: paths and the 160-byte record              |
 //! | [`sysv`]      | System V keys (`0x8000 + ID`, `0x9000 + ID`) and the ownership check of an object found by key |
+//! | [`sys`]       | the lecture's calls on pipes, FIFOs and files (`pipe`, `read`, `write`, `open`, `mkfifo`…), traced |
 //! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
 //! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
 //!
@@ -26,6 +27,7 @@ pub mod out;
 pub mod process;
 pub mod signals;
 pub mod sync;
+pub mod sys;
 pub mod sysv;
 pub mod trace;
 pub mod wait;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
 
 use crate::error::{self, Exit};
@@ -25,7 +25,7 @@ use crate::wait::TimedOut;
 pub unsafe fn fork() -> anyhow::Result<ForkResult> {
     crate::out::flush()?;
     // SAFETY: the caller guarantees the conditions of nix::unistd::fork (see above).
-    let forked = unsafe { nix::unistd::fork() }.context("fork")?;
+    let forked = unsafe { crate::sys::traced_fork() }.context("fork")?;
     if let ForkResult::Child = forked {
         crate::signals::renew_after_fork()?;
     }
@@ -40,7 +40,7 @@ pub fn wait_child(child: Pid) -> anyhow::Result<()> {
 /// `waitpid(2)` for `child`, until it has ended.
 fn reap(child: Pid) -> anyhow::Result<WaitStatus> {
     loop {
-        match waitpid(child, None) {
+        match crate::sys::waitpid(child) {
             // Even after a termination signal: the child gets the same Ctrl-C, and must still be
             // reaped.
             Err(nix::errno::Errno::EINTR) => continue,
@@ -179,7 +179,7 @@ impl Program {
         if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
             return anyhow::Error::new(e).context("signal(SIGPIPE, SIG_DFL)");
         }
-        let Err(errno) = nix::unistd::execv(&self.path, &self.argv);
+        let errno = crate::sys::execv(&self.path, &self.argv);
         CannotRun {
             name: self.name.clone(),
             reason: errno.desc().to_string(),

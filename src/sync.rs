@@ -55,19 +55,23 @@ impl TellWait {
     /// `TELL_WAIT()`: creates the two pipes. Call it before `fork`.
     pub fn new() -> anyhow::Result<TellWait> {
         Ok(TellWait {
-            parent_to_child: nix::unistd::pipe().context("pipe (TELL_WAIT)")?,
-            child_to_parent: nix::unistd::pipe().context("pipe (TELL_WAIT)")?,
+            parent_to_child: crate::sys::pipe().context("pipe (TELL_WAIT)")?,
+            child_to_parent: crate::sys::pipe().context("pipe (TELL_WAIT)")?,
         })
     }
 
     /// The parent's role, after `fork`: closes the child's ends.
     pub fn into_parent(self) -> ParentSide {
-        self.split().0
+        let (parent, child) = self.split();
+        child.0.close();
+        parent
     }
 
     /// The child's role, after `fork`: closes the parent's ends.
     pub fn into_child(self) -> ChildSide {
-        self.split().1
+        let (parent, child) = self.split();
+        parent.0.close();
+        child
     }
 
     /// Both roles at once, for two threads of one process (or a test): each side owns exactly
@@ -179,9 +183,17 @@ struct Channel {
 }
 
 impl Channel {
+    /// `close` of both ends (they would be closed when dropped too; closing them by hand puts
+    /// the calls in `--trace`, where the lecture wants them seen). A failed close of a pipe
+    /// end we never used loses nothing.
+    fn close(self) {
+        let _ = crate::sys::close(self.from_peer);
+        let _ = crate::sys::close(self.to_peer);
+    }
+
     fn tell(&self, byte: u8, call: &str) -> anyhow::Result<()> {
         loop {
-            match nix::unistd::write(&self.to_peer, &[byte]) {
+            match crate::sys::write(&self.to_peer, &[byte]) {
                 Ok(_) => return Ok(()),
                 Err(Errno::EINTR) => crate::signals::check()?,
                 Err(Errno::EPIPE) => return Err(self.gone(false).context(call.to_string())),
@@ -199,7 +211,7 @@ impl Channel {
                 Deadline::within(self.timeout),
             )
             .context(call.to_string())?;
-            match nix::unistd::read(&self.from_peer, &mut byte) {
+            match crate::sys::read(&self.from_peer, &mut byte) {
                 Ok(0) => return Err(self.gone(true).context(call.to_string())),
                 Ok(_) if byte[0] == expected => return Ok(()),
                 Ok(_) => anyhow::bail!(

@@ -117,6 +117,27 @@ pub fn call<T>(
     result
 }
 
+/// Like [`call`], for a call whose line is best written once its result is known: `after`
+/// gives the whole line (`pipe([3, 4]) = 0`, `read(3, "Hello", 4096) = 5`); `describe` is
+/// what `--step` shows before the call and what a failure is printed with.
+pub fn call_shown<T>(
+    describe: impl FnOnce() -> String,
+    make: impl FnOnce() -> nix::Result<T>,
+    after: impl FnOnce(&T) -> String,
+) -> nix::Result<T> {
+    if !enabled() {
+        return make();
+    }
+    let text = describe();
+    pause_before(&text)?;
+    let result = make();
+    match &result {
+        Ok(value) => line(&after(value)),
+        Err(errno) => line(&format!("{text} = {}", errno_text(*errno))),
+    }
+    result
+}
+
 /// Like [`call`], for a call that does not return when it succeeds (`execv`): the line is
 /// printed before the call, and its failure after it.
 pub fn call_no_return(describe: impl FnOnce() -> String, make: impl FnOnce() -> Errno) -> Errno {

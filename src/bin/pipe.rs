@@ -8,15 +8,14 @@
 //! Run:     make pipe && ./pipe
 //! Observe: strace -f -e trace=pipe2,clone,close,write,read,wait4 ./pipe   (labs.md, "pipe")
 
-use std::fs::File;
-use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use ipclab::sys::{close, pipe, read, write_all};
 use ipclab::{out, outln, process};
-use nix::unistd::{pipe, ForkResult};
+use nix::unistd::ForkResult;
 
 /// A parent sends "Hello, World!" to its child through a pipe.
 #[derive(Parser)]
@@ -36,12 +35,12 @@ fn parent_sends_to_child() -> anyhow::Result<()> {
     // SAFETY: this program is single-threaded.
     match unsafe { process::fork() }? {
         ForkResult::Parent { child } => {
-            drop(read_end); // close(fd[0]): the parent only writes
+            close(read_end).context("close")?; // the parent only writes
             let sent = send(write_end);
             process::wait_child_after(child, sent)
         }
         ForkResult::Child => {
-            drop(write_end); // close(fd[1]): else our own write end keeps end-of-file away
+            close(write_end).context("close")?; // else our own write end keeps end-of-file away
             receive(read_end)
         }
     }
@@ -50,17 +49,22 @@ fn parent_sends_to_child() -> anyhow::Result<()> {
 /// The parent's part: write the message, then close the write end (end-of-file for the child).
 fn send(write_end: OwnedFd) -> anyhow::Result<()> {
     outln!("Parent: Send data to child")?;
-    let mut pipe = File::from(write_end);
-    pipe.write_all(MESSAGE).context("write (pipe to child)")
-} // `pipe` is dropped here: close(fd[1])
+    write_all(&write_end, MESSAGE).context("write (pipe to child)")?;
+    close(write_end).context("close")
+}
 
 /// The child's part: read everything up to end-of-file, then print it.
 fn receive(read_end: OwnedFd) -> anyhow::Result<()> {
     outln!("Child : Wait for parent to send data")?;
     let mut data = Vec::new();
-    File::from(read_end)
-        .read_to_end(&mut data)
-        .context("read (pipe from parent)")?;
+    let mut buf = [0u8; 4096];
+    loop {
+        match read(&read_end, &mut buf).context("read (pipe from parent)")? {
+            0 => break, // end-of-file: every write end is closed
+            n => data.extend_from_slice(&buf[..n]),
+        }
+    }
+    close(read_end).context("close")?;
     out!("Child : Received data from parent: ")?;
     ipclab::out::write_bytes(&data)
 }

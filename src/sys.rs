@@ -1,0 +1,225 @@
+//! The lecture's system calls on pipes, FIFOs, files and processes, under the slides' names,
+//! each said by classroom mode ([`crate::trace`]) as it happens:
+//!
+//! ```text
+//! [pipe 4711] pipe([3, 4]) = 0
+//! [pipe 4712] read(3, "Hello, World!\n", 4096) = 14
+//! [fifos 4700] open("./.fifo4712", O_WRONLY|O_NONBLOCK) = 5
+//! ```
+//!
+//! Each is a thin wrapper over nix that keeps the C name and argument order; descriptors are
+//! owned (`OwnedFd`), so one that is not closed by hand is closed when dropped.
+//! `fork`, `execv` and `waitpid` live in [`crate::process`], which uses [`traced_fork`] & co.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::{ForkResult, Pid};
+
+use crate::trace;
+
+/// How much of a buffer a trace line shows.
+const SHOWN: usize = 40;
+
+/// `pipe(fd)`: a read end and a write end, in that order (`fd[0]`, `fd[1]`).
+pub fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    trace::call_shown(
+        || "pipe(fd)".to_string(),
+        nix::unistd::pipe,
+        |(read_end, write_end)| format!("pipe([{}, {}]) = 0", raw(read_end), raw(write_end)),
+    )
+}
+
+/// `close(fd)`.
+pub fn close(fd: OwnedFd) -> nix::Result<()> {
+    let number = raw(&fd);
+    trace::call(
+        || format!("close({number})"),
+        || nix::unistd::close(fd),
+        |()| "0".into(),
+    )
+}
+
+/// `read(fd, buf, sizeof buf)`: the number of bytes read, 0 at end-of-file.
+pub fn read(fd: impl AsFd, buf: &mut [u8]) -> nix::Result<usize> {
+    if !trace::enabled() {
+        return nix::unistd::read(fd.as_fd(), buf);
+    }
+    let (number, size) = (raw(&fd), buf.len());
+    trace::call_shown(
+        || format!("read({number}, buf, {size})"),
+        || nix::unistd::read(fd.as_fd(), buf).map(|n| (n, trace::string(&buf[..n], SHOWN))),
+        |(n, data)| format!("read({number}, {data}, {size}) = {n}"),
+    )
+    .map(|(n, _)| n)
+}
+
+/// `write(fd, buf, count)`: the number of bytes written.
+pub fn write(fd: impl AsFd, buf: &[u8]) -> nix::Result<usize> {
+    let number = raw(&fd);
+    trace::call(
+        || {
+            format!(
+                "write({number}, {}, {})",
+                trace::string(buf, SHOWN),
+                buf.len()
+            )
+        },
+        || nix::unistd::write(fd.as_fd(), buf),
+        |n| n.to_string(),
+    )
+}
+
+/// `write` until all of `buf` is written (a pipe may take less than all at once).
+pub fn write_all(fd: impl AsFd, mut buf: &[u8]) -> nix::Result<()> {
+    while !buf.is_empty() {
+        match write(fd.as_fd(), buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => crate::signals::check().map_err(|_| Errno::EINTR)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `dup2(fd, 1)`: makes `fd` the standard output.
+pub fn dup2_stdout(fd: impl AsFd) -> nix::Result<()> {
+    dup2_standard(fd, 1, nix::unistd::dup2_stdout)
+}
+
+/// `dup2(fd, 0)`: makes `fd` the standard input.
+pub fn dup2_stdin(fd: impl AsFd) -> nix::Result<()> {
+    dup2_standard(fd, 0, nix::unistd::dup2_stdin)
+}
+
+fn dup2_standard<F: AsFd>(fd: F, target: i32, dup: fn(F) -> nix::Result<()>) -> nix::Result<()> {
+    let number = raw(&fd);
+    trace::call(
+        || format!("dup2({number}, {target})"),
+        || dup(fd),
+        |()| target.to_string(),
+    )
+}
+
+/// `open(path, flags, mode)`: always with `O_CLOEXEC` added (not shown: it only keeps the
+/// descriptor out of programs we `exec`).
+pub fn open(path: &Path, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
+    trace::call(
+        || {
+            let shown = open_flags(flags);
+            match flags.contains(OFlag::O_CREAT) {
+                true => format!("open({}, {shown}, {:04o})", quoted(path), mode.bits()),
+                false => format!("open({}, {shown})", quoted(path)),
+            }
+        },
+        || nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, mode),
+        |fd| raw(fd).to_string(),
+    )
+}
+
+/// `mkfifo(path, mode)`.
+pub fn mkfifo(path: &Path, mode: Mode) -> nix::Result<()> {
+    trace::call(
+        || format!("mkfifo({}, {:04o})", quoted(path), mode.bits()),
+        || nix::unistd::mkfifo(path, mode),
+        |()| "0".into(),
+    )
+}
+
+/// `unlink(path)`.
+pub fn unlink(path: &Path) -> nix::Result<()> {
+    trace::call(
+        || format!("unlink({})", quoted(path)),
+        || nix::unistd::unlink(path),
+        |()| "0".into(),
+    )
+}
+
+/// `fork()`, traced in both processes: the parent sees the child's PID, the child 0.
+///
+/// # Safety
+/// As for [`nix::unistd::fork`]: the program must be single-threaded.
+pub unsafe fn traced_fork() -> nix::Result<ForkResult> {
+    trace::call(
+        || "fork()".into(),
+        // SAFETY: the caller guarantees the conditions of nix::unistd::fork.
+        || unsafe { nix::unistd::fork() },
+        |forked| match forked {
+            ForkResult::Parent { child } => child.to_string(),
+            ForkResult::Child => "0".into(),
+        },
+    )
+}
+
+/// `waitpid(pid, &status, 0)`.
+pub fn waitpid(pid: Pid) -> nix::Result<WaitStatus> {
+    trace::call(
+        || format!("waitpid({pid}, &status, 0)"),
+        || nix::sys::wait::waitpid(pid, None),
+        |status| match status {
+            WaitStatus::Exited(_, code) => format!("{pid} (exited with {code})"),
+            WaitStatus::Signaled(_, signal, _) => format!("{pid} (killed by {signal})"),
+            other => format!("{pid} ({other:?})"),
+        },
+    )
+}
+
+/// `execv(path, argv)`: returns only if it failed.
+pub fn execv(path: &CStr, argv: &[CString]) -> Errno {
+    trace::call_no_return(
+        || {
+            let args: Vec<String> = argv
+                .iter()
+                .map(|a| trace::string(a.as_bytes(), SHOWN))
+                .collect();
+            format!(
+                "execv({}, [{}])",
+                trace::string(path.to_bytes(), SHOWN * 2),
+                args.join(", ")
+            )
+        },
+        || match nix::unistd::execv(path, argv) {
+            Err(errno) => errno,
+            Ok(never) => match never {},
+        },
+    )
+}
+
+fn raw(fd: &impl AsFd) -> i32 {
+    fd.as_fd().as_raw_fd()
+}
+
+fn quoted(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    trace::string(path.as_os_str().as_bytes(), SHOWN * 2)
+}
+
+/// `O_WRONLY|O_NONBLOCK`: the access mode, then the flags the lecture talks about.
+fn open_flags(flags: OFlag) -> String {
+    let access = match flags & OFlag::O_ACCMODE {
+        OFlag::O_WRONLY => "O_WRONLY",
+        OFlag::O_RDWR => "O_RDWR",
+        _ => "O_RDONLY",
+    };
+    let names = [
+        (OFlag::O_CREAT, "O_CREAT"),
+        (OFlag::O_EXCL, "O_EXCL"),
+        (OFlag::O_TRUNC, "O_TRUNC"),
+        (OFlag::O_APPEND, "O_APPEND"),
+        (OFlag::O_NONBLOCK, "O_NONBLOCK"),
+        (OFlag::O_NOFOLLOW, "O_NOFOLLOW"),
+    ];
+    let mut shown = access.to_string();
+    for (flag, name) in names {
+        if flags.contains(flag) {
+            shown.push('|');
+            shown.push_str(name);
+        }
+    }
+    shown
+}
