@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use clap::builder::FalseyValueParser;
 use clap::Args;
 use nix::errno::Errno;
 use nix::poll::PollFlags;
@@ -44,12 +45,12 @@ static TTY: Mutex<Option<File>> = Mutex::new(None);
 #[command(next_help_heading = "Classroom mode")]
 pub struct ClassroomOptions {
     /// Print each lecture system call on stderr, in C notation with its real values
-    #[arg(long, env = "IPCLAB_TRACE")]
+    #[arg(long, env = "IPCLAB_TRACE", value_parser = FalseyValueParser::new())]
     pub trace: bool,
 
     /// Show each lecture system call before it is made and wait for Enter on the terminal
     /// (c + Enter: run to the end)
-    #[arg(long, env = "IPCLAB_STEP")]
+    #[arg(long, env = "IPCLAB_STEP", value_parser = FalseyValueParser::new())]
     pub step: bool,
 
     /// Pause SECS seconds before each lecture system call (slow motion; implies --trace)

@@ -326,6 +326,11 @@ impl Running {
         }
     }
 
+    /// Everything the process has written on stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        self.stdout.lossy()
+    }
+
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: Signal) {
         kill(self.pid(), signal).unwrap_or_else(|e| panic!("kill({signal}): {e}"));

@@ -1,6 +1,7 @@
 //! The integration tests: each runs the real binaries as a student would in a lab session.
 //! `harness` is the bench; one module per mechanism.
 
+mod classroom;
 mod fifo;
 mod hardening;
 mod harness;

@@ -1,0 +1,282 @@
+//! Classroom mode: `--trace` says each lecture call with its real values, in the order the
+//! kernel sees them; `--step` stops before each until Enter; `--slow` paces them.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::harness::{exe, wait_until, Lab, Running};
+
+/// One lecture call: its name as the slides say it, its first argument and its result, e.g.
+/// `("write", "4", "14")`. Enough to tell calls apart and to check their real values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Call {
+    name: String,
+    first: String,
+    result: String,
+}
+
+/// The calls of `--trace` lines (`[pipe 4711] write(4, "Hello", 5) = 5`), by PID.
+fn traced_calls(stderr: &str) -> HashMap<u32, Vec<Call>> {
+    let mut calls: HashMap<u32, Vec<Call>> = HashMap::new();
+    for line in stderr.lines() {
+        let Some((whose, call)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
+            continue;
+        };
+        let pid = whose.rsplit(' ').next().unwrap().parse().unwrap();
+        if let Some(call) = parse_call(call, |name| Some(name.to_string())) {
+            calls.entry(pid).or_default().push(call);
+        }
+    }
+    calls
+}
+
+/// `name(first, …) = result` → a [`Call`], the name mapped by `rename` (None: not a call we
+/// compare). Quoted first arguments (paths, in `--trace` and strace alike) are kept quoted.
+fn parse_call(text: &str, rename: impl Fn(&str) -> Option<String>) -> Option<Call> {
+    let (name, rest) = text.split_once('(')?;
+    let name = rename(name)?;
+    // strace pads the result to a column: `close(4)          = 0`.
+    let (args, result) = rest.rsplit_once(" = ")?;
+    let args = args.trim_end().strip_suffix(')')?;
+    let args = args.strip_prefix("AT_FDCWD, ").unwrap_or(args);
+    let first = match args.strip_prefix('[') {
+        Some(list) => list.split(']').next()?.to_string(), // pipe's fd pair
+        None => args.split(", ").next()?.to_string(),
+    };
+    let result = result.split_whitespace().next()?.to_string();
+    // fork's arguments are clone's flags in strace: its result (the child's PID) is what counts.
+    let first = if name == "fork" { String::new() } else { first };
+    Some(Call {
+        name,
+        first,
+        result,
+    })
+}
+
+/// The lecture's name of a system call that strace shows (`pipe2` is the slides' `pipe`).
+fn lecture_name(syscall: &str) -> Option<String> {
+    Some(
+        match syscall {
+            "pipe2" | "pipe" => "pipe",
+            "clone" | "clone3" | "fork" | "vfork" => "fork",
+            "wait4" | "waitpid" => "waitpid",
+            "execve" => "execv",
+            "openat" | "open" => "open",
+            "mknodat" | "mknod" => "mkfifo",
+            "unlinkat" | "unlink" => "unlink",
+            "dup2" | "dup3" => "dup2",
+            "close" | "read" | "write" => syscall,
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+/// Runs `program args` under `strace -ff` (one file per process, so no call is split into
+/// `unfinished`/`resumed` halves) with `--trace`; returns the run and strace's calls by PID.
+fn run_traced_under_strace(
+    lab: &Lab,
+    program: &str,
+    args: &[&str],
+) -> (crate::harness::Finished, HashMap<u32, Vec<Call>>) {
+    let prefix = lab.dir().join("strace");
+    let mut strace_args = vec![
+        "-ff".to_string(),
+        "-qq".into(),
+        "-o".into(),
+        prefix.display().to_string(),
+        "-e".into(),
+        "trace=pipe2,clone,clone3,close,read,write,wait4,execve,openat,mknodat,unlink,unlinkat,dup2,dup3".into(),
+        exe(program).unwrap().into(),
+        "--trace".into(),
+    ];
+    strace_args.extend(args.iter().map(|a| a.to_string()));
+    let run = lab.run("strace", &strace_args);
+    let mut seen = HashMap::new();
+    for entry in std::fs::read_dir(lab.dir()).unwrap().filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("strace.") else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let calls: Vec<Call> = text
+            .lines()
+            .filter_map(|line| parse_call(line, lecture_name))
+            .collect();
+        seen.insert(pid.parse().unwrap(), calls);
+        std::fs::remove_file(entry.path()).unwrap();
+    }
+    (run, seen)
+}
+
+/// Asserts that each process's `--trace` lines are, in order, among the calls strace saw for
+/// that process, with the same first argument and result (real descriptors, PIDs, sizes).
+fn assert_trace_matches_strace(program: &str, args: &[&str], at_least: &[&str]) {
+    let lab = Lab::new();
+    let (run, seen) = run_traced_under_strace(&lab, program, args);
+    assert!(run.status.success(), "{run}");
+    let traced = traced_calls(&run.stderr);
+    assert!(!traced.is_empty(), "no --trace lines\n{run}");
+    for (pid, calls) in &traced {
+        let strace_calls = seen
+            .get(pid)
+            .unwrap_or_else(|| panic!("strace saw no process {pid}\n{run}"));
+        let mut rest = strace_calls.iter();
+        for call in calls {
+            // A forked child's own `fork() = 0` is the return of its parent's clone.
+            if call.name == "fork" && call.result == "0" {
+                continue;
+            }
+            assert!(
+                rest.any(|seen| seen == call),
+                "process {pid}: {call:?} is not where strace saw it\ntrace: {calls:#?}\nstrace: {strace_calls:#?}"
+            );
+        }
+    }
+    let names: Vec<&str> = traced.values().flatten().map(|c| c.name.as_str()).collect();
+    for name in at_least {
+        assert!(names.contains(name), "no {name} in the trace\n{run}");
+    }
+}
+
+#[test]
+fn pipe_traces_its_calls_in_the_order_strace_sees_them() {
+    assert_trace_matches_strace(
+        "pipe",
+        &[],
+        &["pipe", "fork", "close", "write", "read", "waitpid"],
+    );
+}
+
+#[test]
+fn sync_traces_its_calls_in_the_order_strace_sees_them() {
+    assert_trace_matches_strace(
+        "sync",
+        &["--loops", "3"],
+        &["pipe", "fork", "close", "write", "read", "waitpid"],
+    );
+}
+
+#[test]
+fn trace_lines_say_the_program_pid_and_c_notation() {
+    let lab = Lab::new();
+    let run = lab.run("pipe", &["--trace"]);
+    assert!(run.status.success(), "{run}");
+    let parent = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("] pipe(["))
+        .unwrap_or_else(|| panic!("no pipe line\n{run}"));
+    assert!(
+        parent.starts_with("[pipe ") && parent.ends_with("]) = 0"),
+        "{parent}"
+    );
+    assert!(
+        run.stderr.contains(r#", "Hello, World!\n", 14) = 14"#),
+        "the write shows its data and size\n{run}"
+    );
+    // stdout stays the C version's, byte for byte (parent and child lines in either order).
+    let mut lines = run.lines();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "Child : Received data from parent: Hello, World!",
+            "Child : Wait for parent to send data",
+            "Parent: Send data to child",
+        ],
+        "{run}"
+    );
+}
+
+#[test]
+fn the_environment_turns_tracing_on_as_the_option_does() {
+    let lab = Lab::new();
+    let mut command = lab.command("sync", &["--loops", "1"]);
+    command.env("IPCLAB_TRACE", "1");
+    let run = Running::spawn(command).finish();
+    assert!(run.status.success(), "{run}");
+    assert!(run.stderr.contains("] fork() = 0"), "{run}");
+}
+
+#[test]
+fn without_classroom_mode_stderr_stays_empty() {
+    let lab = Lab::new();
+    for program in ["pipe", "sync"] {
+        let mut command = lab.command(program, &[] as &[&str]);
+        command.env_remove("IPCLAB_TRACE").env_remove("IPCLAB_STEP");
+        Running::spawn(command).finish().assert_success();
+    }
+}
+
+#[test]
+fn slow_motion_paces_each_call_and_traces_it() {
+    let lab = Lab::new();
+    let started = Instant::now();
+    let run = lab.run("pipe", &["--slow", "0.1"]);
+    assert!(run.status.success(), "{run}");
+    let calls = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[pipe "))
+        .count();
+    assert!(calls >= 8, "--slow implies --trace\n{run}");
+    // The parent makes at least 5 calls one after the other, each after a 0.1 s pause.
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "--slow 0.1 did not pause: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn step_without_a_terminal_is_a_usage_error() {
+    let lab = Lab::new();
+    // setsid: a new session without a controlling terminal, whatever the test runner has.
+    let run = lab.run("setsid", &["-w", exe("sync").unwrap(), "--step"]);
+    run.assert_failure(2, "--step needs a terminal");
+}
+
+/// A pseudo-terminal for a program, made by util-linux `script`: what the test writes into
+/// `keys` is typed on that terminal.
+fn start_on_a_terminal(lab: &Lab, command_line: &str) -> (Running, OwnedFd) {
+    let (keys_reader, keys) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut command = lab.command("script", &["-qfec", command_line, "/dev/null"]);
+    command.stdin(Stdio::from(keys_reader));
+    (Running::spawn(command), keys)
+}
+
+fn press(keys: &OwnedFd, text: &str) {
+    nix::unistd::write(keys, text.as_bytes()).unwrap();
+}
+
+#[test]
+fn step_stops_before_each_call_and_goes_on_at_enter() {
+    let lab = Lab::new();
+    let sync = exe("sync").unwrap();
+    let (run, keys) = start_on_a_terminal(&lab, &format!("{sync} --loops 1 --step"));
+    // Before the first call: the prompt names it, and nothing has happened yet.
+    // (The terminal shows the trace lines too: script puts stderr on it.)
+    let made = |run: &Running| run.stdout_so_far().matches("] pipe([").count();
+    run.wait_for_stdout("next: pipe(fd)");
+    assert_eq!(made(&run), 0, "pipe was made before Enter");
+    press(&keys, "\n");
+    run.wait_for_stdout("]) = 0");
+    wait_until("the second prompt", || {
+        run.stdout_so_far().matches("next: pipe(fd)").count() == 2
+    });
+    assert_eq!(made(&run), 1, "the second pipe was made before Enter");
+    press(&keys, "\n");
+    run.wait_for_stdout("next: fork()");
+    assert_eq!(made(&run), 2);
+    // c + Enter: the rest runs without stopping (the child, forked after it, too).
+    press(&keys, "c\n");
+    let finished = run.finish();
+    assert!(finished.status.success(), "{finished}");
+    assert!(
+        finished.stdout().contains("Child: Tell to parent"),
+        "{finished}"
+    );
+}
