@@ -1,14 +1,20 @@
-//! Processes: `fork` with stdout flushed, waiting for a child, and `exec` of a program.
+//! Processes: `fork` with stdout flushed, waiting for a child, and `exec` of a program, with
+//! the parent told whether the child's `exec` worked ([`ExecCheck`]).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::{pipe2, ForkResult, Pid};
 
 /// `fork(2)`, after flushing stdout so that the child does not print the parent's pending text
 /// a second time.
@@ -113,32 +119,122 @@ impl Program {
     }
 
     /// `execv(2)`: replaces this process by the program. Returns only if that failed.
+    pub fn exec(&self) -> anyhow::Error {
+        self.cannot_run(self.try_exec()).into()
+    }
+
+    /// `execv(2)`; returns why it failed.
     ///
     /// SIGPIPE goes back to its default action first: Rust ignores it, and an ignored signal
     /// stays ignored across exec, so `ls` in `ls -l | more` would print `Broken pipe` errors
     /// when the pager quits early instead of ending quietly as it does under a shell.
-    pub fn exec(&self) -> anyhow::Error {
+    fn try_exec(&self) -> Errno {
         // SAFETY: SIG_DFL installs no handler code, so no Rust code can run in a signal context.
-        if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
-            return anyhow::Error::new(e).context("signal(SIGPIPE, SIG_DFL)");
+        if let Err(errno) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+            return errno;
         }
         let Err(errno) = nix::unistd::execv(&self.path, &self.argv);
+        errno
+    }
+
+    /// The error for an `exec` of this program that failed with `errno`, in words a student can
+    /// act on: `ENOENT` for a file that exists means its interpreter is missing.
+    fn cannot_run(&self, errno: Errno) -> CannotRun {
+        let path = Path::new(OsStr::from_bytes(self.path.as_bytes()));
+        let reason = match errno {
+            Errno::ENOENT if path.exists() => match interpreter(path) {
+                Some(interpreter) => {
+                    format!(
+                        "bad interpreter '{interpreter}' in its #! line: {}",
+                        errno.desc()
+                    )
+                }
+                None => format!("bad interpreter: {}", errno.desc()),
+            },
+            _ => errno.desc().to_string(),
+        };
         CannotRun {
             name: self.name.clone(),
-            reason: errno.desc().to_string(),
+            reason,
         }
-        .into()
     }
 }
 
-/// Where `execvp` would find `name`: itself if it has a `/`, else the first regular file of that
-/// name in a `$PATH` directory (an empty entry means the current directory).
+/// The interpreter named in the `#!` line of the file at `path`, if it has one.
+fn interpreter(path: &Path) -> Option<String> {
+    let mut head = [0u8; 256];
+    let length = File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let line = head[..length]
+        .strip_prefix(b"#!")?
+        .split(|&b| b == b'\n')
+        .next()?;
+    let word = line
+        .split(u8::is_ascii_whitespace)
+        .find(|w| !w.is_empty())?;
+    Some(String::from_utf8_lossy(word).into_owned())
+}
+
+/// A close-on-exec pipe through which a forked child tells its parent whether its `exec`
+/// failed, as `std::process::Command` does: the child writes its `errno` (4 bytes) into it
+/// if `exec` fails; if `exec` succeeds the kernel closes the child's write end, and the parent
+/// reads end-of-file. So the parent knows, before it goes on, that the child really runs the
+/// program (a directory, a file that is not a program, a script whose `#!` interpreter is
+/// missing all pass the lookup in [`Program::find`] and fail only in `exec`).
+///
+/// Make it before `fork`; the child calls [`ExecCheck::exec`], the parent
+/// [`ExecCheck::wait_for_exec`].
+#[derive(Debug)]
+pub struct ExecCheck {
+    reader: OwnedFd,
+    writer: OwnedFd,
+}
+
+impl ExecCheck {
+    /// `pipe2(O_CLOEXEC)`.
+    pub fn new() -> anyhow::Result<ExecCheck> {
+        let (reader, writer) = pipe2(OFlag::O_CLOEXEC).context("pipe2 (exec check)")?;
+        Ok(ExecCheck { reader, writer })
+    }
+
+    /// The child's side: `execv` the program; if that fails, write the `errno` for the parent
+    /// and `_exit(127)` (the parent reports it: one error line, not one from each process).
+    pub fn exec(self, program: &Program) -> ! {
+        drop(self.reader);
+        let errno = program.try_exec();
+        let _ = File::from(self.writer).write_all(&(errno as i32).to_ne_bytes());
+        // SAFETY: _exit ends the process at once; it has no precondition. The child must not
+        // return into `main`, which would report the error a second time.
+        unsafe { libc::_exit(127) }
+    }
+
+    /// The parent's side: waits until the `child` has exec'd the `program`. If its `exec`
+    /// failed, reaps the child and fails with [`CannotRun`].
+    pub fn wait_for_exec(self, program: &Program, child: Pid) -> anyhow::Result<()> {
+        drop(self.writer); // else the parent's own write end keeps end-of-file away
+        let mut report = Vec::new();
+        File::from(self.reader)
+            .read_to_end(&mut report)
+            .context("read (exec check)")?;
+        if report.is_empty() {
+            return Ok(());
+        }
+        let errno = <[u8; 4]>::try_from(report.as_slice())
+            .map(i32::from_ne_bytes)
+            .map_err(|_| anyhow::anyhow!("read (exec check): {} bytes, not 4", report.len()))?;
+        let _ = wait_child(child); // it has _exit(127)ed: no zombie left behind
+        Err(program.cannot_run(Errno::from_raw(errno)).into())
+    }
+}
+
+/// Where `execvp` would find `name`: itself if it has a `/`, else the first executable regular
+/// file of that name in a `$PATH` directory (an empty entry means the current directory).
+/// Failing that, the first file of that name at all, so that the error says why it cannot run.
 fn search_path(name: &OsStr) -> Option<PathBuf> {
     if name.as_bytes().contains(&b'/') {
         return Some(PathBuf::from(name));
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
+    let candidates: Vec<PathBuf> = std::env::split_paths(&path)
         .map(|dir| {
             let dir = if dir.as_os_str().is_empty() {
                 Path::new(".").into()
@@ -147,27 +243,39 @@ fn search_path(name: &OsStr) -> Option<PathBuf> {
             };
             dir.join(name)
         })
-        .find(|candidate| candidate.is_file())
+        .collect();
+    let executable = |candidate: &&PathBuf| {
+        candidate.is_file()
+            && nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
+    };
+    let first = candidates.iter().find(executable);
+    first
+        .or_else(|| candidates.iter().find(|c| c.exists()))
+        .cloned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn words(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
     #[test]
     fn finds_programs_in_path_and_by_path() {
-        assert_eq!(Program::find_command_line("ls -l").unwrap().name(), "ls");
-        assert!(Program::find_command_line("/bin/sh -c true").is_ok());
+        assert_eq!(Program::find(&words("ls -l")).unwrap().name(), "ls");
+        assert!(Program::find(&words("/bin/sh -c true")).is_ok());
     }
 
     #[test]
     fn a_missing_program_is_reported_with_its_name() {
-        let error = Program::find_command_line("no-such-program-ipclab --x").unwrap_err();
+        let error = Program::find(&words("no-such-program-ipclab --x")).unwrap_err();
         assert_eq!(
             error.to_string(),
             "cannot run 'no-such-program-ipclab': command not found"
         );
-        let error = Program::find_command_line("").unwrap_err();
+        let error = Program::find(&[]).unwrap_err();
         assert_eq!(error.to_string(), "cannot run '': empty command");
     }
 
@@ -179,5 +287,15 @@ mod tests {
         let error = Program::find(&[script.into_os_string()]).unwrap_err();
         // root may execute nothing without an x bit either
         assert!(error.reason.contains("denied"), "{error}");
+    }
+
+    #[test]
+    fn the_interpreter_is_read_from_the_hash_bang_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#! /no/such/shell -e\necho\n").unwrap();
+        assert_eq!(interpreter(&script).as_deref(), Some("/no/such/shell"));
+        std::fs::write(&script, "echo\n").unwrap();
+        assert_eq!(interpreter(&script), None);
     }
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ipclab::process::{self, Program};
+use ipclab::process::{self, ExecCheck, Program};
 use nix::unistd::{dup2_stdin, dup2_stdout, pipe, ForkResult};
 
 /// Pages the output of a command through a pipe, as the shell's `ls -l | more` does.
@@ -45,6 +45,7 @@ fn page_through_pipe(options: Options) -> anyhow::Result<()> {
     let pager = Program::find_command_line(&options.pager)?;
 
     let (read_end, write_end) = pipe().context("pipe")?;
+    let exec_check = ExecCheck::new()?; // the child's exec closes it, or reports why it failed
 
     // SAFETY: this program is single-threaded.
     match unsafe { process::fork() }? {
@@ -52,10 +53,11 @@ fn page_through_pipe(options: Options) -> anyhow::Result<()> {
             drop(read_end);
             dup2_stdout(&write_end).context("dup2 (pipe onto stdout)")?;
             drop(write_end); // stdout is the pipe now; the spare descriptor must go
-            Err(command.exec())
+            exec_check.exec(&command)
         }
         ForkResult::Parent { child } => {
             drop(write_end); // else the pager never sees end-of-file
+            exec_check.wait_for_exec(&command, child)?; // exit 127 here, before the pager
             dup2_stdin(&read_end).context("dup2 (pipe onto stdin)")?;
             drop(read_end);
             let failed = pager.exec();

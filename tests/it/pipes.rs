@@ -235,3 +235,77 @@ fn mymore_with_a_pager_that_does_not_exist_fails_with_127() {
     run.assert_failure(127, "mymore: cannot run 'no-such-pager': command not found");
     assert_eq!(run.stderr.lines().count(), 1, "{run}");
 }
+
+/// Runs `mymore -- COMMAND` for a `command` that exists but cannot be run, with a pager that
+/// would say so if it started, and checks the one error line, the 127 and the silent pager.
+fn mymore_cannot_run(lab: &Lab, command: &std::path::Path, reason: &str) {
+    let command = command.to_str().unwrap();
+    let run = lab.run(
+        "mymore",
+        &["--pager", "echo pager-started", "--", command, "-x"],
+    );
+    run.assert_failure(127, &format!("mymore: cannot run '{command}': {reason}"));
+    assert_eq!(run.stderr.lines().count(), 1, "one error line\n{run}");
+    assert!(run.stdout.is_empty(), "the pager started\n{run}");
+}
+
+/// Writes `content` to `name` in the lab's directory, with permission bits `mode`.
+fn file_with_mode(lab: &Lab, name: &str, content: &[u8], mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = lab.dir().join(name);
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[test]
+fn mymore_with_a_directory_as_command_fails_with_127_before_the_pager_starts() {
+    let lab = Lab::new();
+    mymore_cannot_run(&lab, lab.dir(), "Permission denied");
+}
+
+#[test]
+fn mymore_with_a_bad_interpreter_line_fails_with_127_before_the_pager_starts() {
+    let lab = Lab::new();
+    let script = file_with_mode(&lab, "script", b"#!/no/such/shell -e\necho hi\n", 0o755);
+    mymore_cannot_run(
+        &lab,
+        &script,
+        "bad interpreter '/no/such/shell' in its #! line: No such file or directory",
+    );
+}
+
+#[test]
+fn mymore_with_random_bytes_as_command_fails_with_127_before_the_pager_starts() {
+    let lab = Lab::new();
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let noise = file_with_mode(&lab, "noise", &noise, 0o755);
+    mymore_cannot_run(&lab, &noise, "Exec format error");
+    let elf = file_with_mode(&lab, "bad-elf", b"\x7fELF\x02\x01\x01\0truncated", 0o755);
+    mymore_cannot_run(&lab, &elf, "Exec format error");
+}
+
+#[test]
+fn mymore_with_a_file_that_is_not_executable_fails_with_127() {
+    let lab = Lab::new();
+    let script = file_with_mode(&lab, "script", b"#!/bin/sh\necho hi\n", 0o644);
+    mymore_cannot_run(&lab, &script, "Permission denied");
+}
+
+#[test]
+fn mymore_looks_up_the_command_in_path_skipping_files_that_are_not_executable() {
+    let lab = Lab::new();
+    for (dir, mode) in [("first", 0o644), ("second", 0o755)] {
+        std::fs::create_dir(lab.dir().join(dir)).unwrap();
+        let script = format!("#!/bin/sh\necho {dir}\n");
+        file_with_mode(&lab, &format!("{dir}/tool"), script.as_bytes(), mode);
+    }
+    let path = format!("{0}/first:{0}/second:/usr/bin:/bin", lab.dir().display());
+    let mut mymore = lab.command("mymore", &["--pager", "cat", "--", "tool"]);
+    mymore.env("PATH", path);
+    let run = crate::harness::Running::spawn(mymore).finish();
+    run.assert_success();
+    assert_eq!(run.stdout(), "second\n", "{run}");
+}
