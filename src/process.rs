@@ -107,10 +107,24 @@ impl Program {
         })
     }
 
-    /// Splits a command line such as `$PAGER` (`less -R`) into words and finds the program.
-    pub fn find_command_line(line: &str) -> Result<Program, CannotRun> {
+    /// A command line such as `$PAGER`, read as git and man read it: `sh -c LINE`
+    /// (`sh -c "cat; echo done"`, `tr a-z A-Z | cat`).
+    ///
+    /// A line of plain words (no quotes, no shell metacharacters, not starting with a shell
+    /// keyword or built-in), such as `less -R`, means to `sh` only "find this program in
+    /// `$PATH` and run it with these arguments". That is done here directly, as git does: the
+    /// program is looked up first, so that a typo is reported in the suite's words before
+    /// anything runs, and no shell stands between (`strace` shows `execve("/usr/bin/less", …)`).
+    /// Anything else is the shell's to read; if it cannot run its command it exits with 127,
+    /// and so does whoever execs it.
+    pub fn shell_command(line: &str) -> Result<Program, CannotRun> {
         let words: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
-        Program::find(&words)
+        let plain = !line.contains(|c| SHELL_METACHARACTERS.contains(c));
+        let shell_word = |word: &OsString| SHELL_WORDS.contains(&word.to_str().unwrap_or(""));
+        if plain && !words.first().is_some_and(shell_word) {
+            return Program::find(&words);
+        }
+        Program::find(&["/bin/sh".into(), "-c".into(), line.into()])
     }
 
     /// The name the user gave.
@@ -159,6 +173,18 @@ impl Program {
         }
     }
 }
+
+/// The characters that make a command line more than plain words for `sh` (git's list, less
+/// the blanks that separate the words).
+const SHELL_METACHARACTERS: &str = "|&;<>()$`\\\"'*?[]#~=%{}!\n";
+
+/// Names `sh` runs without looking in `$PATH`: its reserved words and the built-ins that may
+/// start a pager's command line (`exec less`, `command less`).
+const SHELL_WORDS: &[&str] = &[
+    "case", "for", "if", "until", "while", ".", ":", "eval", "exec", "command", "builtin",
+    "export", "readonly", "set", "trap", "unset", "cd", "read", "wait", "umask", "ulimit", "alias",
+    "type", "hash", "true", "false",
+];
 
 /// The interpreter named in the `#!` line of the file at `path`, if it has one.
 fn interpreter(path: &Path) -> Option<String> {
@@ -287,6 +313,31 @@ mod tests {
         let error = Program::find(&[script.into_os_string()]).unwrap_err();
         // root may execute nothing without an x bit either
         assert!(error.reason.contains("denied"), "{error}");
+    }
+
+    #[test]
+    fn a_command_line_of_plain_words_is_run_without_a_shell() {
+        let error = Program::shell_command("no-such-program-ipclab -R").unwrap_err();
+        assert_eq!(error.name, "no-such-program-ipclab");
+        let pager = Program::shell_command(" cat\t-u ").unwrap();
+        assert_eq!((pager.name(), pager.argv.len()), ("cat", 2));
+        assert_eq!(
+            Program::shell_command("  ").unwrap_err().reason,
+            "empty command"
+        );
+        // What only the shell can read is left to it (and its 127).
+        for line in [
+            "no-such-program-ipclab | cat",
+            "no-such-program-ipclab 'quoted'",
+            "LESS=R no-such-program-ipclab",
+            "exec no-such-program-ipclab",
+            "cat; echo done",
+        ] {
+            assert_eq!(
+                Program::shell_command(line).unwrap().argv[2].to_str(),
+                Ok(line)
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! Demonstrates what a shell does for a pipeline: `pipe`, then `fork`; the child puts the write
 //! end on its stdout with `dup2` and becomes `ls -l` with `exec`; the parent puts the read end on
 //! its stdin and becomes the pager. Neither program knows it is talking to a pipe.
+//! A second, close-on-exec pipe tells the parent whether the child's exec worked, so a command
+//! that cannot run gives `cannot run` and exit 127 before the pager starts. The pager
+//! (`--pager`, `$PAGER`, else `more`) is a command line for `sh -c`, as git and man read it.
 //!
 //! System calls: pipe, fork, dup2, close, execv.
 //! Run:     make mymore && ./mymore          (q quits the pager)
@@ -22,7 +25,7 @@ use nix::unistd::{dup2_stdin, dup2_stdout, pipe, ForkResult};
 #[derive(Parser)]
 #[command(version)]
 struct Options {
-    /// Pager that reads the listing on its stdin
+    /// Pager that reads the listing on its stdin (a command line for `sh -c`)
     #[arg(long, value_name = "COMMAND", env = "PAGER", default_value = "more")]
     pager: String,
 
@@ -42,7 +45,7 @@ fn page_through_pipe(options: Options) -> anyhow::Result<()> {
     };
     // Look both programs up first, so that a typo is reported before anything runs.
     let command = Program::find(&command)?;
-    let pager = Program::find_command_line(&options.pager)?;
+    let pager = Program::shell_command(&options.pager)?; // sh -c "$PAGER", as git and man do
 
     let (read_end, write_end) = pipe().context("pipe")?;
     let exec_check = ExecCheck::new()?; // the child's exec closes it, or reports why it failed

@@ -309,3 +309,31 @@ fn mymore_looks_up_the_command_in_path_skipping_files_that_are_not_executable() 
     run.assert_success();
     assert_eq!(run.stdout(), "second\n", "{run}");
 }
+
+#[test]
+fn mymore_runs_the_pager_through_sh_as_git_and_man_do() {
+    let lab = Lab::new();
+    let mut mymore = lab.command("mymore", &["--", "echo", "listing"]);
+    mymore.env("PAGER", r#"sh -c "cat; echo done""#);
+    let run = crate::harness::Running::spawn(mymore).finish();
+    run.assert_success();
+    assert_eq!(run.stdout(), "listing\ndone\n", "{run}");
+
+    let run = lab.run(
+        "mymore",
+        &["--pager", "tr a-z A-Z | cat", "--", "echo", "hi"],
+    );
+    run.assert_success();
+    assert_eq!(run.stdout(), "HI\n", "{run}");
+}
+
+#[test]
+fn mymore_with_a_pager_that_sh_cannot_run_fails_with_127() {
+    let lab = Lab::new();
+    let run = lab.run(
+        "mymore",
+        &["--pager", "no-such-pager 'quoted'", "--", "echo", "hi"],
+    );
+    run.assert_failure(127, "no-such-pager");
+    assert!(run.stdout.is_empty(), "{run}");
+}
