@@ -130,7 +130,7 @@ fn sync_fails_at_once_when_the_child_is_killed_mid_protocol() {
     let child = children_of(sync.pid());
     assert_eq!(child.len(), 1, "sync should have one child");
     nix::sys::signal::kill(child[0], Signal::SIGKILL).unwrap();
-    let run = sync.finish();
+    let run = sync.finish_at_once();
     run.assert_failure(1, "sync: ");
     assert!(run.stderr.contains("child exited before"), "{run}");
     assert_eq!(run.stderr.lines().count(), 1, "one error line\n{run}");
@@ -142,8 +142,8 @@ fn sync_child_fails_at_once_when_the_parent_is_killed_mid_protocol() {
     let sync = lab.start("sync", &["--loops", "1000000"]);
     sync.wait_for_stdout("Parent: Wait for child to tell");
     sync.signal(Signal::SIGKILL);
-    // The orphaned child still holds our stderr: finish() waits for it to let go.
-    let run = sync.finish();
+    // The orphaned child still holds our stderr: finishing waits for it to let go.
+    let run = sync.finish_at_once();
     assert!(run.stderr.contains("sync: "), "{run}");
     assert!(run.stderr.contains("parent exited before"), "{run}");
 }
