@@ -2,8 +2,9 @@
 //! that nothing is left behind.
 //!
 //! * [`Lab::new`] gives each test its own lab ID (`IPCLAB_ID`, claimed with a lock file so that
-//!   concurrent `cargo test` threads and two `make test` runs never share keys) and its own
-//!   temporary directory (the working directory of everything it starts).
+//!   concurrent `cargo test` threads and two `make test` runs never share keys; the file is
+//!   removed when the lab is dropped) and its own temporary directory (the working directory of
+//!   everything it starts).
 //! * [`Lab::start`] spawns a binary in a process group of its own; [`Running`] waits for a line of
 //!   its output, signals it, and [`Running::finish`]es it. Nothing waits without a deadline: a
 //!   hang fails the test and shows what the process said so far. A process that hangs or is
@@ -17,6 +18,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -24,6 +26,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
@@ -50,15 +53,15 @@ pub fn exe(name: &str) -> Option<&'static str> {
 pub struct Lab {
     id: u32,
     dir: tempfile::TempDir,
-    _claim: nix::fcntl::Flock<File>,
+    _claim: IdClaim, // dropped last: the ID stays ours until its objects are checked
 }
 
 impl Lab {
     /// A new bench with a lab ID no other test (of this or another test run) is using.
     pub fn new() -> Lab {
-        let (id, claim) = claim_id();
+        let claim = claim_id();
         Lab {
-            id,
+            id: claim.id,
             dir: tempfile::Builder::new()
                 .prefix("ipclab-test")
                 .tempdir()
@@ -145,25 +148,68 @@ impl Drop for Lab {
 
 /// Claims a lab ID in 0x100..0x1000 (0 and the low IDs are left to people) by locking a file
 /// named after it; the kernel drops the lock when this test process ends, however it ends.
-fn claim_id() -> (u32, nix::fcntl::Flock<File>) {
-    use nix::fcntl::{Flock, FlockArg};
-    let locks = std::env::temp_dir().join("ipclab-test-ids");
-    std::fs::create_dir_all(&locks).unwrap();
+fn claim_id() -> IdClaim {
+    std::fs::create_dir_all(id_lock_file(0).parent().unwrap()).unwrap();
     let first = 0x100 + (std::process::id() * 37 + next_serial() * 7) % 0xf00;
     for offset in 0..0xf00 {
         let id = 0x100 + (first - 0x100 + offset) % 0xf00;
-        let file = File::create(locks.join(format!("{id:#x}"))).unwrap();
-        let Ok(claim) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+        let Some(claim) = IdClaim::try_lock(id) else {
             continue;
         };
         // An ID whose objects someone left behind would fail the test for nothing: skip it.
         let busy = sysv_keys("msg").contains(&(0x8000 + id as i64))
             || sysv_keys("shm").contains(&(0x9000 + id as i64));
         if !busy {
-            return (id, claim);
+            return claim;
         }
     }
     panic!("no free lab ID");
+}
+
+/// A lab ID held by an exclusive `flock` on its file in `$TMPDIR/ipclab-test-ids`. Dropping it
+/// removes the file (so that runs leave none behind) and then releases the lock.
+struct IdClaim {
+    id: u32,
+    _lock: Flock<File>,
+}
+
+impl IdClaim {
+    /// Locks the file of `id`; `None` if someone else holds it.
+    ///
+    /// A holder removes its file while still holding the lock. Whoever opened that file just
+    /// before may lock it just after: a lock on a file that no longer has this name. So once
+    /// locked, check that the name still leads to the locked file, and start again if not.
+    fn try_lock(id: u32) -> Option<IdClaim> {
+        let path = id_lock_file(id);
+        loop {
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?;
+            let locked = lock.metadata().unwrap();
+            let named = std::fs::metadata(&path);
+            if named.is_ok_and(|n| (n.dev(), n.ino()) == (locked.dev(), locked.ino())) {
+                return Some(IdClaim { id, _lock: lock });
+            }
+        }
+    }
+}
+
+impl Drop for IdClaim {
+    fn drop(&mut self) {
+        // Removed while locked: see try_lock for why that is safe.
+        let _ = std::fs::remove_file(id_lock_file(self.id));
+    }
+}
+
+/// The file whose lock claims lab ID `id`.
+fn id_lock_file(id: u32) -> PathBuf {
+    std::env::temp_dir()
+        .join("ipclab-test-ids")
+        .join(format!("{id:#x}"))
 }
 
 fn next_serial() -> u32 {
@@ -565,4 +611,43 @@ fn a_dropped_process_takes_everything_it_started_with_it() {
     wait_until("the dropped process's child to be killed", || {
         !is_running(sleeper)
     });
+}
+
+#[test]
+fn a_dropped_lab_removes_its_id_lock_file() {
+    let lab = Lab::new();
+    let lock = id_lock_file(lab.id());
+    let inode = std::fs::metadata(&lock).unwrap().ino();
+    drop(lab);
+    // Another test may claim the same ID at once: that makes a lock file of its own.
+    let left = std::fs::metadata(&lock).is_ok_and(|now| now.ino() == inode);
+    assert!(!left, "{} was left behind", lock.display());
+}
+
+#[test]
+fn an_id_claimed_while_its_lock_file_is_removed_has_one_holder() {
+    // Threads claiming one ID (outside the range Lab uses) and removing its lock file as they
+    // let go: whoever locked a file just removed must notice and not count as a holder.
+    const ID: u32 = 0xf_ffff;
+    let holders = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let holders = Arc::clone(&holders);
+            thread::spawn(move || {
+                for _ in 0..3000 {
+                    if let Some(claim) = IdClaim::try_lock(ID) {
+                        let before = holders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        assert_eq!(before, 0, "two holders of one ID");
+                        thread::yield_now();
+                        holders.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        drop(claim);
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(!id_lock_file(ID).exists());
 }
