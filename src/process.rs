@@ -152,7 +152,8 @@ impl Program {
     }
 
     /// The error for an `exec` of this program that failed with `errno`, in words a student can
-    /// act on: `ENOENT` for a file that exists means its interpreter is missing.
+    /// act on (as a shell says them): `ENOENT` for a file that exists means its interpreter is
+    /// missing, `EACCES` for a directory means it is one.
     fn cannot_run(&self, errno: Errno) -> CannotRun {
         let path = Path::new(OsStr::from_bytes(self.path.as_bytes()));
         let reason = match errno {
@@ -165,6 +166,7 @@ impl Program {
                 }
                 None => format!("bad interpreter: {}", errno.desc()),
             },
+            Errno::EACCES if path.is_dir() => "Is a directory".to_string(),
             _ => errno.desc().to_string(),
         };
         CannotRun {
@@ -234,7 +236,9 @@ impl ExecCheck {
     }
 
     /// The parent's side: waits until the `child` has exec'd the `program`. If its `exec`
-    /// failed, reaps the child and fails with [`CannotRun`].
+    /// failed, reaps the child and fails with [`CannotRun`]. (A child that failed *before* its
+    /// `exec`, as in a `dup2` that cannot fail in practice, also closes the pipe: it reports
+    /// that error itself.)
     pub fn wait_for_exec(self, program: &Program, child: Pid) -> anyhow::Result<()> {
         drop(self.writer); // else the parent's own write end keeps end-of-file away
         let mut report = Vec::new();
@@ -274,8 +278,9 @@ fn search_path(name: &OsStr) -> Option<PathBuf> {
         candidate.is_file()
             && nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
     };
-    let first = candidates.iter().find(executable);
-    first
+    candidates
+        .iter()
+        .find(executable)
         .or_else(|| candidates.iter().find(|c| c.exists()))
         .cloned()
 }

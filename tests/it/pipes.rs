@@ -261,7 +261,7 @@ fn file_with_mode(lab: &Lab, name: &str, content: &[u8], mode: u32) -> std::path
 #[test]
 fn mymore_with_a_directory_as_command_fails_with_127_before_the_pager_starts() {
     let lab = Lab::new();
-    mymore_cannot_run(&lab, lab.dir(), "Permission denied");
+    mymore_cannot_run(&lab, lab.dir(), "Is a directory");
 }
 
 #[test]
