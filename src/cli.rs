@@ -25,7 +25,6 @@ use clap::error::ErrorKind;
 use clap::{Args, FromArgMatches, Parser};
 
 use crate::error::{self, Exit};
-use crate::process::CannotRun;
 use crate::sysv::{Key, ID_LIMIT};
 use crate::trace::ClassroomOptions;
 use crate::wait::Deadline;
@@ -156,8 +155,6 @@ fn report(error: &anyhow::Error) -> u8 {
     }
     match exit {
         Some(exit) => exit.status(),
-        // TODO(hardening-proc merge): CannotRun becomes an Exit(127) where it is made.
-        None if error::caused_by::<CannotRun>(error) => 127,
         None => 1,
     }
 }

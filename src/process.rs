@@ -1,14 +1,20 @@
-//! Processes: `fork` with stdout flushed, waiting for a child, and `exec` of a program.
+//! Processes: `fork` with stdout flushed, waiting for a child, and `exec` of a program, with
+//! the parent told whether the child's `exec` worked ([`ExecCheck`]).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::WaitStatus;
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::{pipe2, ForkResult, Pid};
 
 use crate::error::{self, Exit};
 use crate::out::StdoutFailed;
@@ -123,6 +129,13 @@ impl fmt::Display for CannotRun {
 
 impl std::error::Error for CannotRun {}
 
+impl From<CannotRun> for Exit {
+    /// A program that cannot be run ends ours with the shell's status for it, 127.
+    fn from(cannot: CannotRun) -> Exit {
+        Exit::new(127, cannot)
+    }
+}
+
 /// A program found on disk, with its argument vector, ready for [`Program::exec`].
 #[derive(Debug, Clone)]
 pub struct Program {
@@ -134,7 +147,12 @@ pub struct Program {
 impl Program {
     /// Finds `words[0]` as `execvp` would (in `$PATH` unless it contains a `/`), so that a
     /// program that cannot be run is reported *before* anything is forked.
-    pub fn find(words: &[OsString]) -> Result<Program, CannotRun> {
+    /// Fails with a [`CannotRun`] that ends the program with status 127.
+    pub fn find(words: &[OsString]) -> Result<Program, Exit> {
+        Ok(Program::look_up(words)?)
+    }
+
+    fn look_up(words: &[OsString]) -> Result<Program, CannotRun> {
         let first = words.first().map(OsString::as_os_str).unwrap_or_default();
         let name = first.to_string_lossy().into_owned();
         let cannot = |reason: &str| CannotRun {
@@ -158,10 +176,24 @@ impl Program {
         })
     }
 
-    /// Splits a command line such as `$PAGER` (`less -R`) into words and finds the program.
-    pub fn find_command_line(line: &str) -> Result<Program, CannotRun> {
+    /// A command line such as `$PAGER`, read as git and man read it: `sh -c LINE`
+    /// (`sh -c "cat; echo done"`, `tr a-z A-Z | cat`).
+    ///
+    /// A line of plain words (no quotes, no shell metacharacters, not starting with a shell
+    /// keyword or built-in), such as `less -R`, means to `sh` only "find this program in
+    /// `$PATH` and run it with these arguments". That is done here directly, as git does: the
+    /// program is looked up first, so that a typo is reported in the suite's words before
+    /// anything runs, and no shell stands between (`strace` shows `execve("/usr/bin/less", …)`).
+    /// Anything else is the shell's to read; if it cannot run its command it exits with 127,
+    /// and so does whoever execs it.
+    pub fn shell_command(line: &str) -> Result<Program, Exit> {
         let words: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
-        Program::find(&words)
+        let plain = !line.contains(|c| SHELL_METACHARACTERS.contains(c));
+        let shell_word = |word: &OsString| SHELL_WORDS.contains(&word.to_str().unwrap_or(""));
+        if plain && !words.first().is_some_and(shell_word) {
+            return Program::find(&words);
+        }
+        Program::find(&["/bin/sh".into(), "-c".into(), line.into()])
     }
 
     /// The name the user gave.
@@ -170,32 +202,137 @@ impl Program {
     }
 
     /// `execv(2)`: replaces this process by the program. Returns only if that failed.
+    pub fn exec(&self) -> anyhow::Error {
+        Exit::from(self.cannot_run(self.try_exec())).into()
+    }
+
+    /// `execv(2)`; returns why it failed.
     ///
     /// SIGPIPE goes back to its default action first: Rust ignores it, and an ignored signal
     /// stays ignored across exec, so `ls` in `ls -l | more` would print `Broken pipe` errors
     /// when the pager quits early instead of ending quietly as it does under a shell.
-    pub fn exec(&self) -> anyhow::Error {
+    fn try_exec(&self) -> Errno {
         // SAFETY: SIG_DFL installs no handler code, so no Rust code can run in a signal context.
-        if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
-            return anyhow::Error::new(e).context("signal(SIGPIPE, SIG_DFL)");
+        if let Err(errno) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+            return errno;
         }
-        let errno = crate::sys::execv(&self.path, &self.argv);
+        crate::sys::execv(&self.path, &self.argv)
+    }
+
+    /// The error for an `exec` of this program that failed with `errno`, in words a student can
+    /// act on (as a shell says them): `ENOENT` for a file that exists means its interpreter is
+    /// missing, `EACCES` for a directory means it is one.
+    fn cannot_run(&self, errno: Errno) -> CannotRun {
+        let path = Path::new(OsStr::from_bytes(self.path.as_bytes()));
+        let reason = match errno {
+            Errno::ENOENT if path.exists() => match interpreter(path) {
+                Some(interpreter) => {
+                    format!(
+                        "bad interpreter '{interpreter}' in its #! line: {}",
+                        errno.desc()
+                    )
+                }
+                None => format!("bad interpreter: {}", errno.desc()),
+            },
+            Errno::EACCES if path.is_dir() => "Is a directory".to_string(),
+            _ => errno.desc().to_string(),
+        };
         CannotRun {
             name: self.name.clone(),
-            reason: errno.desc().to_string(),
+            reason,
         }
-        .into()
     }
 }
 
-/// Where `execvp` would find `name`: itself if it has a `/`, else the first regular file of that
-/// name in a `$PATH` directory (an empty entry means the current directory).
+/// The characters that make a command line more than plain words for `sh` (git's list, less
+/// the blanks that separate the words).
+const SHELL_METACHARACTERS: &str = "|&;<>()$`\\\"'*?[]#~=%{}!\n";
+
+/// Names `sh` runs without looking in `$PATH`: its reserved words and the built-ins that may
+/// start a pager's command line (`exec less`, `command less`).
+const SHELL_WORDS: &[&str] = &[
+    "case", "for", "if", "until", "while", ".", ":", "eval", "exec", "command", "builtin",
+    "export", "readonly", "set", "trap", "unset", "cd", "read", "wait", "umask", "ulimit", "alias",
+    "type", "hash", "true", "false",
+];
+
+/// The interpreter named in the `#!` line of the file at `path`, if it has one.
+fn interpreter(path: &Path) -> Option<String> {
+    let mut head = [0u8; 256];
+    let length = File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let line = head[..length]
+        .strip_prefix(b"#!")?
+        .split(|&b| b == b'\n')
+        .next()?;
+    let word = line
+        .split(u8::is_ascii_whitespace)
+        .find(|w| !w.is_empty())?;
+    Some(String::from_utf8_lossy(word).into_owned())
+}
+
+/// A close-on-exec pipe through which a forked child tells its parent whether its `exec`
+/// failed, as `std::process::Command` does: the child writes its `errno` (4 bytes) into it
+/// if `exec` fails; if `exec` succeeds the kernel closes the child's write end, and the parent
+/// reads end-of-file. So the parent knows, before it goes on, that the child really runs the
+/// program (a directory, a file that is not a program, a script whose `#!` interpreter is
+/// missing all pass the lookup in [`Program::find`] and fail only in `exec`).
+///
+/// Make it before `fork`; the child calls [`ExecCheck::exec`], the parent
+/// [`ExecCheck::wait_for_exec`].
+#[derive(Debug)]
+pub struct ExecCheck {
+    reader: OwnedFd,
+    writer: OwnedFd,
+}
+
+impl ExecCheck {
+    /// `pipe2(O_CLOEXEC)`.
+    pub fn new() -> anyhow::Result<ExecCheck> {
+        let (reader, writer) = pipe2(OFlag::O_CLOEXEC).context("pipe2 (exec check)")?;
+        Ok(ExecCheck { reader, writer })
+    }
+
+    /// The child's side: `execv` the program; if that fails, write the `errno` for the parent
+    /// and `_exit(127)` (the parent reports it: one error line, not one from each process).
+    pub fn exec(self, program: &Program) -> ! {
+        drop(self.reader);
+        let errno = program.try_exec();
+        let _ = File::from(self.writer).write_all(&(errno as i32).to_ne_bytes());
+        // SAFETY: _exit ends the process at once; it has no precondition. The child must not
+        // return into `main`, which would report the error a second time.
+        unsafe { libc::_exit(127) }
+    }
+
+    /// The parent's side: waits until the `child` has exec'd the `program`. If its `exec`
+    /// failed, reaps the child and fails with [`CannotRun`]. (A child that failed *before* its
+    /// `exec`, as in a `dup2` that cannot fail in practice, also closes the pipe: it reports
+    /// that error itself.)
+    pub fn wait_for_exec(self, program: &Program, child: Pid) -> anyhow::Result<()> {
+        drop(self.writer); // else the parent's own write end keeps end-of-file away
+        let mut report = Vec::new();
+        File::from(self.reader)
+            .read_to_end(&mut report)
+            .context("read (exec check)")?;
+        if report.is_empty() {
+            return Ok(());
+        }
+        let errno = <[u8; 4]>::try_from(report.as_slice())
+            .map(i32::from_ne_bytes)
+            .map_err(|_| anyhow::anyhow!("read (exec check): {} bytes, not 4", report.len()))?;
+        let _ = wait_child(child); // it has _exit(127)ed: no zombie left behind
+        Err(Exit::from(program.cannot_run(Errno::from_raw(errno))).into())
+    }
+}
+
+/// Where `execvp` would find `name`: itself if it has a `/`, else the first executable regular
+/// file of that name in a `$PATH` directory (an empty entry means the current directory).
+/// Failing that, the first file of that name at all, so that the error says why it cannot run.
 fn search_path(name: &OsStr) -> Option<PathBuf> {
     if name.as_bytes().contains(&b'/') {
         return Some(PathBuf::from(name));
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
+    let candidates: Vec<PathBuf> = std::env::split_paths(&path)
         .map(|dir| {
             let dir = if dir.as_os_str().is_empty() {
                 Path::new(".").into()
@@ -204,27 +341,40 @@ fn search_path(name: &OsStr) -> Option<PathBuf> {
             };
             dir.join(name)
         })
-        .find(|candidate| candidate.is_file())
+        .collect();
+    let executable = |candidate: &&PathBuf| {
+        candidate.is_file()
+            && nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
+    };
+    candidates
+        .iter()
+        .find(executable)
+        .or_else(|| candidates.iter().find(|c| c.exists()))
+        .cloned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn words(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
     #[test]
     fn finds_programs_in_path_and_by_path() {
-        assert_eq!(Program::find_command_line("ls -l").unwrap().name(), "ls");
-        assert!(Program::find_command_line("/bin/sh -c true").is_ok());
+        assert_eq!(Program::find(&words("ls -l")).unwrap().name(), "ls");
+        assert!(Program::find(&words("/bin/sh -c true")).is_ok());
     }
 
     #[test]
     fn a_missing_program_is_reported_with_its_name() {
-        let error = Program::find_command_line("no-such-program-ipclab --x").unwrap_err();
+        let error = Program::find(&words("no-such-program-ipclab --x")).unwrap_err();
         assert_eq!(
             error.to_string(),
             "cannot run 'no-such-program-ipclab': command not found"
         );
-        let error = Program::find_command_line("").unwrap_err();
+        let error = Program::find(&[]).unwrap_err();
         assert_eq!(error.to_string(), "cannot run '': empty command");
     }
 
@@ -235,6 +385,44 @@ mod tests {
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
         let error = Program::find(&[script.into_os_string()]).unwrap_err();
         // root may execute nothing without an x bit either
-        assert!(error.reason.contains("denied"), "{error}");
+        assert!(error.to_string().contains("denied"), "{error}");
+        assert_eq!(error.status(), 127);
+    }
+
+    #[test]
+    fn a_command_line_of_plain_words_is_run_without_a_shell() {
+        let error = Program::shell_command("no-such-program-ipclab -R").unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with("cannot run 'no-such-program-ipclab'"));
+        let pager = Program::shell_command(" cat\t-u ").unwrap();
+        assert_eq!((pager.name(), pager.argv.len()), ("cat", 2));
+        assert_eq!(
+            Program::shell_command("  ").unwrap_err().to_string(),
+            "cannot run '': empty command"
+        );
+        // What only the shell can read is left to it (and its 127).
+        for line in [
+            "no-such-program-ipclab | cat",
+            "no-such-program-ipclab 'quoted'",
+            "LESS=R no-such-program-ipclab",
+            "exec no-such-program-ipclab",
+            "cat; echo done",
+        ] {
+            assert_eq!(
+                Program::shell_command(line).unwrap().argv[2].to_str(),
+                Ok(line)
+            );
+        }
+    }
+
+    #[test]
+    fn the_interpreter_is_read_from_the_hash_bang_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#! /no/such/shell -e\necho\n").unwrap();
+        assert_eq!(interpreter(&script).as_deref(), Some("/no/such/shell"));
+        std::fs::write(&script, "echo\n").unwrap();
+        assert_eq!(interpreter(&script), None);
     }
 }

@@ -3,6 +3,9 @@
 //! Demonstrates what a shell does for a pipeline: `pipe`, then `fork`; the child puts the write
 //! end on its stdout with `dup2` and becomes `ls -l` with `exec`; the parent puts the read end on
 //! its stdin and becomes the pager. Neither program knows it is talking to a pipe.
+//! A second, close-on-exec pipe tells the parent whether the child's exec worked, so a command
+//! that cannot run gives `cannot run` and exit 127 before the pager starts. The pager
+//! (`--pager`, `$PAGER`, else `more`) is a command line for `sh -c`, as git and man read it.
 //!
 //! System calls: pipe, fork, dup2, close, execv.
 //! Run:     make mymore && ./mymore          (q quits the pager)
@@ -15,14 +18,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ipclab::process::{self, Program};
-use nix::unistd::{dup2_stdin, dup2_stdout, pipe, ForkResult};
+use ipclab::process::{self, ExecCheck, Program};
+use ipclab::sys::{close, dup2_stdin, dup2_stdout, pipe};
+use nix::unistd::ForkResult;
 
 /// Pages the output of a command through a pipe, as the shell's `ls -l | more` does.
 #[derive(Parser)]
 #[command(version)]
 struct Options {
-    /// Pager that reads the listing on its stdin
+    /// Pager that reads the listing on its stdin (a command line for `sh -c`)
     #[arg(long, value_name = "COMMAND", env = "PAGER", default_value = "more")]
     pager: String,
 
@@ -42,22 +46,24 @@ fn page_through_pipe(options: Options) -> anyhow::Result<()> {
     };
     // Look both programs up first, so that a typo is reported before anything runs.
     let command = Program::find(&command)?;
-    let pager = Program::find_command_line(&options.pager)?;
+    let pager = Program::shell_command(&options.pager)?; // sh -c "$PAGER", as git and man do
 
     let (read_end, write_end) = pipe().context("pipe")?;
+    let exec_check = ExecCheck::new()?; // the child's exec closes it, or reports why it failed
 
     // SAFETY: this program is single-threaded.
     match unsafe { process::fork() }? {
         ForkResult::Child => {
-            drop(read_end);
+            close(read_end).context("close")?;
             dup2_stdout(&write_end).context("dup2 (pipe onto stdout)")?;
-            drop(write_end); // stdout is the pipe now; the spare descriptor must go
-            Err(command.exec())
+            close(write_end).context("close")?; // stdout is the pipe now; the spare must go
+            exec_check.exec(&command)
         }
         ForkResult::Parent { child } => {
-            drop(write_end); // else the pager never sees end-of-file
+            close(write_end).context("close")?; // else the pager never sees end-of-file
+            exec_check.wait_for_exec(&command, child)?; // exit 127 here, before the pager
             dup2_stdin(&read_end).context("dup2 (pipe onto stdin)")?;
-            drop(read_end);
+            close(read_end).context("close")?;
             let failed = pager.exec();
             // Only reached if exec failed: close the pipe so the command stops, and reap it.
             dup2_stdin(File::open("/dev/null")?).context("dup2 (/dev/null onto stdin)")?;

@@ -160,6 +160,15 @@ fn sync_traces_its_calls_in_the_order_strace_sees_them() {
 }
 
 #[test]
+fn mymore_traces_its_calls_in_the_order_strace_sees_them() {
+    assert_trace_matches_strace(
+        "mymore",
+        &["--pager", "cat", "--", "echo", "hi"],
+        &["pipe", "fork", "close", "dup2"],
+    );
+}
+
+#[test]
 fn trace_lines_say_the_program_pid_and_c_notation() {
     let lab = Lab::new();
     let run = lab.run("pipe", &["--trace"]);

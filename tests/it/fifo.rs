@@ -11,7 +11,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::mkfifo;
 use proptest::prelude::*;
 
-use crate::harness::{fifo_files, wait_until, Lab, Running, DEADLINE};
+use crate::harness::{fifo_files, wait_until, Lab, Running};
 
 // ---- a C-shaped peer, written with the C struct's offsets -----------------------------------
 
@@ -437,11 +437,9 @@ fn waiting_client_fails_at_once_when_the_server_dies() {
     let fake = FakeServer::new(&lab);
     let client = lab.start("fifoc", &[] as &[&str]);
     client.wait_for_stdout("Sent a request.....");
-    let started = std::time::Instant::now();
     fake.stop(&lab); // what SIGKILL does to a server: its ends of .fifo close
-    let client = client.finish();
+    let client = client.finish_at_once();
     client.assert_failure(1, "the server went away before replying");
-    assert!(started.elapsed() < DEADLINE);
 }
 
 // ---- the decoder on arbitrary bytes ---------------------------------------------------------

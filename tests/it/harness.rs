@@ -2,11 +2,13 @@
 //! that nothing is left behind.
 //!
 //! * [`Lab::new`] gives each test its own lab ID (`IPCLAB_ID`, claimed with a lock file so that
-//!   concurrent `cargo test` threads and two `make test` runs never share keys) and its own
-//!   temporary directory (the working directory of everything it starts).
-//! * [`Lab::start`] spawns a binary; [`Running`] waits for a line of its output, signals it, and
-//!   [`Running::finish`]es it. Nothing waits without a deadline: a hang fails the test and shows
-//!   what the process said so far.
+//!   concurrent `cargo test` threads and two `make test` runs never share keys; the file is
+//!   removed when the lab is dropped) and its own temporary directory (the working directory of
+//!   everything it starts).
+//! * [`Lab::start`] spawns a binary in a process group of its own; [`Running`] waits for a line of
+//!   its output, signals it, and [`Running::finish`]es it. Nothing waits without a deadline: a
+//!   hang fails the test and shows what the process said so far. A process that hangs or is
+//!   dropped unfinished is killed with everything it forked.
 //! * Dropping the [`Lab`] asserts that no queue or segment with its keys and no `.fifo*` file in its
 //!   directory remains (and removes any it finds, so one failed test does not leak into the
 //!   machine).
@@ -16,17 +18,24 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 /// How long anything in a test may take: generous, it catches hangs, not slowness.
 pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// How soon "at once" is ([`Running::finish_at_once`]): far more than a real wake-up takes on a
+/// loaded machine, far less than a timeout or a slow polling loop would.
+pub const AT_ONCE: Duration = Duration::from_secs(5);
 
 /// The path of one of the suite's binaries, as cargo built it for this test run.
 pub fn exe(name: &str) -> Option<&'static str> {
@@ -44,15 +53,15 @@ pub fn exe(name: &str) -> Option<&'static str> {
 pub struct Lab {
     id: u32,
     dir: tempfile::TempDir,
-    _claim: nix::fcntl::Flock<File>,
+    _claim: IdClaim, // dropped last: the ID stays ours until its objects are checked
 }
 
 impl Lab {
     /// A new bench with a lab ID no other test (of this or another test run) is using.
     pub fn new() -> Lab {
-        let (id, claim) = claim_id();
+        let claim = claim_id();
         Lab {
-            id,
+            id: claim.id,
             dir: tempfile::Builder::new()
                 .prefix("ipclab-test")
                 .tempdir()
@@ -139,25 +148,68 @@ impl Drop for Lab {
 
 /// Claims a lab ID in 0x100..0x1000 (0 and the low IDs are left to people) by locking a file
 /// named after it; the kernel drops the lock when this test process ends, however it ends.
-fn claim_id() -> (u32, nix::fcntl::Flock<File>) {
-    use nix::fcntl::{Flock, FlockArg};
-    let locks = std::env::temp_dir().join("ipclab-test-ids");
-    std::fs::create_dir_all(&locks).unwrap();
+fn claim_id() -> IdClaim {
+    std::fs::create_dir_all(id_lock_file(0).parent().unwrap()).unwrap();
     let first = 0x100 + (std::process::id() * 37 + next_serial() * 7) % 0xf00;
     for offset in 0..0xf00 {
         let id = 0x100 + (first - 0x100 + offset) % 0xf00;
-        let file = File::create(locks.join(format!("{id:#x}"))).unwrap();
-        let Ok(claim) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+        let Some(claim) = IdClaim::try_lock(id) else {
             continue;
         };
         // An ID whose objects someone left behind would fail the test for nothing: skip it.
         let busy = sysv_keys("msg").contains(&(0x8000 + id as i64))
             || sysv_keys("shm").contains(&(0x9000 + id as i64));
         if !busy {
-            return (id, claim);
+            return claim;
         }
     }
     panic!("no free lab ID");
+}
+
+/// A lab ID held by an exclusive `flock` on its file in `$TMPDIR/ipclab-test-ids`. Dropping it
+/// removes the file (so that runs leave none behind) and then releases the lock.
+struct IdClaim {
+    id: u32,
+    _lock: Flock<File>,
+}
+
+impl IdClaim {
+    /// Locks the file of `id`; `None` if someone else holds it.
+    ///
+    /// A holder removes its file while still holding the lock. Whoever opened that file just
+    /// before may lock it just after: a lock on a file that no longer has this name. So once
+    /// locked, check that the name still leads to the locked file, and start again if not.
+    fn try_lock(id: u32) -> Option<IdClaim> {
+        let path = id_lock_file(id);
+        loop {
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?;
+            let locked = lock.metadata().unwrap();
+            let named = std::fs::metadata(&path);
+            if named.is_ok_and(|n| (n.dev(), n.ino()) == (locked.dev(), locked.ino())) {
+                return Some(IdClaim { id, _lock: lock });
+            }
+        }
+    }
+}
+
+impl Drop for IdClaim {
+    fn drop(&mut self) {
+        // Removed while locked: see try_lock for why that is safe.
+        let _ = std::fs::remove_file(id_lock_file(self.id));
+    }
+}
+
+/// The file whose lock claims lab ID `id`.
+fn id_lock_file(id: u32) -> PathBuf {
+    std::env::temp_dir()
+        .join("ipclab-test-ids")
+        .join(format!("{id:#x}"))
 }
 
 fn next_serial() -> u32 {
@@ -191,24 +243,41 @@ pub fn fifo_files(dir: &Path) -> Vec<PathBuf> {
 
 /// The processes whose parent is `parent` (read from `/proc/*/stat`).
 pub fn children_of(parent: Pid) -> Vec<Pid> {
-    let mut children = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid …  — comm may hold spaces, so split after its ')'.
-        let Some((head, tail)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid: Option<i32> = tail.split_whitespace().nth(1).and_then(|p| p.parse().ok());
-        let pid: Option<i32> = head.split_whitespace().next().and_then(|p| p.parse().ok());
-        if let (Some(pid), Some(ppid)) = (pid, ppid) {
-            if ppid == parent.as_raw() {
-                children.push(Pid::from_raw(pid));
-            }
-        }
-    }
-    children
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| proc_stat(Path::new(&entry.ok()?.file_name())))
+        .filter(|stat| stat.ppid == parent)
+        .map(|stat| stat.pid)
+        .collect()
+}
+
+/// Whether process `pid` exists and has not ended (a zombie has ended: only its parent's
+/// `wait` is missing).
+pub fn is_running(pid: Pid) -> bool {
+    proc_stat(Path::new(&pid.to_string())).is_some_and(|stat| stat.state != 'Z')
+}
+
+/// The fields of `/proc/PID/stat` the tests need.
+struct ProcStat {
+    pid: Pid,
+    state: char,
+    ppid: Pid,
+}
+
+/// Reads `/proc/<name>/stat`; `None` if there is no such process.
+fn proc_stat(name: &Path) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(Path::new("/proc").join(name).join("stat")).ok()?;
+    // pid (comm) state ppid …  — comm may hold spaces, so split after its ')'.
+    let (head, tail) = stat.rsplit_once(')')?;
+    let mut tail = tail.split_whitespace();
+    let state = tail.next()?.chars().next()?;
+    let ppid = tail.next()?.parse().ok()?;
+    let pid = head.split_whitespace().next()?.parse().ok()?;
+    Some(ProcStat {
+        pid: Pid::from_raw(pid),
+        state,
+        ppid: Pid::from_raw(ppid),
+    })
 }
 
 /// Polls `condition` until it holds; panics with `what` at the [`DEADLINE`].
@@ -282,10 +351,12 @@ pub struct Running {
 }
 
 impl Running {
-    /// Spawns `command` with stdout and stderr captured.
+    /// Spawns `command` with stdout and stderr captured, in a process group of its own, so that
+    /// the processes it forks can be killed with it.
     pub fn spawn(mut command: Command) -> Running {
         let description = describe(&command);
         let mut child = command
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -331,7 +402,7 @@ impl Running {
         self.stdout.lossy()
     }
 
-    /// Sends `signal` to the process.
+    /// Sends `signal` to the process (only to it, not to the processes it forked).
     pub fn signal(&self, signal: Signal) {
         kill(self.pid(), signal).unwrap_or_else(|e| panic!("kill({signal}): {e}"));
     }
@@ -344,15 +415,25 @@ impl Running {
     }
 
     /// [`Running::finish`] with another limit (counted from the start of the process).
-    pub fn finish_within(mut self, limit: Duration) -> Finished {
+    pub fn finish_within(self, limit: Duration) -> Finished {
         let until = self.started + limit;
+        self.finish_by(until, limit)
+    }
+
+    /// [`Running::finish`] for a test that says "at once": the process (and whoever holds its
+    /// output) must be done within [`AT_ONCE`] from now, not merely before the [`DEADLINE`].
+    pub fn finish_at_once(self) -> Finished {
+        self.finish_by(Instant::now() + AT_ONCE, AT_ONCE)
+    }
+
+    /// Waits until `until` (`limit` says how long that was, for the report).
+    fn finish_by(mut self, until: Instant, limit: Duration) -> Finished {
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status;
             }
             if Instant::now() >= until {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                self.kill_group();
                 panic!(
                     "did not finish within {} s: killed\n{}",
                     limit.as_secs_f64(),
@@ -385,14 +466,21 @@ impl Running {
             &self.stderr.lossy(),
         )
     }
+
+    /// Kills the process and everything it forked (its process group), and reaps it.
+    fn kill_group(&mut self) {
+        // The group outlives a reaped leader while members remain, and its ID is not reused
+        // before it is empty: a late killpg hits only this test's processes, or no one.
+        let _ = killpg(self.pid(), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Running {
+    /// Nothing a test started outlives it: not the process, not a child it forked (a sync
+    /// child left spinning by a broken parent would run on after `cargo test`).
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.kill_group();
     }
 }
 
@@ -481,10 +569,9 @@ fn describe(command: &Command) -> String {
 }
 
 #[test]
-fn a_process_that_hangs_fails_the_test_and_shows_its_output() {
+fn a_process_that_hangs_fails_the_test_shows_its_output_and_is_killed_whole() {
     let lab = Lab::new();
-    let hanging = lab.start("sh", &["-c", "echo said-before-hanging; exec sleep 60"]);
-    hanging.wait_for_stdout("said-before-hanging");
+    let (hanging, sleeper) = shell_with_a_sleeping_child(&lab);
     let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         hanging.finish_within(Duration::from_millis(300))
     }))
@@ -493,6 +580,18 @@ fn a_process_that_hangs_fails_the_test_and_shows_its_output() {
     assert!(message.contains("did not finish within 0.3 s"), "{message}");
     assert!(message.contains("said-before-hanging"), "{message}");
     assert!(message.contains("sleep 60"), "{message}");
+    wait_until("the hanging process's child to be killed", || {
+        !is_running(sleeper)
+    });
+}
+
+/// `sh` waiting for a `sleep 60` it started, and that sleep's PID.
+fn shell_with_a_sleeping_child(lab: &Lab) -> (Running, Pid) {
+    let shell = lab.start("sh", &["-c", "sleep 60 & echo said-before-hanging; wait"]);
+    shell.wait_for_stdout("said-before-hanging");
+    let sleeper = children_of(shell.pid());
+    assert_eq!(sleeper.len(), 1, "sh should have started one sleep");
+    (shell, sleeper[0])
 }
 
 #[test]
@@ -507,4 +606,53 @@ fn a_leftover_fails_the_test_and_is_removed() {
         .downcast_ref::<String>()
         .unwrap()
         .contains(".fifo42"));
+}
+
+#[test]
+fn a_dropped_process_takes_everything_it_started_with_it() {
+    let lab = Lab::new();
+    let (shell, sleeper) = shell_with_a_sleeping_child(&lab);
+    drop(shell);
+    wait_until("the dropped process's child to be killed", || {
+        !is_running(sleeper)
+    });
+}
+
+#[test]
+fn a_dropped_lab_removes_its_id_lock_file() {
+    let lab = Lab::new();
+    let lock = id_lock_file(lab.id());
+    let inode = std::fs::metadata(&lock).unwrap().ino();
+    drop(lab);
+    // Another test may claim the same ID at once: that makes a lock file of its own.
+    let left = std::fs::metadata(&lock).is_ok_and(|now| now.ino() == inode);
+    assert!(!left, "{} was left behind", lock.display());
+}
+
+#[test]
+fn an_id_claimed_while_its_lock_file_is_removed_has_one_holder() {
+    // Threads claiming one ID (outside the range Lab uses) and removing its lock file as they
+    // let go: whoever locked a file just removed must notice and not count as a holder.
+    const ID: u32 = 0xf_ffff;
+    let holders = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let holders = Arc::clone(&holders);
+            thread::spawn(move || {
+                for _ in 0..3000 {
+                    if let Some(claim) = IdClaim::try_lock(ID) {
+                        let before = holders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        assert_eq!(before, 0, "two holders of one ID");
+                        thread::yield_now();
+                        holders.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        drop(claim);
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(!id_lock_file(ID).exists());
 }

@@ -130,7 +130,7 @@ fn sync_fails_at_once_when_the_child_is_killed_mid_protocol() {
     let child = children_of(sync.pid());
     assert_eq!(child.len(), 1, "sync should have one child");
     nix::sys::signal::kill(child[0], Signal::SIGKILL).unwrap();
-    let run = sync.finish();
+    let run = sync.finish_at_once();
     run.assert_failure(1, "sync: ");
     assert!(run.stderr.contains("child exited before"), "{run}");
     assert_eq!(run.stderr.lines().count(), 1, "one error line\n{run}");
@@ -142,8 +142,8 @@ fn sync_child_fails_at_once_when_the_parent_is_killed_mid_protocol() {
     let sync = lab.start("sync", &["--loops", "1000000"]);
     sync.wait_for_stdout("Parent: Wait for child to tell");
     sync.signal(Signal::SIGKILL);
-    // The orphaned child still holds our stderr: finish() waits for it to let go.
-    let run = sync.finish();
+    // The orphaned child still holds our stderr: finishing waits for it to let go.
+    let run = sync.finish_at_once();
     assert!(run.stderr.contains("sync: "), "{run}");
     assert!(run.stderr.contains("parent exited before"), "{run}");
 }
@@ -234,4 +234,106 @@ fn mymore_with_a_pager_that_does_not_exist_fails_with_127() {
     let run = lab.run("mymore", &["--pager", "no-such-pager -R"]);
     run.assert_failure(127, "mymore: cannot run 'no-such-pager': command not found");
     assert_eq!(run.stderr.lines().count(), 1, "{run}");
+}
+
+/// Runs `mymore -- COMMAND` for a `command` that exists but cannot be run, with a pager that
+/// would say so if it started, and checks the one error line, the 127 and the silent pager.
+fn mymore_cannot_run(lab: &Lab, command: &std::path::Path, reason: &str) {
+    let command = command.to_str().unwrap();
+    let run = lab.run(
+        "mymore",
+        &["--pager", "echo pager-started", "--", command, "-x"],
+    );
+    run.assert_failure(127, &format!("mymore: cannot run '{command}': {reason}"));
+    assert_eq!(run.stderr.lines().count(), 1, "one error line\n{run}");
+    assert!(run.stdout.is_empty(), "the pager started\n{run}");
+}
+
+/// Writes `content` to `name` in the lab's directory, with permission bits `mode`.
+fn file_with_mode(lab: &Lab, name: &str, content: &[u8], mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = lab.dir().join(name);
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[test]
+fn mymore_with_a_directory_as_command_fails_with_127_before_the_pager_starts() {
+    let lab = Lab::new();
+    mymore_cannot_run(&lab, lab.dir(), "Is a directory");
+}
+
+#[test]
+fn mymore_with_a_bad_interpreter_line_fails_with_127_before_the_pager_starts() {
+    let lab = Lab::new();
+    let script = file_with_mode(&lab, "script", b"#!/no/such/shell -e\necho hi\n", 0o755);
+    mymore_cannot_run(
+        &lab,
+        &script,
+        "bad interpreter '/no/such/shell' in its #! line: No such file or directory",
+    );
+}
+
+#[test]
+fn mymore_with_random_bytes_as_command_fails_with_127_before_the_pager_starts() {
+    let lab = Lab::new();
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let noise = file_with_mode(&lab, "noise", &noise, 0o755);
+    mymore_cannot_run(&lab, &noise, "Exec format error");
+    let elf = file_with_mode(&lab, "bad-elf", b"\x7fELF\x02\x01\x01\0truncated", 0o755);
+    mymore_cannot_run(&lab, &elf, "Exec format error");
+}
+
+#[test]
+fn mymore_with_a_file_that_is_not_executable_fails_with_127() {
+    let lab = Lab::new();
+    let script = file_with_mode(&lab, "script", b"#!/bin/sh\necho hi\n", 0o644);
+    mymore_cannot_run(&lab, &script, "Permission denied");
+}
+
+#[test]
+fn mymore_looks_up_the_command_in_path_skipping_files_that_are_not_executable() {
+    let lab = Lab::new();
+    for (dir, mode) in [("first", 0o644), ("second", 0o755)] {
+        std::fs::create_dir(lab.dir().join(dir)).unwrap();
+        let script = format!("#!/bin/sh\necho {dir}\n");
+        file_with_mode(&lab, &format!("{dir}/tool"), script.as_bytes(), mode);
+    }
+    let path = format!("{0}/first:{0}/second:/usr/bin:/bin", lab.dir().display());
+    let mut mymore = lab.command("mymore", &["--pager", "cat", "--", "tool"]);
+    mymore.env("PATH", path);
+    let run = crate::harness::Running::spawn(mymore).finish();
+    run.assert_success();
+    assert_eq!(run.stdout(), "second\n", "{run}");
+}
+
+#[test]
+fn mymore_runs_the_pager_through_sh_as_git_and_man_do() {
+    let lab = Lab::new();
+    let mut mymore = lab.command("mymore", &["--", "echo", "listing"]);
+    mymore.env("PAGER", r#"sh -c "cat; echo done""#);
+    let run = crate::harness::Running::spawn(mymore).finish();
+    run.assert_success();
+    assert_eq!(run.stdout(), "listing\ndone\n", "{run}");
+
+    let run = lab.run(
+        "mymore",
+        &["--pager", "tr a-z A-Z | cat", "--", "echo", "hi"],
+    );
+    run.assert_success();
+    assert_eq!(run.stdout(), "HI\n", "{run}");
+}
+
+#[test]
+fn mymore_with_a_pager_that_sh_cannot_run_fails_with_127() {
+    let lab = Lab::new();
+    let run = lab.run(
+        "mymore",
+        &["--pager", "no-such-pager 'quoted'", "--", "echo", "hi"],
+    );
+    run.assert_failure(127, "no-such-pager");
+    assert!(run.stdout.is_empty(), "{run}");
 }
