@@ -176,3 +176,27 @@ pub fn drain_wake_fd() {
         while matches!(nix::unistd::read(reader, &mut sink), Ok(n) if n > 0) {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_forked_child_gets_a_self_pipe_of_its_own_that_still_knows_a_caught_signal() {
+        catch_termination().unwrap();
+        let parents = wake_fd().unwrap().as_raw_fd();
+        // What a child caught a signal just before `fork` sees: the wake-up must not be lost.
+        CAUGHT.store(Signal::SIGUSR1 as i32, Ordering::SeqCst);
+        renew_after_fork().unwrap();
+        let childs = wake_fd().unwrap();
+        assert_ne!(
+            childs.as_raw_fd(),
+            parents,
+            "the child must not share the pipe"
+        );
+        let mut byte = [0u8; 1];
+        assert_eq!(nix::unistd::read(childs, &mut byte), Ok(1), "no wake-up");
+        CAUGHT.store(0, Ordering::SeqCst);
+    }
+}

@@ -26,6 +26,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ipclab::sysv::Key;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -106,8 +107,8 @@ impl Lab {
     /// What this bench's runs left behind: its queue and segment, `.fifo*` files in its directory.
     pub fn leftovers(&self) -> Vec<String> {
         let mut found = Vec::new();
-        let queue = 0x8000 + self.id as i64;
-        let segment = 0x9000 + self.id as i64;
+        let queue = Key::queue(self.id).raw() as i64;
+        let segment = Key::segment(self.id).raw() as i64;
         if sysv_keys("msg").contains(&queue) {
             found.push(format!("message queue {queue:#x}"));
         }
@@ -130,8 +131,8 @@ impl Drop for Lab {
             return;
         }
         // Remove them whatever happens, so that a failed test does not leak into the machine.
-        let queue = format!("{:#x}", 0x8000 + self.id);
-        let segment = format!("{:#x}", 0x9000 + self.id);
+        let queue = Key::queue(self.id).to_string();
+        let segment = Key::segment(self.id).to_string();
         let _ = Command::new("ipcrm")
             .args(["-Q", &queue])
             .stderr(Stdio::null())
@@ -157,8 +158,8 @@ fn claim_id() -> IdClaim {
             continue;
         };
         // An ID whose objects someone left behind would fail the test for nothing: skip it.
-        let busy = sysv_keys("msg").contains(&(0x8000 + id as i64))
-            || sysv_keys("shm").contains(&(0x9000 + id as i64));
+        let busy = sysv_keys("msg").contains(&(Key::queue(id).raw() as i64))
+            || sysv_keys("shm").contains(&(Key::segment(id).raw() as i64));
         if !busy {
             return claim;
         }

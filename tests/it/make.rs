@@ -1,5 +1,7 @@
 //! The Makefile's helpers that tests can run without building twice: `make ipcclean`.
 
+use ipclab::sysv::Key;
+
 use crate::harness::Lab;
 
 /// `make ipcclean` runs this script from the repository root; here it runs in the lab's directory.
@@ -20,8 +22,8 @@ fn ipcclean_removes_the_fifos_and_says_what_it_removed() {
     assert_eq!(
         run.lines(),
         [
-            format!("no message queue {:#x}", 0x8000 + lab.id()),
-            format!("no shared memory segment {:#x}", 0x9000 + lab.id()),
+            format!("no message queue {}", Key::queue(lab.id())),
+            format!("no shared memory segment {}", Key::segment(lab.id())),
             "removed ./.fifo".to_string(),
             "removed ./.fifo1234".to_string(),
         ],
@@ -37,8 +39,8 @@ fn ipcclean_removes_a_leftover_queue_and_segment() {
     let make_leftovers = format!(
         "use IPC::SysV qw(IPC_CREAT); defined(msgget({q}, IPC_CREAT|0600)) or die $!; \
          defined(shmget({s}, 1024, IPC_CREAT|0600)) or die $!;",
-        q = 0x8000 + lab.id(),
-        s = 0x9000 + lab.id()
+        q = Key::queue(lab.id()).raw(),
+        s = Key::segment(lab.id()).raw()
     );
     lab.run("perl", &["-e", &make_leftovers]).assert_success();
     assert_eq!(lab.leftovers().len(), 2);
@@ -48,8 +50,8 @@ fn ipcclean_removes_a_leftover_queue_and_segment() {
     assert_eq!(
         run.lines()[..2],
         [
-            format!("removed message queue {:#x}", 0x8000 + lab.id()),
-            format!("removed shared memory segment {:#x}", 0x9000 + lab.id()),
+            format!("removed message queue {}", Key::queue(lab.id())),
+            format!("removed shared memory segment {}", Key::segment(lab.id())),
         ],
         "{run}"
     );
