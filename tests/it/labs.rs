@@ -15,7 +15,7 @@ fn manual_commands() -> Vec<String> {
     let mut commands = Vec::new();
     for line in manual.lines() {
         if let Some(info) = line.strip_prefix("```") {
-            in_sh = !in_sh && info == "sh";
+            in_sh = !in_sh && info.split_whitespace().next() == Some("sh");
         } else if in_sh {
             let command = line.split(" # ").next().unwrap().trim();
             if !command.is_empty() && !command.starts_with('#') {

@@ -7,4 +7,5 @@ mod hardening;
 mod harness;
 mod labs;
 mod make;
+mod manual;
 mod pipes;
