@@ -17,22 +17,22 @@
 //! The owners here remove their FIFO when dropped — on success, on error and, with
 //! [`crate::signals::catch_termination`], on SIGINT/SIGTERM: [`ServerFifo`] removes `.fifo`,
 //! [`ClientFifo`] removes `.fifo<PID>`. Nothing a client sends can make the server open a path other
-//! than a FIFO named `.fifo<digits>` in its own directory, or wait for a client for long.
+//! than a FIFO named `.fifo<digits>` in its own directory (never its own `.fifo`), or wait for a
+//! client.
 
 use std::fmt;
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::{open, renameat2, OFlag, RenameFlags, AT_FDCWD};
 use nix::poll::PollFlags;
 use nix::sys::stat::{fstat, lstat, FileStat, Mode, SFlag};
 use nix::unistd::{mkfifo, Pid};
 
-use crate::wait::{self, Deadline, TimedOut};
+use crate::wait::{self, Deadline};
 
 /// The server's FIFO, in the directory both sides use (`--dir`).
 pub const SERVER_FIFO: &str = ".fifo";
@@ -42,9 +42,6 @@ pub const NAME_LEN: usize = 32;
 pub const TEXT_LEN: usize = 128;
 /// Size of a whole record, request or reply.
 pub const RECORD_LEN: usize = NAME_LEN + TEXT_LEN;
-/// How long the server waits for a reply FIFO to get its reader. The C client opens its FIFO
-/// only after sending the request, so for a moment a live client may not be reading yet.
-pub const REPLY_GRACE: Duration = Duration::from_secs(1);
 
 /// The name of the reply FIFO of the client with process ID `pid`: `.fifo<PID>`.
 pub fn reply_fifo_name(pid: Pid) -> String {
@@ -186,6 +183,7 @@ impl Request {
 /// the last client closes, and the server simply waits for the next one.
 #[derive(Debug)]
 pub struct ServerFifo {
+    dir: PathBuf,
     path: PathBuf,
     reader: OwnedFd,
     _keep_open: OwnedFd,
@@ -215,6 +213,7 @@ impl ServerFifo {
                 }
                 let (reader, keep_open) = open_both_ends(&path)?;
                 Ok(ServerFifo {
+                    dir: dir.to_owned(),
                     path,
                     reader,
                     _keep_open: keep_open,
@@ -226,6 +225,7 @@ impl ServerFifo {
                 let opened = open_both_ends(&fresh).and_then(|(reader, keep_open)| {
                     publish(&fresh, &path)?;
                     Ok(ServerFifo {
+                        dir: dir.to_owned(),
                         path,
                         reader,
                         _keep_open: keep_open,
@@ -257,55 +257,52 @@ impl ServerFifo {
             }
         }
     }
+
+    /// Replies to `request`: opens the client's FIFO in the server's directory without blocking
+    /// and writes a record with `text` (and the FIFO's name, as the C server does) in one piece.
+    ///
+    /// Fails at once — a server never waits for a client — if the FIFO does not exist, is not a
+    /// FIFO, is the server's own `.fifo` (a hard link), has no reader, or has no room. The C client
+    /// and ours both open their FIFO before they send, so a live client is always reading.
+    pub fn send_reply(&self, request: &Request, text: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            is_reply_fifo_name(request.reply_fifo.as_bytes()),
+            "{:?} is not a reply FIFO name",
+            request.reply_fifo
+        );
+        let reply = Record::new(&request.reply_fifo, text)?;
+        let path = self.dir.join(&request.reply_fifo);
+        let shown = path.display();
+        let context = || format!("open({shown})");
+        // lstat first, so that not even `open` is tried on anything but a client's FIFO.
+        let named = lstat(&path)
+            .map_err(std::io::Error::from)
+            .with_context(context)?;
+        anyhow::ensure!(is_fifo(&named), "{shown} is not a FIFO");
+        let own = fstat(self.reader.as_fd()).with_context(context)?;
+        // A reply written into .fifo would come back as a request, for ever.
+        anyhow::ensure!(
+            !same_file(&named, &own),
+            "{shown} is the server's own FIFO (a link to {SERVER_FIFO})"
+        );
+        let writer = match open_nonblocking(&path, OFlag::O_WRONLY | OFlag::O_NOFOLLOW) {
+            Ok(writer) => writer,
+            Err(Errno::ENXIO) => anyhow::bail!("{shown}: no process reads it"),
+            Err(e) => return Err(e).with_context(context),
+        };
+        let opened = fstat(&writer).with_context(context)?;
+        anyhow::ensure!(
+            same_file(&opened, &named),
+            "{shown} changed while it was opened"
+        );
+        write_record(&writer, &reply).with_context(|| format!("write({shown})"))
+    }
 }
 
 impl Drop for ServerFifo {
     fn drop(&mut self) {
         remove_if_ours(&self.path, &self.reader);
     }
-}
-
-/// The server's reply to `request`: opens the client's FIFO in `dir` without blocking and writes
-/// a record with `text` (and the FIFO's name, as the C server does) in one piece.
-///
-/// Fails — without waiting more than [`REPLY_GRACE`] — if the FIFO does not exist, is not a FIFO,
-/// has no reader, or has no room.
-pub fn send_reply(dir: &Path, request: &Request, text: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        is_reply_fifo_name(request.reply_fifo.as_bytes()),
-        "{:?} is not a reply FIFO name",
-        request.reply_fifo
-    );
-    let reply = Record::new(&request.reply_fifo, text)?;
-    let path = dir.join(&request.reply_fifo);
-    let context = || format!("open({})", path.display());
-    // lstat first, so that not even `open` is tried on anything but a FIFO.
-    let named = lstat(&path)
-        .map_err(std::io::Error::from)
-        .with_context(context)?;
-    anyhow::ensure!(is_fifo(&named), "{} is not a FIFO", path.display());
-    let flags = OFlag::O_WRONLY | OFlag::O_NOFOLLOW;
-    let writer = wait::retry(Deadline::within(Some(REPLY_GRACE)), || {
-        match open_nonblocking(&path, flags) {
-            Ok(writer) => Ok(Some(writer)),
-            Err(Errno::ENXIO) => Ok(None), // no reader yet
-            Err(e) => Err(e).with_context(context),
-        }
-    })
-    .map_err(|e| {
-        if e.is::<TimedOut>() {
-            anyhow!("{}: no process reads it", path.display())
-        } else {
-            e
-        }
-    })?;
-    let opened = fstat(&writer).with_context(context)?;
-    anyhow::ensure!(
-        is_fifo(&opened) && (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino),
-        "{} changed while it was opened",
-        path.display()
-    );
-    write_record(&writer, &reply).with_context(|| format!("write({})", path.display()))
 }
 
 // ---- the client's side ----------------------------------------------------------------------
@@ -487,10 +484,14 @@ fn is_fifo(stat: &FileStat) -> bool {
     SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO
 }
 
+fn same_file(a: &FileStat, b: &FileStat) -> bool {
+    (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+}
+
 /// Removes `path` if it is still the FIFO `fd` refers to (not one a successor made since).
 fn remove_if_ours(path: &Path, fd: &OwnedFd) {
     if let (Ok(open), Ok(named)) = (fstat(fd), lstat(path)) {
-        if (open.st_dev, open.st_ino) == (named.st_dev, named.st_ino) {
+        if same_file(&open, &named) {
             let _ = fs::remove_file(path);
         }
     }

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ipclab::cli::{self, DirOption, TimeoutOption};
-use ipclab::fifo::{self, Request, ServerFifo};
+use ipclab::fifo::{Request, ServerFifo};
 use ipclab::{out, outln, signals};
 
 /// FIFO server: answers each request that fifoc sends through .fifo, until Ctrl-C.
@@ -61,12 +61,11 @@ fn answer_requests(server: &ServerFifo, options: &Options) -> anyhow::Result<()>
         };
         out!("Received request: {}.....", request.text)?;
         // open(".fifo<PID>"), write
-        match fifo::send_reply(&options.dir.dir, &request, &reply) {
+        match server.send_reply(&request, &reply) {
             Ok(()) => {
                 outln!("Replied.")?;
                 replied += 1;
             }
-            Err(e) if signals::is_interruption(&e) => return Err(e),
             Err(e) => {
                 outln!()?; // end the line, then say why on stderr
                 cli::warn(format_args!("no reply sent: {e:#}"));

@@ -1,7 +1,8 @@
 //! FIFOs: the `fifos` server and its `fifoc` clients, also against a raw C-shaped peer.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
@@ -169,14 +170,14 @@ fn twenty_clients_at_once_each_get_their_own_reply() {
 fn a_raw_c_request_gets_a_c_shaped_reply() {
     let lab = Lab::new();
     let server = start_server(&lab, &["--count", "1"]);
-    // As the C client does: make the reply FIFO, send, and only *then* open it for reading.
+    // As the C client does: make the reply FIFO, open it (O_RDWR there), and only then send.
     let reply_fifo = lab.dir().join(".fifo4242");
     make_fifo(&reply_fifo);
+    let reader = open_nonblocking(&reply_fifo, OFlag::O_RDONLY).unwrap();
     send_raw(
         &lab,
         &c_record(b".fifo4242", b"This is a request from 4242."),
     );
-    let reader = open_nonblocking(&reply_fifo, OFlag::O_RDONLY).unwrap();
     let reply = read_record(&reader);
     assert_eq!(
         reply,
@@ -325,6 +326,66 @@ fn a_second_server_on_the_same_fifo_is_refused() {
         .assert_failure(1, "another fifos is already serving ./.fifo");
     first.signal(Signal::SIGINT);
     first.finish().assert_success();
+}
+
+#[test]
+fn a_hard_link_to_the_servers_own_fifo_never_gets_a_reply() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &[]);
+    let link = lab.dir().join(".fifo999");
+    std::fs::hard_link(lab.dir().join(".fifo"), &link).unwrap();
+    send_raw(&lab, &c_record(b".fifo999", b"reply to yourself"));
+    server.wait_for_stderr("./.fifo999 is the server's own FIFO");
+    let client = lab.start("fifoc", &["--timeout", "10"]);
+    let client_pid = client.pid();
+    client.finish().assert_success();
+
+    server.signal(Signal::SIGTERM);
+    let server = server.finish();
+    assert_eq!(server.code(), Some(0), "{server}");
+    // A reply written into .fifo would come back as a request, again and again.
+    assert_eq!(
+        server.lines(),
+        [
+            "Received request: reply to yourself.....".to_owned(),
+            format!("Received request: This is a request from {client_pid}......Replied.")
+        ],
+        "{server}"
+    );
+    assert_eq!(server.stderr.lines().count(), 1, "{server}");
+    std::fs::remove_file(link).unwrap();
+}
+
+#[test]
+fn reply_fifos_without_a_reader_do_not_delay_the_next_client() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &[]);
+    let unread: Vec<PathBuf> = (1000..1025)
+        .map(|pid| lab.dir().join(format!(".fifo{pid}")))
+        .collect();
+    let mut batch = Vec::new();
+    for fifo in &unread {
+        make_fifo(fifo);
+        let name = fifo.file_name().unwrap().to_str().unwrap();
+        batch.extend(c_record(name.as_bytes(), b"no one reads my FIFO"));
+    }
+    send_raw(&lab, &batch); // 25 records, 4000 bytes: one atomic write
+    let client = lab.start("fifoc", &["--timeout", "20"]);
+    // Waiting a second for each reader, as the server once did, would take 25 s.
+    let client = client.finish_within(Duration::from_secs(8));
+    client.assert_success();
+    assert_eq!(client.lines(), [reply_line(&server)], "{client}");
+
+    server.signal(Signal::SIGTERM);
+    let server = server.finish();
+    assert_eq!(
+        server.stderr.matches("no process reads it").count(),
+        25,
+        "{server}"
+    );
+    for fifo in unread {
+        std::fs::remove_file(fifo).unwrap();
+    }
 }
 
 // ---- no server ------------------------------------------------------------------------------
