@@ -12,7 +12,9 @@
 //! | 32..160  | text  | the message, NUL-terminated, NUL-padded                           |
 //!
 //! A write of at most `PIPE_BUF` (4096) bytes into a pipe is atomic, so the records of many
-//! clients writing into `.fifo` at once never interleave.
+//! clients writing into `.fifo` at once never interleave. But anyone may write anything into
+//! `.fifo` (`echo hello > .fifo`): the server then finds the next record again by its name field
+//! ([`split_requests`]), so that the requests behind the stray bytes are still answered.
 //!
 //! The owners here remove their FIFO when dropped — on success, on error and, with
 //! [`crate::signals::catch_termination`], on SIGINT/SIGTERM: [`ServerFifo`] removes `.fifo`,
@@ -20,6 +22,7 @@
 //! than a FIFO named `.fifo<digits>` in its own directory (never its own `.fifo`), or wait for a
 //! client.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
@@ -42,6 +45,8 @@ pub const NAME_LEN: usize = 32;
 pub const TEXT_LEN: usize = 128;
 /// Size of a whole record, request or reply.
 pub const RECORD_LEN: usize = NAME_LEN + TEXT_LEN;
+/// How many records' worth the server reads from `.fifo` at most at once (below `PIPE_BUF`).
+const READ_AHEAD: usize = 25;
 
 /// The name of the reply FIFO of the client with process ID `pid`: `.fifo<PID>`.
 pub fn reply_fifo_name(pid: Pid) -> String {
@@ -64,7 +69,7 @@ pub struct Record {
     text: Vec<u8>,
 }
 
-/// Why bytes received are not a record (the server reports it and skips the record).
+/// Why bytes received are not a request (the server reports it and skips them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BadRecord {
     /// Not exactly 160 bytes.
@@ -75,6 +80,8 @@ pub enum BadRecord {
     TextNotTerminated,
     /// The name is not of the form `.fifo<digits>`.
     BadName(String),
+    /// Bytes on `.fifo` that do not start a record, up to where the next one may start.
+    Stray(usize),
 }
 
 impl fmt::Display for BadRecord {
@@ -84,6 +91,8 @@ impl fmt::Display for BadRecord {
             BadRecord::NameNotTerminated => write!(f, "name field without NUL"),
             BadRecord::TextNotTerminated => write!(f, "text field without NUL"),
             BadRecord::BadName(name) => write!(f, "reply FIFO {name:?} is not .fifo<digits>"),
+            BadRecord::Stray(1) => write!(f, "1 stray byte that does not start a record"),
+            BadRecord::Stray(n) => write!(f, "{n} stray bytes that do not start a record"),
         }
     }
 }
@@ -175,6 +184,117 @@ impl Request {
     }
 }
 
+// ---- finding the records in the bytes of `.fifo` --------------------------------------------
+
+/// Takes the requests from the start of `received`, the bytes read from `.fifo` so far: returns
+/// each request or each run of bad bytes, in order, and how many bytes they took. The rest (the
+/// start of a record not yet complete) waits for more bytes.
+///
+/// In step, a record is taken whole as the C server takes it: a name `.fifo<digits>` with its
+/// NUL (what follows the NUL is ignored) and a text with its NUL. Bytes that are not one are
+/// skipped up to where the next record may start — where a name field holds `.fifo<digits>` and
+/// nothing but NULs after it, the form every client writes — and reported as
+/// [`BadRecord::Stray`]; a whole 160-byte record with a bad name or text is reported with its
+/// reason.
+/// A record start inside a record means the record was cut short: its bytes are stray.
+///
+/// ```
+/// use ipclab::fifo::{split_requests, BadRecord, Record, Request};
+/// let mut received = b"hello".to_vec();
+/// received.extend(Record::new(".fifo42", "This is a request from 42.").unwrap().encode());
+/// let (found, used) = split_requests(&received);
+/// assert_eq!(found[0], Err(BadRecord::Stray(5)));
+/// assert_eq!(found[1].as_ref().map(|r| r.reply_fifo.as_str()), Ok(".fifo42"));
+/// assert_eq!(used, received.len());
+/// ```
+pub fn split_requests(received: &[u8]) -> (Vec<Result<Request, BadRecord>>, usize) {
+    let mut found: Vec<Result<Request, BadRecord>> = Vec::new();
+    let mut used = 0;
+    while let Some((item, len)) = next_request(&received[used..]) {
+        used += len;
+        match (found.last_mut(), item) {
+            (Some(Err(BadRecord::Stray(before))), Err(BadRecord::Stray(more))) => *before += more,
+            (_, item) => found.push(item),
+        }
+    }
+    (found, used)
+}
+
+/// The first request or run of bad bytes at the start of `bytes` and its length; `None` if more
+/// bytes are needed to tell. Always takes at least one byte.
+fn next_request(bytes: &[u8]) -> Option<(Result<Request, BadRecord>, usize)> {
+    let record_start = |at: usize, want: NameField| name_field(&bytes[at..], Padding::Nul) == want;
+    let first = bytes.get(..RECORD_LEN);
+    if name_field(bytes, Padding::Any) != NameField::Bad {
+        let inner_start =
+            (1..bytes.len().min(TEXT_LEN + 1)).find(|&at| record_start(at, NameField::Good));
+        if let Some(at) = inner_start {
+            return Some((Err(BadRecord::Stray(at)), at));
+        }
+        match first.map(Request::decode) {
+            None => return None,
+            Some(Ok(request)) => return Some((Ok(request), RECORD_LEN)),
+            Some(Err(_)) => {}
+        }
+    }
+    let next_start = (1..bytes.len())
+        .find(|&at| !record_start(at, NameField::Bad))
+        .unwrap_or(bytes.len());
+    if next_start >= RECORD_LEN {
+        // A whole record with a bad name or text: skip just it, in step with the records behind.
+        let bad_record = first.map(Request::decode);
+        if let Some(Err(bad @ (BadRecord::BadName(_) | BadRecord::TextNotTerminated))) = bad_record
+        {
+            return Some((Err(bad), RECORD_LEN));
+        }
+    }
+    Some((Err(BadRecord::Stray(next_start)), next_start))
+}
+
+/// What may follow the NUL that ends the name in a name field.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Padding {
+    /// Anything: the C client's `strcpy` leaves whatever was on its stack there.
+    Any,
+    /// Only NULs: how every client of this suite writes it, and what marks a record start.
+    Nul,
+}
+
+/// Whether bytes start with a name field holding a reply FIFO's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameField {
+    Good,
+    Bad,
+    /// Good so far, but the bytes end before the field does.
+    Incomplete,
+}
+
+fn name_field(bytes: &[u8], padding: Padding) -> NameField {
+    let prefix = SERVER_FIFO.as_bytes();
+    let (mut digits, mut ended) = (0, false);
+    for (at, &byte) in bytes.iter().take(NAME_LEN).enumerate() {
+        let fits = if at < prefix.len() {
+            byte == prefix[at]
+        } else if ended {
+            padding == Padding::Any || byte == 0
+        } else if byte.is_ascii_digit() {
+            digits += 1;
+            digits <= 20
+        } else {
+            ended = byte == 0 && digits > 0;
+            ended
+        };
+        if !fits {
+            return NameField::Bad;
+        }
+    }
+    match (bytes.len() >= NAME_LEN, ended) {
+        (false, _) => NameField::Incomplete,
+        (true, true) => NameField::Good,
+        (true, false) => NameField::Bad,
+    }
+}
+
 // ---- the server's side ----------------------------------------------------------------------
 
 /// The server's `.fifo`, open for reading; removed when dropped.
@@ -187,6 +307,10 @@ pub struct ServerFifo {
     path: PathBuf,
     reader: OwnedFd,
     _keep_open: OwnedFd,
+    /// Bytes read that do not make a whole record yet.
+    received: Vec<u8>,
+    /// Requests (and bad bytes) read but not yet taken by [`ServerFifo::receive`].
+    pending: VecDeque<Result<Request, BadRecord>>,
 }
 
 impl ServerFifo {
@@ -217,6 +341,8 @@ impl ServerFifo {
                     path,
                     reader,
                     _keep_open: keep_open,
+                    received: Vec::new(),
+                    pending: VecDeque::new(),
                 })
             }
             Err(Errno::ENOENT) => {
@@ -229,6 +355,8 @@ impl ServerFifo {
                         path,
                         reader,
                         _keep_open: keep_open,
+                        received: Vec::new(),
+                        pending: VecDeque::new(),
                     })
                 });
                 if opened.is_err() {
@@ -240,21 +368,38 @@ impl ServerFifo {
         }
     }
 
-    /// Waits for the next request and reads one record's worth of bytes (fewer if a client
-    /// wrote fewer; such a record is bad and [`Record::decode`] says so).
-    pub fn receive(&self, deadline: Deadline) -> anyhow::Result<Vec<u8>> {
-        let mut bytes = vec![0u8; RECORD_LEN];
+    /// Waits for the next request, or for bytes that are not one (for the caller to report).
+    ///
+    /// Reads what has come, but never more than `wanted` records' worth: requests that the server
+    /// will not answer (`--count`) stay in `.fifo`. Records are found with [`split_requests`].
+    pub fn receive(
+        &mut self,
+        wanted: u64,
+        deadline: Deadline,
+    ) -> anyhow::Result<Result<Request, BadRecord>> {
         loop {
+            if let Some(next) = self.pending.pop_front() {
+                return Ok(next);
+            }
+            let records = usize::try_from(wanted).map_or(READ_AHEAD, |n| n.min(READ_AHEAD));
+            let room = (records * RECORD_LEN)
+                .saturating_sub(self.received.len())
+                .max(1);
             wait::poll(&[(self.reader.as_fd(), PollFlags::POLLIN)], deadline)
                 .with_context(|| format!("waiting for a request ({})", self.path.display()))?;
-            match nix::unistd::read(&self.reader, &mut bytes) {
-                Ok(n) => {
-                    bytes.truncate(n);
-                    return Ok(bytes);
+            let had = self.received.len();
+            self.received.resize(had + room, 0);
+            let read = nix::unistd::read(self.reader.as_fd(), &mut self.received[had..]);
+            self.received.truncate(had + read.unwrap_or(0));
+            match read {
+                Err(e) if !matches!(e, Errno::EAGAIN | Errno::EINTR) => {
+                    return Err(e).with_context(|| format!("read({})", self.path.display()))
                 }
-                Err(Errno::EAGAIN | Errno::EINTR) => continue,
-                Err(e) => return Err(e).with_context(|| format!("read({})", self.path.display())),
+                _ => {}
             }
+            let (found, used) = split_requests(&self.received);
+            self.received.drain(..used);
+            self.pending.extend(found);
         }
     }
 
@@ -573,6 +718,97 @@ mod tests {
         assert!(Record::new(&"n".repeat(32), "t").is_err());
         assert!(Record::new("n", &"t".repeat(128)).is_err());
         assert!(Record::new("n", "a\0b").is_err());
+    }
+
+    /// A C client's request: `strcpy` and `sprintf` into a struct on its stack leave whatever
+    /// was there after each field's NUL.
+    fn c_request_with_stack_garbage(pid: u32) -> [u8; RECORD_LEN] {
+        let mut bytes = [0xa5u8; RECORD_LEN];
+        let name = format!(".fifo{pid}\0");
+        let text = format!("This is a request from {pid}.\0");
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        bytes[NAME_LEN..NAME_LEN + text.len()].copy_from_slice(text.as_bytes());
+        bytes
+    }
+
+    fn reply_fifos(found: &[Result<Request, BadRecord>]) -> Vec<Result<&str, &BadRecord>> {
+        found
+            .iter()
+            .map(|item| item.as_ref().map(|request| request.reply_fifo.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn c_records_with_garbage_after_their_nuls_are_taken_in_step() {
+        let mut received = c_request_with_stack_garbage(7).to_vec();
+        received.extend(c_request_with_stack_garbage(8));
+        let (found, used) = split_requests(&received);
+        assert_eq!(reply_fifos(&found), [Ok(".fifo7"), Ok(".fifo8")]);
+        assert_eq!(found[0].as_ref().unwrap().text, "This is a request from 7.");
+        assert_eq!(used, 320);
+    }
+
+    #[test]
+    fn a_whole_bad_record_is_skipped_with_its_reason_and_the_next_one_is_in_step() {
+        let mut received = c_request(b"../.fifo1", b"hi").to_vec();
+        let mut no_text_nul = c_request(b".fifo2", b"");
+        no_text_nul[NAME_LEN..].fill(b'x');
+        received.extend(no_text_nul);
+        received.extend(c_request_with_stack_garbage(3));
+        let (found, used) = split_requests(&received);
+        let bad_name = BadRecord::BadName("../.fifo1".into());
+        assert_eq!(
+            reply_fifos(&found),
+            [
+                Err(&bad_name),
+                Err(&BadRecord::TextNotTerminated),
+                Ok(".fifo3")
+            ]
+        );
+        assert_eq!(used, 480);
+    }
+
+    #[test]
+    fn stray_bytes_are_skipped_up_to_the_next_record_and_reported_once() {
+        let mut received = vec![b'x'; 1000];
+        received.extend(c_request(b".fifo9", b"hi"));
+        let (found, used) = split_requests(&received);
+        assert_eq!(
+            reply_fifos(&found),
+            [Err(&BadRecord::Stray(1000)), Ok(".fifo9")]
+        );
+        assert_eq!(used, 1160);
+    }
+
+    #[test]
+    fn the_start_of_a_record_waits_for_the_rest() {
+        let record = c_request(b".fifo9", b"hi");
+        for len in [0, 1, 5, 6, 7, 32, 159] {
+            assert_eq!(split_requests(&record[..len]), (vec![], 0), "{len} bytes");
+        }
+        // What can no longer become a record is reported at once.
+        let (found, used) = split_requests(b"hello.fi");
+        assert_eq!((found, used), (vec![Err(BadRecord::Stray(5))], 5));
+    }
+
+    #[test]
+    fn a_record_start_is_a_reply_fifo_name_padded_with_nuls() {
+        use NameField::*;
+        let field = |name: &[u8], padding| {
+            let mut bytes = [0u8; NAME_LEN];
+            bytes[..name.len()].copy_from_slice(name);
+            name_field(&bytes, padding)
+        };
+        assert_eq!(field(b".fifo123", Padding::Nul), Good);
+        assert_eq!(field(b".fifo123\0junk", Padding::Any), Good);
+        assert_eq!(field(b".fifo123\0junk", Padding::Nul), Bad);
+        for bad in [&b".fifo"[..], b".fifoabc", b"..fifo1", b".fifo1/", b"fifo1"] {
+            assert_eq!(field(bad, Padding::Any), Bad, "{}", bad.escape_ascii());
+        }
+        assert_eq!(field(&[b'1'; 27], Padding::Any), Bad);
+        assert_eq!(name_field(b".fifo12", Padding::Nul), Incomplete);
+        assert_eq!(name_field(b".fi", Padding::Nul), Incomplete);
+        assert_eq!(name_field(b".fx", Padding::Nul), Bad);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! open it. The server makes `.fifo` with `mkfifo` and reads 160-byte requests from it; each
 //! names the client's own FIFO `.fifo<PID>`, which the server opens to write the reply.
 //! The server also opens `.fifo` for writing itself, so `read` never sees end-of-file between
-//! clients. Ctrl-C stops it; `.fifo` is removed on the way out.
+//! clients. Stray bytes written into `.fifo` are reported and skipped. Ctrl-C stops it; `.fifo`
+//! is removed on the way out.
 //!
 //! System calls: mkfifo, open, read, write, close, unlink.
 //! Run:     make fifos fifoc, then ./fifos in one terminal and ./fifoc in another.
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ipclab::cli::{self, DirOption, TimeoutOption};
-use ipclab::fifo::{Request, ServerFifo};
+use ipclab::fifo::ServerFifo;
 use ipclab::{out, outln, signals};
 
 /// FIFO server: answers each request that fifoc sends through .fifo, until Ctrl-C.
@@ -38,23 +39,22 @@ fn main() -> ExitCode {
 
 fn serve(options: Options) -> anyhow::Result<()> {
     signals::catch_termination()?; // so that Ctrl-C ends a wait and .fifo is removed
-    let server = ServerFifo::create(&options.dir.dir)?; // mkfifo(".fifo", 0600), open
-    match answer_requests(&server, &options) {
+    let mut server = ServerFifo::create(&options.dir.dir)?; // mkfifo(".fifo", 0600), open
+    match answer_requests(&mut server, &options) {
         Err(e) if signals::is_interruption(&e) => Ok(()), // Ctrl-C is how a server stops
         other => other,
     }
 } // `server` is dropped here: unlink(".fifo")
 
-fn answer_requests(server: &ServerFifo, options: &Options) -> anyhow::Result<()> {
+fn answer_requests(server: &mut ServerFifo, options: &Options) -> anyhow::Result<()> {
     let reply = format!("This is a reply from {}.", std::process::id());
-    let mut replied = 0;
-    while options.count.is_none_or(|count| replied < count) {
-        let bytes = server.receive(options.timeout.deadline())?; // read(".fifo")
-
-        // A bad record is the client's problem, never the server's end.
-        let request = match Request::decode(&bytes) {
+    let mut left = options.count.unwrap_or(u64::MAX);
+    while left > 0 {
+        // read(".fifo"), never more than the requests still to answer
+        let request = match server.receive(left, options.timeout.deadline())? {
             Ok(request) => request,
             Err(bad) => {
+                // A bad record is the client's problem, never the server's end.
                 cli::warn(format_args!("bad request skipped: {bad}"));
                 continue;
             }
@@ -64,7 +64,7 @@ fn answer_requests(server: &ServerFifo, options: &Options) -> anyhow::Result<()>
         match server.send_reply(&request, &reply) {
             Ok(()) => {
                 outln!("Replied.")?;
-                replied += 1;
+                left -= 1;
             }
             Err(e) => {
                 outln!()?; // end the line, then say why on stderr

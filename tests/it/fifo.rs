@@ -4,6 +4,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipclab::fifo::{split_requests, BadRecord, Request, RECORD_LEN};
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -106,6 +107,25 @@ fn reply_line(server: &Running) -> String {
         "Sent a request.....Received reply: This is a reply from {}.",
         server.pid()
     )
+}
+
+/// Stops `server` so that `stray` bytes and then the requests of three clients queue up in
+/// `.fifo`, lets it go on, and checks that each client gets its reply.
+fn answers_the_requests_queued_while_stopped(lab: &Lab, server: &Running, stray: &[u8]) {
+    server.signal(Signal::SIGSTOP);
+    send_raw(lab, stray);
+    let clients: Vec<Running> = (0..3)
+        .map(|_| lab.start("fifoc", &["--timeout", "10"]))
+        .collect();
+    for client in &clients {
+        client.wait_for_stdout("Sent a request.....");
+    }
+    server.signal(Signal::SIGCONT);
+    for client in clients {
+        let client = client.finish();
+        client.assert_success();
+        assert_eq!(client.lines(), [reply_line(server)], "{client}");
+    }
 }
 
 // ---- the happy paths ------------------------------------------------------------------------
@@ -241,8 +261,14 @@ fn bad_requests_are_reported_and_skipped_and_the_next_client_is_served() {
     let mut no_text_nul = c_record(b".fifo1", b"");
     no_text_nul[32..].fill(b'x');
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (b"short record".to_vec(), "record of 12 bytes, not 160"),
-        (vec![b'n'; 160], "name field without NUL"),
+        (
+            b"short record".to_vec(),
+            "12 stray bytes that do not start a record",
+        ),
+        (
+            vec![b'n'; 160],
+            "160 stray bytes that do not start a record",
+        ),
         (no_text_nul, "text field without NUL"),
         (
             c_record(b"../.fifo1", b"hi"),
@@ -326,6 +352,21 @@ fn a_second_server_on_the_same_fifo_is_refused() {
         .assert_failure(1, "another fifos is already serving ./.fifo");
     first.signal(Signal::SIGINT);
     first.finish().assert_success();
+}
+
+#[test]
+fn stray_bytes_before_queued_requests_lose_none_of_them() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &[]);
+    answers_the_requests_queued_while_stopped(&lab, &server, b"hello");
+    server.signal(Signal::SIGTERM);
+    let server = server.finish();
+    assert_eq!(server.code(), Some(0), "{server}");
+    assert_eq!(server.lines().len(), 3, "three replies\n{server}");
+    assert_eq!(
+        server.stderr, "fifos: bad request skipped: 5 stray bytes that do not start a record\n",
+        "the stray bytes reported once\n{server}"
+    );
 }
 
 #[test]
@@ -521,14 +562,107 @@ proptest! {
     #[test]
     fn c_records_with_a_reply_fifo_name_are_requests(pid in 1u32..u32::MAX, text in "[ -~]{0,127}") {
         let name = format!(".fifo{pid}");
-        let request = ipclab::fifo::Request::decode(&c_record(name.as_bytes(), text.as_bytes())).unwrap();
+        let request = Request::decode(&c_record(name.as_bytes(), text.as_bytes())).unwrap();
         prop_assert_eq!(request.reply_fifo, name);
         prop_assert_eq!(request.text, text);
     }
 }
 
+proptest! {
+    #[test]
+    fn the_stream_decoder_never_panics_and_accounts_for_every_byte(bytes in prop::collection::vec(any::<u8>(), 0..1000)) {
+        let (found, used) = split_requests(&bytes);
+        prop_assert!(bytes.len() - used < RECORD_LEN, "what waits is less than a record");
+        prop_assert_eq!(bytes_taken(&found), used);
+    }
+
+    #[test]
+    fn requests_behind_stray_bytes_are_all_found_however_the_bytes_arrive(
+        stray in prop::collection::vec(any::<u8>(), 0..500)
+            .prop_filter("bytes that hold no record start", |bytes| !contains(bytes, b".fifo")),
+        pids in prop::collection::vec(1u32..u32::MAX, 1..4),
+        reads in prop::collection::vec(1usize..400, 0..8),
+    ) {
+        let mut stream = stray.clone();
+        stream.extend(requests_from(&pids));
+        let (requests, skipped) = decode_in_reads(&stream, &reads)?;
+        prop_assert_eq!(requests, reply_fifos(&pids));
+        prop_assert_eq!(skipped, stray.len());
+    }
+
+    #[test]
+    fn a_record_cut_short_does_not_hide_the_requests_behind_it(
+        cut_pid in 1u32..u32::MAX,
+        cut in 1usize..=128,
+        pids in prop::collection::vec(1u32..u32::MAX, 1..4),
+        reads in prop::collection::vec(1usize..400, 0..8),
+    ) {
+        let mut stream = requests_from(&[cut_pid])[..cut].to_vec();
+        stream.extend(requests_from(&pids));
+        let (requests, skipped) = decode_in_reads(&stream, &reads)?;
+        prop_assert_eq!(requests, reply_fifos(&pids));
+        prop_assert_eq!(skipped, cut);
+    }
+}
+
+fn contains(bytes: &[u8], part: &[u8]) -> bool {
+    bytes.windows(part.len()).any(|window| window == part)
+}
+
+/// The requests of the clients with these PIDs, as our client writes them, one after another.
+fn requests_from(pids: &[u32]) -> Vec<u8> {
+    pids.iter()
+        .flat_map(|pid| {
+            c_record(
+                format!(".fifo{pid}").as_bytes(),
+                format!("This is a request from {pid}.").as_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn reply_fifos(pids: &[u32]) -> Vec<String> {
+    pids.iter().map(|pid| format!(".fifo{pid}")).collect()
+}
+
+/// How many bytes of `.fifo` the items found stand for.
+fn bytes_taken(found: &[Result<Request, BadRecord>]) -> usize {
+    found
+        .iter()
+        .map(|item| match item {
+            Err(BadRecord::Stray(len)) => *len,
+            _ => RECORD_LEN,
+        })
+        .sum()
+}
+
+/// Decodes `stream` as the server does, receiving it in reads of the sizes `reads` (then the
+/// rest at once): the reply FIFOs of the requests found, and how many bytes were skipped.
+fn decode_in_reads(stream: &[u8], reads: &[usize]) -> Result<(Vec<String>, usize), TestCaseError> {
+    let (mut requests, mut skipped) = (Vec::new(), 0);
+    let mut received = Vec::new();
+    let mut rest = stream;
+    for len in reads.iter().copied().chain([stream.len()]) {
+        let (read, later) = rest.split_at(len.min(rest.len()));
+        rest = later;
+        received.extend_from_slice(read);
+        let (found, used) = split_requests(&received);
+        prop_assert_eq!(bytes_taken(&found), used);
+        received.drain(..used);
+        for item in found {
+            match item {
+                Ok(request) => requests.push(request.reply_fifo),
+                Err(BadRecord::Stray(len)) => skipped += len,
+                Err(_) => skipped += RECORD_LEN,
+            }
+        }
+    }
+    prop_assert!(received.is_empty(), "left undecoded: {:?}", received);
+    Ok((requests, skipped))
+}
+
 fn check_decoder(bytes: &[u8]) -> Result<(), TestCaseError> {
-    use ipclab::fifo::{is_reply_fifo_name, Record, Request};
+    use ipclab::fifo::{is_reply_fifo_name, Record};
     if let Ok(record) = Record::decode(bytes) {
         prop_assert_eq!(bytes.len(), 160);
         let again = Record::decode(&record.encode()).unwrap();
