@@ -403,6 +403,12 @@ impl ServerFifo {
         }
     }
 
+    /// The requests already read but not yet taken with [`ServerFifo::receive`] (a server that
+    /// stops early still owes them a reply).
+    pub fn take_unanswered(&mut self) -> Vec<Request> {
+        self.pending.drain(..).filter_map(Result::ok).collect()
+    }
+
     /// Replies to `request`: opens the client's FIFO in the server's directory without blocking
     /// and writes a record with `text` (and the FIFO's name, as the C server does) in one piece.
     ///

@@ -40,14 +40,21 @@ fn main() -> ExitCode {
 fn serve(options: Options) -> anyhow::Result<()> {
     signals::catch_termination()?; // so that Ctrl-C ends a wait and .fifo is removed
     let mut server = ServerFifo::create(&options.dir.dir)?; // mkfifo(".fifo", 0600), open
-    match answer_requests(&mut server, &options) {
+    let reply = format!("This is a reply from {}.", std::process::id());
+    let served = answer_requests(&mut server, &reply, &options);
+    // Stopped while printing (stdout gone): the requests already read still get their reply.
+    for request in server.take_unanswered() {
+        if let Err(e) = server.send_reply(&request, &reply) {
+            cli::warn(format_args!("no reply sent: {e:#}"));
+        }
+    }
+    match served {
         Err(e) if signals::is_interruption(&e) => Ok(()), // Ctrl-C is how a server stops
         other => other,
     }
 } // `server` is dropped here: unlink(".fifo")
 
-fn answer_requests(server: &mut ServerFifo, options: &Options) -> anyhow::Result<()> {
-    let reply = format!("This is a reply from {}.", std::process::id());
+fn answer_requests(server: &mut ServerFifo, reply: &str, options: &Options) -> anyhow::Result<()> {
     let mut left = options.count.unwrap_or(u64::MAX);
     while left > 0 {
         // read(".fifo"), never more than the requests still to answer
@@ -59,9 +66,11 @@ fn answer_requests(server: &mut ServerFifo, options: &Options) -> anyhow::Result
                 continue;
             }
         };
-        out!("Received request: {}.....", request.text)?;
-        // open(".fifo<PID>"), write
-        match server.send_reply(&request, &reply) {
+        let heading = out!("Received request: {}.....", request.text);
+        // open(".fifo<PID>"), write: even if printing failed, the client gets its reply
+        let sent = server.send_reply(&request, reply);
+        heading?;
+        match sent {
             Ok(()) => {
                 outln!("Replied.")?;
                 left -= 1;

@@ -13,7 +13,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::mkfifo;
 use proptest::prelude::*;
 
-use crate::harness::{fifo_files, wait_until, Lab, Running, DEADLINE};
+use crate::harness::{exe, fifo_files, wait_until, Lab, Running, DEADLINE};
 
 // ---- a C-shaped peer, written with the C struct's offsets -----------------------------------
 
@@ -107,6 +107,13 @@ fn reply_line(server: &Running) -> String {
         "Sent a request.....Received reply: This is a reply from {}.",
         server.pid()
     )
+}
+
+/// Waits until a server reads `lab`'s `.fifo` (a client could open it for writing now).
+fn wait_for_a_server(lab: &Lab) {
+    wait_until("a server reading .fifo", || {
+        open_nonblocking(&lab.dir().join(".fifo"), OFlag::O_WRONLY).is_ok()
+    });
 }
 
 /// Stops `server` so that `stray` bytes and then the requests of three clients queue up in
@@ -427,6 +434,46 @@ fn reply_fifos_without_a_reader_do_not_delay_the_next_client() {
     for fifo in unread {
         std::fs::remove_file(fifo).unwrap();
     }
+}
+
+// ---- stdout gone: the requests read are still answered --------------------------------------
+
+#[test]
+fn a_server_whose_stdout_is_full_answers_the_requests_it_has_read_then_fails() {
+    let lab = Lab::new();
+    let fifos = exe("fifos").unwrap();
+    let server = lab.start("sh", &["-c", "exec \"$0\" >/dev/full", fifos]);
+    wait_for_a_server(&lab);
+    // Printing the first request fails; the other two are read already.
+    answers_the_requests_queued_while_stopped(&lab, &server, b"");
+    let server = server.finish();
+    server.assert_failure(1, "fifos: writing to stdout: No space left on device");
+    assert_eq!(server.stderr.lines().count(), 1, "{server}");
+}
+
+#[test]
+fn a_server_whose_stdout_reader_has_gone_answers_the_request_then_stops_quietly() {
+    let lab = Lab::new();
+    let script = format!(
+        "{:?} --timeout 20 | {{ exec <&-; echo reader gone >&2; }}; echo \"fifos exited with ${{PIPESTATUS[0]}}\" >&2",
+        exe("fifos").unwrap()
+    );
+    let server = lab.start("bash", &["-c", &script]);
+    server.wait_for_stderr("reader gone");
+    wait_for_a_server(&lab);
+    let client = lab.run("fifoc", &["--timeout", "10"]);
+    client.assert_success();
+    assert!(
+        client
+            .stdout()
+            .starts_with("Sent a request.....Received reply: This is a reply from "),
+        "{client}"
+    );
+    let server = server.finish();
+    assert_eq!(
+        server.stderr, "reader gone\nfifos exited with 0\n",
+        "{server}"
+    );
 }
 
 // ---- no server ------------------------------------------------------------------------------
