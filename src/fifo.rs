@@ -16,21 +16,24 @@
 //! `.fifo` (`echo hello > .fifo`): the server then finds the next record again by its name field
 //! ([`split_requests`]), so that the requests behind the stray bytes are still answered.
 //!
-//! The owners here remove their FIFO when dropped — on success, on error and, with
-//! [`crate::signals::catch_termination`], on SIGINT/SIGTERM: [`ServerFifo`] removes `.fifo`,
-//! [`ClientFifo`] removes `.fifo<PID>`. Nothing a client sends can make the server open a path other
-//! than a FIFO named `.fifo<digits>` in its own directory (never its own `.fifo`), or wait for a
-//! client.
+//! Each FIFO has one owner, which holds an exclusive `flock` on it while it lives: [`ServerFifo`]
+//! on `.fifo` (so exactly one server serves a directory), [`ClientFifo`] on `.fifo<PID>`. A FIFO
+//! that no process holds is a leftover of one that was killed, and may be replaced; the PID in a
+//! name proves nothing (the same PID can be live in another PID namespace). The owners remove
+//! their FIFO when dropped — on success, on error and, with
+//! [`crate::signals::catch_termination`], on a termination signal. Nothing a client sends can make
+//! the server open a path other than a FIFO named `.fifo<digits>` in its own directory (never its
+//! own `.fifo`), or wait for a client.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use nix::errno::Errno;
-use nix::fcntl::{open, renameat2, OFlag, RenameFlags, AT_FDCWD};
+use nix::fcntl::{open, renameat2, Flock, FlockArg, OFlag, RenameFlags, AT_FDCWD};
 use nix::poll::PollFlags;
 use nix::sys::stat::{fstat, lstat, FileStat, Mode, SFlag};
 use nix::unistd::{mkfifo, Pid};
@@ -297,7 +300,7 @@ fn name_field(bytes: &[u8], padding: Padding) -> NameField {
 
 // ---- the server's side ----------------------------------------------------------------------
 
-/// The server's `.fifo`, open for reading; removed when dropped.
+/// The server's `.fifo`, open for reading and locked; removed when dropped.
 ///
 /// The server also holds a write end of its own FIFO: then `read` never returns end-of-file when
 /// the last client closes, and the server simply waits for the next one.
@@ -305,7 +308,7 @@ fn name_field(bytes: &[u8], padding: Padding) -> NameField {
 pub struct ServerFifo {
     dir: PathBuf,
     path: PathBuf,
-    reader: OwnedFd,
+    reader: Flock<OwnedFd>,
     _keep_open: OwnedFd,
     /// Bytes read that do not make a whole record yet.
     received: Vec<u8>,
@@ -314,58 +317,40 @@ pub struct ServerFifo {
 }
 
 impl ServerFifo {
-    /// `mkfifo(".fifo", 0600)` in `dir` (an existing FIFO is reused) and opens it.
+    /// `mkfifo(".fifo", 0600)` in `dir` (an existing FIFO that no server holds is reused), opens
+    /// it and locks it for the life of the server.
     ///
-    /// A new FIFO is made under a temporary name, opened, and only then renamed to `.fifo`, so
-    /// that whenever `.fifo` appears a server already reads it. Fails if another server is
-    /// reading `.fifo`, or if `.fifo` is something else than a FIFO.
+    /// A new FIFO is made under a temporary name, held, and only then renamed to `.fifo`, so that
+    /// whenever `.fifo` appears a server already reads it. Fails if another server holds `.fifo`,
+    /// or if `.fifo` is something else than a FIFO.
     pub fn create(dir: &Path) -> anyhow::Result<ServerFifo> {
         let path = dir.join(SERVER_FIFO);
-        match lstat(&path) {
-            Ok(stat) if !is_fifo(&stat) => {
-                anyhow::bail!(
+        // A round repeats only if another server made or removed `.fifo` at that very moment.
+        for _ in 0..3 {
+            let ends = match lstat(&path) {
+                Ok(stat) if !is_fifo(&stat) => anyhow::bail!(
                     "{} exists and is not a FIFO; remove it first",
                     path.display()
-                )
-            }
-            Ok(_) => {
-                if let Ok(_writer) = open_nonblocking(&path, OFlag::O_WRONLY) {
-                    anyhow::bail!(
-                        "another fifos is already serving {} (stop it first)",
-                        path.display()
-                    );
-                }
-                let (reader, keep_open) = open_both_ends(&path)?;
-                Ok(ServerFifo {
+                ),
+                Ok(_) => take_over(&path)?,
+                Err(Errno::ENOENT) => make_and_publish(dir, &path)?,
+                Err(e) => return Err(e).with_context(|| format!("lstat({})", path.display())),
+            };
+            if let Some((reader, keep_open)) = ends {
+                return Ok(ServerFifo {
                     dir: dir.to_owned(),
                     path,
                     reader,
                     _keep_open: keep_open,
                     received: Vec::new(),
                     pending: VecDeque::new(),
-                })
-            }
-            Err(Errno::ENOENT) => {
-                let fresh = dir.join(format!("{SERVER_FIFO}-new{}", std::process::id()));
-                make_fifo(&fresh)?;
-                let opened = open_both_ends(&fresh).and_then(|(reader, keep_open)| {
-                    publish(&fresh, &path)?;
-                    Ok(ServerFifo {
-                        dir: dir.to_owned(),
-                        path,
-                        reader,
-                        _keep_open: keep_open,
-                        received: Vec::new(),
-                        pending: VecDeque::new(),
-                    })
                 });
-                if opened.is_err() {
-                    let _ = fs::remove_file(&fresh);
-                }
-                opened
             }
-            Err(e) => Err(e).with_context(|| format!("lstat({})", path.display())),
         }
+        anyhow::bail!(
+            "{} kept changing while fifos started (other servers starting?); try again",
+            path.display()
+        )
     }
 
     /// Waits for the next request, or for bytes that are not one (for the caller to report).
@@ -452,40 +437,80 @@ impl ServerFifo {
 
 impl Drop for ServerFifo {
     fn drop(&mut self) {
-        remove_if_ours(&self.path, &self.reader);
+        // Before the lock goes with `reader`, so that no other server takes a FIFO on its way out.
+        remove_if_ours(&self.path, self.reader.as_fd());
     }
+}
+
+/// The server's two ends of an existing `.fifo` (`path`), left by a server that was killed: no
+/// process holds it. `None` if it went away meanwhile; fails if a live server holds it.
+fn take_over(path: &Path) -> anyhow::Result<Option<(Flock<OwnedFd>, OwnedFd)>> {
+    let shown = path.display();
+    let reader = match open_nonblocking(path, OFlag::O_RDONLY) {
+        Ok(reader) => reader,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("open({shown})")),
+    };
+    let reader = lock(reader, path)?
+        .ok_or_else(|| anyhow!("another fifos is already serving {shown} (stop it first)"))?;
+    // Its last server may have removed it between our open and our lock.
+    if !names(path, reader.as_fd()) {
+        return Ok(None);
+    }
+    Ok(Some((reader, open_keep_open(path)?)))
+}
+
+/// Makes a new FIFO `.fifo-new<PID>`, holds it, and renames it to `.fifo` (`path`). `None` if a
+/// `.fifo` appeared meanwhile (another server started at the same moment): `RENAME_NOREPLACE`
+/// makes that an error instead of silently taking the other server's name.
+fn make_and_publish(dir: &Path, path: &Path) -> anyhow::Result<Option<(Flock<OwnedFd>, OwnedFd)>> {
+    let fresh = dir.join(format!("{SERVER_FIFO}-new{}", std::process::id()));
+    let reader = make_owned_fifo(&fresh)?;
+    let published = open_keep_open(&fresh).and_then(|keep_open| {
+        match renameat2(
+            AT_FDCWD,
+            &fresh,
+            AT_FDCWD,
+            path,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => Ok(Some(keep_open)),
+            Err(Errno::EEXIST) => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("rename({} to {})", fresh.display(), path.display()))
+            }
+        }
+    });
+    if !matches!(published, Ok(Some(_))) {
+        remove_if_ours(&fresh, reader.as_fd());
+    }
+    Ok(published?.map(|keep_open| (reader, keep_open)))
+}
+
+/// The server's own write end of its FIFO (possible once a reader exists).
+fn open_keep_open(path: &Path) -> anyhow::Result<OwnedFd> {
+    open_nonblocking(path, OFlag::O_WRONLY).with_context(|| format!("open({})", path.display()))
 }
 
 // ---- the client's side ----------------------------------------------------------------------
 
-/// The client's reply FIFO `.fifo<PID>`, open for reading; removed when dropped.
+/// The client's reply FIFO `.fifo<PID>`, open for reading and locked; removed when dropped.
 #[derive(Debug)]
 pub struct ClientFifo {
     name: String,
     path: PathBuf,
-    reader: OwnedFd,
+    reader: Flock<OwnedFd>,
 }
 
 impl ClientFifo {
-    /// `mkfifo(".fifo<PID>", 0600)` in `dir` and opens it for reading at once (without
-    /// blocking), so the server can open it for writing as soon as the request arrives.
+    /// `mkfifo(".fifo<PID>", 0600)` in `dir`, opens it for reading at once (without blocking, so
+    /// the server can open it for writing as soon as the request arrives) and locks it for the
+    /// life of the client. A leftover `.fifo<PID>` is replaced only if no live process holds it.
     pub fn create(dir: &Path, pid: Pid) -> anyhow::Result<ClientFifo> {
         let name = reply_fifo_name(pid);
         let path = dir.join(&name);
-        // A FIFO with our PID in its name is a leftover of a dead process: ours to replace.
-        match lstat(&path) {
-            Ok(stat) if is_fifo(&stat) => fs::remove_file(&path)
-                .with_context(|| format!("removing stale {}", path.display()))?,
-            _ => {}
-        }
-        make_fifo(&path)?;
-        match open_nonblocking(&path, OFlag::O_RDONLY) {
-            Ok(reader) => Ok(ClientFifo { name, path, reader }),
-            Err(e) => {
-                let _ = fs::remove_file(&path);
-                Err(e).with_context(|| format!("open({})", path.display()))
-            }
-        }
+        let reader = make_owned_fifo(&path)?;
+        Ok(ClientFifo { name, path, reader })
     }
 
     /// The name to put in the request: `.fifo<PID>`.
@@ -514,7 +539,7 @@ impl ClientFifo {
                     self.path.display()
                 );
             }
-            match nix::unistd::read(&self.reader, &mut chunk[..RECORD_LEN - bytes.len()]) {
+            match nix::unistd::read(self.reader.as_fd(), &mut chunk[..RECORD_LEN - bytes.len()]) {
                 Ok(0) => anyhow::bail!(
                     "{}: the server closed it after {} of {RECORD_LEN} bytes",
                     self.path.display(),
@@ -531,7 +556,7 @@ impl ClientFifo {
 
 impl Drop for ClientFifo {
     fn drop(&mut self) {
-        remove_if_ours(&self.path, &self.reader);
+        remove_if_ours(&self.path, self.reader.as_fd());
     }
 }
 
@@ -576,11 +601,6 @@ impl ToServer {
 
 // ---- shared mechanics -----------------------------------------------------------------------
 
-fn make_fifo(path: &Path) -> anyhow::Result<()> {
-    mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR)
-        .with_context(|| format!("mkfifo({}, 0600)", path.display()))
-}
-
 fn open_nonblocking(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
     open(
         path,
@@ -589,34 +609,52 @@ fn open_nonblocking(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
     )
 }
 
-/// Renames the server's new FIFO to `.fifo`, unless a `.fifo` appeared meanwhile (a server that
-/// started at the same moment): `RENAME_NOREPLACE` makes that an error instead of silently
-/// taking the other server's name.
-fn publish(fresh: &Path, path: &Path) -> anyhow::Result<()> {
-    match renameat2(
-        AT_FDCWD,
-        fresh,
-        AT_FDCWD,
-        path,
-        RenameFlags::RENAME_NOREPLACE,
-    ) {
-        Ok(()) => Ok(()),
-        Err(Errno::EEXIST) => anyhow::bail!(
-            "another fifos made {} at the same time (stop it first)",
-            path.display()
-        ),
-        Err(e) => {
-            Err(e).with_context(|| format!("rename({} to {})", fresh.display(), path.display()))
+/// Takes the exclusive `flock` on the FIFO `path` open as `fd`, without waiting; `None` if
+/// another process holds it. Held as long as the descriptor is open — the kernel drops it
+/// however its process ends — the lock says that a live process owns the FIFO.
+fn lock(fd: OwnedFd, path: &Path) -> anyhow::Result<Option<Flock<OwnedFd>>> {
+    match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => Ok(Some(locked)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => {
+            Err(e).with_context(|| format!("flock({}, LOCK_EX|LOCK_NB)", path.display()))
         }
     }
 }
 
-/// The server's read end, then its own write end (possible once a reader exists).
-fn open_both_ends(path: &Path) -> anyhow::Result<(OwnedFd, OwnedFd)> {
-    let context = || format!("open({})", path.display());
-    let reader = open_nonblocking(path, OFlag::O_RDONLY).with_context(context)?;
-    let writer = open_nonblocking(path, OFlag::O_WRONLY).with_context(context)?;
-    Ok((reader, writer))
+/// `mkfifo(path, 0600)`, opened for reading and locked ([`lock`]) by the caller, its owner.
+///
+/// A FIFO already at `path` that no process holds is a leftover of one that was killed: it is
+/// replaced. One that a live process holds is left alone, whatever the PID in its name says.
+fn make_owned_fifo(path: &Path) -> anyhow::Result<Flock<OwnedFd>> {
+    let shown = path.display();
+    let in_use = || {
+        anyhow!("{shown}: in use by a live process (the same PID in another PID namespace?); use another --dir")
+    };
+    let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+    let mut made = mkfifo(path, mode);
+    if made == Err(Errno::EEXIST) {
+        let stat = lstat(path).with_context(|| format!("lstat({shown})"))?;
+        anyhow::ensure!(
+            is_fifo(&stat),
+            "{shown} exists and is not a FIFO; remove it first"
+        );
+        let leftover =
+            open_nonblocking(path, OFlag::O_RDONLY).with_context(|| format!("open({shown})"))?;
+        let leftover = lock(leftover, path)?.ok_or_else(in_use)?;
+        if names(path, leftover.as_fd()) {
+            fs::remove_file(path).with_context(|| format!("removing the leftover {shown}"))?;
+        }
+        made = mkfifo(path, mode);
+    }
+    made.with_context(|| format!("mkfifo({shown}, 0600)"))?;
+    match open_nonblocking(path, OFlag::O_RDONLY) {
+        Ok(reader) => lock(reader, path)?.ok_or_else(in_use),
+        Err(e) => {
+            let _ = fs::remove_file(path);
+            Err(e).with_context(|| format!("open({shown})"))
+        }
+    }
 }
 
 /// One `write` of the whole record; a partial write (impossible for a pipe below `PIPE_BUF`,
@@ -639,12 +677,15 @@ fn same_file(a: &FileStat, b: &FileStat) -> bool {
     (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 }
 
+/// Whether `path` (still) names the file open as `fd`.
+fn names(path: &Path, fd: BorrowedFd<'_>) -> bool {
+    matches!((lstat(path), fstat(fd)), (Ok(named), Ok(open)) if same_file(&named, &open))
+}
+
 /// Removes `path` if it is still the FIFO `fd` refers to (not one a successor made since).
-fn remove_if_ours(path: &Path, fd: &OwnedFd) {
-    if let (Ok(open), Ok(named)) = (fstat(fd), lstat(path)) {
-        if same_file(&open, &named) {
-            let _ = fs::remove_file(path);
-        }
+fn remove_if_ours(path: &Path, fd: BorrowedFd<'_>) {
+    if names(path, fd) {
+        let _ = fs::remove_file(path);
     }
 }
 

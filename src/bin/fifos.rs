@@ -4,12 +4,13 @@
 //! open it. The server makes `.fifo` with `mkfifo` and reads 160-byte requests from it; each
 //! names the client's own FIFO `.fifo<PID>`, which the server opens to write the reply.
 //! The server also opens `.fifo` for writing itself, so `read` never sees end-of-file between
-//! clients. Stray bytes written into `.fifo` are reported and skipped. Ctrl-C stops it; `.fifo`
-//! is removed on the way out.
+//! clients, and holds a `flock` on it, so that one server only serves a directory. Stray bytes
+//! written into `.fifo` are reported and skipped. Ctrl-C stops it; `.fifo` is removed on the way
+//! out.
 //!
-//! System calls: mkfifo, open, read, write, close, unlink.
+//! System calls: mkfifo, open, flock, read, write, close, unlink.
 //! Run:     make fifos fifoc, then ./fifos in one terminal and ./fifoc in another.
-//! Observe: ls -l .fifo (type p);  strace -e trace=mknodat,openat,rename,read,write,unlink ./fifos
+//! Observe: ls -l .fifo (type p);  strace -e trace=mknodat,openat,flock,rename,read,write,unlink ./fifos
 
 use std::process::ExitCode;
 
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
 
 fn serve(options: Options) -> anyhow::Result<()> {
     signals::catch_termination()?; // so that Ctrl-C ends a wait and .fifo is removed
-    let mut server = ServerFifo::create(&options.dir.dir)?; // mkfifo(".fifo", 0600), open
+    let mut server = ServerFifo::create(&options.dir.dir)?; // mkfifo(".fifo", 0600), open, flock
     let reply = format!("This is a reply from {}.", std::process::id());
     let served = answer_requests(&mut server, &reply, &options);
     // Stopped while printing (stdout gone): the requests already read still get their reply.

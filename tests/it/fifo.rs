@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ipclab::fifo::{split_requests, BadRecord, Request, RECORD_LEN};
 use nix::errno::Errno;
-use nix::fcntl::{open, OFlag};
+use nix::fcntl::{open, Flock, FlockArg, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
@@ -133,6 +133,60 @@ fn answers_the_requests_queued_while_stopped(lab: &Lab, server: &Running, stray:
         client.assert_success();
         assert_eq!(client.lines(), [reply_line(server)], "{client}");
     }
+}
+
+/// A program started behind a gate: a shell that waits until the test opens the gate, then
+/// `exec`s the program. The test knows the program's PID (exec keeps it) before the program runs,
+/// and can prepare what the program will find, such as a FIFO with that PID in its name.
+struct Gated {
+    running: Running,
+    gate: PathBuf,
+}
+
+impl Gated {
+    fn start(lab: &Lab, program: &str, args: &[&str]) -> Gated {
+        let gate = lab.dir().join("gate");
+        make_fifo(&gate);
+        let mut shell_args = vec![
+            "-c",
+            "read -r go < gate && exec \"$0\" \"$@\"",
+            exe(program).unwrap(),
+        ];
+        shell_args.extend(args);
+        Gated {
+            running: lab.start("sh", &shell_args),
+            gate,
+        }
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        self.running.pid()
+    }
+
+    /// Lets the program run, and removes the gate.
+    fn open(self) -> Running {
+        let mut writer = None;
+        wait_until("the shell at the gate", || {
+            writer = open_nonblocking(&self.gate, OFlag::O_WRONLY).ok();
+            writer.is_some()
+        });
+        nix::unistd::write(writer.unwrap(), b"go\n").unwrap();
+        std::fs::remove_file(&self.gate).unwrap();
+        self.running
+    }
+}
+
+/// Makes the FIFO `path` and holds it the way a live client or server does: open for reading,
+/// with an exclusive `flock`.
+fn hold_live_fifo(path: &Path) -> Flock<OwnedFd> {
+    make_fifo(path);
+    let reader = open_nonblocking(path, OFlag::O_RDONLY).unwrap();
+    Flock::lock(reader, FlockArg::LockExclusiveNonblock).unwrap()
+}
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().ino()
 }
 
 // ---- the happy paths ------------------------------------------------------------------------
@@ -434,6 +488,101 @@ fn reply_fifos_without_a_reader_do_not_delay_the_next_client() {
     for fifo in unread {
         std::fs::remove_file(fifo).unwrap();
     }
+}
+
+// ---- one owner per FIFO: a lock, not the PID in the name -----------------------------------
+
+#[test]
+fn of_two_servers_starting_together_on_a_stale_fifo_exactly_one_serves() {
+    let lab = Lab::new();
+    make_fifo(&lab.dir().join(".fifo")); // as left by a server killed with SIGKILL
+                                         // strace holds the first server up for 3 s right after its first open of .fifo: the second
+                                         // server starts inside that window, the moment at which two servers race.
+    let first = lab.start(
+        "strace",
+        &[
+            "-P",
+            "./.fifo",
+            "-e",
+            "trace=openat",
+            "-e",
+            "inject=openat:delay_exit=3000000:when=1",
+            exe("fifos").unwrap(),
+            "--timeout", // should it serve, by mistake: killing strace would not stop it
+            "20",
+        ],
+    );
+    first.wait_for_stderr("(DELAYED)");
+    let second = lab.start("fifos", &["--count", "1"]);
+    first.wait_for_stderr("fifos: another fifos is already serving ./.fifo (stop it first)");
+    let first = first.finish();
+    assert_eq!(first.code(), Some(1), "{first}");
+
+    // The refused server left .fifo to the one that serves it.
+    wait_for_a_server(&lab);
+    let client = lab.start("fifoc", &["--timeout", "10"]);
+    let client_pid = client.pid();
+    client.finish().assert_success();
+    let second = second.finish(); // --count 1
+    second.assert_success();
+    assert_eq!(
+        second.lines(),
+        [format!(
+            "Received request: This is a request from {client_pid}......Replied."
+        )],
+        "{second}"
+    );
+}
+
+/// Starts `program` while a live process holds the FIFO `<prefix><PID>` that it is about to make:
+/// it must fail, saying what is in the way, and leave that FIFO alone.
+fn leaves_a_live_fifo_with_its_pid_alone(program: &str, prefix: &str) {
+    let lab = Lab::new();
+    let gated = Gated::start(&lab, program, &[]);
+    // The same PID in another PID namespace (a container sharing the directory), say.
+    let name = format!("{prefix}{}", gated.pid());
+    let fifo = lab.dir().join(&name);
+    let holder = hold_live_fifo(&fifo);
+    let before = inode(&fifo);
+    let run = gated.open().finish();
+    run.assert_failure(1, &format!("{program}: ./{name}: in use by a live process"));
+    assert_eq!(inode(&fifo), before, "the live FIFO was replaced\n{run}");
+    assert_eq!(fifo_files(lab.dir()), std::slice::from_ref(&fifo), "{run}");
+    drop(holder);
+    std::fs::remove_file(fifo).unwrap();
+}
+
+#[test]
+fn a_client_leaves_a_fifo_with_its_pid_alone_while_a_live_process_holds_it() {
+    leaves_a_live_fifo_with_its_pid_alone("fifoc", ".fifo");
+}
+
+#[test]
+fn a_client_replaces_a_leftover_fifo_with_its_pid_that_no_process_holds() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &["--count", "1"]);
+    let client = Gated::start(&lab, "fifoc", &["--timeout", "10"]);
+    make_fifo(&lab.dir().join(format!(".fifo{}", client.pid()))); // left by a killed client
+    let client = client.open().finish();
+    client.assert_success();
+    assert_eq!(client.lines(), [reply_line(&server)], "{client}");
+    server.finish().assert_success();
+}
+
+#[test]
+fn a_server_replaces_a_leftover_fifo_new_that_no_process_holds() {
+    let lab = Lab::new();
+    let server = Gated::start(&lab, "fifos", &["--count", "1"]);
+    make_fifo(&lab.dir().join(format!(".fifo-new{}", server.pid())));
+    let server = server.open();
+    wait_for_a_server(&lab);
+    lab.run("fifoc", &["--timeout", "10"]).assert_success();
+    server.finish().assert_success();
+}
+
+#[test]
+fn a_server_leaves_a_fifo_new_alone_while_a_live_process_holds_it() {
+    leaves_a_live_fifo_with_its_pid_alone("fifos", ".fifo-new");
 }
 
 // ---- stdout gone: the requests read are still answered --------------------------------------
