@@ -17,7 +17,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use ipclab::cli::{self, DirOption, TimeoutOption};
 use ipclab::fifo::ServerFifo;
-use ipclab::{out, outln, signals};
+use ipclab::signals::{self, Interrupted};
+use ipclab::{out, outln};
+use nix::sys::signal::Signal;
 
 /// FIFO server: answers each request that fifoc sends through .fifo, until Ctrl-C.
 #[derive(Parser)]
@@ -50,7 +52,7 @@ fn serve(options: Options) -> anyhow::Result<()> {
         }
     }
     match served {
-        Err(e) if signals::is_interruption(&e) => Ok(()), // Ctrl-C is how a server stops
+        Err(e) if stopped_by_ctrl_c(&e) => Ok(()), // how a server stops: exit 0, as in the C
         other => other,
     }
 } // `server` is dropped here: unlink(".fifo")
@@ -83,4 +85,12 @@ fn answer_requests(server: &mut ServerFifo, reply: &str, options: &Options) -> a
         }
     }
     Ok(())
+}
+
+/// Whether a wait was ended by SIGINT (Ctrl-C) or SIGTERM (kill), not by another signal.
+fn stopped_by_ctrl_c(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref(),
+        Some(Interrupted(Signal::SIGINT | Signal::SIGTERM))
+    )
 }
