@@ -56,12 +56,15 @@ pub fn reply_fifo_name(pid: Pid) -> String {
     format!("{SERVER_FIFO}{pid}")
 }
 
+/// The most digits a reply FIFO's name may have after `.fifo` (a 64-bit PID has 20).
+const MAX_PID_DIGITS: usize = 20;
+
 /// Whether `name` has the only form a reply FIFO may have: `.fifo` and 1 to 20 digits
 /// (so no `/`, no `..`, nothing outside the server's directory, and never `.fifo` itself).
 pub fn is_reply_fifo_name(name: &[u8]) -> bool {
     name.strip_prefix(SERVER_FIFO.as_bytes())
         .is_some_and(|digits| {
-            (1..=20).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
+            (1..=MAX_PID_DIGITS).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
         })
 }
 
@@ -228,6 +231,7 @@ pub fn split_requests(received: &[u8]) -> (Vec<Result<Request, BadRecord>>, usiz
 fn next_request(bytes: &[u8]) -> Option<(Result<Request, BadRecord>, usize)> {
     let record_start = |at: usize, want: NameField| name_field(&bytes[at..], Padding::Nul) == want;
     let first = bytes.get(..RECORD_LEN);
+    // In step: a request, unless a record starts inside it (then it was cut short).
     if name_field(bytes, Padding::Any) != NameField::Bad {
         let inner_start =
             (1..bytes.len().min(TEXT_LEN + 1)).find(|&at| record_start(at, NameField::Good));
@@ -240,6 +244,7 @@ fn next_request(bytes: &[u8]) -> Option<(Result<Request, BadRecord>, usize)> {
             Some(Err(_)) => {}
         }
     }
+    // Not a request: skip to where the next record may start.
     let next_start = (1..bytes.len())
         .find(|&at| !record_start(at, NameField::Bad))
         .unwrap_or(bytes.len());
@@ -272,29 +277,31 @@ enum NameField {
     Incomplete,
 }
 
+/// Whether `bytes` start with a name field: a reply FIFO's name ([`is_reply_fifo_name`]), its
+/// NUL, and `padding` up to the field's end.
 fn name_field(bytes: &[u8], padding: Padding) -> NameField {
-    let prefix = SERVER_FIFO.as_bytes();
-    let (mut digits, mut ended) = (0, false);
-    for (at, &byte) in bytes.iter().take(NAME_LEN).enumerate() {
-        let fits = if at < prefix.len() {
-            byte == prefix[at]
-        } else if ended {
-            padding == Padding::Any || byte == 0
-        } else if byte.is_ascii_digit() {
-            digits += 1;
-            digits <= 20
+    let field = &bytes[..bytes.len().min(NAME_LEN)];
+    let Some(end) = field.iter().position(|&b| b == 0) else {
+        // No NUL yet: good so far while what is there can still grow into `.fifo<digits>`.
+        let (prefix, digits) = field.split_at(field.len().min(SERVER_FIFO.len()));
+        let may_grow = field.len() < NAME_LEN
+            && SERVER_FIFO.as_bytes().starts_with(prefix)
+            && digits.len() <= MAX_PID_DIGITS
+            && digits.iter().all(u8::is_ascii_digit);
+        return if may_grow {
+            NameField::Incomplete
         } else {
-            ended = byte == 0 && digits > 0;
-            ended
+            NameField::Bad
         };
-        if !fits {
-            return NameField::Bad;
-        }
-    }
-    match (bytes.len() >= NAME_LEN, ended) {
-        (false, _) => NameField::Incomplete,
+    };
+    let padded = padding == Padding::Any || field[end..].iter().all(|&b| b == 0);
+    match (
+        is_reply_fifo_name(&field[..end]) && padded,
+        field.len() == NAME_LEN,
+    ) {
+        (false, _) => NameField::Bad,
         (true, true) => NameField::Good,
-        (true, false) => NameField::Bad,
+        (true, false) => NameField::Incomplete,
     }
 }
 
