@@ -12,27 +12,33 @@
 //! | 32..160  | text  | the message, NUL-terminated, NUL-padded                           |
 //!
 //! A write of at most `PIPE_BUF` (4096) bytes into a pipe is atomic, so the records of many
-//! clients writing into `.fifo` at once never interleave.
+//! clients writing into `.fifo` at once never interleave. But anyone may write anything into
+//! `.fifo` (`echo hello > .fifo`): the server then finds the next record again by its name field
+//! ([`split_requests`]), so that the requests behind the stray bytes are still answered.
 //!
-//! The owners here remove their FIFO when dropped — on success, on error and, with
-//! [`crate::signals::catch_termination`], on SIGINT/SIGTERM: [`ServerFifo`] removes `.fifo`,
-//! [`ClientFifo`] removes `.fifo<PID>`. Nothing a client sends can make the server open a path other
-//! than a FIFO named `.fifo<digits>` in its own directory, or wait for a client for long.
+//! Each FIFO has one owner, which holds an exclusive `flock` on it while it lives: [`ServerFifo`]
+//! on `.fifo` (so exactly one server serves a directory), [`ClientFifo`] on `.fifo<PID>`. A FIFO
+//! that no process holds is a leftover of one that was killed, and may be replaced; the PID in a
+//! name proves nothing (the same PID can be live in another PID namespace). The owners remove
+//! their FIFO when dropped — on success, on error and, with
+//! [`crate::signals::catch_termination`], on a termination signal. Nothing a client sends can make
+//! the server open a path other than a FIFO named `.fifo<digits>` in its own directory (never its
+//! own `.fifo`), or wait for a client.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use nix::errno::Errno;
-use nix::fcntl::{open, renameat2, OFlag, RenameFlags, AT_FDCWD};
+use nix::fcntl::{open, renameat2, Flock, FlockArg, OFlag, RenameFlags, AT_FDCWD};
 use nix::poll::PollFlags;
 use nix::sys::stat::{fstat, lstat, FileStat, Mode, SFlag};
 use nix::unistd::{mkfifo, Pid};
 
-use crate::wait::{self, Deadline, TimedOut};
+use crate::wait::{self, Deadline};
 
 /// The server's FIFO, in the directory both sides use (`--dir`).
 pub const SERVER_FIFO: &str = ".fifo";
@@ -42,21 +48,23 @@ pub const NAME_LEN: usize = 32;
 pub const TEXT_LEN: usize = 128;
 /// Size of a whole record, request or reply.
 pub const RECORD_LEN: usize = NAME_LEN + TEXT_LEN;
-/// How long the server waits for a reply FIFO to get its reader. The C client opens its FIFO
-/// only after sending the request, so for a moment a live client may not be reading yet.
-pub const REPLY_GRACE: Duration = Duration::from_secs(1);
+/// How many records' worth the server reads from `.fifo` at most at once (below `PIPE_BUF`).
+const READ_AHEAD: usize = 25;
 
 /// The name of the reply FIFO of the client with process ID `pid`: `.fifo<PID>`.
 pub fn reply_fifo_name(pid: Pid) -> String {
     format!("{SERVER_FIFO}{pid}")
 }
 
+/// The most digits a reply FIFO's name may have after `.fifo` (a 64-bit PID has 20).
+const MAX_PID_DIGITS: usize = 20;
+
 /// Whether `name` has the only form a reply FIFO may have: `.fifo` and 1 to 20 digits
 /// (so no `/`, no `..`, nothing outside the server's directory, and never `.fifo` itself).
 pub fn is_reply_fifo_name(name: &[u8]) -> bool {
     name.strip_prefix(SERVER_FIFO.as_bytes())
         .is_some_and(|digits| {
-            (1..=20).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
+            (1..=MAX_PID_DIGITS).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
         })
 }
 
@@ -67,7 +75,7 @@ pub struct Record {
     text: Vec<u8>,
 }
 
-/// Why bytes received are not a record (the server reports it and skips the record).
+/// Why bytes received are not a request (the server reports it and skips them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BadRecord {
     /// Not exactly 160 bytes.
@@ -78,6 +86,8 @@ pub enum BadRecord {
     TextNotTerminated,
     /// The name is not of the form `.fifo<digits>`.
     BadName(String),
+    /// Bytes on `.fifo` that do not start a record, up to where the next one may start.
+    Stray(usize),
 }
 
 impl fmt::Display for BadRecord {
@@ -87,6 +97,8 @@ impl fmt::Display for BadRecord {
             BadRecord::NameNotTerminated => write!(f, "name field without NUL"),
             BadRecord::TextNotTerminated => write!(f, "text field without NUL"),
             BadRecord::BadName(name) => write!(f, "reply FIFO {name:?} is not .fifo<digits>"),
+            BadRecord::Stray(1) => write!(f, "1 stray byte that does not start a record"),
+            BadRecord::Stray(n) => write!(f, "{n} stray bytes that do not start a record"),
         }
     }
 }
@@ -178,166 +190,334 @@ impl Request {
     }
 }
 
+// ---- finding the records in the bytes of `.fifo` --------------------------------------------
+
+/// Takes the requests from the start of `received`, the bytes read from `.fifo` so far: returns
+/// each request or each run of bad bytes, in order, and how many bytes they took. The rest (the
+/// start of a record not yet complete) waits for more bytes.
+///
+/// In step, a record is taken whole as the C server takes it: a name `.fifo<digits>` with its
+/// NUL (what follows the NUL is ignored) and a text with its NUL. Bytes that are not one are
+/// skipped up to where the next record may start — where a name field holds `.fifo<digits>` and
+/// nothing but NULs after it, the form every client writes — and reported as
+/// [`BadRecord::Stray`]; a whole 160-byte record with a bad name or text is reported with its
+/// reason.
+/// A record start inside a record means the record was cut short: its bytes are stray.
+///
+/// ```
+/// use ipclab::fifo::{split_requests, BadRecord, Record, Request};
+/// let mut received = b"hello".to_vec();
+/// received.extend(Record::new(".fifo42", "This is a request from 42.").unwrap().encode());
+/// let (found, used) = split_requests(&received);
+/// assert_eq!(found[0], Err(BadRecord::Stray(5)));
+/// assert_eq!(found[1].as_ref().map(|r| r.reply_fifo.as_str()), Ok(".fifo42"));
+/// assert_eq!(used, received.len());
+/// ```
+pub fn split_requests(received: &[u8]) -> (Vec<Result<Request, BadRecord>>, usize) {
+    let mut found: Vec<Result<Request, BadRecord>> = Vec::new();
+    let mut used = 0;
+    while let Some((item, len)) = next_request(&received[used..]) {
+        used += len;
+        match (found.last_mut(), item) {
+            (Some(Err(BadRecord::Stray(before))), Err(BadRecord::Stray(more))) => *before += more,
+            (_, item) => found.push(item),
+        }
+    }
+    (found, used)
+}
+
+/// The first request or run of bad bytes at the start of `bytes` and its length; `None` if more
+/// bytes are needed to tell. Always takes at least one byte.
+fn next_request(bytes: &[u8]) -> Option<(Result<Request, BadRecord>, usize)> {
+    let record_start = |at: usize, want: NameField| name_field(&bytes[at..], Padding::Nul) == want;
+    let first = bytes.get(..RECORD_LEN);
+    // In step: a request, unless a record starts inside it (then it was cut short).
+    if name_field(bytes, Padding::Any) != NameField::Bad {
+        let inner_start =
+            (1..bytes.len().min(TEXT_LEN + 1)).find(|&at| record_start(at, NameField::Good));
+        if let Some(at) = inner_start {
+            return Some((Err(BadRecord::Stray(at)), at));
+        }
+        match first.map(Request::decode) {
+            None => return None,
+            Some(Ok(request)) => return Some((Ok(request), RECORD_LEN)),
+            Some(Err(_)) => {}
+        }
+    }
+    // Not a request: skip to where the next record may start.
+    let next_start = (1..bytes.len())
+        .find(|&at| !record_start(at, NameField::Bad))
+        .unwrap_or(bytes.len());
+    if next_start >= RECORD_LEN {
+        // A whole record with a bad name or text: skip just it, in step with the records behind.
+        let bad_record = first.map(Request::decode);
+        if let Some(Err(bad @ (BadRecord::BadName(_) | BadRecord::TextNotTerminated))) = bad_record
+        {
+            return Some((Err(bad), RECORD_LEN));
+        }
+    }
+    Some((Err(BadRecord::Stray(next_start)), next_start))
+}
+
+/// What may follow the NUL that ends the name in a name field.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Padding {
+    /// Anything: the C client's `strcpy` leaves whatever was on its stack there.
+    Any,
+    /// Only NULs: how every client of this suite writes it, and what marks a record start.
+    Nul,
+}
+
+/// Whether bytes start with a name field holding a reply FIFO's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameField {
+    Good,
+    Bad,
+    /// Good so far, but the bytes end before the field does.
+    Incomplete,
+}
+
+/// Whether `bytes` start with a name field: a reply FIFO's name ([`is_reply_fifo_name`]), its
+/// NUL, and `padding` up to the field's end.
+fn name_field(bytes: &[u8], padding: Padding) -> NameField {
+    let field = &bytes[..bytes.len().min(NAME_LEN)];
+    let Some(end) = field.iter().position(|&b| b == 0) else {
+        // No NUL yet: good so far while what is there can still grow into `.fifo<digits>`.
+        let (prefix, digits) = field.split_at(field.len().min(SERVER_FIFO.len()));
+        let may_grow = field.len() < NAME_LEN
+            && SERVER_FIFO.as_bytes().starts_with(prefix)
+            && digits.len() <= MAX_PID_DIGITS
+            && digits.iter().all(u8::is_ascii_digit);
+        return if may_grow {
+            NameField::Incomplete
+        } else {
+            NameField::Bad
+        };
+    };
+    let padded = padding == Padding::Any || field[end..].iter().all(|&b| b == 0);
+    match (
+        is_reply_fifo_name(&field[..end]) && padded,
+        field.len() == NAME_LEN,
+    ) {
+        (false, _) => NameField::Bad,
+        (true, true) => NameField::Good,
+        (true, false) => NameField::Incomplete,
+    }
+}
+
 // ---- the server's side ----------------------------------------------------------------------
 
-/// The server's `.fifo`, open for reading; removed when dropped.
+/// The server's `.fifo`, open for reading and locked; removed when dropped.
 ///
 /// The server also holds a write end of its own FIFO: then `read` never returns end-of-file when
 /// the last client closes, and the server simply waits for the next one.
 #[derive(Debug)]
 pub struct ServerFifo {
+    dir: PathBuf,
     path: PathBuf,
-    reader: OwnedFd,
+    reader: Flock<OwnedFd>,
     _keep_open: OwnedFd,
+    /// Bytes read that do not make a whole record yet.
+    received: Vec<u8>,
+    /// Requests (and bad bytes) read but not yet taken by [`ServerFifo::receive`].
+    pending: VecDeque<Result<Request, BadRecord>>,
 }
 
 impl ServerFifo {
-    /// `mkfifo(".fifo", 0600)` in `dir` (an existing FIFO is reused) and opens it.
+    /// `mkfifo(".fifo", 0600)` in `dir` (an existing FIFO that no server holds is reused), opens
+    /// it and locks it for the life of the server.
     ///
-    /// A new FIFO is made under a temporary name, opened, and only then renamed to `.fifo`, so
-    /// that whenever `.fifo` appears a server already reads it. Fails if another server is
-    /// reading `.fifo`, or if `.fifo` is something else than a FIFO.
+    /// A new FIFO is made under a temporary name, held, and only then renamed to `.fifo`, so that
+    /// whenever `.fifo` appears a server already reads it. Fails if another server holds `.fifo`,
+    /// or if `.fifo` is something else than a FIFO.
     pub fn create(dir: &Path) -> anyhow::Result<ServerFifo> {
         let path = dir.join(SERVER_FIFO);
-        match lstat(&path) {
-            Ok(stat) if !is_fifo(&stat) => {
-                anyhow::bail!(
+        // A round repeats only if another server made or removed `.fifo` at that very moment.
+        for _ in 0..3 {
+            let ends = match lstat(&path) {
+                Ok(stat) if !is_fifo(&stat) => anyhow::bail!(
                     "{} exists and is not a FIFO; remove it first",
                     path.display()
-                )
-            }
-            Ok(_) => {
-                if let Ok(_writer) = open_nonblocking(&path, OFlag::O_WRONLY) {
-                    anyhow::bail!(
-                        "another fifos is already serving {} (stop it first)",
-                        path.display()
-                    );
-                }
-                let (reader, keep_open) = open_both_ends(&path)?;
-                Ok(ServerFifo {
+                ),
+                Ok(_) => take_over(&path)?,
+                Err(Errno::ENOENT) => make_and_publish(dir, &path)?,
+                Err(e) => return Err(e).with_context(|| format!("lstat({})", path.display())),
+            };
+            if let Some((reader, keep_open)) = ends {
+                return Ok(ServerFifo {
+                    dir: dir.to_owned(),
                     path,
                     reader,
                     _keep_open: keep_open,
-                })
-            }
-            Err(Errno::ENOENT) => {
-                let fresh = dir.join(format!("{SERVER_FIFO}-new{}", std::process::id()));
-                make_fifo(&fresh)?;
-                let opened = open_both_ends(&fresh).and_then(|(reader, keep_open)| {
-                    publish(&fresh, &path)?;
-                    Ok(ServerFifo {
-                        path,
-                        reader,
-                        _keep_open: keep_open,
-                    })
+                    received: Vec::new(),
+                    pending: VecDeque::new(),
                 });
-                if opened.is_err() {
-                    let _ = fs::remove_file(&fresh);
-                }
-                opened
             }
-            Err(e) => Err(e).with_context(|| format!("lstat({})", path.display())),
+        }
+        anyhow::bail!(
+            "{} kept changing while fifos started (other servers starting?); try again",
+            path.display()
+        )
+    }
+
+    /// Waits for the next request, or for bytes that are not one (for the caller to report).
+    ///
+    /// Reads what has come, but never more than `wanted` records' worth: requests that the server
+    /// will not answer (`--count`) stay in `.fifo`. Records are found with [`split_requests`].
+    pub fn receive(
+        &mut self,
+        wanted: u64,
+        deadline: Deadline,
+    ) -> anyhow::Result<Result<Request, BadRecord>> {
+        loop {
+            if let Some(next) = self.pending.pop_front() {
+                return Ok(next);
+            }
+            let records = usize::try_from(wanted).map_or(READ_AHEAD, |n| n.min(READ_AHEAD));
+            let room = (records * RECORD_LEN)
+                .saturating_sub(self.received.len())
+                .max(1);
+            wait::poll(&[(self.reader.as_fd(), PollFlags::POLLIN)], deadline)
+                .with_context(|| format!("waiting for a request ({})", self.path.display()))?;
+            let had = self.received.len();
+            self.received.resize(had + room, 0);
+            let read = nix::unistd::read(self.reader.as_fd(), &mut self.received[had..]);
+            self.received.truncate(had + read.unwrap_or(0));
+            match read {
+                Err(e) if !matches!(e, Errno::EAGAIN | Errno::EINTR) => {
+                    return Err(e).with_context(|| format!("read({})", self.path.display()))
+                }
+                _ => {}
+            }
+            let (found, used) = split_requests(&self.received);
+            self.received.drain(..used);
+            self.pending.extend(found);
         }
     }
 
-    /// Waits for the next request and reads one record's worth of bytes (fewer if a client
-    /// wrote fewer; such a record is bad and [`Record::decode`] says so).
-    pub fn receive(&self, deadline: Deadline) -> anyhow::Result<Vec<u8>> {
-        let mut bytes = vec![0u8; RECORD_LEN];
-        loop {
-            wait::poll(&[(self.reader.as_fd(), PollFlags::POLLIN)], deadline)
-                .with_context(|| format!("waiting for a request ({})", self.path.display()))?;
-            match nix::unistd::read(&self.reader, &mut bytes) {
-                Ok(n) => {
-                    bytes.truncate(n);
-                    return Ok(bytes);
-                }
-                Err(Errno::EAGAIN | Errno::EINTR) => continue,
-                Err(e) => return Err(e).with_context(|| format!("read({})", self.path.display())),
-            }
-        }
+    /// The requests already read but not yet taken with [`ServerFifo::receive`] (a server that
+    /// stops early still owes them a reply).
+    pub fn take_unanswered(&mut self) -> Vec<Request> {
+        self.pending.drain(..).filter_map(Result::ok).collect()
+    }
+
+    /// Replies to `request`: opens the client's FIFO in the server's directory without blocking
+    /// and writes a record with `text` (and the FIFO's name, as the C server does) in one piece.
+    ///
+    /// Fails at once — a server never waits for a client — if the FIFO does not exist, is not a
+    /// FIFO, is the server's own `.fifo` (a hard link), has no reader, or has no room. The C client
+    /// and ours both open their FIFO before they send, so a live client is always reading.
+    pub fn send_reply(&self, request: &Request, text: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            is_reply_fifo_name(request.reply_fifo.as_bytes()),
+            "{:?} is not a reply FIFO name",
+            request.reply_fifo
+        );
+        let reply = Record::new(&request.reply_fifo, text)?;
+        let path = self.dir.join(&request.reply_fifo);
+        let shown = path.display();
+        let context = || format!("open({shown})");
+        // lstat first, so that not even `open` is tried on anything but a client's FIFO.
+        let named = lstat(&path)
+            .map_err(std::io::Error::from)
+            .with_context(context)?;
+        anyhow::ensure!(is_fifo(&named), "{shown} is not a FIFO");
+        let own = fstat(self.reader.as_fd()).with_context(context)?;
+        // A reply written into .fifo would come back as a request, for ever.
+        anyhow::ensure!(
+            !same_file(&named, &own),
+            "{shown} is the server's own FIFO (a link to {SERVER_FIFO})"
+        );
+        let writer = match open_nonblocking(&path, OFlag::O_WRONLY | OFlag::O_NOFOLLOW) {
+            Ok(writer) => writer,
+            Err(Errno::ENXIO) => anyhow::bail!("{shown}: no process reads it"),
+            Err(e) => return Err(e).with_context(context),
+        };
+        let opened = fstat(&writer).with_context(context)?;
+        anyhow::ensure!(
+            same_file(&opened, &named),
+            "{shown} changed while it was opened"
+        );
+        write_record(&writer, &reply).with_context(|| format!("write({shown})"))
     }
 }
 
 impl Drop for ServerFifo {
     fn drop(&mut self) {
-        remove_if_ours(&self.path, &self.reader);
+        // Before the lock goes with `reader`, so that no other server takes a FIFO on its way out.
+        remove_if_ours(&self.path, self.reader.as_fd());
     }
 }
 
-/// The server's reply to `request`: opens the client's FIFO in `dir` without blocking and writes
-/// a record with `text` (and the FIFO's name, as the C server does) in one piece.
-///
-/// Fails — without waiting more than [`REPLY_GRACE`] — if the FIFO does not exist, is not a FIFO,
-/// has no reader, or has no room.
-pub fn send_reply(dir: &Path, request: &Request, text: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        is_reply_fifo_name(request.reply_fifo.as_bytes()),
-        "{:?} is not a reply FIFO name",
-        request.reply_fifo
-    );
-    let reply = Record::new(&request.reply_fifo, text)?;
-    let path = dir.join(&request.reply_fifo);
-    let context = || format!("open({})", path.display());
-    // lstat first, so that not even `open` is tried on anything but a FIFO.
-    let named = lstat(&path)
-        .map_err(std::io::Error::from)
-        .with_context(context)?;
-    anyhow::ensure!(is_fifo(&named), "{} is not a FIFO", path.display());
-    let flags = OFlag::O_WRONLY | OFlag::O_NOFOLLOW;
-    let writer = wait::retry(Deadline::within(Some(REPLY_GRACE)), || {
-        match open_nonblocking(&path, flags) {
-            Ok(writer) => Ok(Some(writer)),
-            Err(Errno::ENXIO) => Ok(None), // no reader yet
-            Err(e) => Err(e).with_context(context),
+/// The server's two ends of an existing `.fifo` (`path`), left by a server that was killed: no
+/// process holds it. `None` if it went away meanwhile; fails if a live server holds it.
+fn take_over(path: &Path) -> anyhow::Result<Option<(Flock<OwnedFd>, OwnedFd)>> {
+    let shown = path.display();
+    let reader = match open_nonblocking(path, OFlag::O_RDONLY) {
+        Ok(reader) => reader,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("open({shown})")),
+    };
+    let reader = lock(reader, path)?
+        .ok_or_else(|| anyhow!("another fifos is already serving {shown} (stop it first)"))?;
+    // Its last server may have removed it between our open and our lock.
+    if !names(path, reader.as_fd()) {
+        return Ok(None);
+    }
+    Ok(Some((reader, open_keep_open(path)?)))
+}
+
+/// Makes a new FIFO `.fifo-new<PID>`, holds it, and renames it to `.fifo` (`path`). `None` if a
+/// `.fifo` appeared meanwhile (another server started at the same moment): `RENAME_NOREPLACE`
+/// makes that an error instead of silently taking the other server's name.
+fn make_and_publish(dir: &Path, path: &Path) -> anyhow::Result<Option<(Flock<OwnedFd>, OwnedFd)>> {
+    let fresh = dir.join(format!("{SERVER_FIFO}-new{}", std::process::id()));
+    let reader = make_owned_fifo(&fresh)?;
+    let published = open_keep_open(&fresh).and_then(|keep_open| {
+        match renameat2(
+            AT_FDCWD,
+            &fresh,
+            AT_FDCWD,
+            path,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => Ok(Some(keep_open)),
+            Err(Errno::EEXIST) => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("rename({} to {})", fresh.display(), path.display()))
+            }
         }
-    })
-    .map_err(|e| {
-        if e.is::<TimedOut>() {
-            anyhow!("{}: no process reads it", path.display())
-        } else {
-            e
-        }
-    })?;
-    let opened = fstat(&writer).with_context(context)?;
-    anyhow::ensure!(
-        is_fifo(&opened) && (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino),
-        "{} changed while it was opened",
-        path.display()
-    );
-    write_record(&writer, &reply).with_context(|| format!("write({})", path.display()))
+    });
+    if !matches!(published, Ok(Some(_))) {
+        remove_if_ours(&fresh, reader.as_fd());
+    }
+    Ok(published?.map(|keep_open| (reader, keep_open)))
+}
+
+/// The server's own write end of its FIFO (possible once a reader exists).
+fn open_keep_open(path: &Path) -> anyhow::Result<OwnedFd> {
+    open_nonblocking(path, OFlag::O_WRONLY).with_context(|| format!("open({})", path.display()))
 }
 
 // ---- the client's side ----------------------------------------------------------------------
 
-/// The client's reply FIFO `.fifo<PID>`, open for reading; removed when dropped.
+/// The client's reply FIFO `.fifo<PID>`, open for reading and locked; removed when dropped.
 #[derive(Debug)]
 pub struct ClientFifo {
     name: String,
     path: PathBuf,
-    reader: OwnedFd,
+    reader: Flock<OwnedFd>,
 }
 
 impl ClientFifo {
-    /// `mkfifo(".fifo<PID>", 0600)` in `dir` and opens it for reading at once (without
-    /// blocking), so the server can open it for writing as soon as the request arrives.
+    /// `mkfifo(".fifo<PID>", 0600)` in `dir`, opens it for reading at once (without blocking, so
+    /// the server can open it for writing as soon as the request arrives) and locks it for the
+    /// life of the client. A leftover `.fifo<PID>` is replaced only if no live process holds it.
     pub fn create(dir: &Path, pid: Pid) -> anyhow::Result<ClientFifo> {
         let name = reply_fifo_name(pid);
         let path = dir.join(&name);
-        // A FIFO with our PID in its name is a leftover of a dead process: ours to replace.
-        match lstat(&path) {
-            Ok(stat) if is_fifo(&stat) => fs::remove_file(&path)
-                .with_context(|| format!("removing stale {}", path.display()))?,
-            _ => {}
-        }
-        make_fifo(&path)?;
-        match open_nonblocking(&path, OFlag::O_RDONLY) {
-            Ok(reader) => Ok(ClientFifo { name, path, reader }),
-            Err(e) => {
-                let _ = fs::remove_file(&path);
-                Err(e).with_context(|| format!("open({})", path.display()))
-            }
-        }
+        let reader = make_owned_fifo(&path)?;
+        Ok(ClientFifo { name, path, reader })
     }
 
     /// The name to put in the request: `.fifo<PID>`.
@@ -366,7 +546,7 @@ impl ClientFifo {
                     self.path.display()
                 );
             }
-            match nix::unistd::read(&self.reader, &mut chunk[..RECORD_LEN - bytes.len()]) {
+            match nix::unistd::read(self.reader.as_fd(), &mut chunk[..RECORD_LEN - bytes.len()]) {
                 Ok(0) => anyhow::bail!(
                     "{}: the server closed it after {} of {RECORD_LEN} bytes",
                     self.path.display(),
@@ -383,7 +563,7 @@ impl ClientFifo {
 
 impl Drop for ClientFifo {
     fn drop(&mut self) {
-        remove_if_ours(&self.path, &self.reader);
+        remove_if_ours(&self.path, self.reader.as_fd());
     }
 }
 
@@ -428,11 +608,6 @@ impl ToServer {
 
 // ---- shared mechanics -----------------------------------------------------------------------
 
-fn make_fifo(path: &Path) -> anyhow::Result<()> {
-    mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR)
-        .with_context(|| format!("mkfifo({}, 0600)", path.display()))
-}
-
 fn open_nonblocking(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
     open(
         path,
@@ -441,34 +616,52 @@ fn open_nonblocking(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
     )
 }
 
-/// Renames the server's new FIFO to `.fifo`, unless a `.fifo` appeared meanwhile (a server that
-/// started at the same moment): `RENAME_NOREPLACE` makes that an error instead of silently
-/// taking the other server's name.
-fn publish(fresh: &Path, path: &Path) -> anyhow::Result<()> {
-    match renameat2(
-        AT_FDCWD,
-        fresh,
-        AT_FDCWD,
-        path,
-        RenameFlags::RENAME_NOREPLACE,
-    ) {
-        Ok(()) => Ok(()),
-        Err(Errno::EEXIST) => anyhow::bail!(
-            "another fifos made {} at the same time (stop it first)",
-            path.display()
-        ),
-        Err(e) => {
-            Err(e).with_context(|| format!("rename({} to {})", fresh.display(), path.display()))
+/// Takes the exclusive `flock` on the FIFO `path` open as `fd`, without waiting; `None` if
+/// another process holds it. Held as long as the descriptor is open — the kernel drops it
+/// however its process ends — the lock says that a live process owns the FIFO.
+fn lock(fd: OwnedFd, path: &Path) -> anyhow::Result<Option<Flock<OwnedFd>>> {
+    match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => Ok(Some(locked)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => {
+            Err(e).with_context(|| format!("flock({}, LOCK_EX|LOCK_NB)", path.display()))
         }
     }
 }
 
-/// The server's read end, then its own write end (possible once a reader exists).
-fn open_both_ends(path: &Path) -> anyhow::Result<(OwnedFd, OwnedFd)> {
-    let context = || format!("open({})", path.display());
-    let reader = open_nonblocking(path, OFlag::O_RDONLY).with_context(context)?;
-    let writer = open_nonblocking(path, OFlag::O_WRONLY).with_context(context)?;
-    Ok((reader, writer))
+/// `mkfifo(path, 0600)`, opened for reading and locked ([`lock`]) by the caller, its owner.
+///
+/// A FIFO already at `path` that no process holds is a leftover of one that was killed: it is
+/// replaced. One that a live process holds is left alone, whatever the PID in its name says.
+fn make_owned_fifo(path: &Path) -> anyhow::Result<Flock<OwnedFd>> {
+    let shown = path.display();
+    let in_use = || {
+        anyhow!("{shown}: in use by a live process (the same PID in another PID namespace?); use another --dir")
+    };
+    let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+    let mut made = mkfifo(path, mode);
+    if made == Err(Errno::EEXIST) {
+        let stat = lstat(path).with_context(|| format!("lstat({shown})"))?;
+        anyhow::ensure!(
+            is_fifo(&stat),
+            "{shown} exists and is not a FIFO; remove it first"
+        );
+        let leftover =
+            open_nonblocking(path, OFlag::O_RDONLY).with_context(|| format!("open({shown})"))?;
+        let leftover = lock(leftover, path)?.ok_or_else(in_use)?;
+        if names(path, leftover.as_fd()) {
+            fs::remove_file(path).with_context(|| format!("removing the leftover {shown}"))?;
+        }
+        made = mkfifo(path, mode);
+    }
+    made.with_context(|| format!("mkfifo({shown}, 0600)"))?;
+    match open_nonblocking(path, OFlag::O_RDONLY) {
+        Ok(reader) => lock(reader, path)?.ok_or_else(in_use),
+        Err(e) => {
+            let _ = fs::remove_file(path);
+            Err(e).with_context(|| format!("open({shown})"))
+        }
+    }
 }
 
 /// One `write` of the whole record; a partial write (impossible for a pipe below `PIPE_BUF`,
@@ -487,12 +680,19 @@ fn is_fifo(stat: &FileStat) -> bool {
     SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO
 }
 
+fn same_file(a: &FileStat, b: &FileStat) -> bool {
+    (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+}
+
+/// Whether `path` (still) names the file open as `fd`.
+fn names(path: &Path, fd: BorrowedFd<'_>) -> bool {
+    matches!((lstat(path), fstat(fd)), (Ok(named), Ok(open)) if same_file(&named, &open))
+}
+
 /// Removes `path` if it is still the FIFO `fd` refers to (not one a successor made since).
-fn remove_if_ours(path: &Path, fd: &OwnedFd) {
-    if let (Ok(open), Ok(named)) = (fstat(fd), lstat(path)) {
-        if (open.st_dev, open.st_ino) == (named.st_dev, named.st_ino) {
-            let _ = fs::remove_file(path);
-        }
+fn remove_if_ours(path: &Path, fd: BorrowedFd<'_>) {
+    if names(path, fd) {
+        let _ = fs::remove_file(path);
     }
 }
 
@@ -572,6 +772,97 @@ mod tests {
         assert!(Record::new(&"n".repeat(32), "t").is_err());
         assert!(Record::new("n", &"t".repeat(128)).is_err());
         assert!(Record::new("n", "a\0b").is_err());
+    }
+
+    /// A C client's request: `strcpy` and `sprintf` into a struct on its stack leave whatever
+    /// was there after each field's NUL.
+    fn c_request_with_stack_garbage(pid: u32) -> [u8; RECORD_LEN] {
+        let mut bytes = [0xa5u8; RECORD_LEN];
+        let name = format!(".fifo{pid}\0");
+        let text = format!("This is a request from {pid}.\0");
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        bytes[NAME_LEN..NAME_LEN + text.len()].copy_from_slice(text.as_bytes());
+        bytes
+    }
+
+    fn reply_fifos(found: &[Result<Request, BadRecord>]) -> Vec<Result<&str, &BadRecord>> {
+        found
+            .iter()
+            .map(|item| item.as_ref().map(|request| request.reply_fifo.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn c_records_with_garbage_after_their_nuls_are_taken_in_step() {
+        let mut received = c_request_with_stack_garbage(7).to_vec();
+        received.extend(c_request_with_stack_garbage(8));
+        let (found, used) = split_requests(&received);
+        assert_eq!(reply_fifos(&found), [Ok(".fifo7"), Ok(".fifo8")]);
+        assert_eq!(found[0].as_ref().unwrap().text, "This is a request from 7.");
+        assert_eq!(used, 320);
+    }
+
+    #[test]
+    fn a_whole_bad_record_is_skipped_with_its_reason_and_the_next_one_is_in_step() {
+        let mut received = c_request(b"../.fifo1", b"hi").to_vec();
+        let mut no_text_nul = c_request(b".fifo2", b"");
+        no_text_nul[NAME_LEN..].fill(b'x');
+        received.extend(no_text_nul);
+        received.extend(c_request_with_stack_garbage(3));
+        let (found, used) = split_requests(&received);
+        let bad_name = BadRecord::BadName("../.fifo1".into());
+        assert_eq!(
+            reply_fifos(&found),
+            [
+                Err(&bad_name),
+                Err(&BadRecord::TextNotTerminated),
+                Ok(".fifo3")
+            ]
+        );
+        assert_eq!(used, 480);
+    }
+
+    #[test]
+    fn stray_bytes_are_skipped_up_to_the_next_record_and_reported_once() {
+        let mut received = vec![b'x'; 1000];
+        received.extend(c_request(b".fifo9", b"hi"));
+        let (found, used) = split_requests(&received);
+        assert_eq!(
+            reply_fifos(&found),
+            [Err(&BadRecord::Stray(1000)), Ok(".fifo9")]
+        );
+        assert_eq!(used, 1160);
+    }
+
+    #[test]
+    fn the_start_of_a_record_waits_for_the_rest() {
+        let record = c_request(b".fifo9", b"hi");
+        for len in [0, 1, 5, 6, 7, 32, 159] {
+            assert_eq!(split_requests(&record[..len]), (vec![], 0), "{len} bytes");
+        }
+        // What can no longer become a record is reported at once.
+        let (found, used) = split_requests(b"hello.fi");
+        assert_eq!((found, used), (vec![Err(BadRecord::Stray(5))], 5));
+    }
+
+    #[test]
+    fn a_record_start_is_a_reply_fifo_name_padded_with_nuls() {
+        use NameField::*;
+        let field = |name: &[u8], padding| {
+            let mut bytes = [0u8; NAME_LEN];
+            bytes[..name.len()].copy_from_slice(name);
+            name_field(&bytes, padding)
+        };
+        assert_eq!(field(b".fifo123", Padding::Nul), Good);
+        assert_eq!(field(b".fifo123\0junk", Padding::Any), Good);
+        assert_eq!(field(b".fifo123\0junk", Padding::Nul), Bad);
+        for bad in [&b".fifo"[..], b".fifoabc", b"..fifo1", b".fifo1/", b"fifo1"] {
+            assert_eq!(field(bad, Padding::Any), Bad, "{}", bad.escape_ascii());
+        }
+        assert_eq!(field(&[b'1'; 27], Padding::Any), Bad);
+        assert_eq!(name_field(b".fifo12", Padding::Nul), Incomplete);
+        assert_eq!(name_field(b".fi", Padding::Nul), Incomplete);
+        assert_eq!(name_field(b".fx", Padding::Nul), Bad);
     }
 
     #[test]

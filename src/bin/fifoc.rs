@@ -3,10 +3,12 @@
 //! Demonstrates: the client makes its own FIFO `.fifo<PID>` for the answer *before* it asks,
 //! writes one 160-byte request into the server's `.fifo` (one write below PIPE_BUF is atomic, so
 //! many clients never mix their requests), then reads the reply from its own FIFO and removes it.
+//! While it waits it holds a `flock` on its FIFO: that tells a live client's FIFO from one left
+//! by a client that was killed.
 //!
-//! System calls: mkfifo, open, write, read, close, unlink.
+//! System calls: mkfifo, open, flock, write, read, close, unlink.
 //! Run:     make fifos fifoc, then ./fifos in one terminal and ./fifoc in another.
-//! Observe: strace -e trace=mknodat,openat,write,read,unlink ./fifoc
+//! Observe: strace -e trace=mknodat,openat,flock,write,read,unlink ./fifoc
 
 use std::process::ExitCode;
 
@@ -36,7 +38,7 @@ fn ask_server(options: Options) -> anyhow::Result<()> {
     let deadline = options.timeout.deadline();
     let pid = getpid();
 
-    let reply_fifo = ClientFifo::create(&options.dir.dir, pid)?; // mkfifo(".fifo<PID>", 0600)
+    let reply_fifo = ClientFifo::create(&options.dir.dir, pid)?; // mkfifo(".fifo<PID>"), flock
     let server = ToServer::connect(&options.dir.dir)?; // open(".fifo", O_WRONLY)
     let request = Record::new(reply_fifo.name(), &format!("This is a request from {pid}."))?;
     server.send(&request, deadline)?; // write

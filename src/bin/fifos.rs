@@ -4,18 +4,21 @@
 //! open it. The server makes `.fifo` with `mkfifo` and reads 160-byte requests from it; each
 //! names the client's own FIFO `.fifo<PID>`, which the server opens to write the reply.
 //! The server also opens `.fifo` for writing itself, so `read` never sees end-of-file between
-//! clients. Ctrl-C stops it; `.fifo` is removed on the way out.
+//! clients, and holds a `flock` on it, so that one server only serves a directory. Stray bytes
+//! written into `.fifo` are reported and skipped. Ctrl-C stops it; `.fifo` is removed on the way
+//! out.
 //!
-//! System calls: mkfifo, open, read, write, close, unlink.
+//! System calls: mkfifo, open, flock, read, write, close, unlink.
 //! Run:     make fifos fifoc, then ./fifos in one terminal and ./fifoc in another.
-//! Observe: ls -l .fifo (type p);  strace -e trace=mknodat,openat,rename,read,write,unlink ./fifos
+//! Observe: ls -l .fifo (type p);  strace -e trace=mknodat,openat,flock,rename,read,write,unlink ./fifos
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use ipclab::cli::{self, DirOption, TimeoutOption};
-use ipclab::fifo::{self, Request, ServerFifo};
-use ipclab::{out, outln, signals};
+use ipclab::fifo::ServerFifo;
+use ipclab::signals;
+use ipclab::{out, outln};
 
 /// FIFO server: answers each request that fifoc sends through .fifo, until Ctrl-C.
 #[derive(Parser)]
@@ -38,35 +41,42 @@ fn main() -> ExitCode {
 
 fn serve(options: Options) -> anyhow::Result<()> {
     signals::catch_termination()?; // so that Ctrl-C ends a wait and .fifo is removed
-    let server = ServerFifo::create(&options.dir.dir)?; // mkfifo(".fifo", 0600), open
-    match answer_requests(&server, &options) {
-        Err(e) if signals::is_stop_request(&e) => Ok(()), // Ctrl-C is how a server stops
+    let mut server = ServerFifo::create(&options.dir.dir)?; // mkfifo(".fifo", 0600), open, flock
+    let reply = format!("This is a reply from {}.", std::process::id());
+    let served = answer_requests(&mut server, &reply, &options);
+    // Stopped while printing (stdout gone): the requests already read still get their reply.
+    for request in server.take_unanswered() {
+        if let Err(e) = server.send_reply(&request, &reply) {
+            cli::warn(format_args!("no reply sent: {e:#}"));
+        }
+    }
+    match served {
+        Err(e) if signals::is_stop_request(&e) => Ok(()), // how a server stops: exit 0, as in the C
         other => other,
     }
 } // `server` is dropped here: unlink(".fifo")
 
-fn answer_requests(server: &ServerFifo, options: &Options) -> anyhow::Result<()> {
-    let reply = format!("This is a reply from {}.", std::process::id());
-    let mut replied = 0;
-    while options.count.is_none_or(|count| replied < count) {
-        let bytes = server.receive(options.timeout.deadline())?; // read(".fifo")
-
-        // A bad record is the client's problem, never the server's end.
-        let request = match Request::decode(&bytes) {
+fn answer_requests(server: &mut ServerFifo, reply: &str, options: &Options) -> anyhow::Result<()> {
+    let mut left = options.count.unwrap_or(u64::MAX);
+    while left > 0 {
+        // read(".fifo"), never more than the requests still to answer
+        let request = match server.receive(left, options.timeout.deadline())? {
             Ok(request) => request,
             Err(bad) => {
+                // A bad record is the client's problem, never the server's end.
                 cli::warn(format_args!("bad request skipped: {bad}"));
                 continue;
             }
         };
-        out!("Received request: {}.....", request.text)?;
-        // open(".fifo<PID>"), write
-        match fifo::send_reply(&options.dir.dir, &request, &reply) {
+        let heading = out!("Received request: {}.....", request.text);
+        // open(".fifo<PID>"), write: even if printing failed, the client gets its reply
+        let sent = server.send_reply(&request, reply);
+        heading?;
+        match sent {
             Ok(()) => {
                 outln!("Replied.")?;
-                replied += 1;
+                left -= 1;
             }
-            Err(e) if signals::is_interruption(&e) => return Err(e),
             Err(e) => {
                 outln!()?; // end the line, then say why on stderr
                 cli::warn(format_args!("no reply sent: {e:#}"));

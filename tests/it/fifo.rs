@@ -1,17 +1,19 @@
 //! FIFOs: the `fifos` server and its `fifoc` clients, also against a raw C-shaped peer.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use ipclab::fifo::{split_requests, BadRecord, Request, RECORD_LEN};
 use nix::errno::Errno;
-use nix::fcntl::{open, OFlag};
+use nix::fcntl::{open, Flock, FlockArg, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use nix::unistd::mkfifo;
 use proptest::prelude::*;
 
-use crate::harness::{fifo_files, wait_until, Lab, Running};
+use crate::harness::{exe, fifo_files, wait_until, Lab, Running};
 
 // ---- a C-shaped peer, written with the C struct's offsets -----------------------------------
 
@@ -107,6 +109,86 @@ fn reply_line(server: &Running) -> String {
     )
 }
 
+/// Waits until a server reads `lab`'s `.fifo` (a client could open it for writing now).
+fn wait_for_a_server(lab: &Lab) {
+    wait_until("a server reading .fifo", || {
+        open_nonblocking(&lab.dir().join(".fifo"), OFlag::O_WRONLY).is_ok()
+    });
+}
+
+/// Stops `server` so that `stray` bytes and then the requests of three clients queue up in
+/// `.fifo`, lets it go on, and checks that each client gets its reply.
+fn answers_the_requests_queued_while_stopped(lab: &Lab, server: &Running, stray: &[u8]) {
+    server.signal(Signal::SIGSTOP);
+    send_raw(lab, stray);
+    let clients: Vec<Running> = (0..3)
+        .map(|_| lab.start("fifoc", &["--timeout", "10"]))
+        .collect();
+    for client in &clients {
+        client.wait_for_stdout("Sent a request.....");
+    }
+    server.signal(Signal::SIGCONT);
+    for client in clients {
+        let client = client.finish();
+        client.assert_success();
+        assert_eq!(client.lines(), [reply_line(server)], "{client}");
+    }
+}
+
+/// A program started behind a gate: a shell that waits until the test opens the gate, then
+/// `exec`s the program. The test knows the program's PID (exec keeps it) before the program runs,
+/// and can prepare what the program will find, such as a FIFO with that PID in its name.
+struct Gated {
+    running: Running,
+    gate: PathBuf,
+}
+
+impl Gated {
+    fn start(lab: &Lab, program: &str, args: &[&str]) -> Gated {
+        let gate = lab.dir().join("gate");
+        make_fifo(&gate);
+        let mut shell_args = vec![
+            "-c",
+            "read -r go < gate && exec \"$0\" \"$@\"",
+            exe(program).unwrap(),
+        ];
+        shell_args.extend(args);
+        Gated {
+            running: lab.start("sh", &shell_args),
+            gate,
+        }
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        self.running.pid()
+    }
+
+    /// Lets the program run, and removes the gate.
+    fn open(self) -> Running {
+        let mut writer = None;
+        wait_until("the shell at the gate", || {
+            writer = open_nonblocking(&self.gate, OFlag::O_WRONLY).ok();
+            writer.is_some()
+        });
+        nix::unistd::write(writer.unwrap(), b"go\n").unwrap();
+        std::fs::remove_file(&self.gate).unwrap();
+        self.running
+    }
+}
+
+/// Makes the FIFO `path` and holds it the way a live client or server does: open for reading,
+/// with an exclusive `flock`.
+fn hold_live_fifo(path: &Path) -> Flock<OwnedFd> {
+    make_fifo(path);
+    let reader = open_nonblocking(path, OFlag::O_RDONLY).unwrap();
+    Flock::lock(reader, FlockArg::LockExclusiveNonblock).unwrap()
+}
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().ino()
+}
+
 // ---- the happy paths ------------------------------------------------------------------------
 
 #[test]
@@ -169,14 +251,14 @@ fn twenty_clients_at_once_each_get_their_own_reply() {
 fn a_raw_c_request_gets_a_c_shaped_reply() {
     let lab = Lab::new();
     let server = start_server(&lab, &["--count", "1"]);
-    // As the C client does: make the reply FIFO, send, and only *then* open it for reading.
+    // As the C client does: make the reply FIFO, open it (O_RDWR there), and only then send.
     let reply_fifo = lab.dir().join(".fifo4242");
     make_fifo(&reply_fifo);
+    let reader = open_nonblocking(&reply_fifo, OFlag::O_RDONLY).unwrap();
     send_raw(
         &lab,
         &c_record(b".fifo4242", b"This is a request from 4242."),
     );
-    let reader = open_nonblocking(&reply_fifo, OFlag::O_RDONLY).unwrap();
     let reply = read_record(&reader);
     assert_eq!(
         reply,
@@ -240,8 +322,14 @@ fn bad_requests_are_reported_and_skipped_and_the_next_client_is_served() {
     let mut no_text_nul = c_record(b".fifo1", b"");
     no_text_nul[32..].fill(b'x');
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (b"short record".to_vec(), "record of 12 bytes, not 160"),
-        (vec![b'n'; 160], "name field without NUL"),
+        (
+            b"short record".to_vec(),
+            "12 stray bytes that do not start a record",
+        ),
+        (
+            vec![b'n'; 160],
+            "160 stray bytes that do not start a record",
+        ),
         (no_text_nul, "text field without NUL"),
         (
             c_record(b"../.fifo1", b"hi"),
@@ -327,6 +415,216 @@ fn a_second_server_on_the_same_fifo_is_refused() {
     first.finish().assert_success();
 }
 
+#[test]
+fn stray_bytes_before_queued_requests_lose_none_of_them() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &[]);
+    answers_the_requests_queued_while_stopped(&lab, &server, b"hello");
+    server.signal(Signal::SIGTERM);
+    let server = server.finish();
+    assert_eq!(server.code(), Some(0), "{server}");
+    assert_eq!(server.lines().len(), 3, "three replies\n{server}");
+    assert_eq!(
+        server.stderr, "fifos: bad request skipped: 5 stray bytes that do not start a record\n",
+        "the stray bytes reported once\n{server}"
+    );
+}
+
+#[test]
+fn a_hard_link_to_the_servers_own_fifo_never_gets_a_reply() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &[]);
+    let link = lab.dir().join(".fifo999");
+    std::fs::hard_link(lab.dir().join(".fifo"), &link).unwrap();
+    send_raw(&lab, &c_record(b".fifo999", b"reply to yourself"));
+    server.wait_for_stderr("./.fifo999 is the server's own FIFO");
+    let client = lab.start("fifoc", &["--timeout", "10"]);
+    let client_pid = client.pid();
+    client.finish().assert_success();
+
+    server.signal(Signal::SIGTERM);
+    let server = server.finish();
+    assert_eq!(server.code(), Some(0), "{server}");
+    // A reply written into .fifo would come back as a request, again and again.
+    assert_eq!(
+        server.lines(),
+        [
+            "Received request: reply to yourself.....".to_owned(),
+            format!("Received request: This is a request from {client_pid}......Replied.")
+        ],
+        "{server}"
+    );
+    assert_eq!(server.stderr.lines().count(), 1, "{server}");
+    std::fs::remove_file(link).unwrap();
+}
+
+#[test]
+fn reply_fifos_without_a_reader_do_not_delay_the_next_client() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &[]);
+    let unread: Vec<PathBuf> = (1000..1025)
+        .map(|pid| lab.dir().join(format!(".fifo{pid}")))
+        .collect();
+    let mut batch = Vec::new();
+    for fifo in &unread {
+        make_fifo(fifo);
+        let name = fifo.file_name().unwrap().to_str().unwrap();
+        batch.extend(c_record(name.as_bytes(), b"no one reads my FIFO"));
+    }
+    send_raw(&lab, &batch); // 25 records, 4000 bytes: one atomic write
+    let client = lab.start("fifoc", &["--timeout", "20"]);
+    // Waiting a second for each reader, as the server once did, would take 25 s.
+    let client = client.finish_within(Duration::from_secs(8));
+    client.assert_success();
+    assert_eq!(client.lines(), [reply_line(&server)], "{client}");
+
+    server.signal(Signal::SIGTERM);
+    let server = server.finish();
+    assert_eq!(
+        server.stderr.matches("no process reads it").count(),
+        25,
+        "{server}"
+    );
+    for fifo in unread {
+        std::fs::remove_file(fifo).unwrap();
+    }
+}
+
+// ---- one owner per FIFO: a lock, not the PID in the name -----------------------------------
+
+#[test]
+fn of_two_servers_starting_together_on_a_stale_fifo_exactly_one_serves() {
+    let lab = Lab::new();
+    make_fifo(&lab.dir().join(".fifo")); // as left by a server killed with SIGKILL
+                                         // strace holds the first server up for 3 s right after its first open of .fifo: the second
+                                         // server starts inside that window, the moment at which two servers race.
+    let first = lab.start(
+        "strace",
+        &[
+            "-P",
+            "./.fifo",
+            "-e",
+            "trace=openat",
+            "-e",
+            "inject=openat:delay_exit=3000000:when=1",
+            exe("fifos").unwrap(),
+            "--timeout", // should it serve, by mistake: killing strace would not stop it
+            "20",
+        ],
+    );
+    first.wait_for_stderr("(DELAYED)");
+    let second = lab.start("fifos", &["--count", "1"]);
+    first.wait_for_stderr("fifos: another fifos is already serving ./.fifo (stop it first)");
+    let first = first.finish();
+    assert_eq!(first.code(), Some(1), "{first}");
+
+    // The refused server left .fifo to the one that serves it.
+    wait_for_a_server(&lab);
+    let client = lab.start("fifoc", &["--timeout", "10"]);
+    let client_pid = client.pid();
+    client.finish().assert_success();
+    let second = second.finish(); // --count 1
+    second.assert_success();
+    assert_eq!(
+        second.lines(),
+        [format!(
+            "Received request: This is a request from {client_pid}......Replied."
+        )],
+        "{second}"
+    );
+}
+
+/// Starts `program` while a live process holds the FIFO `<prefix><PID>` that it is about to make:
+/// it must fail, saying what is in the way, and leave that FIFO alone.
+fn leaves_a_live_fifo_with_its_pid_alone(program: &str, prefix: &str) {
+    let lab = Lab::new();
+    let gated = Gated::start(&lab, program, &[]);
+    // The same PID in another PID namespace (a container sharing the directory), say.
+    let name = format!("{prefix}{}", gated.pid());
+    let fifo = lab.dir().join(&name);
+    let holder = hold_live_fifo(&fifo);
+    let before = inode(&fifo);
+    let run = gated.open().finish();
+    run.assert_failure(1, &format!("{program}: ./{name}: in use by a live process"));
+    assert_eq!(inode(&fifo), before, "the live FIFO was replaced\n{run}");
+    assert_eq!(fifo_files(lab.dir()), std::slice::from_ref(&fifo), "{run}");
+    drop(holder);
+    std::fs::remove_file(fifo).unwrap();
+}
+
+#[test]
+fn a_client_leaves_a_fifo_with_its_pid_alone_while_a_live_process_holds_it() {
+    leaves_a_live_fifo_with_its_pid_alone("fifoc", ".fifo");
+}
+
+#[test]
+fn a_client_replaces_a_leftover_fifo_with_its_pid_that_no_process_holds() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &["--count", "1"]);
+    let client = Gated::start(&lab, "fifoc", &["--timeout", "10"]);
+    make_fifo(&lab.dir().join(format!(".fifo{}", client.pid()))); // left by a killed client
+    let client = client.open().finish();
+    client.assert_success();
+    assert_eq!(client.lines(), [reply_line(&server)], "{client}");
+    server.finish().assert_success();
+}
+
+#[test]
+fn a_server_replaces_a_leftover_fifo_new_that_no_process_holds() {
+    let lab = Lab::new();
+    let server = Gated::start(&lab, "fifos", &["--count", "1"]);
+    make_fifo(&lab.dir().join(format!(".fifo-new{}", server.pid())));
+    let server = server.open();
+    wait_for_a_server(&lab);
+    lab.run("fifoc", &["--timeout", "10"]).assert_success();
+    server.finish().assert_success();
+}
+
+#[test]
+fn a_server_leaves_a_fifo_new_alone_while_a_live_process_holds_it() {
+    leaves_a_live_fifo_with_its_pid_alone("fifos", ".fifo-new");
+}
+
+// ---- stdout gone: the requests read are still answered --------------------------------------
+
+#[test]
+fn a_server_whose_stdout_is_full_answers_the_requests_it_has_read_then_fails() {
+    let lab = Lab::new();
+    let fifos = exe("fifos").unwrap();
+    let server = lab.start("sh", &["-c", "exec \"$0\" >/dev/full", fifos]);
+    wait_for_a_server(&lab);
+    // Printing the first request fails; the other two are read already.
+    answers_the_requests_queued_while_stopped(&lab, &server, b"");
+    let server = server.finish();
+    server.assert_failure(1, "fifos: writing to stdout: No space left on device");
+    assert_eq!(server.stderr.lines().count(), 1, "{server}");
+}
+
+#[test]
+fn a_server_whose_stdout_reader_has_gone_answers_the_request_then_stops_quietly() {
+    let lab = Lab::new();
+    let script = format!(
+        "{:?} --timeout 20 | {{ exec <&-; echo reader gone >&2; }}; echo \"fifos exited with ${{PIPESTATUS[0]}}\" >&2",
+        exe("fifos").unwrap()
+    );
+    let server = lab.start("bash", &["-c", &script]);
+    server.wait_for_stderr("reader gone");
+    wait_for_a_server(&lab);
+    let client = lab.run("fifoc", &["--timeout", "10"]);
+    client.assert_success();
+    assert!(
+        client
+            .stdout()
+            .starts_with("Sent a request.....Received reply: This is a reply from "),
+        "{client}"
+    );
+    let server = server.finish();
+    assert_eq!(
+        server.stderr, "reader gone\nfifos exited with 0\n",
+        "{server}"
+    );
+}
+
 // ---- no server ------------------------------------------------------------------------------
 
 #[test]
@@ -391,22 +689,35 @@ fn server_timeout_stops_it_when_no_request_comes() {
     );
 }
 
-fn server_stops_cleanly_on(signal: Signal) {
+/// Stops a waiting server with `signal`: it removes `.fifo` (the Lab checks) and exits with
+/// `code`, without a word.
+fn server_stops_cleanly_on(signal: Signal, code: i32) {
     let lab = Lab::new();
     let server = start_server(&lab, &[]);
     server.signal(signal);
     let server = server.finish();
-    server.assert_success(); // exit 0: Ctrl-C is how a server stops, as in the C version
+    assert_eq!(server.code(), Some(code), "{server}");
+    assert!(server.stderr.is_empty(), "{server}");
 }
 
 #[test]
 fn server_stops_cleanly_on_sigint() {
-    server_stops_cleanly_on(Signal::SIGINT);
+    server_stops_cleanly_on(Signal::SIGINT, 0); // Ctrl-C is how a server stops, as in the C version
 }
 
 #[test]
 fn server_stops_cleanly_on_sigterm() {
-    server_stops_cleanly_on(Signal::SIGTERM);
+    server_stops_cleanly_on(Signal::SIGTERM, 0);
+}
+
+#[test]
+fn server_removes_its_fifo_on_sighup() {
+    server_stops_cleanly_on(Signal::SIGHUP, 128 + Signal::SIGHUP as i32); // terminal closed
+}
+
+#[test]
+fn server_removes_its_fifo_on_sigquit() {
+    server_stops_cleanly_on(Signal::SIGQUIT, 128 + Signal::SIGQUIT as i32); // Ctrl-\
 }
 
 fn waiting_client_cleans_up_on(signal: Signal) {
@@ -429,6 +740,16 @@ fn waiting_client_removes_its_fifo_on_sigint() {
 #[test]
 fn waiting_client_removes_its_fifo_on_sigterm() {
     waiting_client_cleans_up_on(Signal::SIGTERM);
+}
+
+#[test]
+fn waiting_client_removes_its_fifo_on_sighup() {
+    waiting_client_cleans_up_on(Signal::SIGHUP);
+}
+
+#[test]
+fn waiting_client_removes_its_fifo_on_sigquit() {
+    waiting_client_cleans_up_on(Signal::SIGQUIT);
 }
 
 #[test]
@@ -458,14 +779,107 @@ proptest! {
     #[test]
     fn c_records_with_a_reply_fifo_name_are_requests(pid in 1u32..u32::MAX, text in "[ -~]{0,127}") {
         let name = format!(".fifo{pid}");
-        let request = ipclab::fifo::Request::decode(&c_record(name.as_bytes(), text.as_bytes())).unwrap();
+        let request = Request::decode(&c_record(name.as_bytes(), text.as_bytes())).unwrap();
         prop_assert_eq!(request.reply_fifo, name);
         prop_assert_eq!(request.text, text);
     }
 }
 
+proptest! {
+    #[test]
+    fn the_stream_decoder_never_panics_and_accounts_for_every_byte(bytes in prop::collection::vec(any::<u8>(), 0..1000)) {
+        let (found, used) = split_requests(&bytes);
+        prop_assert!(bytes.len() - used < RECORD_LEN, "what waits is less than a record");
+        prop_assert_eq!(bytes_taken(&found), used);
+    }
+
+    #[test]
+    fn requests_behind_stray_bytes_are_all_found_however_the_bytes_arrive(
+        stray in prop::collection::vec(any::<u8>(), 0..500)
+            .prop_filter("bytes that hold no record start", |bytes| !contains(bytes, b".fifo")),
+        pids in prop::collection::vec(1u32..u32::MAX, 1..4),
+        reads in prop::collection::vec(1usize..400, 0..8),
+    ) {
+        let mut stream = stray.clone();
+        stream.extend(requests_from(&pids));
+        let (requests, skipped) = decode_in_reads(&stream, &reads)?;
+        prop_assert_eq!(requests, reply_fifos(&pids));
+        prop_assert_eq!(skipped, stray.len());
+    }
+
+    #[test]
+    fn a_record_cut_short_does_not_hide_the_requests_behind_it(
+        cut_pid in 1u32..u32::MAX,
+        cut in 1usize..=128,
+        pids in prop::collection::vec(1u32..u32::MAX, 1..4),
+        reads in prop::collection::vec(1usize..400, 0..8),
+    ) {
+        let mut stream = requests_from(&[cut_pid])[..cut].to_vec();
+        stream.extend(requests_from(&pids));
+        let (requests, skipped) = decode_in_reads(&stream, &reads)?;
+        prop_assert_eq!(requests, reply_fifos(&pids));
+        prop_assert_eq!(skipped, cut);
+    }
+}
+
+fn contains(bytes: &[u8], part: &[u8]) -> bool {
+    bytes.windows(part.len()).any(|window| window == part)
+}
+
+/// The requests of the clients with these PIDs, as our client writes them, one after another.
+fn requests_from(pids: &[u32]) -> Vec<u8> {
+    pids.iter()
+        .flat_map(|pid| {
+            c_record(
+                format!(".fifo{pid}").as_bytes(),
+                format!("This is a request from {pid}.").as_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn reply_fifos(pids: &[u32]) -> Vec<String> {
+    pids.iter().map(|pid| format!(".fifo{pid}")).collect()
+}
+
+/// How many bytes of `.fifo` the items found stand for.
+fn bytes_taken(found: &[Result<Request, BadRecord>]) -> usize {
+    found
+        .iter()
+        .map(|item| match item {
+            Err(BadRecord::Stray(len)) => *len,
+            _ => RECORD_LEN,
+        })
+        .sum()
+}
+
+/// Decodes `stream` as the server does, receiving it in reads of the sizes `reads` (then the
+/// rest at once): the reply FIFOs of the requests found, and how many bytes were skipped.
+fn decode_in_reads(stream: &[u8], reads: &[usize]) -> Result<(Vec<String>, usize), TestCaseError> {
+    let (mut requests, mut skipped) = (Vec::new(), 0);
+    let mut received = Vec::new();
+    let mut rest = stream;
+    for len in reads.iter().copied().chain([stream.len()]) {
+        let (read, later) = rest.split_at(len.min(rest.len()));
+        rest = later;
+        received.extend_from_slice(read);
+        let (found, used) = split_requests(&received);
+        prop_assert_eq!(bytes_taken(&found), used);
+        received.drain(..used);
+        for item in found {
+            match item {
+                Ok(request) => requests.push(request.reply_fifo),
+                Err(BadRecord::Stray(len)) => skipped += len,
+                Err(_) => skipped += RECORD_LEN,
+            }
+        }
+    }
+    prop_assert!(received.is_empty(), "left undecoded: {:?}", received);
+    Ok((requests, skipped))
+}
+
 fn check_decoder(bytes: &[u8]) -> Result<(), TestCaseError> {
-    use ipclab::fifo::{is_reply_fifo_name, Record, Request};
+    use ipclab::fifo::{is_reply_fifo_name, Record};
     if let Ok(record) = Record::decode(bytes) {
         prop_assert_eq!(bytes.len(), 160);
         let again = Record::decode(&record.encode()).unwrap();
