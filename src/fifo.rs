@@ -27,18 +27,18 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::fs;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use nix::errno::Errno;
-use nix::fcntl::{open, renameat2, Flock, FlockArg, OFlag, RenameFlags, AT_FDCWD};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::poll::PollFlags;
 use nix::sys::stat::{fstat, lstat, FileStat, Mode, SFlag};
-use nix::unistd::{mkfifo, Pid};
+use nix::unistd::Pid;
 
 use crate::wait::{self, Deadline};
+use crate::{sys, trace};
 
 /// The server's FIFO, in the directory both sides use (`--dir`).
 pub const SERVER_FIFO: &str = ".fifo";
@@ -381,7 +381,7 @@ impl ServerFifo {
                 .with_context(|| format!("waiting for a request ({})", self.path.display()))?;
             let had = self.received.len();
             self.received.resize(had + room, 0);
-            let read = nix::unistd::read(self.reader.as_fd(), &mut self.received[had..]);
+            let read = sys::read_shown(self.reader.as_fd(), &mut self.received[had..], shown);
             self.received.truncate(had + read.unwrap_or(0));
             match read {
                 Err(e) if !matches!(e, Errno::EAGAIN | Errno::EINTR) => {
@@ -473,21 +473,14 @@ fn take_over(path: &Path) -> anyhow::Result<Option<(Flock<OwnedFd>, OwnedFd)>> {
 fn make_and_publish(dir: &Path, path: &Path) -> anyhow::Result<Option<(Flock<OwnedFd>, OwnedFd)>> {
     let fresh = dir.join(format!("{SERVER_FIFO}-new{}", std::process::id()));
     let reader = make_owned_fifo(&fresh)?;
-    let published = open_keep_open(&fresh).and_then(|keep_open| {
-        match renameat2(
-            AT_FDCWD,
-            &fresh,
-            AT_FDCWD,
-            path,
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
+    let published =
+        open_keep_open(&fresh).and_then(|keep_open| match sys::rename_noreplace(&fresh, path) {
             Ok(()) => Ok(Some(keep_open)),
             Err(Errno::EEXIST) => Ok(None),
             Err(e) => {
                 Err(e).with_context(|| format!("rename({} to {})", fresh.display(), path.display()))
             }
-        }
-    });
+        });
     if !matches!(published, Ok(Some(_))) {
         remove_if_ours(&fresh, reader.as_fd());
     }
@@ -546,7 +539,11 @@ impl ClientFifo {
                     self.path.display()
                 );
             }
-            match nix::unistd::read(self.reader.as_fd(), &mut chunk[..RECORD_LEN - bytes.len()]) {
+            match sys::read_shown(
+                self.reader.as_fd(),
+                &mut chunk[..RECORD_LEN - bytes.len()],
+                shown,
+            ) {
                 Ok(0) => anyhow::bail!(
                     "{}: the server closed it after {} of {RECORD_LEN} bytes",
                     self.path.display(),
@@ -609,11 +606,27 @@ impl ToServer {
 // ---- shared mechanics -----------------------------------------------------------------------
 
 fn open_nonblocking(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-    open(
-        path,
-        flags | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
+    sys::open(path, flags | OFlag::O_NONBLOCK, Mode::empty())
+}
+
+/// How a trace shows the bytes of a FIFO: each 160-byte record decoded,
+/// `{".fifo4712", "This is a request from 4712."}`, anything else as bytes.
+fn shown(bytes: &[u8]) -> String {
+    let parts: Vec<String> = bytes
+        .chunks(RECORD_LEN)
+        .map(|record| match record.len() {
+            RECORD_LEN => format!(
+                "{{{}, {}}}",
+                trace::c_string(&record[..NAME_LEN], NAME_LEN),
+                trace::c_string(&record[NAME_LEN..], 40)
+            ),
+            _ => trace::string(record, 40),
+        })
+        .collect();
+    match parts.len() {
+        1 => parts.concat(),
+        _ => format!("[{}]", parts.join(", ")),
+    }
 }
 
 /// Takes the exclusive `flock` on the FIFO `path` open as `fd`, without waiting; `None` if
@@ -639,7 +652,7 @@ fn make_owned_fifo(path: &Path) -> anyhow::Result<Flock<OwnedFd>> {
         anyhow!("{shown}: in use by a live process (the same PID in another PID namespace?); use another --dir")
     };
     let mode = Mode::S_IRUSR | Mode::S_IWUSR;
-    let mut made = mkfifo(path, mode);
+    let mut made = sys::mkfifo(path, mode);
     if made == Err(Errno::EEXIST) {
         let stat = lstat(path).with_context(|| format!("lstat({shown})"))?;
         anyhow::ensure!(
@@ -650,15 +663,15 @@ fn make_owned_fifo(path: &Path) -> anyhow::Result<Flock<OwnedFd>> {
             open_nonblocking(path, OFlag::O_RDONLY).with_context(|| format!("open({shown})"))?;
         let leftover = lock(leftover, path)?.ok_or_else(in_use)?;
         if names(path, leftover.as_fd()) {
-            fs::remove_file(path).with_context(|| format!("removing the leftover {shown}"))?;
+            sys::unlink(path).with_context(|| format!("removing the leftover {shown}"))?;
         }
-        made = mkfifo(path, mode);
+        made = sys::mkfifo(path, mode);
     }
     made.with_context(|| format!("mkfifo({shown}, 0600)"))?;
     match open_nonblocking(path, OFlag::O_RDONLY) {
         Ok(reader) => lock(reader, path)?.ok_or_else(in_use),
         Err(e) => {
-            let _ = fs::remove_file(path);
+            let _ = sys::unlink(path);
             Err(e).with_context(|| format!("open({shown})"))
         }
     }
@@ -668,7 +681,7 @@ fn make_owned_fifo(path: &Path) -> anyhow::Result<Flock<OwnedFd>> {
 /// unless the peer is not a pipe) is an error rather than a torn record.
 fn write_record(fd: &OwnedFd, record: &Record) -> anyhow::Result<()> {
     let bytes = record.encode();
-    let written = nix::unistd::write(fd, &bytes)?;
+    let written = sys::write_shown(fd, &bytes, shown)?;
     anyhow::ensure!(
         written == RECORD_LEN,
         "only {written} of {RECORD_LEN} bytes written"
@@ -692,7 +705,7 @@ fn names(path: &Path, fd: BorrowedFd<'_>) -> bool {
 /// Removes `path` if it is still the FIFO `fd` refers to (not one a successor made since).
 fn remove_if_ours(path: &Path, fd: BorrowedFd<'_>) {
     if names(path, fd) {
-        let _ = fs::remove_file(path);
+        let _ = sys::unlink(path);
     }
 }
 

@@ -47,13 +47,18 @@ pub fn close(fd: OwnedFd) -> nix::Result<()> {
 
 /// `read(fd, buf, sizeof buf)`: the number of bytes read, 0 at end-of-file.
 pub fn read(fd: impl AsFd, buf: &mut [u8]) -> nix::Result<usize> {
+    read_shown(fd, buf, |data| trace::string(data, SHOWN))
+}
+
+/// [`read`] whose trace shows the bytes read as `show` says (a record decoded, say).
+pub fn read_shown(fd: impl AsFd, buf: &mut [u8], show: fn(&[u8]) -> String) -> nix::Result<usize> {
     if !trace::enabled() {
         return nix::unistd::read(fd.as_fd(), buf);
     }
     let (number, size) = (raw(&fd), buf.len());
     trace::call_shown(
         || format!("read({number}, buf, {size})"),
-        || nix::unistd::read(fd.as_fd(), buf).map(|n| (n, trace::string(&buf[..n], SHOWN))),
+        || nix::unistd::read(fd.as_fd(), buf).map(|n| (n, show(&buf[..n]))),
         |(n, data)| format!("read({number}, {data}, {size}) = {n}"),
     )
     .map(|(n, _)| n)
@@ -61,15 +66,14 @@ pub fn read(fd: impl AsFd, buf: &mut [u8]) -> nix::Result<usize> {
 
 /// `write(fd, buf, count)`: the number of bytes written.
 pub fn write(fd: impl AsFd, buf: &[u8]) -> nix::Result<usize> {
+    write_shown(fd, buf, |data| trace::string(data, SHOWN))
+}
+
+/// [`write`] whose trace shows the bytes as `show` says (a record decoded, say).
+pub fn write_shown(fd: impl AsFd, buf: &[u8], show: fn(&[u8]) -> String) -> nix::Result<usize> {
     let number = raw(&fd);
     trace::call(
-        || {
-            format!(
-                "write({number}, {}, {})",
-                trace::string(buf, SHOWN),
-                buf.len()
-            )
-        },
+        || format!("write({number}, {}, {})", show(buf), buf.len()),
         || nix::unistd::write(fd.as_fd(), buf),
         |n| n.to_string(),
     )
@@ -136,6 +140,30 @@ pub fn unlink(path: &Path) -> nix::Result<()> {
     trace::call(
         || format!("unlink({})", quoted(path)),
         || nix::unistd::unlink(path),
+        |()| "0".into(),
+    )
+}
+
+/// `renameat2(from, to, RENAME_NOREPLACE)`: `rename`, but failing with `EEXIST` instead of
+/// replacing a file already at `to`.
+pub fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
+    trace::call(
+        || {
+            format!(
+                "renameat2({}, {}, RENAME_NOREPLACE)",
+                quoted(from),
+                quoted(to)
+            )
+        },
+        || {
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                from,
+                nix::fcntl::AT_FDCWD,
+                to,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            )
+        },
         |()| "0".into(),
     )
 }

@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::harness::{exe, wait_until, Lab, Running};
+use crate::harness::{exe, wait_until, Finished, Lab, Running};
 
 /// One lecture call: its name as the slides say it, its first argument and its result, e.g.
 /// `("write", "4", "14")`. Enough to tell calls apart and to check their real values.
@@ -67,6 +67,7 @@ fn lecture_name(syscall: &str) -> Option<String> {
             "mknodat" | "mknod" => "mkfifo",
             "unlinkat" | "unlink" => "unlink",
             "dup2" | "dup3" => "dup2",
+            "renameat2" => "renameat2",
             "close" | "read" | "write" => syscall,
             _ => return None,
         }
@@ -74,30 +75,29 @@ fn lecture_name(syscall: &str) -> Option<String> {
     )
 }
 
-/// Runs `program args` under `strace -ff` (one file per process, so no call is split into
-/// `unfinished`/`resumed` halves) with `--trace`; returns the run and strace's calls by PID.
-fn run_traced_under_strace(
-    lab: &Lab,
-    program: &str,
-    args: &[&str],
-) -> (crate::harness::Finished, HashMap<u32, Vec<Call>>) {
-    let prefix = lab.dir().join("strace");
+/// `strace -ff` (one file per process, so no call is split into `unfinished`/`resumed`
+/// halves) of `program --trace args`, its files named `NAME.<PID>` in the lab's directory.
+fn under_strace(lab: &Lab, name: &str, program: &str, args: &[&str]) -> Vec<String> {
     let mut strace_args = vec![
         "-ff".to_string(),
         "-qq".into(),
         "-o".into(),
-        prefix.display().to_string(),
+        lab.dir().join(name).display().to_string(),
         "-e".into(),
-        "trace=pipe2,clone,clone3,close,read,write,wait4,execve,openat,mknodat,unlink,unlinkat,dup2,dup3".into(),
+        "trace=pipe2,clone,clone3,close,read,write,wait4,execve,openat,mknodat,unlink,unlinkat,dup2,dup3,renameat2".into(),
         exe(program).unwrap().into(),
         "--trace".into(),
     ];
     strace_args.extend(args.iter().map(|a| a.to_string()));
-    let run = lab.run("strace", &strace_args);
+    strace_args
+}
+
+/// The lecture calls strace saw, by PID, from the files `NAME.<PID>` (which are removed).
+fn strace_calls(lab: &Lab, name: &str) -> HashMap<u32, Vec<Call>> {
     let mut seen = HashMap::new();
     for entry in std::fs::read_dir(lab.dir()).unwrap().filter_map(Result::ok) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("strace.") else {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file.strip_prefix(&format!("{name}.")) else {
             continue;
         };
         let text = std::fs::read_to_string(entry.path()).unwrap();
@@ -108,14 +108,13 @@ fn run_traced_under_strace(
         seen.insert(pid.parse().unwrap(), calls);
         std::fs::remove_file(entry.path()).unwrap();
     }
-    (run, seen)
+    seen
 }
 
-/// Asserts that each process's `--trace` lines are, in order, among the calls strace saw for
-/// that process, with the same first argument and result (real descriptors, PIDs, sizes).
-fn assert_trace_matches_strace(program: &str, args: &[&str], at_least: &[&str]) {
-    let lab = Lab::new();
-    let (run, seen) = run_traced_under_strace(&lab, program, args);
+/// Asserts that each process's `--trace` lines (in `run`'s stderr) are, in order, among the
+/// calls strace saw for that process, with the same first argument and result (real
+/// descriptors, PIDs, sizes); returns the names of the calls traced.
+fn assert_matches(run: &Finished, seen: &HashMap<u32, Vec<Call>>) -> Vec<String> {
     assert!(run.status.success(), "{run}");
     let traced = traced_calls(&run.stderr);
     assert!(!traced.is_empty(), "no --trace lines\n{run}");
@@ -135,9 +134,19 @@ fn assert_trace_matches_strace(program: &str, args: &[&str], at_least: &[&str]) 
             );
         }
     }
-    let names: Vec<&str> = traced.values().flatten().map(|c| c.name.as_str()).collect();
+    traced.values().flatten().map(|c| c.name.clone()).collect()
+}
+
+/// [`assert_matches`] for one program, which must trace at least the calls `at_least`.
+fn assert_trace_matches_strace(program: &str, args: &[&str], at_least: &[&str]) {
+    let lab = Lab::new();
+    let run = lab.run("strace", &under_strace(&lab, "strace", program, args));
+    let names = assert_matches(&run, &strace_calls(&lab, "strace"));
     for name in at_least {
-        assert!(names.contains(name), "no {name} in the trace\n{run}");
+        assert!(
+            names.iter().any(|n| n == name),
+            "no {name} in the trace\n{run}"
+        );
     }
 }
 
@@ -165,6 +174,32 @@ fn mymore_traces_its_calls_in_the_order_strace_sees_them() {
         "mymore",
         &["--pager", "cat", "--", "echo", "hi"],
         &["pipe", "fork", "close", "dup2"],
+    );
+}
+
+#[test]
+fn fifos_and_fifoc_trace_their_calls_in_the_order_strace_sees_them() {
+    let lab = Lab::new();
+    let server = lab.start(
+        "strace",
+        &under_strace(&lab, "server", "fifos", &["--count", "1"]),
+    );
+    wait_until(".fifo to appear", || lab.dir().join(".fifo").exists());
+    let client = lab.run("strace", &under_strace(&lab, "client", "fifoc", &[]));
+    let server = server.finish();
+    let mut names = assert_matches(&server, &strace_calls(&lab, "server"));
+    names.extend(assert_matches(&client, &strace_calls(&lab, "client")));
+    for name in ["mkfifo", "open", "read", "write", "unlink", "renameat2"] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "no {name} in the traces\n{server}\n{client}"
+        );
+    }
+    // Records are shown decoded: name and text.
+    assert!(
+        client.stderr.contains(r#"{".fifo"#)
+            && client.stderr.contains(r#"", "This is a request from "#),
+        "{client}"
     );
 }
 
