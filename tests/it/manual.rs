@@ -8,9 +8,9 @@
 //! | `sh`               | commands checked, not run (interactive, or needing a person)         |
 //! | `sh run`           | each line run in turn, in a fresh directory with the exercises as `./NAME`; `make …` lines are checked with `make -n` |
 //! | `sh pair`          | the first line started in the background (a server, "terminal 1"), then each other line run ("terminal 2"), retried until it succeeds while the server gets ready; then the server gets Ctrl-C |
-//! | `expected`         | what the last command of the block before printed on stdout          |
-//! | `expected stderr`  | the same for stderr (trace lines)                                    |
-//! | `expected server`  | what the background command of the `sh pair` block before printed    |
+//! | `expected`         | what the block before printed on stdout (its last command that printed) |
+//! | `expected stderr`  | the same for stderr (trace lines, errors)                            |
+//! | `expected server`  | what the background command of the `sh pair` block before printed (`expected server stderr`: on stderr) |
 //!
 //! An `expected` block may add `any-order` (the lines may come in any order: two processes) or
 //! `some` (these lines are among the output). In it, `<…>` (`<pid>`, `<client pid>`, `<addr>`)
@@ -263,28 +263,54 @@ fn check_expected(block: &Block, expected: &Block, output: &str) {
     }
 }
 
-/// Runs a `sh run` block; returns the last command's run.
-fn run_block(lab: &Lab, block: &Block) -> Option<Finished> {
-    let mut last = None;
+/// What a block printed: the last stdout and the last stderr that were not empty (the
+/// manual's expected output is that of the command that prints it, whatever comes after).
+#[derive(Default)]
+struct Printed {
+    stdout: String,
+    stderr: String,
+}
+
+impl Printed {
+    fn add(&mut self, run: &Finished) {
+        if !run.stdout.is_empty() {
+            self.stdout = run.stdout();
+        }
+        if !run.stderr.is_empty() {
+            self.stderr = run.stderr.clone();
+        }
+    }
+
+    fn stream(&self, expected: &Block) -> &str {
+        match expected.has("stderr") {
+            true => &self.stderr,
+            false => &self.stdout,
+        }
+    }
+}
+
+/// Runs a `sh run` block.
+fn run_block(lab: &Lab, block: &Block) -> Printed {
+    let mut printed = Printed::default();
     for (command, status) in block.lines.iter().filter_map(|l| command(l)) {
         let run = shell(lab, &command).finish();
         check_status(block, &command, &run, status);
         check_strace(block, &command, &run);
-        last = Some(run);
+        printed.add(&run);
     }
-    last
+    printed
 }
 
-/// Runs a `sh pair` block; returns the server's and the last client's runs.
-fn run_pair(lab: &Lab, block: &Block) -> (Finished, Option<Finished>) {
+/// Runs a `sh pair` block; returns what the server and what the other commands printed.
+fn run_pair(lab: &Lab, block: &Block) -> (Printed, Printed) {
     let mut commands = block.lines.iter().filter_map(|l| command(l));
     let (server_command, _) = commands
         .next()
         .expect("a pair block starts with its server");
     let server = shell(lab, &format!("exec {server_command}"));
-    let mut last = None;
+    let mut printed = Printed::default();
     for (command, status) in commands {
-        // The server may not be ready yet: a client that fails is tried again, for a while.
+        // The server may not be ready yet: a command that fails is tried again, for a while.
         let started = Instant::now();
         let run = loop {
             let run = shell(lab, &command).finish();
@@ -295,12 +321,15 @@ fn run_pair(lab: &Lab, block: &Block) -> (Finished, Option<Finished>) {
         };
         check_status(block, &command, &run, status);
         check_strace(block, &command, &run);
-        last = Some(run);
+        printed.add(&run);
     }
-    server.signal(Signal::SIGINT);
+    // A server that has not stopped by itself (`--count`) gets Ctrl-C.
+    let _ = nix::sys::signal::kill(server.pid(), Signal::SIGINT);
     let server_run = server.finish();
     check_strace(block, &server_command, &server_run);
-    (server_run, last)
+    let mut server_printed = Printed::default();
+    server_printed.add(&server_run);
+    (server_printed, printed)
 }
 
 #[test]
@@ -312,35 +341,17 @@ fn every_runnable_command_of_the_manual_works_and_prints_what_it_says() {
             .iter()
             .take_while(|b| b.kind() == "expected")
             .collect();
-        match block.info.as_str() {
-            info if info.starts_with("sh run") => {
-                let lab = bench();
-                let last = run_block(&lab, block).expect("an empty run block");
-                for wanted in expected {
-                    let output = match wanted.has("stderr") {
-                        true => last.stderr.clone(),
-                        false => last.stdout(),
-                    };
-                    check_expected(block, wanted, &output);
-                }
-            }
-            info if info.starts_with("sh pair") => {
-                let lab = bench();
-                let (server, client) = run_pair(&lab, block);
-                for wanted in expected {
-                    let output = if wanted.has("server") {
-                        server.stdout()
-                    } else {
-                        let client = client.as_ref().expect("a pair without a client");
-                        match wanted.has("stderr") {
-                            true => client.stderr.clone(),
-                            false => client.stdout(),
-                        }
-                    };
-                    check_expected(block, wanted, &output);
-                }
-            }
+        let (server, printed) = match block.info.as_str() {
+            info if info.starts_with("sh run") => (Printed::default(), run_block(&bench(), block)),
+            info if info.starts_with("sh pair") => run_pair(&bench(), block),
             _ => continue,
+        };
+        for wanted in expected {
+            let output = match wanted.has("server") {
+                true => server.stream(wanted),
+                false => printed.stream(wanted),
+            };
+            check_expected(block, wanted, output);
         }
         ran += 1;
     }
