@@ -148,13 +148,26 @@ pub(crate) fn write_to(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Write
     let catching = signals::wake_fd().is_some();
     while !bytes.is_empty() {
         if catching {
-            // Wait for room with poll, which also wakes for a signal that arrived just before.
-            signals::check().map_err(WriteError::Interrupted)?;
-            if let Err(e) = crate::wait::poll(&[(fd, PollFlags::POLLOUT)], Deadline::NEVER) {
-                return Err(match signals::check() {
-                    Err(exit) => WriteError::Interrupted(exit),
-                    Ok(()) => WriteError::Failed(e.downcast_ref().copied().unwrap_or(Errno::EIO)),
-                });
+            match signals::check() {
+                // Once a signal is caught, what can be written without waiting still is (the
+                // end of a partial line, a warning on the way out); nothing waits any more.
+                Err(exit) => {
+                    if !ready_for_writing(fd) {
+                        return Err(WriteError::Interrupted(exit));
+                    }
+                }
+                // Wait for room with poll, which also wakes for a signal that arrives now.
+                Ok(()) => {
+                    if let Err(e) = crate::wait::poll(&[(fd, PollFlags::POLLOUT)], Deadline::NEVER)
+                    {
+                        if signals::caught().is_some() {
+                            continue; // write what can be written without waiting
+                        }
+                        return Err(WriteError::Failed(
+                            e.downcast_ref().copied().unwrap_or(Errno::EIO),
+                        ));
+                    }
+                }
             }
         }
         match nix::unistd::write(fd, bytes) {
@@ -164,6 +177,12 @@ pub(crate) fn write_to(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Write
         }
     }
     Ok(())
+}
+
+/// Whether `fd` can be written now without waiting (or would fail at once, which `write` says).
+fn ready_for_writing(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+    matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 /// Whether stdout is a pipe or socket whose reader has gone (poll reports `POLLERR` on it).

@@ -5,7 +5,7 @@
 //! by accident or on purpose ([`TERMINATION_SIGNALS`]: SIGHUP when the terminal is closed,
 //! SIGINT for Ctrl-C, SIGQUIT for Ctrl-\\, SIGTERM from `kill`, and SIGUSR1, SIGUSR2, SIGALRM)
 //! no longer kill it on the spot: the handler only records the signal, and every wait of the
-//! suite ([`crate::wait::poll`], every write of [`crate::out`]) then fails with [`Interrupted`].
+//! suite ([`crate::wait::poll`], every write of [`crate::out`](mod@crate::out)) then fails with [`Interrupted`].
 //! That error travels up through `?` like any other, the owners of the objects are dropped on
 //! the way and remove them, and [`crate::cli::run`] exits with status 128+signal.
 //!

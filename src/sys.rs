@@ -50,7 +50,7 @@ pub fn read(fd: impl AsFd, buf: &mut [u8]) -> nix::Result<usize> {
     read_shown(fd, buf, |data| trace::string(data, SHOWN))
 }
 
-/// [`read`] whose trace shows the bytes read as `show` says (a record decoded, say).
+/// [`read()`] whose trace shows the bytes read as `show` says (a record decoded, say).
 pub fn read_shown(fd: impl AsFd, buf: &mut [u8], show: fn(&[u8]) -> String) -> nix::Result<usize> {
     if !trace::enabled() {
         return nix::unistd::read(fd.as_fd(), buf);
@@ -69,7 +69,7 @@ pub fn write(fd: impl AsFd, buf: &[u8]) -> nix::Result<usize> {
     write_shown(fd, buf, |data| trace::string(data, SHOWN))
 }
 
-/// [`write`] whose trace shows the bytes as `show` says (a record decoded, say).
+/// [`write()`] whose trace shows the bytes as `show` says (a record decoded, say).
 pub fn write_shown(fd: impl AsFd, buf: &[u8], show: fn(&[u8]) -> String) -> nix::Result<usize> {
     let number = raw(&fd);
     trace::call(

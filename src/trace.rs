@@ -29,7 +29,7 @@ use nix::errno::Errno;
 use nix::poll::PollFlags;
 
 use crate::out;
-use crate::wait::{self, Deadline, TimedOut};
+use crate::wait::{self, Deadline};
 
 /// Whether any of the three modes is on: the one flag a wrapper reads when it is off.
 static ON: AtomicBool = AtomicBool::new(false);
@@ -40,7 +40,8 @@ static SLOW_MICROS: AtomicU64 = AtomicU64::new(0);
 /// The terminal `--step` reads, opened at start.
 static TTY: Mutex<Option<File>> = Mutex::new(None);
 
-/// The classroom options every binary has (see the module docs).
+// The classroom options every binary has (see the module docs). A plain comment: a doc comment
+// here would become the `about` text of every binary's --help.
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 #[command(next_help_heading = "Classroom mode")]
 pub struct ClassroomOptions {
@@ -96,8 +97,6 @@ pub fn enabled() -> bool {
 ///
 /// When classroom mode is on: pauses first (`--step`, `--slow`), then prints
 /// `[PROGRAM PID] CALL = RESULT` on stderr, or `= -1 ENOENT (No such file or directory)`.
-/// A termination signal during the pause fails the call with `EINTR` without making it, so the
-/// caller's usual signal path runs.
 #[inline]
 pub fn call<T>(
     describe: impl FnOnce() -> String,
@@ -108,7 +107,7 @@ pub fn call<T>(
         return make();
     }
     let text = describe();
-    pause_before(&text)?;
+    pause_before(&text);
     let result = make();
     let shown = match &result {
         Ok(value) => show(value),
@@ -130,7 +129,7 @@ pub fn call_shown<T>(
         return make();
     }
     let text = describe();
-    pause_before(&text)?;
+    pause_before(&text);
     let result = make();
     match &result {
         Ok(value) => line(&after(value)),
@@ -146,9 +145,7 @@ pub fn call_no_return(describe: impl FnOnce() -> String, make: impl FnOnce() -> 
         return make();
     }
     let text = describe();
-    if let Err(errno) = pause_before(&text) {
-        return errno;
-    }
+    pause_before(&text);
     line(&text);
     let errno = make();
     line(&format!("{text} = {}", errno_text(errno)));
@@ -170,37 +167,42 @@ pub fn errno_text(errno: Errno) -> String {
     format!("-1 {errno:?} ({})", errno.desc())
 }
 
-/// `--slow` and `--step` before a call. Fails with `EINTR` if a termination signal ends the
-/// pause.
-fn pause_before(text: &str) -> nix::Result<()> {
+/// `--slow` and `--step` before a call. A termination signal, caught before or during the
+/// pause, ends it and the call is made all the same: it may be the cleanup that the signal's
+/// path needs (an `unlink`, an `IPC_RMID` when an owner is dropped); the program's next wait
+/// notices the signal.
+fn pause_before(text: &str) {
+    if crate::signals::caught().is_some() {
+        return;
+    }
     let slow = SLOW_MICROS.load(Ordering::Relaxed);
     if slow > 0 {
-        match wait::poll(&[], Deadline::within(Some(Duration::from_micros(slow)))) {
-            Err(e) if e.is::<TimedOut>() => {}
-            _ => return Err(Errno::EINTR),
-        }
+        // Ends at the pause's end (TimedOut) or on a signal: either way, on with the call.
+        let _ = wait::poll(&[], Deadline::within(Some(Duration::from_micros(slow))));
     }
-    if STEP.load(Ordering::Relaxed) {
-        wait_for_enter(text)?;
+    if STEP.load(Ordering::Relaxed) && crate::signals::caught().is_none() {
+        wait_for_enter(text);
     }
-    Ok(())
 }
 
-/// Shows the call about to be made on the terminal and waits for a line typed there.
-fn wait_for_enter(text: &str) -> nix::Result<()> {
+/// Shows the call about to be made on the terminal and waits for a line typed there (or a
+/// termination signal).
+fn wait_for_enter(text: &str) {
     let mut tty = TTY.lock().unwrap_or_else(|p| p.into_inner());
     let Some(tty) = tty.as_mut() else {
-        return Ok(());
+        return;
     };
     let prompt = format!(
         "[{}] next: {text}   [Enter: run it, c Enter: run to the end] ",
         whose()
     );
-    crate::out::write_to(tty.as_fd(), prompt.as_bytes()).map_err(|_| Errno::EINTR)?;
+    if crate::out::write_to(tty.as_fd(), prompt.as_bytes()).is_err() {
+        return;
+    }
     let mut answer = [0u8; 256];
     loop {
         if wait::poll(&[(tty.as_fd(), PollFlags::POLLIN)], Deadline::NEVER).is_err() {
-            return Err(Errno::EINTR);
+            return; // a signal: the call is made, the program's next wait ends
         }
         match tty.read(&mut answer) {
             // Another process on this terminal took the line: wait for the next one.
@@ -208,13 +210,13 @@ fn wait_for_enter(text: &str) -> nix::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) | Ok(0) => {
                 STEP.store(false, Ordering::Relaxed); // the terminal is gone: run on
-                return Ok(());
+                return;
             }
             Ok(n) => {
                 if answer[..n].trim_ascii().eq_ignore_ascii_case(b"c") {
                     STEP.store(false, Ordering::Relaxed);
                 }
-                return Ok(());
+                return;
             }
         }
     }
