@@ -13,6 +13,7 @@
 //! | [`wait`]      | deadlines and waiting for a file descriptor without missing a signal   |
 //! | [`process`]   | `fork`, waiting for children, finding and `exec`ing a program           |
 //! | [`fifo`]      | the FIFO client–server pair: paths and the 160-byte record              |
+//! | [`shm`]       | System V shared memory: shmget/shmat/shmdt/shmctl, the segment owners, the sipc layout |
 //! | [`sysv`]      | System V keys (`0x8000 + ID`, `0x9000 + ID`) and the ownership check of an object found by key |
 //! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
 //! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fifo;
 pub mod out;
 pub mod process;
+pub mod shm;
 pub mod signals;
 pub mod sync;
 pub mod sysv;
