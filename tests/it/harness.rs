@@ -36,6 +36,7 @@ pub fn exe(name: &str) -> Option<&'static str> {
         "mymore" => env!("CARGO_BIN_EXE_mymore"),
         "fifos" => env!("CARGO_BIN_EXE_fifos"),
         "fifoc" => env!("CARGO_BIN_EXE_fifoc"),
+        "shm" => env!("CARGO_BIN_EXE_shm"),
         _ => return None,
     })
 }

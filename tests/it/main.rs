@@ -6,3 +6,4 @@ mod harness;
 mod labs;
 mod make;
 mod pipes;
+mod shm;
