@@ -25,6 +25,7 @@ use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use nix::errno::Errno;
@@ -32,6 +33,7 @@ use nix::errno::Errno;
 use crate::signals;
 use crate::sysv::{self, Key, MODE};
 use crate::trace;
+use crate::wait::{self, Deadline};
 
 // ---- the calls of the slides ----------------------------------------------------------------
 
@@ -356,17 +358,69 @@ impl Segment {
     /// `shmctl(shmid, IPC_RMID, NULL)`: marks the segment for removal now. Its key is free at
     /// once; the memory goes when the last process has detached it — a process still attached
     /// (the client reading its reply) keeps using it.
+    /// If a signal stops it first, dropping the segment marks it.
     pub fn remove(&self) -> anyhow::Result<()> {
-        self.removal.set(Removal::NotHere);
+        self.removal.set(Removal::WhenDropped);
         control(self.id, libc::IPC_RMID, None, false)
-            .map(drop)
-            .map_err(|e| failed(e, format_args!("shmctl({}, IPC_RMID)", self.name())))
+            .map_err(|e| failed(e, format_args!("shmctl({}, IPC_RMID)", self.name())))?;
+        self.removal.set(Removal::NotHere);
+        Ok(())
     }
 
     /// From now on the peer removes the segment (sipc1 does once it has a request): dropping
     /// it only detaches.
     pub fn leave_removal_to_peer(&self) {
         self.removal.set(Removal::NotHere);
+    }
+
+    /// Waits until `condition` holds — a change another process makes in the segment, such as
+    /// `|| area.flag.load(Acquire) == REQUEST` — politely ([`wait::spin_until`]), until the
+    /// deadline or a termination signal. Fails with [`Orphaned`] when the segment has been
+    /// removed with nobody else attached: no peer can find it any more (another server took the
+    /// request, the server went away after `IPC_RMID`, someone ran `ipcrm`).
+    pub fn wait_until(
+        &self,
+        deadline: Deadline,
+        mut condition: impl FnMut() -> bool,
+    ) -> anyhow::Result<()> {
+        let mut next_look = Instant::now() + ORPHAN_LOOK;
+        let mut orphaned = false;
+        wait::spin_until(deadline, || {
+            if condition() {
+                return true;
+            }
+            if Instant::now() >= next_look {
+                next_look = Instant::now() + ORPHAN_LOOK;
+                orphaned = self.orphaned();
+            }
+            orphaned
+        })?;
+        match orphaned {
+            true => Err(Orphaned.into()),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether the segment is marked for removal and this process is the only one attached.
+    /// Read from `/proc/sysvipc/shm`, which costs no lecture call (nothing for `--trace` or
+    /// `--step` while waiting).
+    fn orphaned(&self) -> bool {
+        let Ok(table) = std::fs::read_to_string("/proc/sysvipc/shm") else {
+            return false;
+        };
+        let row = table.lines().skip(1).find_map(|line| {
+            // key shmid perms size cpid lpid nattch …
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1)?.parse::<i32>().ok()? == self.id.0).then_some(fields)
+        });
+        match row {
+            Some(fields) => {
+                let perms = fields.get(2).and_then(|p| u32::from_str_radix(p, 8).ok());
+                let nattch = fields.get(6).and_then(|n| n.parse::<u64>().ok());
+                perms.is_some_and(|p| p & SHM_DEST != 0) && nattch.is_some_and(|n| n <= 1)
+            }
+            None => true,
+        }
     }
 
     /// Whether a process besides this one is attached (`shm_nattch` > 1).
@@ -409,6 +463,24 @@ impl Drop for Segment {
         }
     }
 }
+
+/// How often [`Segment::wait_until`] looks whether the segment has been orphaned.
+const ORPHAN_LOOK: Duration = Duration::from_millis(50);
+
+/// A wait on a segment that was removed while nobody else is attached: no peer can come.
+#[derive(Debug)]
+pub struct Orphaned;
+
+impl fmt::Display for Orphaned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the segment was removed (IPC_RMID) and nobody else is attached: no peer can reach \
+             it any more",
+        )
+    }
+}
+
+impl std::error::Error for Orphaned {}
 
 /// The segment of an `IPC_STAT` is gone (removed since: `EINVAL` or `EIDRM`).
 #[derive(Debug)]
@@ -547,6 +619,12 @@ impl Sipc {
     /// The text field's bytes as they are now (load the flag with `Acquire` first).
     pub fn text_bytes(&self) -> [u8; TEXT_LEN] {
         std::array::from_fn(|i| self.text[i].load(Ordering::Relaxed))
+    }
+
+    /// The text as a message shows it: quoted, escaped, cut to 40 characters
+    /// (`"This is a request from 4711."`).
+    pub fn quoted_text(&self) -> String {
+        trace::c_string(&self.text_bytes(), 40)
     }
 
     /// The text, decoded by [`decode_text`].

@@ -19,7 +19,7 @@ use anyhow::Context;
 use clap::Parser;
 use ipclab::cli;
 use ipclab::shm::{Segment, SipcOptions, StatReport, EMPTY, REQUEST, SIPC_SIZE};
-use ipclab::{out, outln, signals, wait};
+use ipclab::{out, outln, signals};
 
 /// Shared memory server: answers one request that sipc2 leaves in segment 0x9000+ID.
 #[derive(Parser)]
@@ -44,20 +44,20 @@ fn serve(Options { sipc: options }: Options) -> anyhow::Result<()> {
     stat.after("shmat")?;
 
     let request = loop {
-        wait::spin_until(options.timeout.deadline(), || {
-            area.flag.load(Acquire) == REQUEST // Acquire: the text written before it is seen
-        })
-        .with_context(|| format!("waiting for a request (segment {key})"))?;
-        let text = area.text();
+        segment
+            .wait_until(options.timeout.deadline(), || {
+                area.flag.load(Acquire) == REQUEST // Acquire: the text written before it is seen
+            })
+            .with_context(|| format!("waiting for a request (segment {key})"))?;
         // A request whose client has gone (killed; a C client stopped with Ctrl-C) is left
         // in a segment nobody else is attached to: say so, and wait for a live one.
         if segment.others_attached()? {
-            break text;
+            break area.text();
         }
-        let shown = text.unwrap_or_else(|bad| bad.shown);
         cli::warn(format_args!(
-            "stale request \"{shown}\" in segment {key}: its client has gone (nobody else is \
-             attached); not answered"
+            "stale request {} in segment {key}: its client has gone (nobody else is attached); \
+             not answered",
+            area.quoted_text()
         ));
         area.flag.store(EMPTY, Release);
     };

@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use ipclab::cli;
 use ipclab::shm::{Segment, SipcOptions, StatReport, REQUEST, SIPC_SIZE};
-use ipclab::{out, outln, signals, wait};
+use ipclab::{out, outln, signals};
 
 /// Shared memory client: leaves one request for sipc1 in segment 0x9000+ID, prints the reply.
 #[derive(Parser)]
@@ -48,9 +48,9 @@ fn ask_server(Options { sipc: options }: Options) -> anyhow::Result<()> {
         if segment.others_attached()? {
             bail!("another request is waiting in segment {key} (another sipc2?); try again later");
         }
-        let shown = area.text().unwrap_or_else(|bad| bad.shown);
         cli::warn(format_args!(
-            "replacing a stale request \"{shown}\" in segment {key}: its client has gone"
+            "replacing a stale request {} in segment {key}: its client has gone",
+            area.quoted_text()
         ));
     }
     area.write_text(&format!("This is a request from {}.", std::process::id()))?;
@@ -66,10 +66,11 @@ fn ask_server(Options { sipc: options }: Options) -> anyhow::Result<()> {
     stat.after("the request")?;
     out!("Sent a request.....")?;
 
-    wait::spin_until(options.timeout.deadline(), || {
-        area.flag.load(Acquire) != REQUEST
-    })
-    .with_context(|| format!("waiting for the reply (segment {key})"))?;
+    segment
+        .wait_until(options.timeout.deadline(), || {
+            area.flag.load(Acquire) != REQUEST
+        })
+        .with_context(|| format!("waiting for the reply (segment {key})"))?;
     segment.leave_removal_to_peer(); // the server has marked it for removal (IPC_RMID)
     let reply = area.text();
     outln!(

@@ -199,8 +199,9 @@ fn shm_maps_shows_the_mapping_that_holds_each_address() {
     assert!(maps[0].iter().any(|m| m.path == exe), "{run}");
 }
 
-/// `shm --step` on a pseudo-terminal (`script`), stepped by writing Enter into it. What appears
-/// on the terminal is also written to a file, `typescript`, to look at while it runs.
+/// A program run with `--step` on a pseudo-terminal (`script`), stepped by writing Enter into
+/// it. What appears on the terminal is also written to a file, `typescript`, to look at while it
+/// runs.
 struct Stepped {
     script: Running,
     keys: OwnedFd,
@@ -208,11 +209,11 @@ struct Stepped {
 }
 
 impl Stepped {
-    fn start(lab: &Lab, args: &str) -> Stepped {
+    fn start(lab: &Lab, program: &str) -> Stepped {
         // Close-on-exec: the programs other tests start meanwhile must not inherit our end.
         let (reader, keys) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
-        let typescript = lab.dir().join("typescript");
-        let command_line = format!("{} --step {args}", exe("shm").unwrap());
+        let typescript = lab.dir().join(format!("typescript.{program}"));
+        let command_line = format!("{} --step", exe(program).unwrap());
         let mut script = lab.command("script", &["-qfec", &command_line]);
         script.arg(&typescript).stdin(Stdio::from(reader));
         Stepped {
@@ -228,16 +229,25 @@ impl Stepped {
         String::from_utf8_lossy(&bytes).replace('\r', "")
     }
 
-    /// Waits for the prompt before `call` and returns the PID it names (`[shm PID] next: …`).
-    fn wait_for_prompt(&self, call: &str) -> Pid {
-        let prompt = format!("] next: {call}(");
-        wait_until(&format!("the prompt before {call}"), || {
-            self.screen().contains(&prompt)
+    /// Waits for the `n`-th prompt (counted from 1: `[PROGRAM PID] next: CALL   [Enter: …`) and
+    /// returns the PID and the call it names.
+    fn prompt(&self, n: usize) -> (Pid, String) {
+        let mut found = None;
+        wait_until(&format!("prompt {n}"), || {
+            let screen = self.screen();
+            let mut prompts = screen.split("] next: ").skip(1);
+            let before = screen
+                .match_indices("] next: ")
+                .nth(n - 1)
+                .map(|(at, _)| at);
+            found = prompts.nth(n - 1).zip(before).and_then(|(after, at)| {
+                let (call, _) = after.split_once("   [Enter")?;
+                let pid = screen[..at].rsplit_once(' ')?.1.parse().ok()?;
+                Some((Pid::from_raw(pid), call.to_owned()))
+            });
+            found.is_some()
         });
-        let screen = self.screen();
-        let before = &screen[..screen.rfind(&prompt).unwrap()];
-        let pid = before.rsplit_once("[shm ").unwrap().1;
-        Pid::from_raw(pid.parse().unwrap())
+        found.unwrap()
     }
 
     fn press_enter(&self) {
@@ -245,16 +255,30 @@ impl Stepped {
     }
 }
 
+/// Steps `stepped` through its first `n - 1` calls, checking each prompt's call name, and
+/// returns the PID at the `n`-th prompt (before `calls[n - 1]`).
+fn step_to(stepped: &Stepped, calls: &[&str]) -> Pid {
+    for (i, call) in calls.iter().enumerate() {
+        let (pid, shown) = stepped.prompt(i + 1);
+        assert!(
+            shown.starts_with(call),
+            "prompt {}: {shown:?}, not {call}",
+            i + 1
+        );
+        if i + 1 == calls.len() {
+            return pid;
+        }
+        stepped.press_enter();
+    }
+    unreachable!("no calls")
+}
+
 #[test]
 fn shm_addresses_lie_in_the_regions_of_the_real_proc_maps() {
     let lab = Lab::new();
-    let stepped = Stepped::start(&lab, "");
-    stepped.wait_for_prompt("shmget");
-    stepped.press_enter();
-    stepped.wait_for_prompt("shmat");
-    stepped.press_enter();
+    let stepped = Stepped::start(&lab, "shm");
     // Paused before shmdt: everything is in place. Read its maps from outside.
-    let pid = stepped.wait_for_prompt("shmdt");
+    let pid = step_to(&stepped, &["shmget(IPC_PRIVATE", "shmat(", "shmdt("]);
     let maps: Vec<Mapping> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap()
         .lines()
@@ -315,10 +339,8 @@ fn shm_removes_its_segment_when_a_signal_ends_a_step() {
         Signal::SIGTERM,
     ] {
         let lab = Lab::new();
-        let stepped = Stepped::start(&lab, "");
-        stepped.wait_for_prompt("shmget");
-        stepped.press_enter();
-        let pid = stepped.wait_for_prompt("shmat"); // the segment exists now
+        let stepped = Stepped::start(&lab, "shm");
+        let pid = step_to(&stepped, &["shmget(", "shmat("]); // the segment exists now
         assert_eq!(segments_made_by(pid).len(), 1);
         nix::sys::signal::kill(pid, signal).unwrap();
         let run = stepped.script.finish();
@@ -586,6 +608,80 @@ fn a_server_stopped_while_a_c_client_is_attached_leaves_the_segment_to_it() {
     stopped_quietly(&server.finish(), Signal::SIGTERM);
     assert_eq!(segment_of(&lab).map(|r| r.nattch), Some(1));
     client.remove();
+}
+
+#[test]
+fn either_side_stopped_at_a_step_leaves_nothing() {
+    for program in ["sipc1", "sipc2"] {
+        for calls in [&["shmget("][..], &["shmget(", "shmat("]] {
+            let lab = Lab::new();
+            let stepped = Stepped::start(&lab, program);
+            let pid = step_to(&stepped, calls);
+            nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+            let run = stepped.script.finish();
+            assert_eq!(run.code(), Some(143), "{program} before {calls:?}\n{run}");
+        } // the Lab checks that nothing is left
+    }
+}
+
+const ORPHANED: &str =
+    "the segment was removed (IPC_RMID) and nobody else is attached: no peer can reach it any more";
+
+#[test]
+fn a_client_whose_server_went_away_after_ipc_rmid_fails_instead_of_waiting_for_ever() {
+    let lab = Lab::new();
+    let stepped = Stepped::start(&lab, "sipc1");
+    step_to(&stepped, &["shmget(", "shmat("]);
+    stepped.press_enter(); // shmat: then it waits for a request
+    let client = lab.start("sipc2", &[] as &[&str]);
+    client.wait_for_stdout("Sent a request.....");
+    let (_, call) = stepped.prompt(3);
+    assert!(call.contains(", IPC_STAT, &buf)"), "{call}"); // is the client still there?
+    stepped.press_enter();
+    let (server_pid, call) = stepped.prompt(4);
+    assert!(call.contains(", IPC_RMID, NULL)"), "{call}");
+    nix::sys::signal::kill(server_pid, Signal::SIGTERM).unwrap(); // it marks it as it goes
+    assert_eq!(stepped.script.finish().code(), Some(143));
+    let key = Key::segment(lab.id());
+    let message = format!("sipc2: waiting for the reply (segment {key}): {ORPHANED}");
+    client.finish().assert_failure(1, &message);
+}
+
+#[test]
+fn a_waiting_server_whose_segment_is_removed_fails_instead_of_waiting_for_ever() {
+    let lab = Lab::new();
+    let server = lab.start("sipc1", &[] as &[&str]);
+    wait_for_attached(&lab, 1);
+    let shmid = segment_of(&lab).unwrap().shmid;
+    lab.run("ipcrm", &["-m", &shmid.to_string()])
+        .assert_success();
+    let key = Key::segment(lab.id());
+    let message = format!("sipc1: waiting for a request (segment {key}): {ORPHANED}");
+    server.finish().assert_failure(1, &message);
+}
+
+#[test]
+fn two_servers_and_one_client_never_hang_and_leave_nothing() {
+    let lab = Lab::new();
+    let servers = [
+        lab.start("sipc1", &[] as &[&str]),
+        lab.start("sipc1", &[] as &[&str]),
+    ];
+    wait_for_attached(&lab, 2);
+    lab.run("sipc2", &[] as &[&str]).assert_success();
+    let mut answered = 0;
+    for server in servers {
+        let server = server.finish();
+        // The C protocol has no lock: both may take the request. Usually one does, and the
+        // other finds its segment removed with nobody left to reach it.
+        match server.code() {
+            Some(0) => answered += 1,
+            _ => {
+                server.assert_failure(1, ORPHANED);
+            }
+        }
+    }
+    assert!(answered >= 1);
 }
 
 // ---- a client that has gone, two clients, a segment that is not ours -------------------------
