@@ -67,7 +67,8 @@ fn serve(Options { sipc: options }: Options) -> anyhow::Result<()> {
         bad.shown
     });
     segment.remove()?; // shmctl(shmid, IPC_RMID, NULL): the key is free; we both stay attached
-                       // A stdout that fails (>/dev/full) must not cost the waiting client its reply.
+
+    // A stdout that fails (>/dev/full) must not cost the waiting client its reply.
     let printed = out!("Received request: {request}.....");
     area.write_text(&format!("This is a reply from {}.", std::process::id()))?;
     area.flag.store(EMPTY, Release); // Release: the reply is complete before the flag says so

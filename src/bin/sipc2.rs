@@ -71,7 +71,7 @@ fn ask_server(Options { sipc: options }: Options) -> anyhow::Result<()> {
             area.flag.load(Acquire) != REQUEST
         })
         .with_context(|| format!("waiting for the reply (segment {key})"))?;
-    segment.leave_removal_to_peer(); // the server has marked it for removal (IPC_RMID)
+    segment.leave_removal_to_peer(); // removing it is the server's job (ours did already)
     let reply = area.text();
     outln!(
         "Received reply: {}",
