@@ -40,6 +40,31 @@ kill -INT $server
 wait $server || failed+=("./fifos")
 trap - EXIT
 
+show ./shm --maps
+
+# wait_for_server KEY: until segment KEY exists with a process attached (sipc1 waits), for 10 s
+wait_for_server() {
+    for _ in $(seq 200); do
+        awk -v key="$(($1))" 'NR > 1 && $1 == key && $7 > 0 { found = 1 } END { exit !found }' \
+            /proc/sysvipc/shm && return 0
+        sleep 0.05
+    done
+    echo "demo: no sipc1 attached to segment $1" >&2
+    return 1
+}
+
+heading "./sipc1 & ./sipc2 (server in the background; ipcs -m while it waits)"
+key=$((0x9000 + ${IPCLAB_ID:-0}))
+./sipc1 --timeout 30 > >(label "sipc1") &
+server=$!
+trap 'kill $server 2>/dev/null' EXIT
+if wait_for_server $key; then
+    ipcs -m | awk -v key="$(printf '0x%08x' $key)" 'NR <= 3 || $1 == key' | label "ipcs -m"
+    ./sipc2 --timeout 10 | label "sipc2" || failed+=("./sipc2")
+fi
+wait $server || failed+=("./sipc1")
+trap - EXIT
+
 # Nothing may be left behind: no .fifo*, no queue or segment of this lab ID.
 echo
 ./scripts/ipcclean.sh --check "${IPCLAB_ID:-0}" || failed+=("cleanup")

@@ -107,7 +107,7 @@ pub fn call<T>(
         return make();
     }
     let text = describe();
-    pause_before(&text);
+    pause_before(&text)?;
     let result = make();
     let shown = match &result {
         Ok(value) => show(value),
@@ -129,7 +129,7 @@ pub fn call_shown<T>(
         return make();
     }
     let text = describe();
-    pause_before(&text);
+    pause_before(&text)?;
     let result = make();
     match &result {
         Ok(value) => line(&after(value)),
@@ -145,7 +145,9 @@ pub fn call_no_return(describe: impl FnOnce() -> String, make: impl FnOnce() -> 
         return make();
     }
     let text = describe();
-    pause_before(&text);
+    if let Err(errno) = pause_before(&text) {
+        return errno;
+    }
     line(&text);
     let errno = make();
     line(&format!("{text} = {}", errno_text(errno)));
@@ -167,21 +169,26 @@ pub fn errno_text(errno: Errno) -> String {
     format!("-1 {errno:?} ({})", errno.desc())
 }
 
-/// `--slow` and `--step` before a call. A termination signal, caught before or during the
-/// pause, ends it and the call is made all the same: it may be the cleanup that the signal's
-/// path needs (an `unlink`, an `IPC_RMID` when an owner is dropped); the program's next wait
-/// notices the signal.
-fn pause_before(text: &str) {
+/// `--slow` and `--step` before a call.
+///
+/// A termination signal that arrives during the pause ends it and fails the call with `EINTR`
+/// without making it: the pause is a wait like any other, and the program stops. Once a signal
+/// has been caught there is no pause at all, and the call is made: it is the cleanup on the
+/// signal's path (an `unlink`, an `IPC_RMID` when an owner is dropped).
+fn pause_before(text: &str) -> nix::Result<()> {
     if crate::signals::caught().is_some() {
-        return;
+        return Ok(());
     }
     let slow = SLOW_MICROS.load(Ordering::Relaxed);
     if slow > 0 {
-        // Ends at the pause's end (TimedOut) or on a signal: either way, on with the call.
         let _ = wait::poll(&[], Deadline::within(Some(Duration::from_micros(slow))));
     }
     if STEP.load(Ordering::Relaxed) && crate::signals::caught().is_none() {
         wait_for_enter(text);
+    }
+    match crate::signals::caught() {
+        Some(_) => Err(Errno::EINTR),
+        None => Ok(()),
     }
 }
 
@@ -202,7 +209,7 @@ fn wait_for_enter(text: &str) {
     let mut answer = [0u8; 256];
     loop {
         if wait::poll(&[(tty.as_fd(), PollFlags::POLLIN)], Deadline::NEVER).is_err() {
-            return; // a signal: the call is made, the program's next wait ends
+            return; // a signal: see pause_before
         }
         match tty.read(&mut answer) {
             // Another process on this terminal took the line: wait for the next one.

@@ -138,6 +138,40 @@ fn poll_timeout(deadline: Deadline) -> PollTimeout {
     }
 }
 
+/// How many rounds [`spin_until`] spins on the CPU, then how many it yields it, before it sleeps.
+const SPIN_ROUNDS: u32 = 100;
+const YIELD_ROUNDS: u32 = 100;
+/// The first and the longest sleep of [`spin_until`].
+const FIRST_NAP: Duration = Duration::from_micros(10);
+const LONGEST_NAP: Duration = Duration::from_millis(1);
+
+/// Waits until `condition` holds — for a change another process makes in shared memory, where
+/// there is no descriptor to [`poll`] (e.g. `spin_until(deadline, || flag.load(Acquire) == 0)`).
+///
+/// A polite busy wait: a few rounds with the CPU's spin hint (the answer often comes within
+/// microseconds), then rounds that `yield` the CPU (on one CPU the peer can only answer when we
+/// let it run: an unyielding spin stalls for a whole scheduler tick per hand-off), then short
+/// sleeps growing to about 1 ms (a peer that has not started yet costs almost nothing). Each
+/// round checks for a termination signal and the deadline, so it fails like [`poll`].
+pub fn spin_until(deadline: Deadline, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let mut round: u32 = 0;
+    let mut nap = FIRST_NAP;
+    while !condition() {
+        signals::check()?;
+        deadline.check()?;
+        if round < SPIN_ROUNDS {
+            std::hint::spin_loop();
+        } else if round < SPIN_ROUNDS + YIELD_ROUNDS {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(deadline.remaining().map_or(nap, |left| left.min(nap)));
+            nap = (nap * 2).min(LONGEST_NAP);
+        }
+        round = round.saturating_add(1);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +226,36 @@ mod tests {
         let deadline = Deadline::within(Some(Duration::from_millis(30)));
         let error = retry(deadline, || Ok(None::<()>)).unwrap_err();
         assert!(error.is::<TimedOut>(), "{error:#}");
+    }
+
+    #[test]
+    fn spin_until_returns_once_another_thread_sets_the_flag() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let flag = std::sync::Arc::new(AtomicBool::new(false));
+        let setter = std::sync::Arc::clone(&flag);
+        let started = Instant::now();
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            setter.store(true, Ordering::Release);
+        });
+        let mut rounds = 0u32;
+        spin_until(Deadline::within(Some(Duration::from_secs(10))), || {
+            rounds += 1;
+            flag.load(Ordering::Acquire)
+        })
+        .unwrap();
+        thread.join().unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        // It slept between rounds: 20 ms of spinning would take far more rounds.
+        assert!(rounds < 10_000, "{rounds} rounds: it never slept");
+    }
+
+    #[test]
+    fn spin_until_gives_up_at_the_deadline() {
+        let started = Instant::now();
+        let deadline = Deadline::within(Some(Duration::from_millis(30)));
+        let error = spin_until(deadline, || false).unwrap_err();
+        assert!(error.is::<TimedOut>(), "{error:#}");
+        assert!(started.elapsed() >= Duration::from_millis(30));
     }
 }

@@ -9,3 +9,4 @@ mod labs;
 mod make;
 mod manual;
 mod pipes;
+mod shm;

@@ -1,0 +1,888 @@
+//! System V shared memory: `shm` (where a segment lands in a process's memory) and the
+//! `sipc1`/`sipc2` client–server pair.
+//!
+//! * The calls of the slides, under their C names and in the C argument order, each traced in
+//!   classroom mode ([`crate::trace`]): [`shmget`], [`shmat`], [`shmdt`], [`shmctl`].
+//! * Two owners, so that no path (success, error, a caught signal) leaves anything behind:
+//!   [`Segment`], a segment found or created by key, which removes itself when dropped as its
+//!   [`Removal`] rule says; [`Attached`], one attachment, detached (`shmdt`) when dropped.
+//! * The layout the C pair shares ([`Sipc`], 1024 bytes):
+//!
+//! | bytes    | field | content                                                         |
+//! |----------|-------|-----------------------------------------------------------------|
+//! | 0..4     | flag  | a C `int`: [`EMPTY`] (0) or [`REQUEST`] (1, a request is waiting) |
+//! | 4..1024  | text  | the request or the reply, NUL-terminated                        |
+//!
+//! The flag is an atomic, stored with `Release` once the text is written and loaded with
+//! `Acquire` before the text is read: the C's plain `int` busy loop, compiled with `-O2`, reads
+//! the flag once and spins for ever (labs.md, sipc). [`decode_text`] never reads past the text
+//! field, whatever bytes a peer left there.
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use nix::errno::Errno;
+
+use crate::signals;
+use crate::sysv::{self, Key, MODE};
+use crate::trace;
+use crate::wait::{self, Deadline};
+
+// ---- the calls of the slides ----------------------------------------------------------------
+
+/// A shared memory identifier, as `shmget` returns it (`ipcs -m` lists it as `shmid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShmId(libc::c_int);
+
+impl ShmId {
+    /// The identifier as the kernel gives it.
+    pub fn raw(self) -> libc::c_int {
+        self.0
+    }
+}
+
+impl fmt::Display for ShmId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// `shm_perm.mode` bit: the segment is marked for removal (IPC_RMID) and goes when the last
+/// process detaches (`ipcs -m` says `dest`). Not in the `libc` crate.
+pub const SHM_DEST: u32 = 0o1000;
+
+const GET_FLAGS: [(i64, &str); 2] = [
+    (libc::IPC_CREAT as i64, "IPC_CREAT"),
+    (libc::IPC_EXCL as i64, "IPC_EXCL"),
+];
+
+const AT_FLAGS: [(i64, &str); 4] = [
+    (libc::SHM_RDONLY as i64, "SHM_RDONLY"),
+    (libc::SHM_RND as i64, "SHM_RND"),
+    (libc::SHM_REMAP as i64, "SHM_REMAP"),
+    (libc::SHM_EXEC as i64, "SHM_EXEC"),
+];
+
+/// `shmget(key, size, shmflg)`: the segment with `key`, made if `shmflg` has `IPC_CREAT`
+/// (with `IPC_EXCL`: only if it does not exist yet). The low 9 bits of `shmflg` are the mode of
+/// a new segment.
+pub fn shmget(key: Key, size: usize, shmflg: libc::c_int) -> nix::Result<ShmId> {
+    trace::call(
+        || {
+            let flags = trace::flags(shmflg.into(), &GET_FLAGS, "0");
+            format!("shmget({key}, {size}, {flags})")
+        },
+        || {
+            // SAFETY: shmget takes integers only and touches no memory of this process.
+            let id = unsafe { libc::shmget(key.raw(), size, shmflg) };
+            Errno::result(id).map(ShmId)
+        },
+        ShmId::to_string,
+    )
+}
+
+/// `shmat(shmid, NULL, shmflg)`: attaches the segment at an address the kernel chooses (the
+/// course always passes NULL; a chosen address could replace memory in use) and returns it.
+///
+/// Use the memory through [`Attached`], which detaches it when dropped.
+pub fn shmat(shmid: ShmId, shmflg: libc::c_int) -> nix::Result<NonNull<c_void>> {
+    trace::call(
+        || {
+            let flags = trace::flags(shmflg.into(), &AT_FLAGS, "0");
+            format!("shmat({shmid}, NULL, {flags})")
+        },
+        || {
+            // SAFETY: with a NULL address the kernel places the segment where nothing is
+            // mapped, so no memory of this process changes; shmat returns (void *) -1 on error.
+            let addr = unsafe { libc::shmat(shmid.0, std::ptr::null(), shmflg) };
+            if addr as isize == -1 {
+                Err(Errno::last())
+            } else {
+                NonNull::new(addr).ok_or(Errno::EINVAL)
+            }
+        },
+        |addr| format!("{:p}", addr.as_ptr()),
+    )
+}
+
+/// `shmdt(shmaddr)`: detaches the segment attached at `shmaddr`.
+///
+/// # Safety
+/// `shmaddr` must be an address [`shmat`] returned and that is still attached, and nothing may
+/// use the memory there afterwards (no reference into it may outlive this call).
+pub unsafe fn shmdt(shmaddr: *const c_void) -> nix::Result<()> {
+    // SAFETY: the caller's guarantee (see above).
+    unsafe { detach(shmaddr, false) }
+}
+
+/// `shmctl(shmid, cmd, buf)` for the commands of the slides: `IPC_STAT` (fills `buf`),
+/// `IPC_SET` (takes the owner and mode from `buf`) and `IPC_RMID` (`buf` unused: `None`, the C's
+/// NULL). Another command fails with `EINVAL` (they fill other structures than `shmid_ds`).
+pub fn shmctl(
+    shmid: ShmId,
+    cmd: libc::c_int,
+    buf: Option<&mut libc::shmid_ds>,
+) -> nix::Result<libc::c_int> {
+    let (result, filled) = control(shmid, cmd, buf.as_deref().copied(), false)?;
+    if let Some(buf) = buf {
+        *buf = filled; // as it was, unless IPC_STAT filled it
+    }
+    Ok(result)
+}
+
+/// Makes a lecture call through [`trace::call`]. A `cleanup` call (a drop that detaches or
+/// removes) is made even when a termination signal ends the classroom-mode pause before it (the
+/// pause then fails with `EINTR` without making the call): cleanup must run. shmdt and shmctl
+/// never fail with `EINTR` themselves.
+fn lecture_call<T>(
+    cleanup: bool,
+    describe: impl FnOnce() -> String,
+    make: impl Fn() -> nix::Result<T>,
+    show: impl FnOnce(&T) -> String,
+) -> nix::Result<T> {
+    match trace::call(describe, &make, show) {
+        Err(Errno::EINTR) if cleanup => make(),
+        result => result,
+    }
+}
+
+/// [`shmdt`], also as a `cleanup` call (see [`lecture_call`]).
+///
+/// # Safety
+/// As for [`shmdt`].
+unsafe fn detach(shmaddr: *const c_void, cleanup: bool) -> nix::Result<()> {
+    lecture_call(
+        cleanup,
+        || format!("shmdt({shmaddr:p})"),
+        // SAFETY: the caller guarantees that nothing uses this memory any more.
+        || Errno::result(unsafe { libc::shmdt(shmaddr) }).map(drop),
+        |_| "0".into(),
+    )
+}
+
+/// [`shmctl`] with `buf` passed by value and returned (filled by `IPC_STAT`), also as a
+/// `cleanup` call (see [`lecture_call`]).
+fn control(
+    shmid: ShmId,
+    cmd: libc::c_int,
+    buf: Option<libc::shmid_ds>,
+    cleanup: bool,
+) -> nix::Result<(libc::c_int, libc::shmid_ds)> {
+    let ds = buf.unwrap_or_else(zeroed_shmid_ds);
+    let describe = move || {
+        let (name, shown) = match cmd {
+            libc::IPC_STAT => ("IPC_STAT", "&buf".to_string()),
+            libc::IPC_SET => (
+                "IPC_SET",
+                format!(
+                    "{{uid={}, gid={}, mode={:04o}}}",
+                    ds.shm_perm.uid, ds.shm_perm.gid, ds.shm_perm.mode
+                ),
+            ),
+            libc::IPC_RMID => ("IPC_RMID", "NULL".to_string()),
+            _ => return format!("shmctl({shmid}, {cmd}, ...)"),
+        };
+        let shown = if buf.is_some() { shown } else { "NULL".into() };
+        format!("shmctl({shmid}, {name}, {shown})")
+    };
+    let make = move || {
+        let mut ds = ds;
+        if !matches!(cmd, libc::IPC_STAT | libc::IPC_SET | libc::IPC_RMID) {
+            return Err(Errno::EINVAL);
+        }
+        let pointer = match buf {
+            Some(_) => &mut ds as *mut libc::shmid_ds,
+            None => std::ptr::null_mut(),
+        };
+        // SAFETY: for these three commands the kernel reads or writes at most one shmid_ds at
+        // `pointer`, a valid local one, or NULL (then it fails with EFAULT where it needs one).
+        let result = Errno::result(unsafe { libc::shmctl(shmid.0, cmd, pointer) })?;
+        Ok((result, ds))
+    };
+    let show = |(result, ds): &(libc::c_int, libc::shmid_ds)| match cmd {
+        libc::IPC_STAT => format!("{result} {}", ShmStat(*ds).brief()),
+        _ => result.to_string(),
+    };
+    lecture_call(cleanup, describe, make, show)
+}
+
+fn zeroed_shmid_ds() -> libc::shmid_ds {
+    // SAFETY: shmid_ds is plain integers; all-zero bytes are a valid value for each field.
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
+/// The error of a call that failed with `errno`: `what` and errno's reason — or, when the call
+/// was not made because a termination signal ended the classroom-mode pause before it, the
+/// signal (a quiet exit with status 128+signal).
+fn failed(errno: Errno, what: impl fmt::Display) -> anyhow::Error {
+    match signals::check() {
+        Err(exit) if errno == Errno::EINTR => exit.into(),
+        _ => anyhow!(errno.desc()).context(what.to_string()),
+    }
+}
+
+// ---- the owners -----------------------------------------------------------------------------
+
+/// Who removes a [`Segment`], and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// When dropped: a segment this process made for itself ([`Segment::create_private`]).
+    WhenDropped,
+    /// When dropped, if no process is attached any more: a segment two processes share, of
+    /// which either may start first and either may be stopped — whoever is last removes it.
+    IfLastOut,
+    /// Never by this process: it is removed already, or the peer removes it.
+    NotHere,
+}
+
+/// A shared memory segment, removed when dropped as its [`Removal`] rule says — on success,
+/// on error and, with [`signals::catch_termination`], when a signal ends a wait.
+#[derive(Debug)]
+pub struct Segment {
+    id: ShmId,
+    key: Key,
+    size: usize,
+    removal: Cell<Removal>,
+}
+
+impl Segment {
+    /// `shmget(IPC_PRIVATE, size, IPC_CREAT|0600)`: a new segment that only this process knows
+    /// (by its id); removed when dropped.
+    pub fn create_private(size: usize) -> anyhow::Result<Segment> {
+        let flags = libc::IPC_CREAT | MODE as libc::c_int;
+        let id = shmget(Key::IPC_PRIVATE, size, flags)
+            .map_err(|e| failed(e, format_args!("shmget(IPC_PRIVATE, {size} bytes)")))?;
+        Ok(Segment::new(
+            id,
+            Key::IPC_PRIVATE,
+            size,
+            Removal::WhenDropped,
+        ))
+    }
+
+    /// The segment with `key` and at least `size` bytes, made (mode 0600) if it does not exist:
+    /// either side of a pair may start first. Whoever is last attached removes it
+    /// ([`Removal::IfLastOut`]).
+    ///
+    /// A segment that exists already must be the current user's, with mode 0600 or narrower
+    /// ([`sysv::check_ours`]): another user could have made the key first to read or forge
+    /// every message. The error then names `--id`.
+    pub fn get_or_create(key: Key, size: usize) -> anyhow::Result<Segment> {
+        let what = || format!("shmget(key {key})");
+        let refuse =
+            |reason: &dyn fmt::Display, hint: &str| anyhow!("{reason}; {hint}").context(what());
+        let mode = MODE as libc::c_int;
+        // A segment found may be removed before we open it (its last user left): try again.
+        for _ in 0..10 {
+            match shmget(key, size, libc::IPC_CREAT | libc::IPC_EXCL | mode) {
+                Ok(id) => return Ok(Segment::new(id, key, size, Removal::IfLastOut)),
+                Err(Errno::EEXIST) => {}
+                Err(e) => return Err(failed(e, what())),
+            }
+            let id = match shmget(key, size, mode) {
+                Ok(id) => id,
+                Err(Errno::ENOENT | Errno::EIDRM) => continue,
+                Err(Errno::EINVAL) => {
+                    let reason = format!("it exists with fewer than {size} bytes");
+                    let hint = format!("remove it (ipcrm -M {key}) or use another --id");
+                    return Err(refuse(&reason, &hint));
+                }
+                Err(Errno::EACCES) => {
+                    return Err(refuse(&"it belongs to another user", sysv::OTHER_ID_HINT))
+                }
+                Err(e) => return Err(failed(e, what())),
+            };
+            // Not ours to remove before it has passed the check.
+            let segment = Segment::new(id, key, size, Removal::NotHere);
+            let perm = match segment.stat() {
+                Err(e) if e.is::<Gone>() => continue,
+                other => other?.0.shm_perm,
+            };
+            sysv::check_ours(&perm).map_err(|foreign| refuse(&foreign, sysv::OTHER_ID_HINT))?;
+            segment.removal.set(Removal::IfLastOut);
+            return Ok(segment);
+        }
+        Err(anyhow!("the segment keeps disappearing; try again").context(what()))
+    }
+
+    fn new(id: ShmId, key: Key, size: usize, removal: Removal) -> Segment {
+        Segment {
+            id,
+            key,
+            size,
+            removal: Cell::new(removal),
+        }
+    }
+
+    /// The segment's identifier.
+    pub fn id(&self) -> ShmId {
+        self.id
+    }
+
+    /// The key it was found or made with.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// How many bytes this program uses of it (the size it asked for).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The segment in an error message: `key 0x9005`, or `IPC_PRIVATE 32769`.
+    fn name(&self) -> String {
+        match self.key {
+            Key::IPC_PRIVATE => format!("IPC_PRIVATE {}", self.id),
+            key => format!("key {key}"),
+        }
+    }
+
+    /// `shmat(shmid, NULL, 0)`: attaches the segment; detached when the [`Attached`] is
+    /// dropped, which happens before the segment is dropped (it borrows the segment).
+    pub fn attach(&self) -> anyhow::Result<Attached<'_>> {
+        Attached::new(self.id, self.size, &self.name())
+    }
+
+    /// `shmctl(shmid, IPC_STAT, &buf)`: the segment's `shmid_ds`.
+    pub fn stat(&self) -> anyhow::Result<ShmStat> {
+        stat(self.id, &self.name())
+    }
+
+    /// `shmctl(shmid, IPC_RMID, NULL)`: marks the segment for removal now. Its key is free at
+    /// once; the memory goes when the last process has detached it — a process still attached
+    /// (the client reading its reply) keeps using it.
+    /// If a signal stops it first, dropping the segment marks it.
+    pub fn remove(&self) -> anyhow::Result<()> {
+        self.removal.set(Removal::WhenDropped);
+        control(self.id, libc::IPC_RMID, None, false)
+            .map_err(|e| failed(e, format_args!("shmctl({}, IPC_RMID)", self.name())))?;
+        self.removal.set(Removal::NotHere);
+        Ok(())
+    }
+
+    /// From now on the peer removes the segment (sipc1 does once it has a request): dropping
+    /// it only detaches.
+    pub fn leave_removal_to_peer(&self) {
+        self.removal.set(Removal::NotHere);
+    }
+
+    /// Waits until `condition` holds — a change another process makes in the segment, such as
+    /// `|| area.flag.load(Acquire) == REQUEST` — politely ([`wait::spin_until`]), until the
+    /// deadline or a termination signal. Fails with [`Orphaned`] when the segment has been
+    /// removed with nobody else attached: no peer can find it any more (another server took the
+    /// request, the server went away after `IPC_RMID`, someone ran `ipcrm`).
+    pub fn wait_until(
+        &self,
+        deadline: Deadline,
+        mut condition: impl FnMut() -> bool,
+    ) -> anyhow::Result<()> {
+        let mut next_look = Instant::now() + ORPHAN_LOOK;
+        let mut orphaned = false;
+        wait::spin_until(deadline, || {
+            if condition() {
+                return true;
+            }
+            if Instant::now() >= next_look {
+                next_look = Instant::now() + ORPHAN_LOOK;
+                orphaned = self.orphaned();
+            }
+            orphaned
+        })?;
+        match orphaned {
+            true => Err(Orphaned.into()),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether the segment is marked for removal and this process is the only one attached.
+    /// Read from `/proc/sysvipc/shm`, which costs no lecture call (nothing for `--trace` or
+    /// `--step` while waiting).
+    fn orphaned(&self) -> bool {
+        let Ok(table) = std::fs::read_to_string("/proc/sysvipc/shm") else {
+            return false;
+        };
+        let row = table.lines().skip(1).find_map(|line| {
+            // key shmid perms size cpid lpid nattch …
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1)?.parse::<i32>().ok()? == self.id.0).then_some(fields)
+        });
+        match row {
+            Some(fields) => {
+                let perms = fields.get(2).and_then(|p| u32::from_str_radix(p, 8).ok());
+                let nattch = fields.get(6).and_then(|n| n.parse::<u64>().ok());
+                perms.is_some_and(|p| p & SHM_DEST != 0) && nattch.is_some_and(|n| n <= 1)
+            }
+            None => true,
+        }
+    }
+
+    /// Whether a process besides this one is attached (`shm_nattch` > 1).
+    pub fn others_attached(&self) -> anyhow::Result<bool> {
+        Ok(self.stat()?.nattch() > 1)
+    }
+
+    /// Whether nobody is attached and the segment is still there under its key (cleanup: a
+    /// failure counts as no).
+    fn abandoned(&self) -> bool {
+        match control(self.id, libc::IPC_STAT, Some(zeroed_shmid_ds()), true) {
+            Ok((_, ds)) => {
+                ds.shm_nattch == 0
+                    && ds.shm_perm.__key == self.key.raw()
+                    && u32::from(ds.shm_perm.mode) & SHM_DEST == 0
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let remove = match self.removal.get() {
+            Removal::NotHere => false,
+            Removal::WhenDropped => true,
+            // Our attachment is gone already (an Attached borrows its Segment). Two leaving at
+            // once may both find nobody attached and both remove: the second's EINVAL is fine.
+            Removal::IfLastOut => self.abandoned(),
+        };
+        if remove {
+            if let Err(errno) = control(self.id, libc::IPC_RMID, None, true) {
+                crate::cli::warn(format_args!(
+                    "shmctl({}, IPC_RMID): {}; remove it with: ipcrm -m {}",
+                    self.name(),
+                    errno.desc(),
+                    self.id
+                ));
+            }
+        }
+    }
+}
+
+/// How often [`Segment::wait_until`] looks whether the segment has been orphaned.
+const ORPHAN_LOOK: Duration = Duration::from_millis(50);
+
+/// A wait on a segment that was removed while nobody else is attached: no peer can come.
+#[derive(Debug)]
+pub struct Orphaned;
+
+impl fmt::Display for Orphaned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the segment was removed (IPC_RMID) and nobody else is attached: no peer can reach \
+             it any more",
+        )
+    }
+}
+
+impl std::error::Error for Orphaned {}
+
+/// The segment of an `IPC_STAT` is gone (removed since: `EINVAL` or `EIDRM`).
+#[derive(Debug)]
+struct Gone;
+
+impl fmt::Display for Gone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the segment has been removed")
+    }
+}
+
+impl std::error::Error for Gone {}
+
+/// `IPC_STAT` of `shmid`, called `name` in an error message.
+fn stat(shmid: ShmId, name: &str) -> anyhow::Result<ShmStat> {
+    match control(shmid, libc::IPC_STAT, Some(zeroed_shmid_ds()), false) {
+        Ok((_, ds)) => Ok(ShmStat(ds)),
+        Err(Errno::EINVAL | Errno::EIDRM) => {
+            Err(anyhow::Error::new(Gone).context(format!("shmctl({name}, IPC_STAT)")))
+        }
+        Err(e) => Err(failed(e, format_args!("shmctl({name}, IPC_STAT)"))),
+    }
+}
+
+/// One attachment of a segment: its memory, from [`Attached::addr`] for [`Attached::size`]
+/// bytes, until it is dropped (`shmdt`). The memory stays valid for that long even if the
+/// segment is removed meanwhile: removal only frees it after the last detach.
+#[derive(Debug)]
+pub struct Attached<'segment> {
+    addr: NonNull<c_void>,
+    size: usize,
+    _segment: PhantomData<&'segment Segment>,
+}
+
+impl Attached<'static> {
+    /// Attaches the segment `shmid` (any segment, such as one a test made with [`shmget`] to
+    /// play a C peer). Its size is taken from `IPC_STAT`.
+    pub fn attach(shmid: ShmId) -> anyhow::Result<Attached<'static>> {
+        let size = ShmStat::of(shmid)?.0.shm_segsz;
+        Attached::new(shmid, size, &shmid.to_string())
+    }
+}
+
+impl Attached<'_> {
+    /// `shmat(shmid, NULL, 0)` of a segment of at least `size` bytes, called `name`.
+    fn new<'a>(shmid: ShmId, size: usize, name: &str) -> anyhow::Result<Attached<'a>> {
+        let addr = shmat(shmid, 0).map_err(|e| failed(e, format_args!("shmat({name})")))?;
+        Ok(Attached {
+            addr,
+            size,
+            _segment: PhantomData,
+        })
+    }
+
+    /// The first byte of the attached memory.
+    pub fn addr(&self) -> *const u8 {
+        self.addr.as_ptr().cast()
+    }
+
+    /// How many bytes are used from [`Attached::addr`] on.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The memory seen as the sipc pair's layout; fails if the segment is too small for it.
+    pub fn sipc(&self) -> anyhow::Result<&Sipc> {
+        anyhow::ensure!(
+            self.size >= SIPC_SIZE,
+            "segment of {} bytes, too small for the {SIPC_SIZE} of sipc",
+            self.size
+        );
+        // SAFETY: the memory is attached (readable and writable: shmat without SHM_RDONLY)
+        // for at least SIPC_SIZE bytes as long as `self` lives, which bounds the borrow; it is
+        // page-aligned, more than Sipc's 4; any bytes are valid atomics; and every access
+        // through Sipc is atomic, so other processes may change it at any time.
+        Ok(unsafe { self.addr.cast::<Sipc>().as_ref() })
+    }
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `addr` came from shmat and is detached only here; every borrow of the memory
+        // (`sipc()`) borrows `self`, so none outlives this.
+        let _ = unsafe { detach(self.addr.as_ptr(), true) };
+    }
+}
+
+// ---- the sipc layout ------------------------------------------------------------------------
+
+/// The options of sipc1 and sipc2.
+#[derive(clap::Args, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipcOptions {
+    #[command(flatten)]
+    pub id: crate::cli::IdOption,
+
+    #[command(flatten)]
+    pub timeout: crate::cli::TimeoutOption,
+
+    /// Print the segment's shmid_ds (IPC_STAT) after each step
+    #[arg(long)]
+    pub stat: bool,
+}
+
+/// The size of the sipc segment.
+pub const SIPC_SIZE: usize = 1024;
+/// The size of the text field (after the 4-byte flag).
+pub const TEXT_LEN: usize = SIPC_SIZE - 4;
+/// The flag's value when no request is waiting (after a reply, or before the first request).
+pub const EMPTY: i32 = 0;
+/// The flag's value while a request is waiting for the server.
+pub const REQUEST: i32 = 1;
+
+/// The 1024 bytes that sipc1 and sipc2 share, as the C programs lay them out: the flag at offset
+/// 0, the text at offset 4. The text bytes are atomics too (relaxed loads and stores, as cheap
+/// as plain ones): another process writes them while we hold a reference, which plain `u8`s
+/// behind `&` would not allow. Write the text, then store the flag with `Release`; load the
+/// flag with `Acquire`, then read the text.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Sipc {
+    /// [`EMPTY`] or [`REQUEST`] (a C `int`).
+    pub flag: AtomicI32,
+    /// The request or reply, NUL-terminated (what follows the NUL is unused).
+    pub text: [AtomicU8; TEXT_LEN],
+}
+
+impl Sipc {
+    /// An empty area (flag [`EMPTY`], text all NUL), e.g. to test with outside a segment.
+    pub const fn new() -> Sipc {
+        Sipc {
+            flag: AtomicI32::new(EMPTY),
+            text: [const { AtomicU8::new(0) }; TEXT_LEN],
+        }
+    }
+
+    /// The text field's bytes as they are now (load the flag with `Acquire` first).
+    pub fn text_bytes(&self) -> [u8; TEXT_LEN] {
+        std::array::from_fn(|i| self.text[i].load(Ordering::Relaxed))
+    }
+
+    /// The text as a message shows it: quoted, escaped, cut to 40 characters
+    /// (`"This is a request from 4711."`).
+    pub fn quoted_text(&self) -> String {
+        trace::c_string(&self.text_bytes(), 40)
+    }
+
+    /// The text, decoded by [`decode_text`].
+    pub fn text(&self) -> Result<String, BadText> {
+        decode_text(&self.text_bytes())
+    }
+
+    /// Writes `text` and its NUL into the text field (then store the flag with `Release`).
+    /// Fails if it does not fit or holds a NUL itself.
+    pub fn write_text(&self, text: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            text.len() < TEXT_LEN && !text.contains('\0'),
+            "text of {} bytes does not fit the {TEXT_LEN}-byte field with its NUL",
+            text.len()
+        );
+        for (cell, byte) in self.text.iter().zip(text.bytes().chain([0])) {
+            cell.store(byte, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+impl Default for Sipc {
+    fn default() -> Sipc {
+        Sipc::new()
+    }
+}
+
+/// A text field that is not a C string: no NUL in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadText {
+    /// The field's size.
+    pub len: usize,
+    /// The whole field, printable (see [`decode_text`]), to show what was there.
+    pub shown: String,
+}
+
+impl fmt::Display for BadText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "text without NUL in its {} bytes", self.len)
+    }
+}
+
+impl std::error::Error for BadText {}
+
+/// The C string at the start of `field` (up to its first NUL), printable: invalid UTF-8
+/// replaced, control characters escaped, so a peer's bytes cannot drive the terminal. Reads
+/// nothing past `field`; fails if `field` holds no NUL.
+pub fn decode_text(field: &[u8]) -> Result<String, BadText> {
+    match field.iter().position(|&b| b == 0) {
+        Some(end) => Ok(printable(&field[..end])),
+        None => Err(BadText {
+            len: field.len(),
+            shown: printable(field),
+        }),
+    }
+}
+
+fn printable(bytes: &[u8]) -> String {
+    let escape = |c: char| match c.is_control() {
+        true => c.escape_default().to_string(),
+        false => c.to_string(),
+    };
+    String::from_utf8_lossy(bytes).chars().map(escape).collect()
+}
+
+// ---- shmid_ds, as the slides show it --------------------------------------------------------
+
+/// A segment's `shmid_ds` (from `IPC_STAT`), displayed with the fields of the slides.
+#[derive(Clone, Copy)]
+pub struct ShmStat(pub libc::shmid_ds);
+
+impl ShmStat {
+    /// `shmctl(shmid, IPC_STAT, &buf)` of any segment (such as one a test made with [`shmget`]
+    /// to play a C peer).
+    pub fn of(shmid: ShmId) -> anyhow::Result<ShmStat> {
+        stat(shmid, &shmid.to_string())
+    }
+
+    /// The number of attachments (`shm_nattch`).
+    pub fn nattch(&self) -> u64 {
+        self.0.shm_nattch
+    }
+
+    /// The mode, with `SHM_DEST` named: `0600|SHM_DEST`.
+    fn mode(&self) -> String {
+        let mode = u32::from(self.0.shm_perm.mode);
+        let dest = if mode & SHM_DEST != 0 {
+            "|SHM_DEST"
+        } else {
+            ""
+        };
+        format!("{:04o}{dest}", mode & 0o777)
+    }
+
+    /// What a trace line shows: `{shm_perm.mode=0600, shm_segsz=1024, shm_nattch=2}`.
+    fn brief(&self) -> String {
+        format!(
+            "{{shm_perm.mode={}, shm_segsz={}, shm_nattch={}}}",
+            self.mode(),
+            self.0.shm_segsz,
+            self.0.shm_nattch
+        )
+    }
+}
+
+impl fmt::Debug for ShmStat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShmStat({self})")
+    }
+}
+
+/// Two lines: `shm_perm.__key=0x9005 shm_perm.mode=0600 shm_segsz=1024 shm_nattch=1`, then
+/// `shm_cpid=… shm_lpid=… shm_atime=… shm_dtime=… shm_ctime=…` (times as `HH:MM:SS`, `-` for
+/// never).
+impl fmt::Display for ShmStat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ds = &self.0;
+        let key = Key::from_raw(ds.shm_perm.__key);
+        write!(
+            f,
+            "shm_perm.__key={key} shm_perm.mode={} shm_segsz={} shm_nattch={}\n  \
+             shm_cpid={} shm_lpid={} shm_atime={} shm_dtime={} shm_ctime={}",
+            self.mode(),
+            ds.shm_segsz,
+            ds.shm_nattch,
+            ds.shm_cpid,
+            ds.shm_lpid,
+            clock(ds.shm_atime),
+            clock(ds.shm_dtime),
+            clock(ds.shm_ctime)
+        )
+    }
+}
+
+/// A time of day as `HH:MM:SS` (local time), `-` for 0 (never).
+fn clock(time: libc::time_t) -> String {
+    if time == 0 {
+        return "-".into();
+    }
+    let mut tm = MaybeUninit::<libc::tm>::zeroed();
+    // SAFETY: localtime_r reads `time` and writes only the tm it is given, a valid one.
+    if unsafe { libc::localtime_r(&time, tm.as_mut_ptr()) }.is_null() {
+        return time.to_string();
+    }
+    // SAFETY: localtime_r succeeded, so it filled `tm` (and it was zeroed before anyway).
+    let tm = unsafe { tm.assume_init() };
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// `--stat`: prints the segment's `shmid_ds` after each step, as `shmid_ds after STEP: …`.
+pub struct StatReport<'a> {
+    segment: &'a Segment,
+    on: bool,
+}
+
+impl<'a> StatReport<'a> {
+    /// Reports on `segment` if `on` (the program's `--stat`), else does nothing.
+    pub fn new(segment: &'a Segment, on: bool) -> StatReport<'a> {
+        StatReport { segment, on }
+    }
+
+    /// Prints the `shmid_ds` as it is after `step`.
+    pub fn after(&self, step: &str) -> anyhow::Result<()> {
+        if self.on {
+            let stat = self.segment.stat()?;
+            crate::outln!("shmid_ds after {step}: {stat}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---- where an address lives ------------------------------------------------------------------
+
+/// The lines of `/proc/self/maps` whose address ranges overlap `start..end`: the mappings that
+/// hold those bytes, as the kernel describes them (trailing blanks removed).
+pub fn maps_lines(start: usize, end: usize) -> anyhow::Result<Vec<String>> {
+    let maps = std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?;
+    Ok(maps
+        .lines()
+        .filter(|line| {
+            let range = line.split(' ').next().and_then(|r| r.split_once('-'));
+            let bound = |hex: &str| usize::from_str_radix(hex, 16).ok();
+            match range.and_then(|(lo, hi)| Some((bound(lo)?, bound(hi)?))) {
+                Some((lo, hi)) => lo < end && start < hi,
+                None => false,
+            }
+        })
+        .map(|line| line.trim_end().to_owned())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn the_sipc_layout_is_the_c_layout() {
+        assert_eq!(size_of::<Sipc>(), 1024);
+        assert_eq!(size_of::<Sipc>(), SIPC_SIZE);
+        assert_eq!(offset_of!(Sipc, flag), 0);
+        assert_eq!(size_of::<AtomicI32>(), size_of::<libc::c_int>());
+        assert_eq!(offset_of!(Sipc, text), 4);
+        assert_eq!(size_of::<[AtomicU8; TEXT_LEN]>(), 1020);
+        assert_eq!(align_of::<Sipc>(), 4);
+    }
+
+    #[test]
+    fn a_text_is_written_with_its_nul_and_read_back() {
+        let area = Sipc::new();
+        area.text[20].store(b'x', Ordering::Relaxed); // garbage after the NUL is ignored
+        area.write_text("This is a request from 42.").unwrap();
+        assert_eq!(area.text().unwrap(), "This is a request from 42.");
+        assert_eq!(area.text_bytes()[26], 0);
+        assert!(area.write_text(&"y".repeat(TEXT_LEN)).is_err());
+        area.write_text(&"y".repeat(TEXT_LEN - 1)).unwrap();
+        assert_eq!(area.text().unwrap().len(), TEXT_LEN - 1);
+        assert!(area.write_text("a\0b").is_err());
+    }
+
+    #[test]
+    fn texts_are_decoded_up_to_the_nul_and_made_printable() {
+        assert_eq!(decode_text(b"hi\0junk").unwrap(), "hi");
+        assert_eq!(decode_text(b"\0").unwrap(), "");
+        assert_eq!(decode_text(b"a\x1b[2Jb\n\0").unwrap(), "a\\u{1b}[2Jb\\n");
+        assert_eq!(decode_text(b"\xff\xfe\0").unwrap(), "\u{fffd}\u{fffd}");
+        let bad = decode_text(b"no nul").unwrap_err();
+        assert_eq!(bad.shown, "no nul");
+    }
+
+    #[test]
+    fn a_private_segment_is_attached_and_removed_when_dropped() {
+        let segment = Segment::create_private(4096).unwrap();
+        let id = segment.id();
+        {
+            let attached = segment.attach().unwrap();
+            assert_eq!(segment.stat().unwrap().nattch(), 1);
+            let lines = maps_lines(attached.addr() as usize, attached.addr() as usize + 1).unwrap();
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].contains("/SYSV"), "{lines:?}");
+            attached.sipc().unwrap().write_text("hello").unwrap();
+        }
+        assert_eq!(segment.stat().unwrap().nattch(), 0);
+        drop(segment);
+        assert!(stat(id, "test").unwrap_err().is::<Gone>());
+    }
+
+    #[test]
+    fn unknown_shmctl_commands_are_refused() {
+        assert_eq!(shmctl(ShmId(0), libc::IPC_INFO, None), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn times_are_clock_times() {
+        assert_eq!(clock(0), "-");
+        let shown = clock(1_700_000_000);
+        assert_eq!(shown.len(), 8, "{shown}");
+        assert_eq!(shown.as_bytes()[2], b':');
+    }
+}
