@@ -344,7 +344,23 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        let _ = self.unmap(); // cannot fail for a mapping made by mmap
+        // SAFETY: as in `unmap`, which did not make the call if it failed with EINTR.
+        let direct = || unsafe { nix::sys::mman::munmap(self.addr, self.len) };
+        let _ = even_if_interrupted(self.unmap(), direct); // cannot fail otherwise
+    }
+}
+
+/// The result of a cleanup call made through [`trace::call`], made again without it if a
+/// termination signal ended `--step`'s or `--slow`'s pause before it: then `trace::call` fails
+/// with `EINTR` without making the call, but cleaning up is exactly what must happen now.
+/// (None of these calls fails with `EINTR` by itself.)
+fn even_if_interrupted(
+    traced: nix::Result<()>,
+    untraced: impl FnOnce() -> nix::Result<()>,
+) -> nix::Result<()> {
+    match traced {
+        Err(Errno::EINTR) => untraced(),
+        other => other,
     }
 }
 
@@ -656,9 +672,6 @@ impl DestFile {
     /// not exist or may not be written.
     pub fn create(dest: &Path, source: &SourceFile) -> anyhow::Result<DestFile> {
         let name = || format!("DEST {}", quoted(dest));
-        if dest.as_os_str().as_bytes().ends_with(b"/") {
-            bail!("{}: names a directory; give the name of the copy", name());
-        }
         let existing = nix::sys::stat::stat(dest);
         let target = match existing {
             Ok(stat) => {
@@ -685,6 +698,9 @@ impl DestFile {
                     }
                     _ => dest.to_owned(),
                 }
+            }
+            Err(Errno::ENOENT) if dest.as_os_str().as_bytes().ends_with(b"/") => {
+                bail!("{}: names a directory; give the name of the copy", name())
             }
             Err(Errno::ENOENT) if nix::sys::stat::lstat(dest).is_ok() => {
                 bail!(
@@ -759,7 +775,8 @@ impl DestFile {
 impl Drop for DestFile {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = unlink(&self.temporary);
+            let direct = || nix::unistd::unlink(&self.temporary);
+            let _ = even_if_interrupted(unlink(&self.temporary), direct);
         }
     }
 }

@@ -36,6 +36,8 @@ pub fn exe(name: &str) -> Option<&'static str> {
         "mymore" => env!("CARGO_BIN_EXE_mymore"),
         "fifos" => env!("CARGO_BIN_EXE_fifos"),
         "fifoc" => env!("CARGO_BIN_EXE_fifoc"),
+        "mycp3" => env!("CARGO_BIN_EXE_mycp3"),
+        "mipc" => env!("CARGO_BIN_EXE_mipc"),
         _ => return None,
     })
 }
