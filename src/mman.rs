@@ -172,6 +172,33 @@ pub fn posix_fallocate(fd: BorrowedFd<'_>, offset: i64, length: i64) -> nix::Res
     )
 }
 
+/// `madvise(addr, len, MADV_POPULATE_WRITE)` (Linux 5.14): faults in every page of a writable
+/// `mapping` at once, ready to be written — instead of two page faults per page during the
+/// `memcpy` (one to read it in, one to make it writable). Without it the copy only takes longer,
+/// so a kernel that does not know it (`EINVAL`) is no error. `EFAULT` means a page could not be
+/// made (no space left, or the file is shorter than the mapping): the [`BusError`] the `memcpy`
+/// would get.
+pub fn madvise_populate_write(mapping: &Mapping) -> anyhow::Result<()> {
+    let advice = nix::sys::mman::MmapAdvise::MADV_POPULATE_WRITE;
+    let advised = trace::call(
+        || {
+            format!(
+                "madvise({:p}, {}, MADV_POPULATE_WRITE)",
+                mapping.addr(),
+                mapping.len
+            )
+        },
+        // SAFETY: the range is the whole mapping `mapping` owns; populating changes no content.
+        || unsafe { nix::sys::mman::madvise(mapping.addr, mapping.len, advice) },
+        |()| "0".into(),
+    );
+    match advised {
+        Ok(()) | Err(Errno::EINVAL) => Ok(()),
+        Err(Errno::EFAULT) => Err(BusError(Side::Destination).into()),
+        Err(e) => Err(e).context("madvise(MADV_POPULATE_WRITE)"),
+    }
+}
+
 /// `fchmod(fd, mode)`.
 fn fchmod(fd: BorrowedFd<'_>, mode: Mode) -> nix::Result<()> {
     trace::call(
@@ -386,8 +413,8 @@ impl fmt::Display for BusError {
                 "SIGBUS reading the source mapping: the file shrank while it was being copied",
             ),
             Side::Destination => f.write_str(
-                "SIGBUS writing the destination mapping: its file was truncated, or no space was \
-                 left for a page",
+                "the destination mapping cannot be written (SIGBUS): no space was left for a \
+                 page, or its file was truncated",
             ),
         }
     }

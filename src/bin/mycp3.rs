@@ -84,14 +84,9 @@ fn copy_windows(source: &SourceFile, dest: &DestFile, options: &Options) -> anyh
         let at = offset as i64;
         let from = mman::mmap(len, PROT_READ, MAP_SHARED | MAP_POPULATE, source.fd(), at)
             .with_context(|| format!("mmap(SOURCE, offset {offset})"))?;
-        let mut to = mman::mmap(
-            len,
-            PROT_READ | PROT_WRITE,
-            MAP_SHARED | MAP_POPULATE,
-            dest.fd(),
-            at,
-        )
-        .with_context(|| format!("mmap(DEST, offset {offset})"))?;
+        let mut to = mman::mmap(len, PROT_READ | PROT_WRITE, MAP_SHARED, dest.fd(), at)
+            .with_context(|| format!("mmap(DEST, offset {offset})"))?;
+        mman::madvise_populate_write(&to)?; // all pages in, writable: faster than MAP_POPULATE
         to.copy_from(&from)?; // memcpy(to, from, len)
         offset += len as u64;
     } // each round ends with munmap of both windows

@@ -431,7 +431,7 @@ fn mycp3_on_a_full_disk_fails_cleanly_and_leaves_no_partial_dest() {
     // caught, reported, and the unfinished copy removed.
     fs::remove_file(small.0.join("copy")).unwrap();
     let run = lab.run("mycp3", &["--reserve", "ftruncate", "big", "small/copy"]);
-    run.assert_failure(1, "SIGBUS writing the destination mapping");
+    run.assert_failure(1, "the destination mapping cannot be written (SIGBUS)");
     assert_eq!(fs::read_dir(&small.0).unwrap().count(), 0, "{run}");
 
     // What fits, fits.
@@ -544,7 +544,7 @@ fn name_and_result(line: &str) -> (&str, &str) {
 #[test]
 fn mycp3_traces_each_call_with_the_values_strace_sees() {
     let lab = Lab::new();
-    let list = "trace=openat,fallocate,mmap,munmap,fchmod,renameat";
+    let list = "trace=openat,fallocate,mmap,madvise,munmap,fchmod,renameat";
     let (run, strace) = strace_mycp3(&lab, list, &["--trace"]);
     let pid = run.stderr.split(' ').nth(1).unwrap().trim_end_matches(']');
     let prefix = format!("[mycp3 {pid}] ");
@@ -557,7 +557,7 @@ fn mycp3_traces_each_call_with_the_values_strace_sees() {
         })
         .map(name_and_result)
         .collect();
-    let window = ["mmap", "mmap", "memcpy", "munmap", "munmap"];
+    let window = ["mmap", "mmap", "madvise", "memcpy", "munmap", "munmap"];
     let start = ["open", "open", "posix_fallocate"];
     let expected = [&start[..], &window, &window, &window, &["fchmod", "rename"]].concat();
     let names: Vec<&str> = traced.iter().map(|(name, _)| *name).collect();
