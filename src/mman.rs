@@ -283,8 +283,9 @@ pub fn parse_window(text: &str) -> Result<usize, String> {
         .and_then(|n| n.checked_mul(factor))
     {
         Some(0) => Err("must be more than 0 bytes".into()),
-        Some(bytes) if bytes <= 1 << 40 => Ok(bytes.div_ceil(page) * page),
-        Some(_) => Err("must be at most 1T".into()),
+        // Two windows are mapped at a time: keep that below a few GiB.
+        Some(bytes) if bytes <= 1 << 30 => Ok(bytes.div_ceil(page) * page),
+        Some(_) => Err("must be at most 1G".into()),
         None => Err("expected a number of bytes, optionally with K, M or G".into()),
     }
 }
@@ -590,6 +591,30 @@ fn quoted(path: &Path) -> String {
     format!("'{}'", path.display())
 }
 
+/// Whether `file` is a pseudo-file whose content the kernel makes when it is read: on `/proc`,
+/// `/sys` and their kin, or saying it is empty while it is not. Its size says nothing about its
+/// content, and `mmap` refuses it (`ENODEV`) or maps nothing.
+fn is_made_when_read(file: &File, stat: &FileStat) -> bool {
+    use nix::sys::statfs::*;
+    let pseudo = [
+        PROC_SUPER_MAGIC,
+        SYSFS_MAGIC,
+        DEBUGFS_MAGIC,
+        TRACEFS_MAGIC,
+        CGROUP_SUPER_MAGIC,
+        CGROUP2_SUPER_MAGIC,
+    ];
+    fstatfs(file).is_ok_and(|fs| pseudo.contains(&fs.filesystem_type()))
+        || (stat.st_size == 0 && file.read_at(&mut [0u8], 0).is_ok_and(|n| n > 0))
+}
+
+/// Whether `path` ends with the name of a file: not with `/`, `/.`, `..` or nothing — the
+/// name of a directory, where no copy can be renamed to.
+fn ends_with_a_name(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|name| path.as_os_str().as_bytes().ends_with(name.as_bytes()))
+}
+
 /// The file to copy: a regular file, open for reading.
 #[derive(Debug)]
 pub struct SourceFile {
@@ -627,10 +652,10 @@ impl SourceFile {
                 kind(&stat)
             );
         }
-        if stat.st_size == 0 && file.read_at(&mut [0u8], 0).is_ok_and(|n| n > 0) {
+        if is_made_when_read(&file, &stat) {
             bail!(
-                "{}: says it is empty but has content (a /proc or /sys file?); such a file \
-                 cannot be mapped: copy it with cp",
+                "{}: its content is made when it is read (a /proc or /sys file), and such a \
+                 file cannot be mapped: copy it with cp",
                 name()
             );
         }
@@ -726,7 +751,7 @@ impl DestFile {
                     _ => dest.to_owned(),
                 }
             }
-            Err(Errno::ENOENT) if dest.as_os_str().as_bytes().ends_with(b"/") => {
+            Err(Errno::ENOENT) if !ends_with_a_name(dest) => {
                 bail!("{}: names a directory; give the name of the copy", name())
             }
             Err(Errno::ENOENT) if nix::sys::stat::lstat(dest).is_ok() => {
@@ -756,7 +781,14 @@ impl DestFile {
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
             Mode::from_bits_truncate(0o600),
         )
-        .with_context(|| format!("{}: cannot create a file in {}", name(), quoted(dir)))?;
+        .with_context(|| {
+            format!(
+                "{}: cannot create {} in {}",
+                name(),
+                quoted(Path::new(std::ffi::OsStr::from_bytes(&temporary_name))),
+                quoted(dir)
+            )
+        })?;
         Ok(DestFile {
             given: dest.to_owned(),
             target,

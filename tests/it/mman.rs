@@ -315,12 +315,36 @@ fn mycp3_refuses_a_source_that_is_a_directory_fifo_or_device() {
 }
 
 #[test]
+fn mycp3_refuses_a_proc_or_sys_file_whose_size_says_nothing() {
+    let lab = lab_with_files();
+    for source in [
+        "/proc/self/status",
+        "/proc/version",
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+    ] {
+        if !Path::new(source).exists() {
+            skipped(
+                "mycp3_refuses_a_proc_or_sys_file_whose_size_says_nothing",
+                &format!("no {source}"),
+            );
+            continue;
+        }
+        let run = assert_refused(
+            &lab,
+            mycp3(&lab, &[source, "new"]),
+            "content is made when it is read",
+        );
+        assert!(run.stderr.contains("copy it with cp"), "{run}");
+    }
+}
+
+#[test]
 fn mycp3_refuses_a_dest_in_a_missing_directory() {
     let lab = lab_with_files();
     assert_refused(
         &lab,
         mycp3(&lab, &["source", "missing/dest"]),
-        "DEST 'missing/dest': cannot create a file in 'missing': ENOENT",
+        "DEST 'missing/dest': cannot create '.dest.mycp3-",
     );
 }
 
@@ -331,7 +355,10 @@ fn mycp3_refuses_a_dest_that_is_a_directory_or_no_regular_file() {
     assert_refused(&lab, mycp3(&lab, &["source", "dir"]), "is a directory");
     assert_refused(&lab, mycp3(&lab, &["source", "dir/"]), "is a directory");
     assert_refused(&lab, mycp3(&lab, &["source", "source/"]), "ENOTDIR");
-    assert_refused(&lab, mycp3(&lab, &["source", "new/"]), "names a directory");
+    for dir_name in ["new/", "new/.", "new/..", "..", "/"] {
+        let run = assert_refused(&lab, mycp3(&lab, &["source", dir_name]), "DEST");
+        assert!(run.stderr.contains("directory"), "{run}");
+    }
     assert_refused(
         &lab,
         mycp3(&lab, &["source", "/dev/full"]),
@@ -376,7 +403,8 @@ fn mycp3_refuses_a_dest_in_a_directory_it_may_not_write() {
     let what = "mycp3_refuses_a_dest_in_a_directory_it_may_not_write";
     for dest in ["read-only/dest", "read-only/new"] {
         if let Some(command) = unprivileged(&lab, &["source", dest], what) {
-            assert_refused(&lab, command, "cannot create a file in 'read-only': EACCES");
+            let run = assert_refused(&lab, command, "in 'read-only': EACCES");
+            assert!(run.stderr.contains("cannot create '."), "{run}");
         }
     }
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
@@ -397,7 +425,7 @@ fn mycp3_with_a_wrong_argument_count_prints_usage_and_exits_2() {
 #[test]
 fn mycp3_rejects_an_absurd_window() {
     let lab = lab_with_files();
-    for window in ["0", "-1", "lots", "5T", "1.5M"] {
+    for window in ["0", "-1", "lots", "5T", "2G", "1.5M"] {
         lab.run("mycp3", &[&format!("--window={window}"), "source", "new"])
             .assert_failure(2, "--window");
     }
