@@ -6,12 +6,15 @@
 //! | `mmap(NULL, len, prot, flags, fd, offset)`  | [`mmap`] → a [`Mapping`]                    |
 //! | `munmap(addr, len)`                         | dropping the [`Mapping`], or [`munmap`]     |
 //! | `memcpy(dst, src, len)` between two mappings| [`Mapping::copy_from`]                      |
+//! | `madvise(addr, len, MADV_POPULATE_WRITE)`   | [`madvise_populate_write`]                  |
 //! | `ftruncate(fd, len)`, `posix_fallocate(fd, 0, len)` | [`ftruncate`], [`posix_fallocate`]  |
 //! | `PROT_READ`, `PROT_WRITE`, `MAP_SHARED`     | the constants of the same names             |
 //!
 //! Each of these calls goes through [`crate::trace::call`], so `--trace` shows it in C notation
 //! with its real values (`mmap(NULL, 8, PROT_READ|PROT_WRITE, MAP_SHARED, 3, 0) = 0x7f…`) and
-//! `--step` stops before it.
+//! `--step` stops before it; so do the `fchmod`, `rename` and `unlink` of [`DestFile`]. (`open`
+//! is here because the exercises open the files they map; it can move to one traced `open` for
+//! every module.)
 //!
 //! A [`Mapping`] gives no Rust reference into its memory: the file behind a shared mapping can be
 //! changed or truncated by another process at any moment, which no `&[u8]` may see. The only ways
@@ -23,6 +26,7 @@
 //! an error code but the signal SIGBUS, which kills the process. [`Mapping::copy_from`] catches
 //! it for the two mappings it copies between: the faulting rest of the mapping is replaced by
 //! zero pages, the copy runs to its end, and it returns a [`BusError`] instead of dying.
+//! ([`madvise_populate_write`] learns of such a page before the copy, as `EFAULT`.)
 //!
 //! The second half of the module is `mycp3`'s: [`SourceFile`] (the file to copy, checked to be a
 //! regular file) and [`DestFile`] (the copy, written beside DEST and renamed over it only when
@@ -147,7 +151,9 @@ pub fn mmap(
 /// silently).
 pub fn munmap(mapping: Mapping) -> nix::Result<()> {
     let mapping = std::mem::ManuallyDrop::new(mapping);
-    mapping.unmap()
+    // SAFETY: as in `Mapping::unmap`; the mapping is not dropped, so it is unmapped once.
+    let direct = || unsafe { nix::sys::mman::munmap(mapping.addr, mapping.len) };
+    even_if_interrupted(mapping.unmap(), direct)
 }
 
 /// `ftruncate(fd, length)`: sets the file's size. Growing a file this way allocates no disk

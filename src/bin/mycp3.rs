@@ -11,9 +11,9 @@
 //! disk is an error, not a SIGBUS; a SIGBUS anyway (SOURCE shrinking) is caught; the copy is made
 //! beside DEST and renamed over it when complete, so a failure or Ctrl-C leaves DEST as it was.
 //!
-//! System calls: open, posix_fallocate (or ftruncate), mmap, munmap, rename.
+//! System calls: open, posix_fallocate (or ftruncate), mmap, madvise, munmap, rename.
 //! Run:     make mycp3 && ./mycp3 SOURCE DEST     (--trace shows each call with its values)
-//! Observe: strace -e trace=openat,fallocate,mmap,munmap,read,write,renameat ./mycp3 labs.md copy
+//! Observe: strace -e trace=openat,fallocate,mmap,madvise,munmap,read,write ./mycp3 labs.md copy
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,13 +33,13 @@ struct Options {
     /// The copy: a new file, or an existing one to replace
     dest: PathBuf,
 
-    /// Bytes mapped at a time from each file (K, M, G: KiB, MiB, GiB; rounded up to whole pages)
+    /// Bytes mapped at a time from each file (K, M, G: KiB, MiB, GiB; whole pages; at most 1G)
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = mman::parse_window)]
     window: usize,
 
     /// How DEST gets its size before the copy: fallocate reserves the disk blocks (a full disk
-    /// is a clean error); ftruncate only sets the size, as the C version does (a full disk shows
-    /// up as SIGBUS while copying)
+    /// is a clean error); ftruncate only sets the size, as the C version does (a full disk is
+    /// found only while copying: the SIGBUS of the C version)
     #[arg(long, value_enum, value_name = "HOW", default_value = "fallocate")]
     reserve: Reserve,
 }
