@@ -669,6 +669,35 @@ fn mipc_with_an_odd_number_of_steps_ends_with_the_parent() {
     }
 }
 
+#[test]
+fn mipc_traces_the_mapping_made_once_and_unmapped_by_both() {
+    let lab = Lab::new();
+    let run = lab.run("mipc", &["--trace", "--loops", "2"]);
+    assert_eq!(run.lines(), mipc_lines(2), "{run}");
+    let calls: Vec<(&str, &str)> = run
+        .stderr
+        .lines()
+        .map(|l| l.split_once("] ").unwrap_or_else(|| panic!("{run}")))
+        .collect();
+    let parent = calls[0].0; // "[mipc PID": the parent opened /dev/zero, before fork
+    assert_eq!(calls.len(), 4, "{run}");
+    let fd = calls[0]
+        .1
+        .strip_prefix("open(\"/dev/zero\", O_RDWR) = ")
+        .expect("open");
+    let mmap = format!("mmap(NULL, 8, PROT_READ|PROT_WRITE, MAP_SHARED, {fd}, 0) = 0x");
+    assert!(calls[1].1.starts_with(&mmap), "{run}");
+    let address = calls[1].1.rsplit(" = ").next().unwrap();
+    let unmapped_by: Vec<&str> = calls[2..]
+        .iter()
+        .filter(|(_, call)| *call == format!("munmap({address}, 8) = 0"))
+        .map(|(who, _)| *who)
+        .collect();
+    assert_eq!(unmapped_by.len(), 2, "{run}");
+    assert_ne!(unmapped_by[0], unmapped_by[1], "parent and child\n{run}");
+    assert!(unmapped_by.contains(&parent), "{run}");
+}
+
 /// Starts mipc for (nearly) ever and waits until both processes have taken a turn.
 fn start_long_mipc(lab: &Lab, extra: &[&str]) -> Running {
     let mut args = vec!["--loops", "4000000000"];
