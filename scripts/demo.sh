@@ -65,6 +65,19 @@ fi
 wait $server || failed+=("./sipc1")
 trap - EXIT
 
+# mycp3 copies into a directory of its own (removed at the end): ls -l before and after.
+copies=$(mktemp -d)
+trap 'rm -rf "$copies"' EXIT
+heading "./mycp3 labs.md $copies/labs.md (ls -l before and after; cmp)"
+ls -l labs.md "$copies"
+./mycp3 labs.md "$copies/labs.md" || failed+=("./mycp3")
+ls -l labs.md "$copies"
+cmp labs.md "$copies/labs.md" && echo "cmp: the copy is identical" || failed+=("cmp after ./mycp3")
+rm -rf "$copies"
+trap - EXIT
+
+show ./mipc
+
 # Nothing may be left behind: no .fifo*, no queue or segment of this lab ID.
 echo
 ./scripts/ipcclean.sh --check "${IPCLAB_ID:-0}" || failed+=("cleanup")

@@ -18,12 +18,14 @@
 //! | [`sys`]       | the lecture's calls on pipes, FIFOs and files (`pipe`, `read`, `write`, `open`, `mkfifo`…), traced |
 //! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
 //! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
+//! | [`mman`]      | memory-mapped files: `mmap`/`munmap`, a copy between mappings that survives SIGBUS, mipc's shared counter, mycp3's two files |
 //!
 //! The lab manual (`labs.md`) explains the concepts; the code points to it.
 
 pub mod cli;
 pub mod error;
 pub mod fifo;
+pub mod mman;
 pub mod out;
 pub mod process;
 pub mod shm;

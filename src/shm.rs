@@ -137,19 +137,17 @@ pub fn shmctl(
     Ok(result)
 }
 
-/// Makes a lecture call through [`trace::call`]. A `cleanup` call (a drop that detaches or
-/// removes) is made even when a termination signal ends the classroom-mode pause before it (the
-/// pause then fails with `EINTR` without making the call): cleanup must run. shmdt and shmctl
-/// never fail with `EINTR` themselves.
+/// Makes a lecture call through [`trace::call`], or [`trace::cleanup_call`] for a `cleanup`
+/// call (a drop that detaches or removes), which a termination signal does not stop.
 fn lecture_call<T>(
     cleanup: bool,
     describe: impl FnOnce() -> String,
-    make: impl Fn() -> nix::Result<T>,
+    make: impl FnOnce() -> nix::Result<T>,
     show: impl FnOnce(&T) -> String,
 ) -> nix::Result<T> {
-    match trace::call(describe, &make, show) {
-        Err(Errno::EINTR) if cleanup => make(),
-        result => result,
+    match cleanup {
+        true => trace::cleanup_call(describe, make, show),
+        false => trace::call(describe, make, show),
     }
 }
 

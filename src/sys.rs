@@ -38,7 +38,7 @@ pub fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
 /// `close(fd)`.
 pub fn close(fd: OwnedFd) -> nix::Result<()> {
     let number = raw(&fd);
-    trace::call(
+    trace::cleanup_call(
         || format!("close({number})"),
         || nix::unistd::close(fd),
         |()| "0".into(),
@@ -135,11 +135,20 @@ pub fn mkfifo(path: &Path, mode: Mode) -> nix::Result<()> {
     )
 }
 
-/// `unlink(path)`.
+/// `unlink(path)` (a cleanup call: see [`trace::cleanup_call`]).
 pub fn unlink(path: &Path) -> nix::Result<()> {
-    trace::call(
+    trace::cleanup_call(
         || format!("unlink({})", quoted(path)),
         || nix::unistd::unlink(path),
+        |()| "0".into(),
+    )
+}
+
+/// `rename(from, to)`: atomically replaces `to` (if it exists) by `from`.
+pub fn rename(from: &Path, to: &Path) -> nix::Result<()> {
+    trace::call(
+        || format!("rename({}, {})", quoted(from), quoted(to)),
+        || nix::fcntl::renameat(nix::fcntl::AT_FDCWD, from, nix::fcntl::AT_FDCWD, to),
         |()| "0".into(),
     )
 }
@@ -241,6 +250,7 @@ fn open_flags(flags: OFlag) -> String {
         (OFlag::O_APPEND, "O_APPEND"),
         (OFlag::O_NONBLOCK, "O_NONBLOCK"),
         (OFlag::O_NOFOLLOW, "O_NOFOLLOW"),
+        (OFlag::O_NOCTTY, "O_NOCTTY"),
     ];
     let mut shown = access.to_string();
     for (flag, name) in names {

@@ -108,7 +108,32 @@ pub fn call<T>(
     }
     let text = describe();
     pause_before(&text)?;
-    let result = make();
+    finish(&text, make(), show)
+}
+
+/// Like [`call`], for a cleanup call (an `unlink`, `close`, `munmap`, `shmdt` or `IPC_RMID` that
+/// an owner makes when it is dropped): a termination signal during the pause does not stop it,
+/// since cleaning up is what the signal's path needs.
+#[inline]
+pub fn cleanup_call<T>(
+    describe: impl FnOnce() -> String,
+    make: impl FnOnce() -> nix::Result<T>,
+    show: impl FnOnce(&T) -> String,
+) -> nix::Result<T> {
+    if !enabled() {
+        return make();
+    }
+    let text = describe();
+    let _ = pause_before(&text);
+    finish(&text, make(), show)
+}
+
+/// Prints the line of a call that has returned `result`.
+fn finish<T>(
+    text: &str,
+    result: nix::Result<T>,
+    show: impl FnOnce(&T) -> String,
+) -> nix::Result<T> {
     let shown = match &result {
         Ok(value) => show(value),
         Err(errno) => errno_text(*errno),

@@ -49,6 +49,8 @@ pub fn exe(name: &str) -> Option<&'static str> {
         "shm" => env!("CARGO_BIN_EXE_shm"),
         "sipc1" => env!("CARGO_BIN_EXE_sipc1"),
         "sipc2" => env!("CARGO_BIN_EXE_sipc2"),
+        "mycp3" => env!("CARGO_BIN_EXE_mycp3"),
+        "mipc" => env!("CARGO_BIN_EXE_mipc"),
         _ => return None,
     })
 }

@@ -8,5 +8,6 @@ mod harness;
 mod labs;
 mod make;
 mod manual;
+mod mman;
 mod pipes;
 mod shm;

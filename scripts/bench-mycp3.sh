@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# bench-mycp3: mycp3 against cp on a file in the page cache — median wall time of alternating
+# runs, and mycp3's peak memory (RSS), which must stay small however large the file.
+#
+#   scripts/bench-mycp3.sh              # 1 GiB, 5 runs of each (the issue's figures)
+#   BENCH_SIZE_MIB=256 BENCH_RUNS=3 scripts/bench-mycp3.sh
+#   MYCP3_ARGS="--window 64M" scripts/bench-mycp3.sh      # try other windows
+#   MYCP3_ARGS="--reserve ftruncate" scripts/bench-mycp3.sh  # the C version's way
+#
+# The files live in a new directory under ${BENCH_DIR:-${TMPDIR:-/tmp}} (needs twice the size
+# free), which is removed at the end. Each copy is removed and `sync`ed away before the next run,
+# outside the timing, so that writing back one run's copy does not slow down the next.
+# Not part of `make test`: timings depend on the machine and on what else runs on it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+size_mib=${BENCH_SIZE_MIB:-1024}
+runs=${BENCH_RUNS:-5}
+read -r -a mycp3_args <<<"${MYCP3_ARGS:-}"
+
+cargo build --release --quiet --bin mycp3
+mycp3=$(pwd)/${CARGO_TARGET_DIR:-target}/release/mycp3
+
+dir=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/bench-mycp3.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+head -c "$((size_mib << 20))" /dev/urandom >"$dir/source"
+cat "$dir/source" >/dev/null # in the page cache
+sync
+
+# run NAME COMMAND...: one timed run; appends "wall_ms cpu_ms peak_kib" to $dir/NAME.
+# Wall time from date; CPU time (user + system) and peak RSS from /usr/bin/time if it is
+# installed, else from python3's getrusage(RUSAGE_CHILDREN), else none ("-").
+run() {
+    local name=$1 start end usage
+    shift
+    rm -f "$dir/copy"
+    sync
+    start=$(date +%s%N)
+    if [ -x /usr/bin/time ]; then
+        /usr/bin/time -f '%U %S %M' -o "$dir/usage" "$@"
+        usage=$(tail -n1 "$dir/usage")
+    elif command -v python3 >/dev/null; then
+        usage=$(python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True)
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(u.ru_utime, u.ru_stime, u.ru_maxrss)' "$@")
+    else
+        "$@"
+        usage="- - -"
+    fi
+    end=$(date +%s%N)
+    cmp -s "$dir/source" "$dir/copy" || { echo "bench-mycp3: $name made a wrong copy" >&2; exit 1; }
+    echo "$(((end - start) / 1000000)) $usage" |
+        awk '{ cpu = ($2 == "-") ? "-" : int(($2 + $3) * 1000 + 0.5); print $1, cpu, $4 }' >>"$dir/$name"
+}
+
+# One untimed run of each first: the first copies after making a big file are slow for both.
+run warm-up cp "$dir/source" "$dir/copy"
+run warm-up "$mycp3" "${mycp3_args[@]}" "$dir/source" "$dir/copy"
+for _ in $(seq "$runs"); do
+    run cp cp "$dir/source" "$dir/copy"
+    run mycp3 "$mycp3" "${mycp3_args[@]}" "$dir/source" "$dir/copy"
+done
+rm -f "$dir/copy"
+
+# median NAME COLUMN: the median of a column of $dir/NAME; peak NAME: the largest peak RSS
+median() { sort -n -k"$2" "$dir/$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'; }
+peak() { sort -n -k3 "$dir/$1" | tail -n1 | cut -d' ' -f3; }
+
+fs=$(df --output=fstype "$dir" 2>/dev/null | tail -n1)
+echo "mycp3${MYCP3_ARGS:+ $MYCP3_ARGS} against cp: a ${size_mib} MiB file in the page cache ($fs), $runs alternating runs each"
+printf '%-6s %12s %12s %12s   %s\n' "" "median wall" "median CPU" "peak RSS" "wall of each run (ms)"
+for name in cp mycp3; do
+    printf '%-6s %9s ms %9s ms %8s KiB   %s\n' "$name" "$(median $name 1)" "$(median $name 2)" \
+        "$(peak $name)" "$(cut -d' ' -f1 "$dir/$name" | paste -sd' ')"
+done
+awk -v m="$(median mycp3 1)" -v c="$(median cp 1)" -v mc="$(median mycp3 2)" -v cc="$(median cp 2)" \
+    -v r="$(peak mycp3)" 'BEGIN {
+    printf "mycp3/cp: wall %.2f (goal <= 0.60), CPU %.2f; mycp3 peak RSS %.1f MiB (goal <= 64 MiB)\n",
+        m / c, (cc > 0 ? mc / cc : 0), r / 1024 }'
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs (other work slows both, unevenly)"

@@ -1,0 +1,108 @@
+//! mipc — parent and child count in turns, in memory they share through mmap of /dev/zero.
+//!
+//! Demonstrates: `mmap` of `/dev/zero` with MAP_SHARED gives zero-filled memory that stays
+//! shared across `fork` — both processes see the same `long`, not copies of it (MAP_PRIVATE, or
+//! an ordinary variable, would be copied on the first write). The synclib (TELL_CHILD /
+//! WAIT_CHILD, TELL_PARENT / WAIT_PARENT) makes them take turns: the parent finds the even values
+//! 0, 2, 4 … and the child the odd ones, each adding one; each side checks that it finds what it
+//! expects and stops with `Counter mismatch` otherwise.
+//!
+//! System calls: open, mmap, close, fork, then pipe write/read for the turns, munmap, waitpid.
+//! Run:     make mipc && ./mipc          (./mipc --loops 1000 | tail -2)
+//! Observe: strace -f -e trace=openat,mmap,clone,write,read,munmap,wait4 ./mipc --loops 2
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use ipclab::cli::TimeoutOption;
+use ipclab::error::caused_by;
+use ipclab::mman::{self, SharedLong, MAP_SHARED, PROT_READ, PROT_WRITE};
+use ipclab::sync::{ChildSide, ParentSide, PeerGone, TellWait};
+use ipclab::sys;
+use ipclab::{outln, process, signals};
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::unistd::ForkResult;
+
+/// Parent and child increment a counter they share through mmap of /dev/zero, taking turns.
+#[derive(Parser)]
+#[command(version)]
+struct Options {
+    /// Number of steps: the parent prints the even values, the child the odd ones, 0 to N-1
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    loops: u32,
+
+    #[command(flatten)]
+    timeout: TimeoutOption,
+}
+
+fn main() -> ExitCode {
+    ipclab::cli::run(env!("CARGO_BIN_NAME"), count)
+}
+
+fn count(options: Options) -> anyhow::Result<()> {
+    signals::catch_termination()?; // so that Ctrl-C and kill end both processes' waits
+    let zero = sys::open(Path::new("/dev/zero"), OFlag::O_RDWR, Mode::empty())
+        .context("open(/dev/zero)")?;
+    let size = std::mem::size_of::<libc::c_long>();
+    let area = mman::mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED, zero.as_fd(), 0)
+        .context("mmap(/dev/zero)")?;
+    drop(zero); // close: the mapping stays
+    let counter = SharedLong::new(area)?;
+
+    let tell_wait = TellWait::new()?; // TELL_WAIT()
+    let (loops, timeout) = (options.loops, options.timeout.timeout);
+    // SAFETY: this program is single-threaded.
+    match unsafe { process::fork() }? {
+        ForkResult::Parent { child } => {
+            let sync = tell_wait.into_parent().with_timeout(timeout);
+            let turns = parent(&sync, &counter, loops);
+            if turns.as_ref().is_err_and(|e| !caused_by::<PeerGone>(e)) {
+                // The parent failed on its own: the child may wait for a turn that will not
+                // come, or be stopped. End it, so that the parent's error is the one reported.
+                let _ = kill(child, Signal::SIGKILL);
+            }
+            drop(sync);
+            process::wait_child_after(child, turns)
+        }
+        ForkResult::Child => child(
+            &tell_wait.into_child().with_timeout(timeout),
+            &counter,
+            loops,
+        ),
+    }
+} // munmap, in each process
+
+fn parent(sync: &ParentSide, counter: &SharedLong, loops: u32) -> anyhow::Result<()> {
+    for expected in (0..loops).step_by(2) {
+        let value = check(counter.update(), expected, "parent")?;
+        outln!("Parent: counter={value}")?;
+        if expected + 1 < loops {
+            sync.tell_child()?; // TELL_CHILD()
+            sync.wait_child()?; // WAIT_CHILD()
+        }
+    }
+    Ok(())
+}
+
+fn child(sync: &ChildSide, counter: &SharedLong, loops: u32) -> anyhow::Result<()> {
+    for expected in (1..loops).step_by(2) {
+        sync.wait_parent()?; // WAIT_PARENT()
+        let value = check(counter.update(), expected, "child")?;
+        outln!("Child : counter={value}")?;
+        sync.tell_parent()?; // TELL_PARENT()
+    }
+    Ok(())
+}
+
+/// The value found before adding one, if it is the one `who` expects at this turn.
+fn check(found: i64, expected: u32, who: &str) -> anyhow::Result<i64> {
+    if found != i64::from(expected) {
+        anyhow::bail!("Counter mismatch: the {who} expected {expected}, found {found}");
+    }
+    Ok(found)
+}

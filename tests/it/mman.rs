@@ -1,0 +1,815 @@
+//! Memory-mapped files: `mycp3` (a copy through two mappings) and `mipc` (a counter shared
+//! through mmap of /dev/zero).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{children_of, exe, Finished, Lab, Running};
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+/// `len` bytes that differ from offset to offset (so a window copied to the wrong place shows).
+fn content(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (state >> 16) as u8
+        })
+        .collect()
+}
+
+/// Says on the real stderr (not captured by the test harness) that part of a test did not run.
+fn skipped(what: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}: {why}");
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// What a directory holds, recursively: per path its kind, mode, inode and (for files) bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, u64, Option<Vec<u8>>)> {
+    let mut found = BTreeMap::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(dir) = todo.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let bytes = if meta.is_file() {
+                fs::read(&path).ok()
+            } else if meta.file_type().is_symlink() {
+                Some(
+                    fs::read_link(&path)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                )
+            } else {
+                None
+            };
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            found.insert(path, (meta.mode(), meta.ino(), bytes));
+        }
+    }
+    found
+}
+
+/// Runs `command` and checks that it fails with status 1 and `message`, and that nothing in the
+/// lab's directory changed (names, kinds, modes, inodes, contents).
+fn assert_refused(lab: &Lab, command: Command, message: &str) -> Finished {
+    let before = snapshot(lab.dir());
+    let run = Running::spawn(command).finish();
+    run.assert_failure(1, message);
+    assert_eq!(
+        run.stderr.lines().count(),
+        1,
+        "one line, starting with the name\n{run}"
+    );
+    assert!(run.stderr.starts_with("mycp3: "), "{run}");
+    assert_eq!(snapshot(lab.dir()), before, "something changed\n{run}");
+    run
+}
+
+fn mycp3(lab: &Lab, args: &[&str]) -> Command {
+    lab.command("mycp3", args)
+}
+
+/// Copies `source_bytes` with `args` (SOURCE is `source`, DEST is `copy`) and checks the copy.
+fn assert_copies(source_bytes: &[u8], extra: &[&str]) {
+    let lab = Lab::new();
+    fs::write(lab.dir().join("source"), source_bytes).unwrap();
+    let mut args = extra.to_vec();
+    args.extend(["source", "copy"]);
+    let run = lab.run("mycp3", &args);
+    run.assert_success();
+    let copy = fs::read(lab.dir().join("copy")).unwrap();
+    assert!(
+        copy == source_bytes,
+        "copy of {} bytes differs (got {} bytes)\n{run}",
+        source_bytes.len(),
+        copy.len()
+    );
+    assert_only(&lab, &["copy", "source"]);
+}
+
+/// Asserts that the lab's directory holds exactly `names` (no unfinished copy left over).
+fn assert_only(lab: &Lab, names: &[&str]) {
+    let mut found: Vec<String> = fs::read_dir(lab.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(found, names, "files in the lab's directory");
+}
+
+/// A small tmpfs, mounted for one test and unmounted when dropped (even if the test fails).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`2m`) on a new directory `name` in the lab, if this test may
+    /// mount (root); otherwise says visibly that it cannot.
+    fn mount(lab: &Lab, name: &str, size: &str, what: &str) -> Option<Tmpfs> {
+        let dir = lab.dir().join(name);
+        fs::create_dir(&dir).unwrap();
+        let options = format!("size={size}");
+        let mount = lab.run("mount", &["-t", "tmpfs", "-o", &options, "tmpfs", name]);
+        if !mount.status.success() {
+            skipped(
+                what,
+                &format!("cannot mount a tmpfs: {}", mount.stderr.trim()),
+            );
+            return None;
+        }
+        Some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `program args` run as user `nobody` if this test runs as root (root may read and write any
+/// file, so a refused permission cannot be seen otherwise), as is if not. `None`, said visibly,
+/// if root cannot drop its rights here (no `setpriv`, or `nobody` cannot reach the binary).
+fn unprivileged(lab: &Lab, args: &[&str], what: &str) -> Option<Command> {
+    if !is_root() {
+        return Some(mycp3(lab, args));
+    }
+    let setpriv = ["--reuid=65534", "--regid=65534", "--clear-groups", "--"];
+    let drop_rights = |args: &[&str]| {
+        let mut command = lab.command("setpriv", &setpriv);
+        command.arg(exe("mycp3").unwrap()).args(args);
+        command
+    };
+    // nobody must reach the lab's directory to be refused for the right reason only
+    fs::set_permissions(lab.dir(), fs::Permissions::from_mode(0o777)).unwrap();
+    let probe = Running::spawn(drop_rights(&["--version"])).finish();
+    if !probe.status.success() {
+        skipped(what, &format!("root cannot run mycp3 as nobody: {probe}"));
+        return None;
+    }
+    Some(drop_rights(args))
+}
+
+// ---- mycp3: copies ----------------------------------------------------------------------------
+
+#[test]
+fn mycp3_copies_a_small_text_file() {
+    assert_copies(b"Hello, mmap!\nSecond line.\n", &[]);
+}
+
+#[test]
+fn mycp3_copies_a_size_that_is_not_a_multiple_of_the_page_size() {
+    assert_copies(&content(3 * 4096 + 17, 1), &[]);
+}
+
+#[test]
+fn mycp3_copies_a_file_larger_than_one_window_window_by_window() {
+    // 64 KiB windows: 15 whole ones and a short last one; and exactly two whole windows.
+    assert_copies(&content(15 * 65536 + 4099, 2), &["--window", "64K"]);
+    assert_copies(&content(2 * 65536, 3), &["--window", "64K"]);
+}
+
+#[test]
+fn mycp3_copies_an_empty_file_to_an_empty_dest() {
+    assert_copies(b"", &[]);
+}
+
+#[test]
+fn mycp3_replaces_a_longer_existing_dest_whole() {
+    let lab = Lab::new();
+    let source = content(5000, 4);
+    fs::write(lab.dir().join("source"), &source).unwrap();
+    fs::write(lab.dir().join("copy"), content(100_000, 5)).unwrap();
+    lab.run("mycp3", &["source", "copy"]).assert_success();
+    assert_eq!(fs::read(lab.dir().join("copy")).unwrap(), source);
+    assert_only(&lab, &["copy", "source"]);
+}
+
+#[test]
+fn mycp3_copies_a_sparse_file() {
+    let lab = Lab::new();
+    let path = lab.dir().join("source");
+    let mut file = fs::File::create(&path).unwrap();
+    file.set_len(3 << 20).unwrap();
+    file.seek(SeekFrom::Start(1 << 20)).unwrap();
+    file.write_all(b"an island in the middle of holes").unwrap();
+    drop(file);
+    let meta = fs::metadata(&path).unwrap();
+    assert!(
+        meta.blocks() * 512 < meta.len(),
+        "the source should be sparse"
+    );
+    lab.run("mycp3", &["--window", "1M", "source", "copy"])
+        .assert_success();
+    assert_eq!(
+        fs::read(lab.dir().join("copy")).unwrap(),
+        fs::read(&path).unwrap()
+    );
+}
+
+#[test]
+fn mycp3_gives_dest_the_source_permission_bits() {
+    let lab = Lab::new();
+    let source = lab.dir().join("source");
+    fs::write(&source, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&source, fs::Permissions::from_mode(0o751)).unwrap();
+    fs::write(lab.dir().join("old"), "older").unwrap();
+    fs::set_permissions(lab.dir().join("old"), fs::Permissions::from_mode(0o600)).unwrap();
+    for dest in ["new", "old"] {
+        lab.run("mycp3", &["source", dest]).assert_success();
+        let mode = fs::metadata(lab.dir().join(dest)).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o751, "mode of {dest}: {mode:o}");
+    }
+}
+
+#[test]
+fn mycp3_through_a_symlink_dest_replaces_the_file_it_points_to() {
+    let lab = Lab::new();
+    fs::write(lab.dir().join("source"), "new content").unwrap();
+    fs::write(lab.dir().join("target"), "old").unwrap();
+    std::os::unix::fs::symlink("target", lab.dir().join("link")).unwrap();
+    lab.run("mycp3", &["source", "link"]).assert_success();
+    assert!(fs::symlink_metadata(lab.dir().join("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read_to_string(lab.dir().join("target")).unwrap(),
+        "new content"
+    );
+}
+
+// ---- mycp3: refused, nothing changed ----------------------------------------------------------
+
+/// A lab with `source` (some bytes) and an existing `dest`.
+fn lab_with_files() -> Lab {
+    let lab = Lab::new();
+    fs::write(lab.dir().join("source"), content(10_000, 6)).unwrap();
+    fs::write(lab.dir().join("dest"), "the old dest").unwrap();
+    lab
+}
+
+#[test]
+fn mycp3_refuses_to_copy_a_file_onto_itself_by_any_name() {
+    let lab = lab_with_files();
+    fs::hard_link(lab.dir().join("source"), lab.dir().join("hard")).unwrap();
+    std::os::unix::fs::symlink("source", lab.dir().join("soft")).unwrap();
+    let absolute = lab.dir().join("source");
+    let absolute = absolute.to_str().unwrap();
+    for (from, to) in [
+        ("source", "source"),
+        ("source", "./source"),
+        ("./source", absolute),
+        ("source", "hard"),
+        ("hard", "source"),
+        ("source", "soft"),
+        ("soft", "source"),
+    ] {
+        let run = assert_refused(&lab, mycp3(&lab, &[from, to]), "is the same file as SOURCE");
+        assert!(run.stderr.contains("nothing changed"), "{run}");
+    }
+}
+
+#[test]
+fn mycp3_refuses_a_missing_source() {
+    let lab = lab_with_files();
+    assert_refused(
+        &lab,
+        mycp3(&lab, &["missing", "dest"]),
+        "SOURCE 'missing': ENOENT: No such file or directory",
+    );
+    assert_refused(&lab, mycp3(&lab, &["missing", "new"]), "'missing'");
+}
+
+#[test]
+fn mycp3_refuses_a_source_that_is_a_directory_fifo_or_device() {
+    let lab = lab_with_files();
+    fs::create_dir(lab.dir().join("dir")).unwrap();
+    nix::unistd::mkfifo(
+        &lab.dir().join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    for (source, kind) in [
+        ("dir", "is a directory"),
+        ("fifo", "is a FIFO"),
+        ("/dev/null", "is a character device"),
+    ] {
+        for dest in ["dest", "new"] {
+            let run = assert_refused(&lab, mycp3(&lab, &[source, dest]), kind);
+            assert!(run.stderr.contains("regular files only"), "{run}");
+        }
+    }
+}
+
+#[test]
+fn mycp3_refuses_a_proc_or_sys_file_whose_size_says_nothing() {
+    let lab = lab_with_files();
+    for source in [
+        "/proc/self/status",
+        "/proc/version",
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+    ] {
+        if !Path::new(source).exists() {
+            skipped(
+                "mycp3_refuses_a_proc_or_sys_file_whose_size_says_nothing",
+                &format!("no {source}"),
+            );
+            continue;
+        }
+        let run = assert_refused(
+            &lab,
+            mycp3(&lab, &[source, "new"]),
+            "content is made when it is read",
+        );
+        assert!(run.stderr.contains("copy it with cp"), "{run}");
+    }
+}
+
+#[test]
+fn mycp3_refuses_a_dest_in_a_missing_directory() {
+    let lab = lab_with_files();
+    assert_refused(
+        &lab,
+        mycp3(&lab, &["source", "missing/dest"]),
+        "DEST 'missing/dest': cannot create '.dest.mycp3-",
+    );
+}
+
+#[test]
+fn mycp3_refuses_a_dest_that_is_a_directory_or_no_regular_file() {
+    let lab = lab_with_files();
+    fs::create_dir(lab.dir().join("dir")).unwrap();
+    assert_refused(&lab, mycp3(&lab, &["source", "dir"]), "is a directory");
+    assert_refused(&lab, mycp3(&lab, &["source", "dir/"]), "is a directory");
+    assert_refused(&lab, mycp3(&lab, &["source", "source/"]), "ENOTDIR");
+    for dir_name in ["new/", "new/.", "new/..", "..", "/"] {
+        let run = assert_refused(&lab, mycp3(&lab, &["source", dir_name]), "DEST");
+        assert!(run.stderr.contains("directory"), "{run}");
+    }
+    assert_refused(
+        &lab,
+        mycp3(&lab, &["source", "/dev/full"]),
+        "is a character device",
+    );
+    std::os::unix::fs::symlink("nowhere", lab.dir().join("dangling")).unwrap();
+    assert_refused(
+        &lab,
+        mycp3(&lab, &["source", "dangling"]),
+        "symbolic link to nowhere",
+    );
+}
+
+#[test]
+fn mycp3_refuses_an_unreadable_source() {
+    let lab = lab_with_files();
+    fs::set_permissions(lab.dir().join("source"), fs::Permissions::from_mode(0o000)).unwrap();
+    let what = "mycp3_refuses_an_unreadable_source";
+    if let Some(command) = unprivileged(&lab, &["source", "new"], what) {
+        assert_refused(&lab, command, "open('source'): EACCES: Permission denied");
+    }
+}
+
+#[test]
+fn mycp3_refuses_an_unwritable_dest() {
+    let lab = lab_with_files();
+    fs::set_permissions(lab.dir().join("dest"), fs::Permissions::from_mode(0o444)).unwrap();
+    let what = "mycp3_refuses_an_unwritable_dest";
+    if let Some(command) = unprivileged(&lab, &["source", "dest"], what) {
+        assert_refused(&lab, command, "DEST 'dest': EACCES: Permission denied");
+    }
+}
+
+#[test]
+fn mycp3_refuses_a_dest_in_a_directory_it_may_not_write() {
+    let lab = lab_with_files();
+    let dir = lab.dir().join("read-only");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("dest"), "old").unwrap();
+    fs::set_permissions(dir.join("dest"), fs::Permissions::from_mode(0o666)).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
+    let what = "mycp3_refuses_a_dest_in_a_directory_it_may_not_write";
+    for dest in ["read-only/dest", "read-only/new"] {
+        if let Some(command) = unprivileged(&lab, &["source", dest], what) {
+            let run = assert_refused(&lab, command, "in 'read-only': EACCES");
+            assert!(run.stderr.contains("cannot create '."), "{run}");
+        }
+    }
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn mycp3_with_a_wrong_argument_count_prints_usage_and_exits_2() {
+    let lab = lab_with_files();
+    for args in [&[][..], &["source"], &["source", "dest", "third"]] {
+        let before = snapshot(lab.dir());
+        let run = lab.run("mycp3", args);
+        run.assert_failure(2, "Usage: mycp3 ");
+        assert!(run.stderr.contains("<SOURCE> <DEST>"), "{run}");
+        assert_eq!(snapshot(lab.dir()), before);
+    }
+}
+
+#[test]
+fn mycp3_rejects_an_absurd_window() {
+    let lab = lab_with_files();
+    for window in ["0", "-1", "lots", "5T", "2G", "1.5M"] {
+        lab.run("mycp3", &[&format!("--window={window}"), "source", "new"])
+            .assert_failure(2, "--window");
+    }
+    assert_only(&lab, &["dest", "source"]);
+}
+
+// ---- mycp3: a full disk, a shrinking source, signals ------------------------------------------
+
+#[test]
+fn mycp3_on_a_full_disk_fails_cleanly_and_leaves_no_partial_dest() {
+    let lab = Lab::new();
+    let what = "mycp3_on_a_full_disk_fails_cleanly_and_leaves_no_partial_dest";
+    let Some(small) = Tmpfs::mount(&lab, "small", "2m", what) else {
+        return;
+    };
+    fs::write(lab.dir().join("big"), content(3 << 20, 7)).unwrap();
+    fs::write(lab.dir().join("fits"), content(100_000, 8)).unwrap();
+
+    let run = lab.run("mycp3", &["big", "small/copy"]);
+    run.assert_failure(1, "DEST 'small/copy' not created: reserving 3145728 bytes");
+    assert!(run.stderr.contains("No space left on device"), "{run}");
+    assert_eq!(fs::read_dir(&small.0).unwrap().count(), 0, "{run}");
+
+    fs::write(small.0.join("copy"), "old").unwrap();
+    let run = lab.run("mycp3", &["big", "small/copy"]);
+    run.assert_failure(1, "DEST 'small/copy' left as it was");
+    assert_eq!(fs::read_to_string(small.0.join("copy")).unwrap(), "old");
+    assert_eq!(fs::read_dir(&small.0).unwrap().count(), 1, "{run}");
+
+    // Without reserving (the C version's ftruncate), the full disk is a SIGBUS while copying:
+    // caught, reported, and the unfinished copy removed.
+    fs::remove_file(small.0.join("copy")).unwrap();
+    let run = lab.run("mycp3", &["--reserve", "ftruncate", "big", "small/copy"]);
+    run.assert_failure(1, "the destination mapping cannot be written (SIGBUS)");
+    assert_eq!(fs::read_dir(&small.0).unwrap().count(), 0, "{run}");
+
+    // What fits, fits.
+    lab.run("mycp3", &["fits", "small/copy"]).assert_success();
+    assert_eq!(
+        fs::read(small.0.join("copy")).unwrap(),
+        fs::read(lab.dir().join("fits")).unwrap()
+    );
+}
+
+#[test]
+fn mycp3_fails_cleanly_when_the_source_shrinks_while_it_is_copied() {
+    let lab = Lab::new();
+    let source = lab.dir().join("source");
+    fs::write(&source, content(16 * 65536, 9)).unwrap();
+    fs::write(lab.dir().join("dest"), "old").unwrap();
+    // Slow motion: a pause before each call, so the source can shrink between two of them.
+    let copy = lab.start(
+        "mycp3",
+        &["--slow", "0.3", "--window", "64K", "source", "dest"],
+    );
+    copy.wait_for_stderr("PROT_READ, MAP_SHARED|MAP_POPULATE");
+    fs::File::options()
+        .write(true)
+        .open(&source)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let run = copy.finish();
+    run.assert_failure(1, "shrank while");
+    assert!(run.stderr.contains("DEST 'dest' left as it was"), "{run}");
+    assert_eq!(fs::read_to_string(lab.dir().join("dest")).unwrap(), "old");
+    assert_only(&lab, &["dest", "source"]);
+}
+
+fn mycp3_stopped_by(signal: Signal, dest_exists: bool) {
+    let lab = Lab::new();
+    fs::write(lab.dir().join("source"), content(64 * 65536, 10)).unwrap();
+    if dest_exists {
+        fs::write(lab.dir().join("dest"), "old").unwrap();
+    }
+    let copy = lab.start(
+        "mycp3",
+        &["--slow", "0.1", "--window", "64K", "source", "dest"],
+    );
+    copy.wait_for_stderr("memcpy(");
+    copy.signal(signal);
+    let run = copy.finish();
+    assert_eq!(run.code(), Some(128 + signal as i32), "{run}");
+    match dest_exists {
+        true => {
+            assert_eq!(fs::read_to_string(lab.dir().join("dest")).unwrap(), "old");
+            assert_only(&lab, &["dest", "source"]);
+        }
+        false => assert_only(&lab, &["source"]),
+    }
+}
+
+#[test]
+fn mycp3_stopped_by_sighup_leaves_dest_as_it_was() {
+    mycp3_stopped_by(Signal::SIGHUP, true);
+}
+
+#[test]
+fn mycp3_stopped_by_sigint_removes_the_unfinished_copy() {
+    mycp3_stopped_by(Signal::SIGINT, false);
+}
+
+#[test]
+fn mycp3_stopped_by_sigquit_removes_the_unfinished_copy() {
+    mycp3_stopped_by(Signal::SIGQUIT, false);
+}
+
+#[test]
+fn mycp3_stopped_by_sigterm_leaves_dest_as_it_was() {
+    mycp3_stopped_by(Signal::SIGTERM, true);
+}
+
+// ---- mycp3: classroom mode --------------------------------------------------------------------
+
+/// Runs `strace -e trace=LIST mycp3 ARGS` on a source of three windows of 64 KiB; returns the
+/// run and strace's lines from the opening of SOURCE up to the `renameat` that ends the copy.
+fn strace_mycp3(lab: &Lab, list: &str, args: &[&str]) -> (Finished, Vec<String>) {
+    fs::write(lab.dir().join("source"), content(2 * 65536 + 5, 11)).unwrap();
+    let log = lab.dir().join("strace.log");
+    let mut command = lab.command("strace", &["-o", log.to_str().unwrap(), "-e", list]);
+    command.arg(exe("mycp3").unwrap()).args(args);
+    command.args(["--window", "64K", "source", "copy"]);
+    let run = Running::spawn(command).finish();
+    assert!(run.status.success(), "{run}");
+    let log = fs::read_to_string(&log).unwrap();
+    let mut calls: Vec<String> = log
+        .lines()
+        .skip_while(|l| !l.starts_with("openat(AT_FDCWD, \"source\""))
+        .filter(|l| !l.contains("MAP_PRIVATE|MAP_ANONYMOUS")) // the allocator's memory
+        .map(str::to_owned)
+        .collect();
+    if let Some(end) = calls.iter().position(|l| l.starts_with("renameat(")) {
+        calls.truncate(end + 1);
+    }
+    (run, calls)
+}
+
+/// The name of a call (`mmap`) and its result (`0x7f…`) in a line of `--trace` or strace.
+fn name_and_result(line: &str) -> (&str, &str) {
+    let name = line.split('(').next().unwrap();
+    (name, line.rsplit(" = ").next().unwrap().trim())
+}
+
+#[test]
+fn mycp3_traces_each_call_with_the_values_strace_sees() {
+    let lab = Lab::new();
+    let list = "trace=openat,fallocate,mmap,madvise,munmap,fchmod,renameat";
+    let (run, strace) = strace_mycp3(&lab, list, &["--trace"]);
+    let pid = run.stderr.split(' ').nth(1).unwrap().trim_end_matches(']');
+    let prefix = format!("[mycp3 {pid}] ");
+    let traced: Vec<(&str, &str)> = run
+        .stderr
+        .lines()
+        .map(|l| {
+            l.strip_prefix(&prefix)
+                .unwrap_or_else(|| panic!("{l}\n{run}"))
+        })
+        .map(name_and_result)
+        .collect();
+    let window = ["mmap", "mmap", "madvise", "memcpy", "munmap", "munmap"];
+    let start = ["open", "open", "posix_fallocate"];
+    let expected = [&start[..], &window, &window, &window, &["fchmod", "rename"]].concat();
+    let names: Vec<&str> = traced.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, expected, "{run}");
+
+    // The system calls strace sees, in the same order, with the same results (descriptors,
+    // addresses): memcpy is no system call; the others have their kernel names.
+    fn kernel_name(name: &str) -> &str {
+        match name {
+            "open" => "openat",
+            "posix_fallocate" => "fallocate",
+            "rename" => "renameat",
+            other => other,
+        }
+    }
+    let traced_calls: Vec<(&str, &str)> = traced
+        .iter()
+        .filter(|(name, _)| *name != "memcpy")
+        .map(|&(name, result)| (kernel_name(name), result))
+        .collect();
+    let strace_calls: Vec<(&str, &str)> = strace.iter().map(|l| name_and_result(l)).collect();
+    assert_eq!(traced_calls, strace_calls, "{strace:#?}\n{run}");
+}
+
+#[test]
+fn mycp3_moves_the_data_without_read_or_write() {
+    let lab = Lab::new();
+    let (run, strace) = strace_mycp3(&lab, "trace=openat,read,write,renameat", &[]);
+    let names: Vec<&str> = strace.iter().map(|l| name_and_result(l).0).collect();
+    assert_eq!(
+        names,
+        ["openat", "openat", "renameat"],
+        "{strace:#?}\n{run}"
+    );
+    assert_eq!(
+        fs::read(lab.dir().join("copy")).unwrap(),
+        fs::read(lab.dir().join("source")).unwrap()
+    );
+}
+
+#[test]
+fn mycp3_without_trace_says_nothing() {
+    assert_copies(&content(100, 12), &["--window", "4096"]);
+}
+
+// ---- mipc -------------------------------------------------------------------------------------
+
+/// The lines mipc prints for `loops` steps.
+fn mipc_lines(loops: usize) -> Vec<String> {
+    (0..loops)
+        .map(|n| match n % 2 {
+            0 => format!("Parent: counter={n}"),
+            _ => format!("Child : counter={n}"),
+        })
+        .collect()
+}
+
+#[test]
+fn mipc_counts_to_9_in_strict_turns() {
+    let lab = Lab::new();
+    let run = lab.run("mipc", &[] as &[&str]);
+    run.assert_success();
+    assert_eq!(run.lines(), mipc_lines(10), "{run}");
+}
+
+#[test]
+fn mipc_takes_1000_strict_turns() {
+    let lab = Lab::new();
+    let run = lab.run("mipc", &["--loops", "1000"]);
+    run.assert_success();
+    assert_eq!(run.lines(), mipc_lines(1000), "{run}");
+}
+
+#[test]
+fn mipc_with_an_odd_number_of_steps_ends_with_the_parent() {
+    let lab = Lab::new();
+    for loops in [0, 1, 3] {
+        let run = lab.run("mipc", &["--loops", &loops.to_string()]);
+        run.assert_success();
+        assert_eq!(run.lines(), mipc_lines(loops), "{run}");
+    }
+}
+
+#[test]
+fn mipc_traces_the_mapping_made_once_and_unmapped_by_both() {
+    let lab = Lab::new();
+    let run = lab.run("mipc", &["--trace", "--loops", "2"]);
+    assert_eq!(run.lines(), mipc_lines(2), "{run}");
+    // The calls of the mapping (the synclib's pipe calls may be traced too).
+    let calls: Vec<(&str, &str)> = run
+        .stderr
+        .lines()
+        .map(|l| l.split_once("] ").unwrap_or_else(|| panic!("{run}")))
+        .filter(|(_, call)| {
+            ["open(", "mmap(", "munmap("]
+                .iter()
+                .any(|c| call.starts_with(c))
+        })
+        .collect();
+    let parent = calls[0].0; // "[mipc PID": the parent opened /dev/zero, before fork
+    assert_eq!(calls.len(), 4, "{run}");
+    let fd = calls[0]
+        .1
+        .strip_prefix("open(\"/dev/zero\", O_RDWR) = ")
+        .expect("open");
+    let mmap = format!("mmap(NULL, 8, PROT_READ|PROT_WRITE, MAP_SHARED, {fd}, 0) = 0x");
+    assert!(calls[1].1.starts_with(&mmap), "{run}");
+    let address = calls[1].1.rsplit(" = ").next().unwrap();
+    let unmapped_by: Vec<&str> = calls[2..]
+        .iter()
+        .filter(|(_, call)| *call == format!("munmap({address}, 8) = 0"))
+        .map(|(who, _)| *who)
+        .collect();
+    assert_eq!(unmapped_by.len(), 2, "{run}");
+    assert_ne!(unmapped_by[0], unmapped_by[1], "parent and child\n{run}");
+    assert!(unmapped_by.contains(&parent), "{run}");
+}
+
+/// Starts mipc for (nearly) ever and waits until both processes have taken a turn.
+fn start_long_mipc(lab: &Lab, extra: &[&str]) -> Running {
+    let mut args = vec!["--loops", "4000000000"];
+    args.extend(extra);
+    let mipc = lab.start("mipc", &args);
+    mipc.wait_for_stdout("Child : counter=1\n");
+    mipc
+}
+
+/// The only child of `parent`.
+fn only_child(parent: &Running) -> nix::unistd::Pid {
+    let children = children_of(parent.pid());
+    assert_eq!(children.len(), 1, "mipc should have one child");
+    children[0]
+}
+
+/// Where the mapping of /dev/zero starts in `pid` (its line in /proc/PID/maps).
+fn dev_zero_mapping(pid: nix::unistd::Pid) -> u64 {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.contains("/dev/zero"))
+        .unwrap_or_else(|| panic!("no /dev/zero in /proc/{pid}/maps:\n{maps}"));
+    assert!(
+        line.contains(" rw-s "),
+        "a shared, writable mapping: {line}"
+    );
+    u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap()
+}
+
+#[test]
+fn mipc_fails_loudly_when_someone_else_changes_the_counter() {
+    let lab = Lab::new();
+    let mipc = start_long_mipc(&lab, &[]);
+    // A third process writes into the memory the two share, through /proc/PID/mem.
+    let counter = dev_zero_mapping(mipc.pid());
+    let mut memory = fs::File::options()
+        .write(true)
+        .open(format!("/proc/{}/mem", mipc.pid()))
+        .unwrap();
+    memory.seek(SeekFrom::Start(counter)).unwrap();
+    memory.write_all(&(-1000i64).to_ne_bytes()).unwrap();
+    let run = mipc.finish();
+    run.assert_failure(1, "mipc: Counter mismatch: the ");
+    assert!(run.stderr.contains("found -1000"), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "one error line\n{run}");
+}
+
+#[test]
+fn mipc_fails_at_once_when_the_child_is_killed() {
+    let lab = Lab::new();
+    let mipc = start_long_mipc(&lab, &[]);
+    nix::sys::signal::kill(only_child(&mipc), Signal::SIGKILL).unwrap();
+    let run = mipc.finish();
+    run.assert_failure(1, "mipc: ");
+    assert!(run.stderr.contains("child exited before"), "{run}");
+}
+
+#[test]
+fn mipc_gives_up_on_a_stopped_child_after_the_timeout_and_ends_it() {
+    let lab = Lab::new();
+    let mipc = start_long_mipc(&lab, &["--timeout", "1"]);
+    let child = only_child(&mipc);
+    nix::sys::signal::kill(child, Signal::SIGSTOP).unwrap();
+    // finish() also waits for the child, which holds mipc's stdout, to end.
+    let run = mipc.finish();
+    run.assert_failure(1, "mipc: WAIT_CHILD: timed out after 1 s (--timeout)");
+    assert_eq!(run.stderr.lines().count(), 1, "one error line\n{run}");
+    assert!(!Path::new(&format!("/proc/{child}")).exists(), "child left");
+}
+
+fn mipc_stopped_by(signal: Signal) {
+    let lab = Lab::new();
+    let mipc = start_long_mipc(&lab, &[]);
+    mipc.signal(signal);
+    // finish() also waits until the child has let go of stdout and stderr: both have ended.
+    let run = mipc.finish();
+    assert_eq!(run.code(), Some(128 + signal as i32), "{run}");
+    assert!(!run.stderr.contains("mipc:"), "quiet\n{run}");
+}
+
+#[test]
+fn mipc_stopped_by_sighup_ends_both_processes() {
+    mipc_stopped_by(Signal::SIGHUP);
+}
+
+#[test]
+fn mipc_stopped_by_sigint_ends_both_processes() {
+    mipc_stopped_by(Signal::SIGINT);
+}
+
+#[test]
+fn mipc_stopped_by_sigquit_ends_both_processes() {
+    mipc_stopped_by(Signal::SIGQUIT);
+}
+
+#[test]
+fn mipc_stopped_by_sigterm_ends_both_processes() {
+    mipc_stopped_by(Signal::SIGTERM);
+}
+
+#[test]
+fn mipc_child_stopped_by_sigterm_ends_the_parent_too() {
+    let lab = Lab::new();
+    let mipc = start_long_mipc(&lab, &[]);
+    nix::sys::signal::kill(only_child(&mipc), Signal::SIGTERM).unwrap();
+    let run = mipc.finish();
+    assert_eq!(run.code(), Some(1), "{run}");
+}
