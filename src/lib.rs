@@ -18,16 +18,20 @@
 //! | [`sys`]       | the lecture's calls on pipes, FIFOs and files (`pipe`, `read`, `write`, `open`, `mkfifo`…), traced |
 //! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
 //! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
+//! | [`sem`]       | System V semaphores: semget/semop/semctl and the set's owner (ipcbench's `shm-sem`) |
+//! | [`bench`]     | ipcbench: every mechanism of the lecture measured side by side (latency, throughput, checked data) |
 //! | [`mman`]      | memory-mapped files: `mmap`/`munmap`, a copy between mappings that survives SIGBUS, mipc's shared counter, mycp3's two files |
 //!
 //! The lab manual (`labs.md`) explains the concepts; the code points to it.
 
+pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod fifo;
 pub mod mman;
 pub mod out;
 pub mod process;
+pub mod sem;
 pub mod shm;
 pub mod signals;
 pub mod sync;

@@ -265,6 +265,23 @@ impl Segment {
         ))
     }
 
+    /// `shmget(key, size, IPC_CREAT|IPC_EXCL|0600)`: a new segment with `key`, removed when
+    /// dropped. A segment that exists already under `key` is not taken over (it may be another
+    /// program's): the error says how to remove a leftover, or to use another `--id`.
+    pub fn create(key: Key, size: usize) -> anyhow::Result<Segment> {
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | MODE as libc::c_int;
+        match shmget(key, size, flags) {
+            Ok(id) => Ok(Segment::new(id, key, size, Removal::WhenDropped)),
+            Err(Errno::EEXIST) => Err(anyhow!(
+                "a segment with this key exists already (another program's, or left by one \
+                 killed with kill -9: ipcrm -M {key}); {}",
+                sysv::OTHER_ID_HINT
+            )
+            .context(format!("shmget(key {key})"))),
+            Err(e) => Err(failed(e, format_args!("shmget(key {key}, {size} bytes)"))),
+        }
+    }
+
     /// The segment with `key` and at least `size` bytes, made (mode 0600) if it does not exist:
     /// either side of a pair may start first. Whoever is last attached removes it
     /// ([`Removal::IfLastOut`]).

@@ -1,0 +1,161 @@
+//! ipcbench — which IPC is fastest? Every mechanism of the lecture, measured side by side.
+//!
+//! Demonstrates: the lecture's claim that shared memory is the fastest form of IPC, with
+//! numbers from this machine. Between a parent and the child it forks, over each mechanism in
+//! turn (pipe, FIFO, UNIX socket, message queue, shared memory with a spinning flag or with
+//! semaphores, mmap of /dev/zero), it measures the round trip of a 64-byte message (p50, p99)
+//! and the one-way throughput of 4 KiB, 64 KiB and 1 MiB chunks, the receiver checking every
+//! byte; `memcpy` in one process is the limit. `--bare` puts each mechanism's simplest
+//! ping-pong loop next to ipcbench's own, so the cost of the measuring itself shows.
+//!
+//! System calls: pipe, mkfifo/open, socketpair, msgget/msgsnd/msgrcv/msgctl,
+//! shmget/shmat/shmdt/shmctl, semget/semop/semctl, mmap/munmap, fork, read/write, waitpid.
+//! Run:     make ipcbench && ./ipcbench          (about 10 s; ./ipcbench --only pipe,shm-spin)
+//! Observe: the copies each mechanism makes (labs.md, section 10);  ipcs while it runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ipclab::bench::report::{self, Progress};
+use ipclab::bench::{bare, Mechanism, Settings, DEFAULT_SIZES};
+use ipclab::cli::IdOption;
+use ipclab::{out, outln};
+
+/// Measures every IPC mechanism of the lecture: 64-byte round-trip latency and throughput.
+#[derive(Parser)]
+#[command(version)]
+struct Options {
+    /// Only these mechanisms, comma-separated
+    #[arg(long, value_name = "MECH[,MECH]", value_delimiter = ',')]
+    only: Vec<Mechanism>,
+
+    /// Throughput chunk size(s) in bytes, comma-separated (K and M allowed) [default: 4K,64K,1M]
+    #[arg(long, value_name = "BYTES", value_delimiter = ',', value_parser = parse_size)]
+    size: Vec<usize>,
+
+    /// Run each measurement SECS seconds [default: latency 0.5 s; throughput 256 MiB per size]
+    #[arg(long, value_name = "SECS", value_parser = ipclab::cli::parse_seconds)]
+    duration: Option<Duration>,
+
+    /// Print the results as JSON, one object per measurement
+    #[arg(long)]
+    json: bool,
+
+    /// Also draw the charts as an SVG picture (for slides) into FILE
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+
+    /// Compare ipcbench's latency loop with the simplest ping-pong loop of pipe, msgq,
+    /// unix-socket and shm-spin (20000 round trips, 3 runs each)
+    #[arg(long)]
+    bare: bool,
+
+    #[command(flatten)]
+    id: IdOption,
+
+    /// (tests) flip one byte of the first chunk of each batch after its checksum was taken
+    #[arg(long, hide = true)]
+    corrupt_one_byte: bool,
+
+    /// (tests) round trips of each --bare run
+    #[arg(long, hide = true, default_value_t = bare::ROUND_TRIPS)]
+    round_trips: u64,
+}
+
+fn main() -> ExitCode {
+    ipclab::cli::run(env!("CARGO_BIN_NAME"), bench)
+}
+
+fn bench(options: Options) -> anyhow::Result<()> {
+    let mut mechanisms = match options.only.is_empty() {
+        true => Mechanism::ALL.to_vec(),
+        false => options.only.clone(),
+    };
+    mechanisms.sort();
+    mechanisms.dedup();
+    let settings = Settings {
+        mechanisms,
+        sizes: match options.size.is_empty() {
+            true => DEFAULT_SIZES.to_vec(),
+            false => options.size.clone(),
+        },
+        duration: options.duration,
+        round_trips: None,
+        throughput: true,
+        id: options.id.id,
+        corrupt_one_byte: options.corrupt_one_byte,
+    };
+    let progress = Progress::new();
+    let count = settings.mechanisms.len();
+    let note = |mechanism: Mechanism, what: &str| {
+        let at = settings
+            .mechanisms
+            .iter()
+            .position(|m| *m == mechanism)
+            .unwrap_or(0);
+        progress.show(&format!(
+            "[{}/{count}] {}: {what}",
+            at + 1,
+            mechanism.name()
+        ));
+    };
+
+    if options.bare {
+        // SAFETY: this program is single-threaded.
+        let compared = unsafe { bare::compare(&settings, options.round_trips, &note) };
+        progress.clear();
+        let compared = compared?;
+        return match options.json {
+            true => out!("{}", report::bare_json(&compared)),
+            false => out!("{}", report::bare_table(&compared)),
+        };
+    }
+
+    // SAFETY: this program is single-threaded.
+    let results = unsafe { ipclab::bench::measure_all(&settings, &note) };
+    progress.clear();
+    let results = results?;
+    if options.json {
+        out!("{}", report::json(&results))?;
+    } else {
+        outln!("{}\n", report::heading(&results, settings.duration))?;
+        outln!("{}", report::table(&results))?;
+        out!("{}", report::chart(&results))?;
+    }
+    if let Some(path) = &options.svg {
+        report::svg(&results, path)?;
+    }
+    let corrupted: Vec<String> = results
+        .iter()
+        .flat_map(|m| m.throughput.iter().map(move |t| (m.mechanism, t)))
+        .filter(|(_, t)| !t.verified)
+        .map(|(m, t)| format!("{} {}", m.name(), report::size_name(t.bytes)))
+        .collect();
+    anyhow::ensure!(
+        corrupted.is_empty(),
+        "data arrived corrupted (verified: false): {}",
+        corrupted.join(", ")
+    );
+    Ok(())
+}
+
+/// A chunk size: a number of bytes, with K or M for KiB or MiB; 1 byte to 64 MiB.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (digits, factor) = match text.to_ascii_uppercase().strip_suffix(['K', 'M']) {
+        Some(_) if text.ends_with(['k', 'K']) => (&text[..text.len() - 1], 1 << 10),
+        Some(_) => (&text[..text.len() - 1], 1 << 20),
+        None => (text, 1),
+    };
+    match digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+    {
+        Some(bytes @ 1..=0x400_0000) => Ok(bytes),
+        Some(_) => Err("must be between 1 byte and 64M".into()),
+        None => Err("expected a number of bytes, optionally with K or M".into()),
+    }
+}
