@@ -128,6 +128,16 @@ impl End {
         self.write([report.bad, report.end_ns, 0, 0])
     }
 
+    /// The child says its link is ready (its ends are open).
+    pub fn ready(&self) -> anyhow::Result<()> {
+        self.write([0; 4])
+    }
+
+    /// The parent waits until the child's link is ready.
+    pub fn wait_ready(&self) -> anyhow::Result<()> {
+        self.wait_report().map(drop)
+    }
+
     /// The parent waits for the child's report.
     pub fn wait_report(&self) -> anyhow::Result<Report> {
         match self.read()? {

@@ -309,7 +309,9 @@ unsafe fn pair<L: Link>(
                 }
                 peer::leave_signals_to_parent()?;
                 let control = control.child();
-                serve(&mut make(Side::Child)?, &control, context.pool)
+                let mut link = make(Side::Child)?;
+                control.ready()?;
+                serve(&mut link, &control, context.pool)
             })();
             // End here: the objects on the stack are the parent's to remove.
             std::process::exit(match served {
@@ -324,6 +326,8 @@ unsafe fn pair<L: Link>(
             let child = ChildGuard::new(child);
             let control = control.parent();
             let mut link = make(Side::Parent)?;
+            // A FIFO read before its writer has opened it would read end-of-file.
+            control.wait_ready()?;
             let measured = drive(&mut link, &control, context)?;
             control.order(Command::Quit)?;
             drop(link);

@@ -303,6 +303,7 @@ pub fn bare_json(compared: &[super::bare::Comparison]) -> String {
 /// largest chunk size on the right, each on a log scale.
 pub fn svg(results: &[Measured], path: &Path) -> anyhow::Result<()> {
     use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
     let plotted = || -> Result<(), Box<dyn std::error::Error>> {
         let root = plotters::backend::SVGBackend::new(path, (1280, 720)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -334,41 +335,42 @@ pub fn svg(results: &[Measured], path: &Path) -> anyhow::Result<()> {
                 continue;
             }
             let low = 10f64.powf(low.log10().floor());
-            let high = 10f64.powf(high.log10().ceil() + 0.15);
-            let names: Vec<String> = rows.iter().map(|r| r.0.to_string()).collect();
+            let high = high * 2.5; // room for the figure after the longest bar
+                                   // Rows count from the bottom: the first goes on top.
+            let y = |i: usize| (rows.len() - 1 - i) as f64;
+            let count = rows.len();
             let mut chart = ChartBuilder::on(area)
                 .caption(title, ("sans-serif", 26))
                 .margin(20)
                 .x_label_area_size(40)
                 .y_label_area_size(170)
-                .build_cartesian_2d((low..high).log_scale(), (0..rows.len()).into_segmented())?;
+                .build_cartesian_2d((low..high).log_scale(), -0.5..count as f64 - 0.5)?;
             chart
                 .configure_mesh()
                 .disable_y_mesh()
-                .y_labels(rows.len())
-                .y_label_formatter(&|v| match v {
-                    SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
-                    _ => String::new(),
+                .y_labels(count)
+                .y_label_formatter(&|v| {
+                    let at = v.round();
+                    match (v - at).abs() < 1e-6 && at >= 0.0 && (at as usize) < count {
+                        true => rows[count - 1 - at as usize].0.to_string(),
+                        false => String::new(),
+                    }
                 })
+                .x_labels(5)
                 .x_label_formatter(&|v| tick_label(*v))
                 .label_style(("sans-serif", 22))
                 .draw()?;
             chart.draw_series(rows.iter().enumerate().map(|(i, (_, value))| {
-                let mut bar = Rectangle::new(
-                    [
-                        (low, SegmentValue::Exact(i)),
-                        (*value, SegmentValue::Exact(i + 1)),
-                    ],
-                    color.filled(),
-                );
-                bar.set_margin(6, 6, 0, 0);
-                bar
+                Rectangle::new([(low, y(i) - 0.38), (*value, y(i) + 0.38)], color.filled())
             }))?;
+            let figure = ("sans-serif", 20)
+                .into_text_style(area)
+                .pos(Pos::new(HPos::Left, VPos::Center));
             chart.draw_series(rows.iter().enumerate().map(|(i, (_, value))| {
                 Text::new(
                     format!(" {}", number(*value)),
-                    (*value, SegmentValue::CenterOf(i)),
-                    ("sans-serif", 20),
+                    (*value, y(i)),
+                    figure.clone(),
                 )
             }))?;
         }
