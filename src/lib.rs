@@ -13,6 +13,7 @@
 //! | [`wait`]      | deadlines and waiting for a file descriptor without missing a signal   |
 //! | [`process`]   | `fork`, waiting for children, finding and `exec`ing a program           |
 //! | [`fifo`]      | the FIFO client–server pair: paths and the 160-byte record              |
+//! | [`msg`]       | System V message queues: msgget/msgsnd/msgrcv/msgctl, the 136-byte message, the server's queue |
 //! | [`sysv`]      | System V keys (`0x8000 + ID`, `0x9000 + ID`) and the ownership check of an object found by key |
 //! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
 //! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
@@ -22,6 +23,7 @@
 pub mod cli;
 pub mod error;
 pub mod fifo;
+pub mod msg;
 pub mod out;
 pub mod process;
 pub mod signals;
