@@ -36,6 +36,8 @@ pub fn exe(name: &str) -> Option<&'static str> {
         "mymore" => env!("CARGO_BIN_EXE_mymore"),
         "fifos" => env!("CARGO_BIN_EXE_fifos"),
         "fifoc" => env!("CARGO_BIN_EXE_fifoc"),
+        "msgq1" => env!("CARGO_BIN_EXE_msgq1"),
+        "msgq2" => env!("CARGO_BIN_EXE_msgq2"),
         _ => return None,
     })
 }

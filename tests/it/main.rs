@@ -5,4 +5,5 @@ mod fifo;
 mod harness;
 mod labs;
 mod make;
+mod msgq;
 mod pipes;
