@@ -764,15 +764,23 @@ impl Queue {
             (Some(grace_left), Some(left)) if left < grace_left => deadline,
             _ => grace,
         };
-        let gone = || requester.filter(|&pid| !exists(pid));
         let mut stat = empty_stat();
+        let mut verdict = None;
         let result = trace::call(
             || describe_msgctl(self.id, libc::IPC_STAT, true),
             || {
                 let (_, tries) = poll(until, || {
+                    // Whether the requester has ended is asked *before* the snapshot: one that
+                    // took the reply and then ended shows in it as having taken it.
+                    let gone = requester.filter(|&pid| !exists(pid));
                     raw_msgctl(self.id, libc::IPC_STAT, Some(&mut stat))?;
-                    let taken = stat.msg_lrpid != me || stat.msg_qnum == 0;
-                    Ok((taken || gone().is_some()).then_some(()))
+                    verdict = if stat.msg_lrpid != me || stat.msg_qnum == 0 {
+                        let by = Pid::from_raw(stat.msg_lrpid);
+                        Some(Pickup::Taken { by })
+                    } else {
+                        gone.map(Pickup::RequesterGone)
+                    };
+                    Ok(verdict)
                 })?;
                 Ok(Outcome::new(0, tries).found(|| summary(&stat)))
             },
@@ -782,27 +790,16 @@ impl Queue {
         if let Err(errno) = result {
             return Err(wait_failed(errno, deadline, context()));
         }
-        if stat.msg_lrpid != me || stat.msg_qnum == 0 {
-            let pickup = Pickup::Taken {
-                by: Pid::from_raw(stat.msg_lrpid),
-            };
-            return Ok(self.finished(pickup, requester, &stat));
+        if verdict.is_none() {
+            deadline
+                .check()
+                .map_err(|e| anyhow::Error::new(e).context(context()))?;
         }
-        if let Some(pid) = gone() {
-            return Ok(self.finished(Pickup::RequesterGone(pid), requester, &stat));
-        }
-        deadline
-            .check()
-            .map_err(|e| anyhow::Error::new(e).context(context()))?;
-        Ok(self.finished(Pickup::NotTaken, requester, &stat))
-    }
-
-    fn finished(&self, pickup: Pickup, requester: Option<Pid>, stat: &msqid_ds) -> AfterReply {
-        AfterReply {
-            pickup,
+        Ok(AfterReply {
+            pickup: verdict.unwrap_or(Pickup::NotTaken),
             requester,
             unread: stat.msg_qnum,
-        }
+        })
     }
 
     fn failed(&self, call: &str, what: &str, errno: Errno) -> anyhow::Error {

@@ -158,6 +158,18 @@ fn server_and_client_exchange_the_c_versions_texts_and_leave_nothing() {
 }
 
 #[test]
+fn pair_after_pair_the_server_never_mistakes_a_fast_client_for_a_gone_one() {
+    // A client that takes the reply and ends at once must count as having taken it, however
+    // the server's checks interleave with it: run the pair again and again.
+    let lab = Lab::new();
+    for _ in 0..40 {
+        let server = start_server(&lab, &[]);
+        let client_pid = run_client(&lab, &server);
+        assert_served(&lab, server, client_pid).assert_success();
+    }
+}
+
+#[test]
 fn the_lab_id_can_be_given_as_an_option_in_hex() {
     let lab = Lab::new();
     let id = format!("{:#x}", lab.id());
