@@ -60,7 +60,7 @@ pub const REPLY: c_long = 2;
 /// How long msgq1 waits for its reply to be taken before it removes the queue anyway.
 pub const PICKUP_GRACE: Duration = Duration::from_secs(3);
 /// The longest pause between two tries of a wait: the most a hand-off can be delayed.
-pub const MAX_NAP: Duration = Duration::from_millis(2);
+pub const MAX_NAP: Duration = Duration::from_millis(1);
 
 // ---- the message ----------------------------------------------------------------------------
 
