@@ -811,7 +811,8 @@ fn trace_names_each_call_with_real_values_in_the_order_strace_sees_them() {
     let log = std::fs::read_to_string(&strace_log).unwrap();
     let mut straced: Vec<String> = log
         .lines()
-        .filter_map(|line| line.split_once(' ').map(|(_, call)| call))
+        // `PID  call(…)`: strace pads the PID to five columns
+        .filter_map(|line| line.split_once(' ').map(|(_, call)| call.trim_start()))
         .filter(|call| call.starts_with("msg"))
         .map(call_shape)
         .collect();
