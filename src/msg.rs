@@ -31,7 +31,8 @@
 use std::ffi::{c_int, c_long};
 use std::fmt;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -513,6 +514,8 @@ pub struct Queue {
     /// The server's liveness lock: only the queue's creator holds one. Released after the
     /// queue is removed (fields are dropped after [`Queue::drop`] runs).
     server: Option<ServerLock>,
+    /// A client's watch on the server that made the queue, if it is known.
+    watch: Option<ServerWatch>,
 }
 
 /// What a message received from a queue holds.
@@ -648,11 +651,16 @@ impl Queue {
         for _ in 0..3 {
             match msgget(key, libc::IPC_CREAT | libc::IPC_EXCL | mode) {
                 Ok(id) => {
-                    return Ok(Queue {
+                    let mut queue = Queue {
                         key,
                         id,
                         server: Some(server),
-                    })
+                        watch: None,
+                    };
+                    if let Some(lock) = &mut queue.server {
+                        lock.record(id)?; // on failure `queue` is dropped: removed
+                    }
+                    return Ok(queue);
                 }
                 Err(Errno::EEXIST) => remove_leftover(key)?,
                 Err(errno) => return Err(access_error(format!("msgget(key {key})"), errno)),
@@ -676,11 +684,25 @@ impl Queue {
         sysv::check_ours(&stat.msg_perm).map_err(|foreign| {
             anyhow!("{context}: the queue is not yours: {foreign}; {OTHER_ID_HINT}")
         })?;
+        let watch = ServerWatch::find(key, id);
+        if let Some(dead) = watch.as_ref().filter(|watch| watch.ended()) {
+            anyhow::bail!(
+                "{context}: no server: the queue was left by msgq1 (pid {}), which was killed; \
+                 start msgq1 first (it replaces the queue)",
+                dead.pid()
+            );
+        }
         Ok(Queue {
             key,
             id,
             server: None,
+            watch,
         })
+    }
+
+    /// Whether the msgq1 that made this queue is known to have ended (see [`ServerWatch`]).
+    fn server_ended(&self) -> bool {
+        self.watch.as_ref().is_some_and(ServerWatch::ended)
     }
 
     /// The queue's key.
@@ -732,7 +754,9 @@ impl Queue {
             || {
                 let (len, tries) = poll(deadline, || {
                     match raw_msgrcv(self.id, &mut message, MSG_SIZE, mtype, flags) {
-                        Err(Errno::ENOMSG) => Ok(None), // none yet: try again
+                        // None yet; and none will come if the server has ended.
+                        Err(Errno::ENOMSG) if self.server_ended() => Err(Errno::ENOMSG),
+                        Err(Errno::ENOMSG) => Ok(None),
                         other => other.map(Some),
                     }
                 })?;
@@ -741,12 +765,31 @@ impl Queue {
             },
             Outcome::to_string,
         );
-        let context = || format!("msgrcv(queue {}, type {mtype})", self.key);
-        let outcome = result.map_err(|errno| wait_failed(errno, deadline, context()))?;
+        let context = format!("msgrcv(queue {}, type {mtype})", self.key);
+        let outcome = result.map_err(|errno| self.receive_failed(errno, deadline, context))?;
         Ok(Received {
             message,
             len: outcome.result as usize,
         })
+    }
+
+    /// Why a wait to receive ended without a message: as [`wait_failed`] says, or because the
+    /// server is gone and left its queue behind.
+    fn receive_failed(&self, errno: Errno, deadline: Deadline, call: String) -> anyhow::Error {
+        let stopped_early = errno == Errno::ENOMSG && !deadline.has_passed();
+        match &self.watch {
+            Some(watch) if stopped_early && signals::caught().is_none() => {
+                match ipc_stat(self.id) {
+                    Ok(_) => anyhow!(
+                        "{call}: msgq1 (pid {}) ended without replying (killed?) and left its \
+                         queue behind: make ipcclean",
+                        watch.pid()
+                    ),
+                    Err(errno) => wait_failed(errno, deadline, call),
+                }
+            }
+            _ => wait_failed(errno, deadline, call),
+        }
     }
 
     /// msgq1 after its reply: polls `IPC_STAT` until a client has taken it — someone else has
@@ -882,13 +925,22 @@ impl StatOption {
         if !self.stat {
             return Ok(());
         }
-        let ds = queue.stat()?;
-        let block = StatBlock {
-            step,
-            id: queue.id,
-            ds: &ds,
-        };
-        outln!("{block}")
+        match ipc_stat(queue.id) {
+            Ok(ds) => outln!(
+                "{}",
+                StatBlock {
+                    step,
+                    id: queue.id,
+                    ds: &ds
+                }
+            ),
+            // msgq1 removes its queue as soon as the reply is taken: msgq2 may find it gone.
+            Err(Errno::EINVAL | Errno::EIDRM) => outln!(
+                "  [msqid_ds after {step}] msqid {}: the queue is gone (its server removed it)",
+                queue.id
+            ),
+            Err(errno) => Err(queue.failed("msgctl", "IPC_STAT", errno)),
+        }
     }
 }
 
@@ -977,7 +1029,7 @@ impl ServerLock {
     /// Takes the lock of `key`'s server, or fails if a live msgq1 holds it.
     pub fn take(key: Key) -> anyhow::Result<ServerLock> {
         let uid = nix::unistd::geteuid();
-        let path = std::env::temp_dir().join(format!("ipclab-{uid}-msgq1-{key}.lock"));
+        let path = lock_path(key);
         let shown = path.display();
         for _ in 0..10 {
             let file = File::options()
@@ -994,21 +1046,31 @@ impl ServerLock {
                 "{shown} belongs to another user (uid {}); remove it or set TMPDIR",
                 opened.uid()
             );
-            let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(locked) => locked,
-                Err((mut file, Errno::EWOULDBLOCK)) => {
-                    let mut pid = String::new();
-                    let _ = file.read_to_string(&mut pid);
-                    let pid = match pid.trim() {
-                        "" => String::new(),
-                        pid => format!(" (pid {pid})"),
-                    };
-                    anyhow::bail!(
-                        "msgget(key {key}): another msgq1{pid} is already serving this queue; \
-                         stop it first, or {OTHER_ID_HINT}"
-                    );
+            let mut unlocked = file;
+            let mut tries = 0;
+            let mut file = loop {
+                match Flock::lock(unlocked, FlockArg::LockExclusiveNonblock) {
+                    Ok(locked) => break locked,
+                    // A client's ServerWatch holds a shared lock for a moment: try again.
+                    Err((again, Errno::EWOULDBLOCK)) if tries < 20 => {
+                        unlocked = again;
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((held, Errno::EWOULDBLOCK)) => {
+                        let pid = match Recorded::read(held).pid {
+                            Some(pid) => format!(" (pid {pid})"),
+                            None => String::new(),
+                        };
+                        anyhow::bail!(
+                            "msgget(key {key}): another msgq1{pid} is already serving this \
+                             queue; stop it first, or {OTHER_ID_HINT}"
+                        );
+                    }
+                    Err((_, errno)) => {
+                        return Err(errno).with_context(|| format!("flock({shown})"))
+                    }
                 }
-                Err((_, errno)) => return Err(errno).with_context(|| format!("flock({shown})")),
             };
             let named = std::fs::symlink_metadata(&path).ok();
             if named.is_some_and(|n| (n.dev(), n.ino()) == (opened.dev(), opened.ino())) {
@@ -1025,6 +1087,93 @@ impl ServerLock {
     /// Where the lock file is.
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// Writes the queue this server made into the lock file, after its PID: a client can then
+    /// tell that this queue's server has ended ([`ServerWatch`]).
+    pub fn record(&mut self, queue: MsqId) -> anyhow::Result<()> {
+        self.file
+            .set_len(0)
+            .and_then(|()| (&*self.file).seek(SeekFrom::Start(0)).map(drop))
+            .and_then(|()| writeln!(&*self.file, "{} {queue}", std::process::id()))
+            .with_context(|| format!("write({})", self.path.display()))
+    }
+}
+
+/// `$TMPDIR/ipclab-<UID>-msgq1-<KEY>.lock`: the liveness lock of `key`'s server.
+fn lock_path(key: Key) -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    std::env::temp_dir().join(format!("ipclab-{uid}-msgq1-{key}.lock"))
+}
+
+/// What a lock file says: `PID MSQID` (the MSQID once the queue is made).
+#[derive(Debug, Default)]
+struct Recorded {
+    pid: Option<String>,
+    queue: Option<MsqId>,
+}
+
+impl Recorded {
+    fn read(mut file: impl Read) -> Recorded {
+        let mut text = String::new();
+        let _ = file.by_ref().take(64).read_to_string(&mut text);
+        let mut words = text.split_whitespace();
+        let pid = words
+            .next()
+            .filter(|w| w.bytes().all(|b| b.is_ascii_digit()));
+        Recorded {
+            pid: pid.map(str::to_owned),
+            queue: words.next().and_then(|w| w.parse().ok()).map(MsqId),
+        }
+    }
+}
+
+/// A client's view of the server's liveness lock ([`ServerLock`]): whether the msgq1 that made
+/// the queue still runs. Only a lock file that names the very queue counts: a C msgq1 holds no
+/// lock, and a file left by a killed msgq1 names the queue of that one.
+#[derive(Debug)]
+pub struct ServerWatch {
+    file: File,
+    pid: String,
+}
+
+impl ServerWatch {
+    /// The lock file of `key`'s server, if it is ours and names `queue`.
+    pub fn find(key: Key, queue: MsqId) -> Option<ServerWatch> {
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(lock_path(key))
+            .ok()?;
+        let owner = file.metadata().ok()?.uid();
+        if owner != nix::unistd::geteuid().as_raw() {
+            return None;
+        }
+        match Recorded::read(&file) {
+            Recorded {
+                pid: Some(pid),
+                queue: Some(named),
+            } if named == queue => Some(ServerWatch { file, pid }),
+            _ => None,
+        }
+    }
+
+    /// The server's PID, as it wrote it.
+    pub fn pid(&self) -> &str {
+        &self.pid
+    }
+
+    /// Whether the server has ended: nobody holds its lock any more (taking a shared lock
+    /// succeeds; it is let go at once).
+    pub fn ended(&self) -> bool {
+        let fd = self.file.as_raw_fd();
+        // SAFETY: flock takes no pointers; `fd` is open for as long as `self.file` lives.
+        let free = unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) } == 0;
+        if free {
+            // SAFETY: as above.
+            unsafe { libc::flock(fd, libc::LOCK_UN) };
+        }
+        free
     }
 }
 

@@ -36,11 +36,19 @@ fn lock_file(lab: &Lab) -> PathBuf {
     std::env::temp_dir().join(format!("ipclab-{uid}-msgq1-{}.lock", key(lab)))
 }
 
-/// Starts msgq1 and waits until it is ready: its queue exists.
+/// Starts msgq1 and waits until it is ready: its queue exists and its lock file names it (so
+/// that a client can tell when it has ended).
 fn start_server(lab: &Lab, args: &[&str]) -> Running {
     let server = lab.start("msgq1", args);
-    wait_until("msgq1's queue", || queue_exists(lab));
+    wait_until("msgq1's queue and lock", || server_ready(lab).is_some());
     server
+}
+
+/// The queue of a ready msgq1 (see `start_server`).
+fn server_ready(lab: &Lab) -> Option<MsqId> {
+    let queue = msg::msgget(key(lab), 0).ok()?;
+    let recorded = std::fs::read_to_string(lock_file(lab)).ok()?;
+    (recorded.split_whitespace().nth(1) == Some(queue.to_string().as_str())).then_some(queue)
 }
 
 /// Starts msgq1 and has the test, as a C client, send it a request: returns once it has
@@ -402,9 +410,33 @@ fn a_queue_removed_while_the_client_waits_is_a_clear_error() {
 }
 
 #[test]
-fn a_leftover_queue_of_a_killed_server_is_reported_and_replaced() {
+fn a_client_fails_at_once_when_the_server_is_killed_while_it_waits() {
+    let lab = Lab::new();
+    let server = start_server(&lab, &[]);
+    server.signal(Signal::SIGSTOP); // alive, holding its lock, but answering nothing
+    let client = lab.start("msgq2", &[] as &[&str]);
+    client.wait_for_stdout("Sent a request.....");
+    let server_pid = server.pid();
+    server.signal(Signal::SIGKILL);
+    server.finish();
+    let client = client.finish();
+    client.assert_failure(
+        1,
+        &format!(
+            "msgq2: msgrcv(queue {}, type 2): msgq1 (pid {server_pid}) ended without replying \
+             (killed?) and left its queue behind: make ipcclean",
+            key(&lab)
+        ),
+    );
+    msg::ipc_rmid(open(&lab)).unwrap(); // what make ipcclean does
+    std::fs::remove_file(lock_file(&lab)).unwrap(); // SIGKILL left it too
+}
+
+#[test]
+fn a_leftover_queue_of_a_killed_server_is_refused_by_clients_and_replaced_by_the_next_server() {
     let lab = Lab::new();
     let killed = start_server(&lab, &[]);
+    let killed_pid = killed.pid();
     killed.signal(Signal::SIGKILL);
     killed.finish();
     assert!(
@@ -412,32 +444,52 @@ fn a_leftover_queue_of_a_killed_server_is_reported_and_replaced() {
         "SIGKILL cannot be caught: the queue is left"
     );
     let leftover = open(&lab);
+    send_raw::<128>(leftover, REQUEST, b"a request sent before the crash\0", 128);
 
-    // A client that finds the leftover queue sends into it and waits; the new server's
-    // removal ends its wait with a clear error.
-    let stranded = lab.start("msgq2", &[] as &[&str]);
-    let stranded_pid = stranded.pid();
-    stranded.wait_for_stdout("Sent a request.....");
+    let run = lab.run("msgq2", &[] as &[&str]);
+    run.assert_failure(
+        1,
+        &format!(
+            "msgq2: msgget(key {}): no server: the queue was left by msgq1 (pid {killed_pid}), \
+             which was killed; start msgq1 first (it replaces the queue)",
+            key(&lab)
+        ),
+    );
+    assert_eq!(
+        stat(leftover).msg_qnum,
+        1,
+        "the client sent nothing into it"
+    );
+
     let server = lab.start("msgq1", &[] as &[&str]);
     server.wait_for_stderr("removing it");
-    wait_until("the new queue", || {
-        msg::msgget(key(&lab), 0).is_ok_and(|id| id != leftover)
+    wait_until("the new server", || {
+        server_ready(&lab).is_some_and(|id| id != leftover)
     });
-    stranded
-        .finish()
-        .assert_failure(1, "the queue was removed while waiting");
-
     let client_pid = run_client(&lab, &server);
     let server = assert_served(&lab, server, client_pid);
     assert_eq!(
         server.stderr,
         format!(
             "msgq1: found a leftover queue (key {}, msqid {leftover}) with 1 message(s), last \
-             sent by pid {stranded_pid}, of a msgq1 that did not end cleanly (kill -9?); \
-             removing it\n",
+             sent by pid {}, of a msgq1 that did not end cleanly (kill -9?); removing it\n",
             key(&lab),
+            me()
         )
     );
+}
+
+#[test]
+fn a_stale_lock_file_naming_another_queue_does_not_stop_a_client_of_a_c_server() {
+    let lab = Lab::new();
+    // Left by a msgq1 killed long ago; the queue now is a C server's, which takes no lock.
+    std::fs::write(lock_file(&lab), "4242 99999\n").unwrap();
+    let fake = FakeServer::new(&lab);
+    let client = lab.start("msgq2", &[] as &[&str]);
+    receive_raw::<128>(fake.queue, REQUEST);
+    send_raw::<128>(fake.queue, REPLY, b"This is a reply from 4242.\0", 128);
+    client.finish().assert_success();
+    std::fs::remove_file(lock_file(&lab)).unwrap();
 }
 
 #[test]
@@ -706,13 +758,16 @@ fn stat_prints_the_msqid_ds_fields_after_each_step() {
     for (step, field) in server_saw {
         assert!(server_blocks[step].1.contains(&field), "{field}\n{server}");
     }
-    let client_saw = [
-        (1, format!("msg_lspid {client_pid}")),
-        (2, format!("msg_lrpid {client_pid}")),
-    ];
-    for (step, field) in client_saw {
-        assert!(client_blocks[step].1.contains(&field), "{field}\n{client}");
-    }
+    let sent = format!("msg_lspid {client_pid}");
+    assert!(client_blocks[1].1.contains(&sent), "{client}");
+    // msgq1 removes the queue as soon as the reply is taken: the client may find it gone.
+    let taken = format!("msg_lrpid {client_pid}");
+    let (_, after_msgrcv) = &client_blocks[2];
+    assert!(
+        after_msgrcv.contains(&taken)
+            || after_msgrcv.starts_with(" msqid ") && after_msgrcv.contains(": the queue is gone"),
+        "{client}"
+    );
     // The protocol's own lines stay whole.
     assert!(
         client.stdout().contains(&reply_line(server_pid)),
