@@ -37,7 +37,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use libc::msqid_ds;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -1039,8 +1039,10 @@ impl ServerLock {
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
-                .with_context(|| format!("open({shown})"))?;
-            let opened = file.metadata().with_context(|| format!("fstat({shown})"))?;
+                .map_err(|e| lock_failed(format!("open({shown})"), e))?;
+            let opened = file
+                .metadata()
+                .map_err(|e| lock_failed(format!("fstat({shown})"), e))?;
             anyhow::ensure!(
                 opened.uid() == uid.as_raw(),
                 "{shown} belongs to another user (uid {}); remove it or set TMPDIR",
@@ -1068,7 +1070,7 @@ impl ServerLock {
                         );
                     }
                     Err((_, errno)) => {
-                        return Err(errno).with_context(|| format!("flock({shown})"))
+                        return Err(lock_failed(format!("flock({shown})"), errno.into()))
                     }
                 }
             };
@@ -1076,7 +1078,7 @@ impl ServerLock {
             if named.is_some_and(|n| (n.dev(), n.ino()) == (opened.dev(), opened.ino())) {
                 file.set_len(0)
                     .and_then(|()| writeln!(file, "{}", std::process::id()))
-                    .with_context(|| format!("write({shown})"))?;
+                    .map_err(|e| lock_failed(format!("write({shown})"), e))?;
                 return Ok(ServerLock { path, file });
             }
             // The server before us removed the file after we opened it: lock the new one.
@@ -1096,8 +1098,17 @@ impl ServerLock {
             .set_len(0)
             .and_then(|()| (&*self.file).seek(SeekFrom::Start(0)).map(drop))
             .and_then(|()| writeln!(&*self.file, "{} {queue}", std::process::id()))
-            .with_context(|| format!("write({})", self.path.display()))
+            .map_err(|e| lock_failed(format!("write({})", self.path.display()), e))
     }
+}
+
+/// The error of a call on the lock file, with what the file is for.
+fn lock_failed(call: String, error: std::io::Error) -> anyhow::Error {
+    let reason = match error.raw_os_error() {
+        Some(errno) => Errno::from_raw(errno).desc().to_string(),
+        None => error.to_string(),
+    };
+    anyhow!("{call}: {reason} (the lock that keeps a second msgq1 off the key; set TMPDIR to a directory of yours)")
 }
 
 /// `$TMPDIR/ipclab-<UID>-msgq1-<KEY>.lock`: the liveness lock of `key`'s server.
