@@ -24,9 +24,9 @@
 //! **Waiting.** A blocking `msgrcv` cannot watch the signal self-pipe: a signal that arrives
 //! just before the call would be slept through. So every wait here makes the call with
 //! `IPC_NOWAIT` and, while there is nothing yet, tries again after a pause that starts with
-//! `sched_yield` (the peer usually answers within microseconds) and grows to [`MAX_NAP`]; each
-//! round checks for a termination signal and the `--timeout` deadline. In classroom mode such a
-//! wait shows as **one** call, with the number of tries.
+//! `sched_yield` (the peer usually answers within microseconds) and grows to [`QUICK_NAP`] (to
+//! [`MAX_NAP`] after a second); each round checks for a termination signal and the `--timeout`
+//! deadline. In classroom mode such a wait shows as **one** call, with the number of tries.
 
 use std::ffi::{c_int, c_long};
 use std::fmt;
@@ -35,7 +35,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use libc::msqid_ds;
@@ -60,8 +60,12 @@ pub const REQUEST: c_long = 1;
 pub const REPLY: c_long = 2;
 /// How long msgq1 waits for its reply to be taken before it removes the queue anyway.
 pub const PICKUP_GRACE: Duration = Duration::from_secs(3);
-/// The longest pause between two tries of a wait: the most a hand-off can be delayed.
-pub const MAX_NAP: Duration = Duration::from_millis(1);
+/// The longest pause between two tries during a wait's first second: a peer that answers
+/// at once (the usual hand-off) is delayed by at most this.
+pub const QUICK_NAP: Duration = Duration::from_millis(1);
+/// The longest pause between two tries after that: a long wait (a server idle for minutes)
+/// costs little CPU, and a person starting the peer notices no delay.
+pub const MAX_NAP: Duration = Duration::from_millis(5);
 
 // ---- the message ----------------------------------------------------------------------------
 
@@ -454,6 +458,7 @@ fn poll<T>(
     deadline: Deadline,
     mut attempt: impl FnMut() -> nix::Result<Option<T>>,
 ) -> nix::Result<(Option<T>, u32)> {
+    let started = Instant::now();
     let mut tries = 0u32;
     loop {
         tries = tries.saturating_add(1);
@@ -466,21 +471,25 @@ fn poll<T>(
         if deadline.has_passed() {
             return Ok((None, tries));
         }
-        nap(tries, deadline);
+        nap(tries, started, deadline);
     }
 }
 
-/// The pause after `tries` fruitless tries: `sched_yield` at first (on two CPUs the peer is
-/// usually running and answers within microseconds), then sleeps from 50 µs doubling up to
-/// [`MAX_NAP`], so a long wait costs little CPU and a hand-off is delayed by at most that.
-fn nap(tries: u32, deadline: Deadline) {
+/// The pause after `tries` fruitless tries of a wait that `started`: `sched_yield` at first (on
+/// two CPUs the peer is usually running and answers within microseconds), then sleeps from
+/// 50 µs doubling up to [`QUICK_NAP`], and after a second of waiting up to [`MAX_NAP`].
+fn nap(tries: u32, started: Instant, deadline: Deadline) {
     const YIELDS: u32 = 64;
     if tries <= YIELDS {
         std::thread::yield_now();
         return;
     }
-    let doublings = (tries - YIELDS).min(6);
-    let nap = Duration::from_micros(50 << doublings).min(MAX_NAP);
+    let longest = match started.elapsed() < Duration::from_secs(1) {
+        true => QUICK_NAP,
+        false => MAX_NAP,
+    };
+    let doublings = (tries - YIELDS).min(7);
+    let nap = Duration::from_micros(50 << doublings).min(longest);
     std::thread::sleep(deadline.remaining().map_or(nap, |left| left.min(nap)));
 }
 
