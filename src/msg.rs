@@ -811,16 +811,17 @@ impl Queue {
         deadline: Deadline,
     ) -> anyhow::Result<AfterReply> {
         let me = std::process::id() as libc::pid_t;
-        let grace = Deadline::within(Some(PICKUP_GRACE));
-        let until = match (grace.remaining(), deadline.remaining()) {
-            (Some(grace_left), Some(left)) if left < grace_left => deadline,
-            _ => grace,
-        };
         let mut stat = empty_stat();
         let mut verdict = None;
         let result = trace::call(
             || describe_msgctl(self.id, libc::IPC_STAT, true),
             || {
+                // The grace starts after a --step pause, which may be long.
+                let grace = Deadline::within(Some(PICKUP_GRACE));
+                let until = match (grace.remaining(), deadline.remaining()) {
+                    (Some(grace_left), Some(left)) if left < grace_left => deadline,
+                    _ => grace,
+                };
                 let (_, tries) = poll(until, || {
                     // Whether the requester has ended is asked *before* the snapshot: one that
                     // took the reply and then ended shows in it as having taken it.
