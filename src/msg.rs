@@ -23,10 +23,9 @@
 //!
 //! **Waiting.** A blocking `msgrcv` cannot watch the signal self-pipe: a signal that arrives
 //! just before the call would be slept through. So every wait here makes the call with
-//! `IPC_NOWAIT` and, while there is nothing yet, tries again after a pause that starts with
-//! `sched_yield` (the peer usually answers within microseconds) and grows to [`QUICK_NAP`] (to
-//! [`MAX_NAP`] after a second); each round checks for a termination signal and the `--timeout`
-//! deadline. In classroom mode such a wait shows as **one** call, with the number of tries.
+//! `IPC_NOWAIT` and, while there is nothing yet, tries again after a polite pause
+//! ([`crate::wait::Backoff`]: spin, then `sched_yield`, then sleeps growing to 1 ms, 5 ms after a
+//! second); each round checks for a termination signal and the `--timeout` deadline. In classroom mode such a wait shows as **one** call, with the number of tries.
 
 use std::ffi::{c_int, c_long};
 use std::fmt;
@@ -35,7 +34,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::anyhow;
 use libc::msqid_ds;
@@ -45,7 +44,7 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use crate::sysv::{self, Key, OTHER_ID_HINT};
-use crate::wait::Deadline;
+use crate::wait::{Backoff, Deadline};
 use crate::{cli, outln, signals, trace};
 
 /// Size of the text field: the message, NUL-terminated.
@@ -60,12 +59,6 @@ pub const REQUEST: c_long = 1;
 pub const REPLY: c_long = 2;
 /// How long msgq1 waits for its reply to be taken before it removes the queue anyway.
 pub const PICKUP_GRACE: Duration = Duration::from_secs(3);
-/// The longest pause between two tries during a wait's first second: a peer that answers
-/// at once (the usual hand-off) is delayed by at most this.
-pub const QUICK_NAP: Duration = Duration::from_millis(1);
-/// The longest pause between two tries after that: a long wait (a server idle for minutes)
-/// costs little CPU, and a person starting the peer notices no delay.
-pub const MAX_NAP: Duration = Duration::from_millis(5);
 
 // ---- the message ----------------------------------------------------------------------------
 
@@ -458,7 +451,7 @@ fn poll<T>(
     deadline: Deadline,
     mut attempt: impl FnMut() -> nix::Result<Option<T>>,
 ) -> nix::Result<(Option<T>, u32)> {
-    let started = Instant::now();
+    let mut backoff = Backoff::new();
     let mut tries = 0u32;
     loop {
         tries = tries.saturating_add(1);
@@ -471,26 +464,8 @@ fn poll<T>(
         if deadline.has_passed() {
             return Ok((None, tries));
         }
-        nap(tries, started, deadline);
+        backoff.pause(deadline);
     }
-}
-
-/// The pause after `tries` fruitless tries of a wait that `started`: `sched_yield` at first (on
-/// two CPUs the peer is usually running and answers within microseconds), then sleeps from
-/// 50 µs doubling up to [`QUICK_NAP`], and after a second of waiting up to [`MAX_NAP`].
-fn nap(tries: u32, started: Instant, deadline: Deadline) {
-    const YIELDS: u32 = 64;
-    if tries <= YIELDS {
-        std::thread::yield_now();
-        return;
-    }
-    let longest = match started.elapsed() < Duration::from_secs(1) {
-        true => QUICK_NAP,
-        false => MAX_NAP,
-    };
-    let doublings = (tries - YIELDS).min(7);
-    let nap = Duration::from_micros(50 << doublings).min(longest);
-    std::thread::sleep(deadline.remaining().map_or(nap, |left| left.min(nap)));
 }
 
 /// The error of a wait that ended without its message: a caught signal (exit 128+signal), the
