@@ -4,7 +4,7 @@
 # works as written. Every target is phony: cargo decides what to rebuild, so an existing ./NAME
 # never makes a target look up to date after a source change.
 
-EXERCISES  := pipe sync mymore fifos fifoc shm sipc1 sipc2 mycp3 mipc
+EXERCISES  := pipe sync mymore fifos fifoc msgq1 msgq2 shm sipc1 sipc2 mycp3 mipc
 CARGO      ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN_DIR    := $(TARGET_DIR)/release

@@ -40,6 +40,29 @@ kill -INT $server
 wait $server || failed+=("./fifos")
 trap - EXIT
 
+# wait_for_queue KEY: until the System V queue with KEY (e.g. 0x8000) exists, for at most 10 s
+wait_for_queue() {
+    for _ in $(seq 200); do
+        awk -v key=$(($1)) 'NR > 1 && $1 == key { found = 1 } END { exit !found }' \
+            /proc/sysvipc/msg && return 0
+        sleep 0.05
+    done
+    echo "demo: queue $1 did not appear" >&2
+    return 1
+}
+
+queue_key=$(printf '0x%x' $((0x8000 + ${IPCLAB_ID:-0})))
+heading "./msgq1 & ./msgq2 (server in the background; ipcs -q while it waits)"
+./msgq1 --timeout 30 > >(label "msgq1") &
+server=$!
+trap 'kill $server 2>/dev/null' EXIT
+if wait_for_queue "$queue_key"; then
+    ipcs -q | grep -i -e '^key' -e "$(printf '0x%08x' "$queue_key")" | label "ipcs -q"
+    ./msgq2 --timeout 10 | label "msgq2" || failed+=("./msgq2")
+fi
+wait $server || failed+=("./msgq1")
+trap - EXIT
+
 show ./shm --maps
 
 # wait_for_server KEY: until segment KEY exists with a process attached (sipc1 waits), for 10 s

@@ -13,6 +13,7 @@
 //! | [`wait`]      | deadlines and waiting for a file descriptor without missing a signal   |
 //! | [`process`]   | `fork`, waiting for children, finding and `exec`ing a program           |
 //! | [`fifo`]      | the FIFO client–server pair: paths and the 160-byte record              |
+//! | [`msg`]       | System V message queues: msgget/msgsnd/msgrcv/msgctl, the 136-byte message, the server's queue |
 //! | [`shm`]       | System V shared memory: shmget/shmat/shmdt/shmctl, the segment owners, the sipc layout |
 //! | [`sysv`]      | System V keys (`0x8000 + ID`, `0x9000 + ID`) and the ownership check of an object found by key |
 //! | [`sys`]       | the lecture's calls on pipes, FIFOs and files (`pipe`, `read`, `write`, `open`, `mkfifo`…), traced |
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod error;
 pub mod fifo;
 pub mod mman;
+pub mod msg;
 pub mod out;
 pub mod process;
 pub mod sem;

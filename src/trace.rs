@@ -103,12 +103,7 @@ pub fn call<T>(
     make: impl FnOnce() -> nix::Result<T>,
     show: impl FnOnce(&T) -> String,
 ) -> nix::Result<T> {
-    if !enabled() {
-        return make();
-    }
-    let text = describe();
-    pause_before(&text)?;
-    finish(&text, make(), show)
+    traced(describe, make, show, Pause::EndedBySignal)
 }
 
 /// Like [`call`], for a cleanup call (an `unlink`, `close`, `munmap`, `shmdt` or `IPC_RMID` that
@@ -120,20 +115,32 @@ pub fn cleanup_call<T>(
     make: impl FnOnce() -> nix::Result<T>,
     show: impl FnOnce(&T) -> String,
 ) -> nix::Result<T> {
+    traced(describe, make, show, Pause::NeverEnds)
+}
+
+/// Whether a termination signal during the pause before a call stops the call.
+#[derive(PartialEq)]
+enum Pause {
+    EndedBySignal,
+    NeverEnds,
+}
+
+#[inline]
+fn traced<T>(
+    describe: impl FnOnce() -> String,
+    make: impl FnOnce() -> nix::Result<T>,
+    show: impl FnOnce(&T) -> String,
+    pause: Pause,
+) -> nix::Result<T> {
     if !enabled() {
         return make();
     }
     let text = describe();
-    let _ = pause_before(&text);
-    finish(&text, make(), show)
-}
-
-/// Prints the line of a call that has returned `result`.
-fn finish<T>(
-    text: &str,
-    result: nix::Result<T>,
-    show: impl FnOnce(&T) -> String,
-) -> nix::Result<T> {
+    let paused = pause_before(&text);
+    if pause == Pause::EndedBySignal {
+        paused?;
+    }
+    let result = make();
     let shown = match &result {
         Ok(value) => show(value),
         Err(errno) => errno_text(*errno),

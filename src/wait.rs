@@ -4,8 +4,8 @@
 //! in every program:
 //! * [`poll`] waits until a file descriptor is ready, the [`Deadline`] passes ([`TimedOut`]), or
 //!   a termination signal arrives ([`crate::signals::Interrupted`]);
-//! * [`retry`] repeats an attempt that may not succeed yet (a FIFO without its reader), backing
-//!   off politely between attempts, under the same two limits.
+//! * [`spin_until`] waits for a change in shared memory, pausing politely ([`Backoff`]) between
+//!   looks, under the same two limits.
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
@@ -108,25 +108,6 @@ pub fn poll(
     }
 }
 
-/// Calls `attempt` until it gives `Some`, backing off from 1 ms to 50 ms between attempts.
-/// Fails like [`poll`] at the deadline or on a termination signal.
-pub fn retry<T>(
-    deadline: Deadline,
-    mut attempt: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(done) = attempt()? {
-            return Ok(done);
-        }
-        signals::check()?;
-        deadline.check()?;
-        let pause_now = deadline.remaining().map_or(pause, |left| left.min(pause));
-        std::thread::sleep(pause_now);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
 fn poll_timeout(deadline: Deadline) -> PollTimeout {
     match deadline.remaining() {
         None => PollTimeout::NONE,
@@ -138,36 +119,75 @@ fn poll_timeout(deadline: Deadline) -> PollTimeout {
     }
 }
 
-/// How many rounds [`spin_until`] spins on the CPU, then how many it yields it, before it sleeps.
+/// How many rounds a [`Backoff`] spins on the CPU, then how many it yields it, before it sleeps.
 const SPIN_ROUNDS: u32 = 100;
 const YIELD_ROUNDS: u32 = 100;
-/// The first and the longest sleep of [`spin_until`].
+/// The first sleep of a [`Backoff`], the longest in its first second, and the longest after.
 const FIRST_NAP: Duration = Duration::from_micros(10);
-const LONGEST_NAP: Duration = Duration::from_millis(1);
+const QUICK_NAP: Duration = Duration::from_millis(1);
+const LONG_NAP: Duration = Duration::from_millis(5);
+
+/// The pauses of a polite busy wait, for a change that no descriptor announces (a flag in
+/// shared memory, a message fetched with `IPC_NOWAIT`): a few rounds with the CPU's spin hint
+/// (the answer often comes within microseconds), then rounds that `yield` the CPU (on one CPU
+/// the peer can only answer when we let it run: an unyielding spin stalls for a whole scheduler
+/// tick per hand-off), then sleeps from 10 µs doubling to 1 ms, and to 5 ms once the wait has
+/// lasted a second (a peer that has not started yet costs almost nothing).
+#[derive(Debug)]
+pub struct Backoff {
+    round: u32,
+    nap: Duration,
+    started: Instant,
+}
+
+impl Backoff {
+    /// The pauses of a wait that starts now.
+    pub fn new() -> Backoff {
+        Backoff {
+            round: 0,
+            nap: FIRST_NAP,
+            started: Instant::now(),
+        }
+    }
+
+    /// The next pause, cut short at `deadline`.
+    pub fn pause(&mut self, deadline: Deadline) {
+        if self.round < SPIN_ROUNDS {
+            std::hint::spin_loop();
+        } else if self.round < SPIN_ROUNDS + YIELD_ROUNDS {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(
+                deadline
+                    .remaining()
+                    .map_or(self.nap, |left| left.min(self.nap)),
+            );
+            let longest = match self.started.elapsed() < Duration::from_secs(1) {
+                true => QUICK_NAP,
+                false => LONG_NAP,
+            };
+            self.nap = (self.nap * 2).min(longest);
+        }
+        self.round = self.round.saturating_add(1);
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new()
+    }
+}
 
 /// Waits until `condition` holds — for a change another process makes in shared memory, where
 /// there is no descriptor to [`poll`] (e.g. `spin_until(deadline, || flag.load(Acquire) == 0)`).
-///
-/// A polite busy wait: a few rounds with the CPU's spin hint (the answer often comes within
-/// microseconds), then rounds that `yield` the CPU (on one CPU the peer can only answer when we
-/// let it run: an unyielding spin stalls for a whole scheduler tick per hand-off), then short
-/// sleeps growing to about 1 ms (a peer that has not started yet costs almost nothing). Each
-/// round checks for a termination signal and the deadline, so it fails like [`poll`].
+/// It pauses politely between looks ([`Backoff`]) and checks for a termination signal and the
+/// deadline each round, so it fails like [`poll`].
 pub fn spin_until(deadline: Deadline, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let mut round: u32 = 0;
-    let mut nap = FIRST_NAP;
+    let mut backoff = Backoff::new();
     while !condition() {
         signals::check()?;
         deadline.check()?;
-        if round < SPIN_ROUNDS {
-            std::hint::spin_loop();
-        } else if round < SPIN_ROUNDS + YIELD_ROUNDS {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(deadline.remaining().map_or(nap, |left| left.min(nap)));
-            nap = (nap * 2).min(LONGEST_NAP);
-        }
-        round = round.saturating_add(1);
+        backoff.pause(deadline);
     }
     Ok(())
 }
@@ -208,24 +228,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ready, vec![PollFlags::empty(), PollFlags::POLLIN]);
-    }
-
-    #[test]
-    fn retry_returns_the_first_success() {
-        let mut attempts = 0;
-        let value = retry(Deadline::NEVER, || {
-            attempts += 1;
-            Ok((attempts == 3).then_some(attempts))
-        })
-        .unwrap();
-        assert_eq!(value, 3);
-    }
-
-    #[test]
-    fn retry_gives_up_at_the_deadline() {
-        let deadline = Deadline::within(Some(Duration::from_millis(30)));
-        let error = retry(deadline, || Ok(None::<()>)).unwrap_err();
-        assert!(error.is::<TimedOut>(), "{error:#}");
     }
 
     #[test]

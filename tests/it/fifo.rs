@@ -753,6 +753,14 @@ fn waiting_client_removes_its_fifo_on_sigquit() {
 }
 
 #[test]
+fn server_and_client_clean_up_on_the_other_signals_that_would_kill_them() {
+    for signal in [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGALRM] {
+        server_stops_cleanly_on(signal, 128 + signal as i32);
+        waiting_client_cleans_up_on(signal);
+    }
+}
+
+#[test]
 fn waiting_client_fails_at_once_when_the_server_dies() {
     let lab = Lab::new();
     let fake = FakeServer::new(&lab);

@@ -120,62 +120,6 @@ fn sync_gives_up_waiting_for_a_stopped_child_at_its_timeout() {
     run.assert_failure(1, "sync: WAIT_CHILD: timed out after 1 s (--timeout)");
 }
 
-// ---- every signal a person sends, at every wait --------------------------------------------
-
-/// The signals that must clean up: closing the terminal, Ctrl-C, Ctrl-\, kill, and the others
-/// that would end the program by default.
-const SIGNALS: [Signal; 7] = [
-    Signal::SIGHUP,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGTERM,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGALRM,
-];
-
-#[test]
-fn a_waiting_server_cleans_up_on_every_termination_signal() {
-    for signal in SIGNALS {
-        let lab = Lab::new();
-        let server = lab.start("fifos", &[] as &[&str]);
-        let fifo = lab.dir().join(".fifo");
-        wait_until(".fifo to appear", || fifo.exists());
-        server.signal(signal);
-        let run = server.finish();
-        // Ctrl-C and kill are how a server is stopped (status 0, as the C does); the others
-        // say which signal stopped it.
-        let expected = match signal {
-            Signal::SIGINT | Signal::SIGTERM => 0,
-            other => 128 + other as i32,
-        };
-        assert_eq!(run.code(), Some(expected), "{signal}\n{run}");
-        assert!(!fifo.exists(), "{signal} left .fifo behind");
-    } // each Lab asserts nothing is left
-}
-
-#[test]
-fn a_waiting_client_cleans_up_on_every_termination_signal() {
-    for signal in SIGNALS {
-        let lab = Lab::new();
-        // A server that never answers: a FIFO that the test holds open for reading.
-        let fifo = lab.dir().join(".fifo");
-        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
-        let _reader = open(
-            &fifo,
-            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .unwrap();
-        let client = lab.start("fifoc", &[] as &[&str]);
-        client.wait_for_stdout("Sent a request.....");
-        client.signal(signal);
-        let run = client.finish();
-        assert_eq!(run.code(), Some(128 + signal as i32), "{signal}\n{run}");
-        std::fs::remove_file(&fifo).unwrap();
-    }
-}
-
 // ---- a write that blocks ends on a signal too ----------------------------------------------
 
 /// A C-shaped request naming a reply FIFO that does not exist: the server prints

@@ -46,6 +46,8 @@ pub fn exe(name: &str) -> Option<&'static str> {
         "mymore" => env!("CARGO_BIN_EXE_mymore"),
         "fifos" => env!("CARGO_BIN_EXE_fifos"),
         "fifoc" => env!("CARGO_BIN_EXE_fifoc"),
+        "msgq1" => env!("CARGO_BIN_EXE_msgq1"),
+        "msgq2" => env!("CARGO_BIN_EXE_msgq2"),
         "shm" => env!("CARGO_BIN_EXE_shm"),
         "sipc1" => env!("CARGO_BIN_EXE_sipc1"),
         "sipc2" => env!("CARGO_BIN_EXE_sipc2"),

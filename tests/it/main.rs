@@ -9,5 +9,6 @@ mod labs;
 mod make;
 mod manual;
 mod mman;
+mod msgq;
 mod pipes;
 mod shm;

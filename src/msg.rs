@@ -1,0 +1,1281 @@
+//! System V message queues: the `msgq1` server and its `msgq2` client.
+//!
+//! The protocol of the C programs, kept byte for byte:
+//! * One queue, key `0x8000 + ID` ([`crate::sysv::Key::queue`]), mode 0600, made by msgq1.
+//! * A message is the C struct `{ long mtype; char mtext[128]; }` ([`Message`]): the type, then
+//!   128 bytes of NUL-terminated, NUL-padded text. Type [`REQUEST`] (1) goes from the client to
+//!   the server, type [`REPLY`] (2) back.
+//!
+//! | bytes   | field   | content                                                  |
+//! |---------|---------|----------------------------------------------------------|
+//! | 0..8    | `mtype` | a C `long`: 1 request, 2 reply                           |
+//! | 8..136  | `mtext` | the text, NUL-terminated, NUL-padded                     |
+//!
+//! The size given to `msgsnd` counts the text only: this suite sends [`MSG_SIZE`] = 128 bytes.
+//! The C programs send `sizeof(msg)` = 136 ([`C_MSG_SIZE`]), 8 bytes more than the text holds
+//! (labs.md tells the story); so every receive here passes `MSG_NOERROR`, which cuts such a
+//! message to the 128 bytes asked for instead of failing with `E2BIG`.
+//!
+//! The calls keep their C names and argument order ([`msgget`], [`msgsnd`], [`msgrcv`],
+//! [`msgctl`]) and say themselves in classroom mode ([`crate::trace`]). [`Queue`] is the owner:
+//! msgq1's queue is removed when it is dropped — on success, on error, and on a caught
+//! termination signal, which travels up through `?` like any error.
+//!
+//! **Waiting.** A blocking `msgrcv` cannot watch the signal self-pipe: a signal that arrives
+//! just before the call would be slept through. So every wait here makes the call with
+//! `IPC_NOWAIT` and, while there is nothing yet, tries again after a polite pause
+//! ([`crate::wait::Backoff`]: spin, then `sched_yield`, then sleeps growing to 1 ms, 5 ms after a
+//! second); each round checks for a termination signal and the `--timeout` deadline. In classroom mode such a wait shows as **one** call, with the number of tries.
+
+use std::ffi::{c_int, c_long};
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use libc::msqid_ds;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use crate::sysv::{self, Key, OTHER_ID_HINT};
+use crate::wait::{Backoff, Deadline};
+use crate::{cli, outln, signals, trace};
+
+/// Size of the text field: the message, NUL-terminated.
+pub const TEXT_LEN: usize = 128;
+/// The size this suite gives `msgsnd` and `msgrcv`: the text field, as `msgsnd(2)` defines it.
+pub const MSG_SIZE: usize = TEXT_LEN;
+/// The size the C programs give `msgsnd`: `sizeof(msg)`, type included (8 bytes too many).
+pub const C_MSG_SIZE: usize = std::mem::size_of::<Message>();
+/// The type of a request (client to server).
+pub const REQUEST: c_long = 1;
+/// The type of a reply (server to client).
+pub const REPLY: c_long = 2;
+/// How long msgq1 waits for its reply to be taken before it removes the queue anyway.
+pub const PICKUP_GRACE: Duration = Duration::from_secs(3);
+
+// ---- the message ----------------------------------------------------------------------------
+
+/// A message as `msgsnd`/`msgrcv` take it: a C `long` type, then `N` bytes of text.
+/// [`Message`] (`N` = 128) is the C programs' struct; other sizes let a test play a C peer that
+/// sends more (`MsgBuf<136>` for the C's 136-byte send).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsgBuf<const N: usize> {
+    /// `mtype`: [`REQUEST`] or [`REPLY`] (must be positive to be sent).
+    pub mtype: c_long,
+    /// `mtext`: the text, NUL-terminated and NUL-padded.
+    pub mtext: [u8; N],
+}
+
+/// The C programs' message: `struct { long mtype; char mtext[128]; }`, 136 bytes.
+pub type Message = MsgBuf<TEXT_LEN>;
+
+impl<const N: usize> MsgBuf<N> {
+    /// A message of type `mtype` with `bytes` at the start of its text and NULs after them;
+    /// `None` if they do not fit. Any bytes: a test uses it to send garbage.
+    pub fn with_bytes(mtype: c_long, bytes: &[u8]) -> Option<MsgBuf<N>> {
+        let mut message = MsgBuf {
+            mtype,
+            mtext: [0; N],
+        };
+        message.mtext.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(message)
+    }
+
+    /// An empty buffer to receive into.
+    pub fn empty() -> MsgBuf<N> {
+        MsgBuf {
+            mtype: 0,
+            mtext: [0; N],
+        }
+    }
+
+    /// The first `len` bytes of the text — what a `msgrcv` that returned `len` filled in —
+    /// never more than the buffer holds.
+    pub fn received(&self, len: usize) -> &[u8] {
+        &self.mtext[..len.min(N)]
+    }
+}
+
+impl Message {
+    /// A message of type `mtype` whose text is `text`, NUL-terminated and NUL-padded.
+    pub fn new(mtype: c_long, text: &str) -> anyhow::Result<Message> {
+        anyhow::ensure!(!text.contains('\0'), "text {text:?} contains a NUL");
+        anyhow::ensure!(
+            text.len() < TEXT_LEN,
+            "text {text:?} does not fit {TEXT_LEN} bytes with its NUL"
+        );
+        Ok(Message::with_bytes(mtype, text.as_bytes()).expect("checked to fit"))
+    }
+}
+
+/// Why a received text is not one the protocol allows (msgq1 reports it and skips it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadMessage {
+    /// No text at all (a 0-byte message).
+    Empty,
+    /// No NUL in the bytes received (a C string without its end).
+    NotTerminated(usize),
+    /// The text is not UTF-8.
+    NotUtf8,
+    /// The text holds control characters (which would drive the terminal it is printed on).
+    ControlCharacter,
+}
+
+impl fmt::Display for BadMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadMessage::Empty => f.write_str("no text (0 bytes)"),
+            BadMessage::NotTerminated(n) => write!(f, "no NUL in its {n} bytes"),
+            BadMessage::NotUtf8 => f.write_str("text is not UTF-8"),
+            BadMessage::ControlCharacter => f.write_str("text holds control characters"),
+        }
+    }
+}
+
+impl std::error::Error for BadMessage {}
+
+/// The text of a received message: the bytes up to the first NUL, which must be there, be UTF-8
+/// and hold no control characters. What follows the NUL is ignored (C's `strcpy` leaves
+/// garbage there). Reads nothing but `received`.
+pub fn decode(received: &[u8]) -> Result<&str, BadMessage> {
+    if received.is_empty() {
+        return Err(BadMessage::Empty);
+    }
+    let end = received
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(BadMessage::NotTerminated(received.len()))?;
+    let text = std::str::from_utf8(&received[..end]).map_err(|_| BadMessage::NotUtf8)?;
+    match text.chars().any(char::is_control) {
+        true => Err(BadMessage::ControlCharacter),
+        false => Ok(text),
+    }
+}
+
+/// The client's request text: `This is a request from <PID>.`
+pub fn request_text(pid: Pid) -> String {
+    format!("This is a request from {pid}.")
+}
+
+/// The server's reply text: `This is a reply from <PID>.`
+pub fn reply_text(pid: Pid) -> String {
+    format!("This is a reply from {pid}.")
+}
+
+/// The PID a request names (see [`request_text`]), if it has that form.
+pub fn requester(text: &str) -> Option<Pid> {
+    let digits = text
+        .strip_prefix("This is a request from ")?
+        .strip_suffix('.')?;
+    match digits.parse::<i32>() {
+        Ok(pid) if pid > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(Pid::from_raw(pid))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a process `pid` exists (`kill(pid, 0)`). Only "no" is certain: PIDs are reused.
+pub fn exists(pid: Pid) -> bool {
+    kill(pid, None) != Err(Errno::ESRCH)
+}
+
+// ---- the calls ------------------------------------------------------------------------------
+
+/// A message queue identifier, as `msgget` returns it and `ipcs -q` lists it (`msqid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MsqId(pub c_int);
+
+impl fmt::Display for MsqId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+const FLAG_NAMES: [(i64, &str); 5] = [
+    (libc::IPC_CREAT as i64, "IPC_CREAT"),
+    (libc::IPC_EXCL as i64, "IPC_EXCL"),
+    (libc::IPC_NOWAIT as i64, "IPC_NOWAIT"),
+    (libc::MSG_NOERROR as i64, "MSG_NOERROR"),
+    (libc::MSG_EXCEPT as i64, "MSG_EXCEPT"),
+];
+
+fn flags(msgflg: c_int) -> String {
+    trace::flags(msgflg.into(), &FLAG_NAMES, "0")
+}
+
+/// `{type 1, "This is a request from 4712."}`: a message as the trace shows it.
+fn shown<const N: usize>(message: &MsgBuf<N>, len: usize) -> String {
+    let text = trace::c_string(message.received(len), 40);
+    format!("{{type {}, {text}}}", message.mtype)
+}
+
+/// `msgget(2)`: the queue with `key`, made if `msgflg` has `IPC_CREAT` (with the permission
+/// bits of `msgflg`).
+pub fn msgget(key: Key, msgflg: c_int) -> nix::Result<MsqId> {
+    trace::call(
+        || format!("msgget({key}, {})", flags(msgflg)),
+        || {
+            // SAFETY: msgget takes no pointers.
+            let id = unsafe { libc::msgget(key.raw(), msgflg) };
+            Errno::result(id).map(MsqId)
+        },
+        MsqId::to_string,
+    )
+}
+
+/// `msgsnd(2)`: queues `msgp`'s type and the first `msgsz` bytes of its text. A size larger than
+/// the buffer fails with `EINVAL` before the call (the kernel would read past it).
+pub fn msgsnd<const N: usize>(
+    msqid: MsqId,
+    msgp: &MsgBuf<N>,
+    msgsz: usize,
+    msgflg: c_int,
+) -> nix::Result<()> {
+    trace::call(
+        || describe_msgsnd(msqid, msgp, msgsz, msgflg),
+        || raw_msgsnd(msqid, msgp, msgsz, msgflg),
+        |()| "0".into(),
+    )
+}
+
+fn describe_msgsnd<const N: usize>(
+    msqid: MsqId,
+    msgp: &MsgBuf<N>,
+    msgsz: usize,
+    msgflg: c_int,
+) -> String {
+    let message = shown(msgp, msgsz);
+    format!("msgsnd({msqid}, {message}, {msgsz}, {})", flags(msgflg))
+}
+
+fn raw_msgsnd<const N: usize>(
+    msqid: MsqId,
+    msgp: &MsgBuf<N>,
+    msgsz: usize,
+    msgflg: c_int,
+) -> nix::Result<()> {
+    if msgsz > N {
+        return Err(Errno::EINVAL);
+    }
+    let pointer: *const MsgBuf<N> = msgp;
+    // SAFETY: `pointer` is a live MsgBuf<N> (a C long, then N bytes: the layout msgsnd reads),
+    // borrowed for the call; msgsnd reads the long and msgsz <= N bytes after it, nothing more.
+    let result = unsafe { libc::msgsnd(msqid.0, pointer.cast(), msgsz, msgflg) };
+    Errno::result(result).map(drop)
+}
+
+/// `msgrcv(2)`: takes the first message of type `msgtyp` (0: any) into `msgp`, at most `msgsz`
+/// bytes of text, and returns how many it copied. A size larger than the buffer fails with
+/// `EINVAL` before the call (the kernel would write past it).
+pub fn msgrcv<const N: usize>(
+    msqid: MsqId,
+    msgp: &mut MsgBuf<N>,
+    msgsz: usize,
+    msgtyp: c_long,
+    msgflg: c_int,
+) -> nix::Result<usize> {
+    trace::call(
+        || describe_msgrcv(msqid, msgsz, msgtyp, msgflg),
+        || {
+            let len = raw_msgrcv(msqid, msgp, msgsz, msgtyp, msgflg)?;
+            Ok(Outcome::new(len as i64, 1).found(|| shown(msgp, len)))
+        },
+        Outcome::to_string,
+    )
+    .map(|outcome| outcome.result as usize)
+}
+
+fn describe_msgrcv(msqid: MsqId, msgsz: usize, msgtyp: c_long, msgflg: c_int) -> String {
+    format!(
+        "msgrcv({msqid}, &msg, {msgsz}, {msgtyp}, {})",
+        flags(msgflg)
+    )
+}
+
+fn raw_msgrcv<const N: usize>(
+    msqid: MsqId,
+    msgp: &mut MsgBuf<N>,
+    msgsz: usize,
+    msgtyp: c_long,
+    msgflg: c_int,
+) -> nix::Result<usize> {
+    if msgsz > N {
+        return Err(Errno::EINVAL);
+    }
+    let pointer: *mut MsgBuf<N> = msgp;
+    // SAFETY: `pointer` is a live MsgBuf<N>, borrowed mutably for the call; msgrcv writes the
+    // type (a C long) and at most msgsz <= N bytes of text after it.
+    let len = unsafe { libc::msgrcv(msqid.0, pointer.cast(), msgsz, msgtyp, msgflg) };
+    Errno::result(len).map(|len| len as usize)
+}
+
+/// What a traced call returned, as the trace shows it: the C result, what it found (a message,
+/// the queue's state — made only in classroom mode: the trace line is written after the call
+/// has filled the buffer), and how many tries a wait made.
+struct Outcome {
+    result: i64,
+    found: Option<String>,
+    tries: u32,
+}
+
+impl Outcome {
+    fn new(result: i64, tries: u32) -> Outcome {
+        Outcome {
+            result,
+            found: None,
+            tries,
+        }
+    }
+
+    fn found(mut self, what: impl FnOnce() -> String) -> Outcome {
+        if trace::enabled() {
+            self.found = Some(what());
+        }
+        self
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.result)?;
+        if let Some(found) = &self.found {
+            write!(f, " {found}")?;
+        }
+        match self.tries {
+            0 | 1 => Ok(()),
+            n => write!(f, " (tried {n} times)"),
+        }
+    }
+}
+
+/// `msgctl(2)`: `IPC_STAT` fills `buf`, `IPC_RMID` removes the queue (`buf` may be `None`,
+/// C's `NULL`), `IPC_SET` sets owner and mode from `buf`.
+pub fn msgctl(msqid: MsqId, cmd: c_int, buf: Option<&mut msqid_ds>) -> nix::Result<c_int> {
+    let with_buffer = buf.is_some();
+    trace::call(
+        || describe_msgctl(msqid, cmd, with_buffer),
+        || {
+            let mut buf = buf;
+            let result = raw_msgctl(msqid, cmd, buf.as_deref_mut())?;
+            let outcome = Outcome::new(result.into(), 1);
+            Ok(match buf.filter(|_| cmd == libc::IPC_STAT) {
+                Some(ds) => outcome.found(|| summary(ds)),
+                None => outcome,
+            })
+        },
+        Outcome::to_string,
+    )
+    .map(|outcome| outcome.result as c_int)
+}
+
+fn describe_msgctl(msqid: MsqId, cmd: c_int, with_buffer: bool) -> String {
+    let cmd = match cmd {
+        libc::IPC_STAT => "IPC_STAT".to_string(),
+        libc::IPC_RMID => "IPC_RMID".to_string(),
+        libc::IPC_SET => "IPC_SET".to_string(),
+        other => other.to_string(),
+    };
+    let buf = if with_buffer { "&buf" } else { "NULL" };
+    format!("msgctl({msqid}, {cmd}, {buf})")
+}
+
+/// `{msg_qnum 1, msg_cbytes 128, msg_lspid 4712, msg_lrpid 0}`: what IPC_STAT found, in a trace.
+fn summary(ds: &msqid_ds) -> String {
+    format!(
+        "{{msg_qnum {}, msg_cbytes {}, msg_lspid {}, msg_lrpid {}}}",
+        ds.msg_qnum, ds.__msg_cbytes, ds.msg_lspid, ds.msg_lrpid
+    )
+}
+
+fn raw_msgctl(msqid: MsqId, cmd: c_int, buf: Option<&mut msqid_ds>) -> nix::Result<c_int> {
+    let pointer = buf.map_or(std::ptr::null_mut(), |buf| buf as *mut msqid_ds);
+    // SAFETY: `pointer` is NULL or a live msqid_ds borrowed mutably for the call. Every command
+    // that writes through it writes at most a msqid_ds (IPC_INFO's msginfo is smaller); the
+    // kernel checks the pointer itself and fails with EFAULT on NULL.
+    let result = unsafe { libc::msgctl(msqid.0, cmd, pointer) };
+    Errno::result(result)
+}
+
+/// A zeroed `msqid_ds`, for `IPC_STAT` to fill in.
+pub fn empty_stat() -> msqid_ds {
+    // SAFETY: msqid_ds holds only integers (and integer padding): all-zero bytes are valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// `msgctl(msqid, IPC_STAT, &buf)`: the queue's state.
+pub fn ipc_stat(msqid: MsqId) -> nix::Result<msqid_ds> {
+    let mut buf = empty_stat();
+    msgctl(msqid, libc::IPC_STAT, Some(&mut buf))?;
+    Ok(buf)
+}
+
+/// `msgctl(msqid, IPC_RMID, NULL)`: removes the queue; processes waiting on it fail with
+/// `EIDRM`, later calls with its ID with `EINVAL`.
+pub fn ipc_rmid(msqid: MsqId) -> nix::Result<()> {
+    match msgctl(msqid, libc::IPC_RMID, None) {
+        // A termination signal ended classroom mode's pause before the call was made: cleanup
+        // must happen all the same.
+        Err(Errno::EINTR) => {
+            let result = raw_msgctl(msqid, libc::IPC_RMID, None);
+            if trace::enabled() {
+                let shown = match result {
+                    Ok(result) => result.to_string(),
+                    Err(errno) => trace::errno_text(errno),
+                };
+                trace::line(&format!(
+                    "{} = {shown}",
+                    describe_msgctl(msqid, libc::IPC_RMID, false)
+                ));
+            }
+            result.map(drop)
+        }
+        other => other.map(drop),
+    }
+}
+
+// ---- waiting --------------------------------------------------------------------------------
+
+/// Makes `attempt` (a call with `IPC_NOWAIT`) until it gives `Some`, pausing politely between
+/// tries (see the module docs). Returns the value and the number of tries; `None` once
+/// `deadline` has passed; `EINTR` as soon as a termination signal has been caught.
+fn poll<T>(
+    deadline: Deadline,
+    mut attempt: impl FnMut() -> nix::Result<Option<T>>,
+) -> nix::Result<(Option<T>, u32)> {
+    let mut backoff = Backoff::new();
+    let mut tries = 0u32;
+    loop {
+        tries = tries.saturating_add(1);
+        if let Some(done) = attempt()? {
+            return Ok((Some(done), tries));
+        }
+        if signals::caught().is_some() {
+            return Err(Errno::EINTR);
+        }
+        if deadline.has_passed() {
+            return Ok((None, tries));
+        }
+        backoff.pause(deadline);
+    }
+}
+
+/// The error of a wait that ended without its message: a caught signal (exit 128+signal), the
+/// deadline, the queue removed under it, or another failure of `call`.
+fn wait_failed(errno: Errno, deadline: Deadline, call: String) -> anyhow::Error {
+    if let Err(interrupted) = signals::check() {
+        return anyhow::Error::new(interrupted).context(call);
+    }
+    match errno {
+        Errno::ENOMSG | Errno::EAGAIN => match deadline.check() {
+            Err(timed_out) => anyhow::Error::new(timed_out).context(call),
+            Ok(()) => anyhow!("{call}: {}", errno.desc()),
+        },
+        // Removed while blocked in the call: EIDRM; removed between two tries: the ID is gone.
+        Errno::EIDRM | Errno::EINVAL => {
+            anyhow!("{call}: the queue was removed while waiting (by its server, or with ipcrm)")
+        }
+        other => anyhow!("{call}: {}", other.desc()),
+    }
+}
+
+// ---- the owner ------------------------------------------------------------------------------
+
+/// A message queue in use: msgq1's, which it made and removes when dropped, or one msgq2
+/// found by key.
+#[derive(Debug)]
+pub struct Queue {
+    key: Key,
+    id: MsqId,
+    /// The server's liveness lock: only the queue's creator holds one. Released after the
+    /// queue is removed (fields are dropped after [`Queue::drop`] runs).
+    server: Option<ServerLock>,
+    /// A client's watch on the server that made the queue, if it is known.
+    watch: Option<ServerWatch>,
+}
+
+/// What a message received from a queue holds.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The message, as the buffer holds it.
+    pub message: Message,
+    /// How many bytes of text `msgrcv` copied.
+    pub len: usize,
+}
+
+impl Received {
+    /// The bytes of text received.
+    pub fn bytes(&self) -> &[u8] {
+        self.message.received(self.len)
+    }
+
+    /// The text, checked (see [`decode`]).
+    pub fn text(&self) -> Result<&str, BadMessage> {
+        decode(self.bytes())
+    }
+}
+
+/// Why msgq1 does not answer a message of type 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    /// Its bytes are no request (shown escaped, cut to 40 characters).
+    Bad(BadMessage, String),
+    /// The process that sent it no longer exists: answering it would leave a reply no one
+    /// takes.
+    SenderGone(Pid),
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Skipped::Bad(why, bytes) => write!(f, "bad request skipped: {why}: {bytes}"),
+            Skipped::SenderGone(pid) => write!(
+                f,
+                "request from pid {pid} skipped: that process no longer exists"
+            ),
+        }
+    }
+}
+
+/// A request msgq1 answers: its text and the process that sent it, if the text names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The text, checked (see [`decode`]).
+    pub text: String,
+    /// The sender named in the text (see [`requester`]).
+    pub sender: Option<Pid>,
+}
+
+impl Request {
+    /// The request in `received`, unless it is garbage or its sender is gone.
+    pub fn check(received: &Received) -> Result<Request, Skipped> {
+        let text = received
+            .text()
+            .map_err(|why| Skipped::Bad(why, trace::string(received.bytes(), 40)))?;
+        let sender = requester(text);
+        match sender {
+            Some(pid) if !exists(pid) => Err(Skipped::SenderGone(pid)),
+            _ => Ok(Request {
+                text: text.to_owned(),
+                sender,
+            }),
+        }
+    }
+}
+
+/// How msgq1's wait for its reply to be taken ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pickup {
+    /// A client took it, `by` this process (`msg_lrpid`).
+    Taken { by: Pid },
+    /// The process that asked has ended without taking it.
+    RequesterGone(Pid),
+    /// Nobody took it within [`PICKUP_GRACE`].
+    NotTaken,
+}
+
+/// The end of msgq1's wait for its reply to be taken, and the messages still in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterReply {
+    /// How the wait ended.
+    pub pickup: Pickup,
+    /// The process that sent the request, if known.
+    pub requester: Option<Pid>,
+    /// Messages still in the queue (`msg_qnum`), lost when it is removed.
+    pub unread: u64,
+}
+
+impl AfterReply {
+    /// What msgq1 says about it on stderr, if anything is worth saying.
+    pub fn warning(&self) -> Option<String> {
+        let why = match (self.pickup, self.requester) {
+            (Pickup::Taken { by }, Some(asked)) if by != asked => Some(format!(
+                "the reply was taken by pid {by}, not by pid {asked} who asked (a reply of \
+                 type 2 is for whoever waits first)"
+            )),
+            (Pickup::Taken { .. }, _) => None,
+            (Pickup::RequesterGone(pid), _) => {
+                Some(format!("pid {pid} ended without taking the reply"))
+            }
+            (Pickup::NotTaken, _) => Some(format!(
+                "nobody took the reply within {} s",
+                PICKUP_GRACE.as_secs()
+            )),
+        };
+        let removal = match (self.unread, self.pickup) {
+            (0, Pickup::Taken { .. }) => None,
+            (0, _) => Some("removing the queue anyway".to_string()),
+            (n, _) => Some(format!("removing the queue with {n} unread message(s)")),
+        };
+        let said: Vec<String> = why.into_iter().chain(removal).collect();
+        (!said.is_empty()).then(|| said.join("; "))
+    }
+}
+
+impl Queue {
+    /// msgq1's queue: `msgget(key, IPC_CREAT|IPC_EXCL|0600)`, removed when dropped.
+    ///
+    /// First takes the server's liveness lock ([`ServerLock`]), so a second msgq1 on the key is
+    /// refused instead of stealing requests. With the lock held, a queue that already exists
+    /// has no live server: it is a leftover of one that died (`kill -9`). If it is ours (our
+    /// user, mode 0600) msgq1 says so and removes it — a client still waiting on it gets
+    /// `EIDRM` and says so, and requests left in it, from before this server started, are not
+    /// answered. Someone else's queue is refused ([`sysv::check_ours`]).
+    pub fn create(key: Key) -> anyhow::Result<Queue> {
+        let server = ServerLock::take(key)?;
+        let mode = sysv::MODE as c_int;
+        for _ in 0..3 {
+            match msgget(key, libc::IPC_CREAT | libc::IPC_EXCL | mode) {
+                Ok(id) => {
+                    let mut queue = Queue {
+                        key,
+                        id,
+                        server: Some(server),
+                        watch: None,
+                    };
+                    if let Some(lock) = &mut queue.server {
+                        lock.record(id)?; // on failure `queue` is dropped: removed
+                    }
+                    return Ok(queue);
+                }
+                Err(Errno::EEXIST) => remove_leftover(key)?,
+                Err(errno) => return Err(access_error(format!("msgget(key {key})"), errno)),
+            }
+        }
+        anyhow::bail!("msgget(key {key}): a queue with this key keeps reappearing; {OTHER_ID_HINT}")
+    }
+
+    /// msgq2's queue: `msgget(key, 0)`, the existing one (never made here), checked to be ours
+    /// ([`sysv::check_ours`]) even though the open succeeded: on a shared machine another user
+    /// could have made the key first, mode 0666, to read every request.
+    pub fn open(key: Key) -> anyhow::Result<Queue> {
+        let context = format!("msgget(key {key})");
+        let id = match msgget(key, 0) {
+            Ok(id) => id,
+            Err(Errno::ENOENT) => anyhow::bail!("{context}: no such queue; start msgq1 first"),
+            Err(errno) => return Err(access_error(context, errno)),
+        };
+        let stat = ipc_stat(id)
+            .map_err(|errno| access_error(format!("msgctl(key {key}, IPC_STAT)"), errno))?;
+        sysv::check_ours(&stat.msg_perm).map_err(|foreign| {
+            anyhow!("{context}: the queue is not yours: {foreign}; {OTHER_ID_HINT}")
+        })?;
+        let watch = ServerWatch::find(key, id);
+        if let Some(dead) = watch.as_ref().filter(|watch| watch.ended()) {
+            anyhow::bail!(
+                "{context}: no server: the queue was left by msgq1 (pid {}), which was killed; \
+                 start msgq1 first (it replaces the queue)",
+                dead.pid()
+            );
+        }
+        Ok(Queue {
+            key,
+            id,
+            server: None,
+            watch,
+        })
+    }
+
+    /// Whether the msgq1 that made this queue is known to have ended (see [`ServerWatch`]).
+    fn server_ended(&self) -> bool {
+        self.watch.as_ref().is_some_and(ServerWatch::ended)
+    }
+
+    /// The queue's key.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// The queue's ID (`msqid`).
+    pub fn id(&self) -> MsqId {
+        self.id
+    }
+
+    /// `msgctl(id, IPC_STAT, &buf)`.
+    pub fn stat(&self) -> anyhow::Result<msqid_ds> {
+        ipc_stat(self.id).map_err(|errno| self.failed("msgctl", "IPC_STAT", errno))
+    }
+
+    /// `msgsnd(id, message, 128, 0)` — waiting while the queue is full (until `deadline`, or a
+    /// termination signal), without blocking in the call (see the module docs).
+    pub fn send(&self, message: &Message, deadline: Deadline) -> anyhow::Result<()> {
+        let flags = libc::IPC_NOWAIT;
+        let result = trace::call(
+            || describe_msgsnd(self.id, message, MSG_SIZE, flags),
+            || {
+                let (sent, tries) = poll(deadline, || {
+                    match raw_msgsnd(self.id, message, MSG_SIZE, flags) {
+                        Err(Errno::EAGAIN) => Ok(None), // full: try again
+                        other => other.map(Some),
+                    }
+                })?;
+                sent.map(|()| Outcome::new(0, tries)).ok_or(Errno::EAGAIN)
+            },
+            Outcome::to_string,
+        );
+        let context = || format!("msgsnd(queue {}, type {})", self.key, message.mtype);
+        result
+            .map(drop)
+            .map_err(|errno| wait_failed(errno, deadline, context()))
+    }
+
+    /// `msgrcv(id, &msg, 128, mtype, MSG_NOERROR)`: waits for the first message of type
+    /// `mtype` (until `deadline`, or a termination signal), without blocking in the call.
+    /// `MSG_NOERROR` cuts a C peer's 136-byte message to the 128 bytes of the text field.
+    pub fn receive(&self, mtype: c_long, deadline: Deadline) -> anyhow::Result<Received> {
+        let flags = libc::IPC_NOWAIT | libc::MSG_NOERROR;
+        let mut message = Message::empty();
+        let result = trace::call(
+            || describe_msgrcv(self.id, MSG_SIZE, mtype, flags),
+            || {
+                let (len, tries) = poll(deadline, || {
+                    match raw_msgrcv(self.id, &mut message, MSG_SIZE, mtype, flags) {
+                        // None yet; and none will come if the server has ended.
+                        Err(Errno::ENOMSG) if self.server_ended() => Err(Errno::ENOMSG),
+                        Err(Errno::ENOMSG) => Ok(None),
+                        other => other.map(Some),
+                    }
+                })?;
+                let len = len.ok_or(Errno::ENOMSG)?;
+                Ok(Outcome::new(len as i64, tries).found(|| shown(&message, len)))
+            },
+            Outcome::to_string,
+        );
+        let context = format!("msgrcv(queue {}, type {mtype})", self.key);
+        let outcome = result.map_err(|errno| self.receive_failed(errno, deadline, context))?;
+        Ok(Received {
+            message,
+            len: outcome.result as usize,
+        })
+    }
+
+    /// Why a wait to receive ended without a message: as [`wait_failed`] says, or because the
+    /// server is gone and left its queue behind.
+    fn receive_failed(&self, errno: Errno, deadline: Deadline, call: String) -> anyhow::Error {
+        let stopped_early = errno == Errno::ENOMSG && !deadline.has_passed();
+        match &self.watch {
+            Some(watch) if stopped_early && signals::caught().is_none() => {
+                match ipc_stat(self.id) {
+                    Ok(_) => anyhow!(
+                        "{call}: msgq1 (pid {}) ended without replying (killed?) and left its \
+                         queue behind: make ipcclean",
+                        watch.pid()
+                    ),
+                    Err(errno) => wait_failed(errno, deadline, call),
+                }
+            }
+            _ => wait_failed(errno, deadline, call),
+        }
+    }
+
+    /// msgq1 after its reply: polls `IPC_STAT` until a client has taken it — someone else has
+    /// received from the queue since (`msg_lrpid` is no longer this process), or it is empty —
+    /// or the process that asked has ended, or [`PICKUP_GRACE`] has passed. Ends like every wait
+    /// on a termination signal and at `deadline`.
+    pub fn wait_until_taken(
+        &self,
+        requester: Option<Pid>,
+        deadline: Deadline,
+    ) -> anyhow::Result<AfterReply> {
+        let me = std::process::id() as libc::pid_t;
+        let mut stat = empty_stat();
+        let mut verdict = None;
+        let result = trace::call(
+            || describe_msgctl(self.id, libc::IPC_STAT, true),
+            || {
+                // The grace starts after a --step pause, which may be long.
+                let grace = Deadline::within(Some(PICKUP_GRACE));
+                let until = match (grace.remaining(), deadline.remaining()) {
+                    (Some(grace_left), Some(left)) if left < grace_left => deadline,
+                    _ => grace,
+                };
+                let (_, tries) = poll(until, || {
+                    // Whether the requester has ended is asked *before* the snapshot: one that
+                    // took the reply and then ended shows in it as having taken it.
+                    let gone = requester.filter(|&pid| !exists(pid));
+                    raw_msgctl(self.id, libc::IPC_STAT, Some(&mut stat))?;
+                    verdict = if stat.msg_lrpid != me || stat.msg_qnum == 0 {
+                        let by = Pid::from_raw(stat.msg_lrpid);
+                        Some(Pickup::Taken { by })
+                    } else {
+                        gone.map(Pickup::RequesterGone)
+                    };
+                    Ok(verdict)
+                })?;
+                Ok(Outcome::new(0, tries).found(|| summary(&stat)))
+            },
+            Outcome::to_string,
+        );
+        let context = || format!("waiting for the reply to be taken (queue {})", self.key);
+        if let Err(errno) = result {
+            return Err(wait_failed(errno, deadline, context()));
+        }
+        if verdict.is_none() {
+            deadline
+                .check()
+                .map_err(|e| anyhow::Error::new(e).context(context()))?;
+        }
+        Ok(AfterReply {
+            pickup: verdict.unwrap_or(Pickup::NotTaken),
+            requester,
+            unread: stat.msg_qnum,
+        })
+    }
+
+    fn failed(&self, call: &str, what: &str, errno: Errno) -> anyhow::Error {
+        access_error(format!("{call}(queue {}, {what})", self.key), errno)
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            let _ = ipc_rmid(self.id);
+        }
+    }
+}
+
+/// The error of a call refused on an object: with the hint to use another ID when the key
+/// belongs to someone else.
+fn access_error(call: String, errno: Errno) -> anyhow::Error {
+    // A termination signal that ended classroom mode's pause before the call (EINTR).
+    if let Err(interrupted) = signals::check() {
+        return anyhow::Error::new(interrupted).context(call);
+    }
+    match errno {
+        Errno::EACCES | Errno::EPERM => {
+            anyhow!(
+                "{call}: {} (another user's queue?); {OTHER_ID_HINT}",
+                errno.desc()
+            )
+        }
+        Errno::ENOSPC => anyhow!(
+            "{call}: {} (the machine's limit of queues is reached: see ipcs -q)",
+            errno.desc()
+        ),
+        Errno::EIDRM | Errno::EINVAL => anyhow!("{call}: the queue was removed meanwhile"),
+        other => anyhow!("{call}: {}", other.desc()),
+    }
+}
+
+/// A queue found under msgq1's key while it holds the liveness lock: nobody serves it. Ours: say
+/// so and remove it. Someone else's: refuse.
+fn remove_leftover(key: Key) -> anyhow::Result<()> {
+    let context = format!("msgget(key {key})");
+    let id = match msgget(key, 0) {
+        Ok(id) => id,
+        Err(Errno::ENOENT) => return Ok(()), // gone meanwhile: make ours
+        Err(errno) => return Err(access_error(context, errno)),
+    };
+    let stat = match ipc_stat(id) {
+        Ok(stat) => stat,
+        Err(Errno::EIDRM | Errno::EINVAL) => return Ok(()),
+        Err(errno) => return Err(access_error(format!("msgctl(key {key}, IPC_STAT)"), errno)),
+    };
+    sysv::check_ours(&stat.msg_perm).map_err(|foreign| {
+        anyhow!("{context}: a queue with this key exists, but {foreign}; {OTHER_ID_HINT}")
+    })?;
+    cli::warn(format_args!(
+        "found a leftover queue (key {key}, msqid {id}) with {} message(s), last sent by pid {}, \
+         of a msgq1 that did not end cleanly (kill -9?); removing it",
+        stat.msg_qnum, stat.msg_lspid
+    ));
+    match ipc_rmid(id) {
+        Ok(()) | Err(Errno::EIDRM | Errno::EINVAL) => Ok(()),
+        Err(errno) => Err(access_error(format!("msgctl(key {key}, IPC_RMID)"), errno)),
+    }
+}
+
+// ---- --stat ---------------------------------------------------------------------------------
+
+/// `--stat` of msgq1 and msgq2: the queue's `msqid_ds` after each step.
+#[derive(clap::Args, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatOption {
+    /// Print the queue's msqid_ds (msgctl IPC_STAT) after each step
+    #[arg(long)]
+    pub stat: bool,
+}
+
+impl StatOption {
+    /// With `--stat`: prints `queue`'s `msqid_ds` (the fields of the slides) after `step`.
+    pub fn after(&self, queue: &Queue, step: &str) -> anyhow::Result<()> {
+        if !self.stat {
+            return Ok(());
+        }
+        match ipc_stat(queue.id) {
+            Ok(ds) => outln!(
+                "{}",
+                StatBlock {
+                    step,
+                    id: queue.id,
+                    ds: &ds
+                }
+            ),
+            // msgq1 removes its queue as soon as the reply is taken: msgq2 may find it gone.
+            Err(Errno::EINVAL | Errno::EIDRM) => outln!(
+                "  [msqid_ds after {step}] msqid {}: the queue is gone (its server removed it)",
+                queue.id
+            ),
+            Err(errno) => Err(queue.failed("msgctl", "IPC_STAT", errno)),
+        }
+    }
+}
+
+/// The `msqid_ds` fields of the slides, as `--stat` prints them (see labs.md):
+///
+/// ```text
+///   [msqid_ds after msgsnd] msqid 65538
+///     msg_perm   key 0x8000, uid 1000, cuid 1000, mode 0600
+///     msg_qnum 1, msg_cbytes 128, msg_qbytes 16384
+///     msg_lspid 4712, msg_lrpid 4711
+///     msg_stime 10:31:22, msg_rtime 10:31:22, msg_ctime 10:31:20
+/// ```
+pub struct StatBlock<'a> {
+    /// The call after which it was taken.
+    pub step: &'a str,
+    /// The queue.
+    pub id: MsqId,
+    /// What `IPC_STAT` gave.
+    pub ds: &'a msqid_ds,
+}
+
+impl fmt::Display for StatBlock<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ds = self.ds;
+        let perm = &ds.msg_perm;
+        writeln!(f, "  [msqid_ds after {}] msqid {}", self.step, self.id)?;
+        writeln!(
+            f,
+            "    msg_perm   key {}, uid {}, cuid {}, mode {:04o}",
+            Key::from_raw(perm.__key),
+            perm.uid,
+            perm.cuid,
+            perm.mode & 0o777
+        )?;
+        writeln!(
+            f,
+            "    msg_qnum {}, msg_cbytes {}, msg_qbytes {}",
+            ds.msg_qnum, ds.__msg_cbytes, ds.msg_qbytes
+        )?;
+        writeln!(
+            f,
+            "    msg_lspid {}, msg_lrpid {}",
+            ds.msg_lspid, ds.msg_lrpid
+        )?;
+        write!(
+            f,
+            "    msg_stime {}, msg_rtime {}, msg_ctime {}",
+            clock(ds.msg_stime),
+            clock(ds.msg_rtime),
+            clock(ds.msg_ctime)
+        )
+    }
+}
+
+/// A time of `msqid_ds` as the local time of day (`10:31:22`), `-` for never (0).
+fn clock(time: libc::time_t) -> String {
+    if time == 0 {
+        return "-".into();
+    }
+    // SAFETY: tm holds integers and one pointer (tm_zone), for which null is a valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; localtime_r writes only into `tm`.
+    if unsafe { libc::localtime_r(&time, &mut tm) }.is_null() {
+        return time.to_string();
+    }
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+// ---- the server's liveness lock -------------------------------------------------------------
+
+/// Proof that a msgq1 is alive and serves a key: an exclusive `flock` on
+/// `$TMPDIR/ipclab-<UID>-msgq1-<KEY>.lock`, which the kernel releases however the process
+/// ends — even on `kill -9`. A PID is no such proof (PIDs are reused), and neither is the
+/// queue's existence (a killed server leaves it behind).
+///
+/// The file holds the server's PID, for the message that refuses a second server. It is
+/// removed when the lock is dropped; a process that locked a file just removed notices (the
+/// path no longer names what it locked) and starts again.
+#[derive(Debug)]
+pub struct ServerLock {
+    path: PathBuf,
+    file: Flock<File>,
+}
+
+impl ServerLock {
+    /// Takes the lock of `key`'s server, or fails if a live msgq1 holds it.
+    pub fn take(key: Key) -> anyhow::Result<ServerLock> {
+        let uid = nix::unistd::geteuid();
+        let path = lock_path(key);
+        let shown = path.display();
+        for _ in 0..10 {
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| lock_failed(format!("open({shown})"), e))?;
+            let opened = file
+                .metadata()
+                .map_err(|e| lock_failed(format!("fstat({shown})"), e))?;
+            anyhow::ensure!(
+                opened.uid() == uid.as_raw(),
+                "{shown} belongs to another user (uid {}); remove it or set TMPDIR",
+                opened.uid()
+            );
+            let mut unlocked = file;
+            let mut tries = 0;
+            let mut file = loop {
+                match Flock::lock(unlocked, FlockArg::LockExclusiveNonblock) {
+                    Ok(locked) => break locked,
+                    // A client's ServerWatch holds a shared lock for a moment: try again.
+                    Err((again, Errno::EWOULDBLOCK)) if tries < 20 => {
+                        unlocked = again;
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((held, Errno::EWOULDBLOCK)) => {
+                        let pid = match Recorded::read(held).pid {
+                            Some(pid) => format!(" (pid {pid})"),
+                            None => String::new(),
+                        };
+                        anyhow::bail!(
+                            "msgget(key {key}): another msgq1{pid} is already serving this \
+                             queue; stop it first, or {OTHER_ID_HINT}"
+                        );
+                    }
+                    Err((_, errno)) => {
+                        return Err(lock_failed(format!("flock({shown})"), errno.into()))
+                    }
+                }
+            };
+            let named = std::fs::symlink_metadata(&path).ok();
+            if named.is_some_and(|n| (n.dev(), n.ino()) == (opened.dev(), opened.ino())) {
+                file.set_len(0)
+                    .and_then(|()| writeln!(file, "{}", std::process::id()))
+                    .map_err(|e| lock_failed(format!("write({shown})"), e))?;
+                return Ok(ServerLock { path, file });
+            }
+            // The server before us removed the file after we opened it: lock the new one.
+        }
+        anyhow::bail!("{shown} keeps changing; is another msgq1 starting and stopping?")
+    }
+
+    /// Where the lock file is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Writes the queue this server made into the lock file, after its PID: a client can then
+    /// tell that this queue's server has ended ([`ServerWatch`]).
+    pub fn record(&mut self, queue: MsqId) -> anyhow::Result<()> {
+        self.file
+            .set_len(0)
+            .and_then(|()| (&*self.file).seek(SeekFrom::Start(0)).map(drop))
+            .and_then(|()| writeln!(&*self.file, "{} {queue}", std::process::id()))
+            .map_err(|e| lock_failed(format!("write({})", self.path.display()), e))
+    }
+}
+
+/// The error of a call on the lock file, with what the file is for.
+fn lock_failed(call: String, error: std::io::Error) -> anyhow::Error {
+    let reason = match error.raw_os_error() {
+        Some(errno) => Errno::from_raw(errno).desc().to_string(),
+        None => error.to_string(),
+    };
+    anyhow!("{call}: {reason} (the lock that keeps a second msgq1 off the key; set TMPDIR to a directory of yours)")
+}
+
+/// `$TMPDIR/ipclab-<UID>-msgq1-<KEY>.lock`: the liveness lock of `key`'s server.
+fn lock_path(key: Key) -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    std::env::temp_dir().join(format!("ipclab-{uid}-msgq1-{key}.lock"))
+}
+
+/// What a lock file says: `PID MSQID` (the MSQID once the queue is made).
+#[derive(Debug, Default)]
+struct Recorded {
+    pid: Option<String>,
+    queue: Option<MsqId>,
+}
+
+impl Recorded {
+    fn read(mut file: impl Read) -> Recorded {
+        let mut text = String::new();
+        let _ = file.by_ref().take(64).read_to_string(&mut text);
+        let mut words = text.split_whitespace();
+        let pid = words
+            .next()
+            .filter(|w| w.bytes().all(|b| b.is_ascii_digit()));
+        Recorded {
+            pid: pid.map(str::to_owned),
+            queue: words.next().and_then(|w| w.parse().ok()).map(MsqId),
+        }
+    }
+}
+
+/// A client's view of the server's liveness lock ([`ServerLock`]): whether the msgq1 that made
+/// the queue still runs. Only a lock file that names the very queue counts: a C msgq1 holds no
+/// lock, and a file left by a killed msgq1 names the queue of that one.
+#[derive(Debug)]
+pub struct ServerWatch {
+    file: File,
+    pid: String,
+}
+
+impl ServerWatch {
+    /// The lock file of `key`'s server, if it is ours and names `queue`.
+    pub fn find(key: Key, queue: MsqId) -> Option<ServerWatch> {
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(lock_path(key))
+            .ok()?;
+        let owner = file.metadata().ok()?.uid();
+        if owner != nix::unistd::geteuid().as_raw() {
+            return None;
+        }
+        match Recorded::read(&file) {
+            Recorded {
+                pid: Some(pid),
+                queue: Some(named),
+            } if named == queue => Some(ServerWatch { file, pid }),
+            _ => None,
+        }
+    }
+
+    /// The server's PID, as it wrote it.
+    pub fn pid(&self) -> &str {
+        &self.pid
+    }
+
+    /// Whether the server has ended: nobody holds its lock any more (taking a shared lock
+    /// succeeds; it is let go at once).
+    pub fn ended(&self) -> bool {
+        let fd = self.file.as_raw_fd();
+        // SAFETY: flock takes no pointers; `fd` is open for as long as `self.file` lives.
+        let free = unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) } == 0;
+        if free {
+            // SAFETY: as above.
+            unsafe { libc::flock(fd, libc::LOCK_UN) };
+        }
+        free
+    }
+}
+
+impl Drop for ServerLock {
+    fn drop(&mut self) {
+        // Remove the file only while it is still ours (a tmp cleaner may have replaced it).
+        let ours = match (self.file.metadata(), std::fs::symlink_metadata(&self.path)) {
+            (Ok(open), Ok(named)) => (open.dev(), open.ino()) == (named.dev(), named.ino()),
+            _ => false,
+        };
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn the_layout_is_the_c_structs() {
+        assert_eq!(size_of::<Message>(), 136);
+        assert_eq!(align_of::<Message>(), 8);
+        assert_eq!(offset_of!(Message, mtype), 0);
+        assert_eq!(offset_of!(Message, mtext), 8);
+        assert_eq!((TEXT_LEN, MSG_SIZE, C_MSG_SIZE), (128, 128, 136));
+        assert_eq!(offset_of!(MsgBuf<136>, mtext), 8);
+    }
+
+    #[test]
+    fn a_message_is_type_then_nul_padded_text() {
+        let message = Message::new(REQUEST, "hi").unwrap();
+        assert_eq!(message.mtype, 1);
+        assert_eq!(&message.mtext[..3], b"hi\0");
+        assert!(message.mtext[2..].iter().all(|&b| b == 0));
+        assert!(Message::new(REPLY, &"x".repeat(127)).is_ok());
+        assert!(Message::new(REPLY, &"x".repeat(128)).is_err());
+        assert!(Message::new(REPLY, "a\0b").is_err());
+        assert_eq!(MsgBuf::<4>::with_bytes(1, b"abcde"), None);
+    }
+
+    #[test]
+    fn decode_takes_the_text_up_to_its_nul() {
+        assert_eq!(decode(b"hello\0junk"), Ok("hello"));
+        assert_eq!(decode(b"\0"), Ok(""));
+        assert_eq!(decode(b""), Err(BadMessage::Empty));
+        assert_eq!(decode(&[b'a'; 128]), Err(BadMessage::NotTerminated(128)));
+        assert_eq!(decode(b"\xff\xfe\0"), Err(BadMessage::NotUtf8));
+        assert_eq!(decode(b"bell\x07\0"), Err(BadMessage::ControlCharacter));
+    }
+
+    #[test]
+    fn received_never_reaches_past_the_buffer() {
+        let message = Message::new(REQUEST, "abc").unwrap();
+        assert_eq!(message.received(2), b"ab");
+        assert_eq!(message.received(10_000).len(), TEXT_LEN);
+    }
+
+    #[test]
+    fn a_request_names_its_sender() {
+        let pid = Pid::from_raw(4712);
+        assert_eq!(requester(&request_text(pid)), Some(pid));
+        assert_eq!(reply_text(pid), "This is a reply from 4712.");
+        for text in [
+            "This is a request from 0.",
+            "This is a request from -1.",
+            "This is a request from +5.",
+            "This is a request from 99999999999.",
+            "This is a request from 12",
+            "hello",
+        ] {
+            assert_eq!(requester(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_trace_says_calls_in_c_notation() {
+        assert_eq!(
+            flags(libc::IPC_CREAT | libc::IPC_EXCL | 0o600),
+            "IPC_CREAT|IPC_EXCL|0600"
+        );
+        assert_eq!(
+            flags(libc::IPC_NOWAIT | libc::MSG_NOERROR),
+            "IPC_NOWAIT|MSG_NOERROR"
+        );
+        assert_eq!(flags(0), "0");
+        let message = Message::new(REQUEST, "This is a request from 4712.").unwrap();
+        assert_eq!(
+            describe_msgsnd(MsqId(65538), &message, MSG_SIZE, 0),
+            r#"msgsnd(65538, {type 1, "This is a request from 4712."}, 128, 0)"#
+        );
+        assert_eq!(
+            describe_msgctl(MsqId(7), libc::IPC_RMID, false),
+            "msgctl(7, IPC_RMID, NULL)"
+        );
+    }
+
+    #[test]
+    fn a_size_beyond_the_buffer_is_refused_before_the_call() {
+        let mut small = MsgBuf::<8>::empty();
+        assert_eq!(
+            raw_msgrcv(MsqId(-1), &mut small, 9, 0, 0),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(raw_msgsnd(MsqId(-1), &small, 9, 0), Err(Errno::EINVAL));
+    }
+}
