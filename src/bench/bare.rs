@@ -17,12 +17,18 @@ use nix::unistd::ForkResult;
 
 use super::peer::{self, ChildGuard};
 use super::{links, Context, Latency, Mechanism, Settings, MESSAGE};
+use crate::msg::{msgrcv, msgsnd, MsgBuf, MsqId};
 use crate::shm::Segment;
 use crate::sysv::Key;
 use crate::{process, signals, sys};
 
 /// The mechanisms that have a bare loop.
-pub const MECHANISMS: [Mechanism; 3] = [Mechanism::Pipe, Mechanism::UnixSocket, Mechanism::ShmSpin];
+pub const MECHANISMS: [Mechanism; 4] = [
+    Mechanism::Pipe,
+    Mechanism::Msgq,
+    Mechanism::UnixSocket,
+    Mechanism::ShmSpin,
+];
 /// The round trips of a bare loop (and of ipcbench's own loop next to it).
 pub const ROUND_TRIPS: u64 = 20_000;
 /// How many times each is run; the median p50 counts.
@@ -134,6 +140,11 @@ unsafe fn bare_loop(mechanism: Mechanism, trips: u64, id: u32) -> anyhow::Result
             // SAFETY: as for this function.
             unsafe { streams(ends(parents)?, ends(childs)?, total, &mut samples) }?
         }
+        Mechanism::Msgq => {
+            let queue = links::QueueOwner::create(Key::queue(id))?;
+            // SAFETY: as for this function.
+            unsafe { messages(queue.id(), total, &mut samples) }?
+        }
         Mechanism::ShmSpin => {
             let segment = Segment::create(Key::segment(id), 4096)?;
             let attached = segment.attach()?;
@@ -218,6 +229,37 @@ unsafe fn streams(
             Ok(MESSAGE) => {}
             other => return Err(stopped(&format!("read: {other:?}"))),
         }
+        samples.push(start.elapsed().as_nanos() as u32);
+    }
+    guard.finish()
+}
+
+/// The bare loop over a message queue: the parent sends type 1 and receives type 2, the child
+/// the other way round; both block in the calls.
+///
+/// # Safety
+/// As for [`compare`].
+unsafe fn messages(queue: MsqId, total: u64, samples: &mut Vec<u32>) -> anyhow::Result<()> {
+    let echo = || {
+        let mut buf = MsgBuf::<MESSAGE>::empty();
+        (0..total).all(|_| {
+            msgrcv(queue, &mut buf, MESSAGE, 1, 0) == Ok(MESSAGE) && {
+                buf.mtype = 2;
+                msgsnd(queue, &buf, MESSAGE, 0).is_ok()
+            }
+        })
+    };
+    // SAFETY: as for this function.
+    let guard = unsafe { fork_child(echo) }?;
+    let message = MsgBuf::<MESSAGE>::with_bytes(1, &[7; MESSAGE]).context("message")?;
+    let mut answer = MsgBuf::<MESSAGE>::empty();
+    for _ in 0..total {
+        let start = Instant::now();
+        links::again("msgsnd", |_| msgsnd(queue, &message, MESSAGE, 0))?;
+        let nowait = |nowait: bool| if nowait { libc::IPC_NOWAIT } else { 0 };
+        links::again("msgrcv", |no| {
+            msgrcv(queue, &mut answer, MESSAGE, 2, nowait(no))
+        })?;
         samples.push(start.elapsed().as_nanos() as u32);
     }
     guard.finish()

@@ -22,7 +22,9 @@ use nix::errno::Errno;
 
 use super::data::Checksum;
 use super::peer;
+use crate::msg::{self, MsgBuf, MsqId};
 use crate::sem::{self, sembuf, SemSet};
+use crate::sysv::{self, Key};
 use crate::wait::{self, Deadline};
 use crate::{signals, sys};
 
@@ -70,7 +72,10 @@ pub(super) fn ended(what: &str) -> anyhow::Error {
 /// whose data has arrived already), until a termination signal is caught. Once the child has
 /// ended, one last try with `nowait` (what it sent before it ended is still there): a
 /// System V call then must not wait (`IPC_NOWAIT`); a `read` returns end-of-file anyway.
-fn again<T>(what: &str, mut call: impl FnMut(bool) -> nix::Result<T>) -> anyhow::Result<T> {
+pub(super) fn again<T>(
+    what: &str,
+    mut call: impl FnMut(bool) -> nix::Result<T>,
+) -> anyhow::Result<T> {
     let mut nowait = false;
     loop {
         match call(nowait) {
@@ -423,8 +428,163 @@ impl Link for Shared<'_> {
     }
 }
 
+// ---- a System V message queue ---------------------------------------------------------------
+
 /// A message type of the queue link: pings, pongs and chunks each have their own, so a
 /// receiver takes only what is meant for it.
-pub const PING_TYPE: c_long = 1;
-pub const PONG_TYPE: c_long = 2;
-pub const CHUNK_TYPE: c_long = 3;
+const PING_TYPE: c_long = 1;
+const PONG_TYPE: c_long = 2;
+const CHUNK_TYPE: c_long = 3;
+/// The largest piece a [`Queue`] link sends in one message (its buffer's size).
+const PIECE_MAX: usize = 64 << 10;
+
+/// A message queue this process made for a measurement (`IPC_CREAT|IPC_EXCL`, mode 0600),
+/// removed (`IPC_RMID`) when dropped.
+#[derive(Debug)]
+pub struct QueueOwner {
+    id: MsqId,
+}
+
+impl QueueOwner {
+    /// `msgget(key, IPC_CREAT|IPC_EXCL|0600)`. A queue that exists already under `key` is not
+    /// taken over (it may be another program's).
+    pub fn create(key: Key) -> anyhow::Result<QueueOwner> {
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | sysv::MODE as libc::c_int;
+        match msg::msgget(key, flags) {
+            Ok(id) => Ok(QueueOwner { id }),
+            Err(Errno::EEXIST) => Err(anyhow!(
+                "a queue with this key exists already (another program's, or left by one killed \
+                 with kill -9: ipcrm -Q {key}); {}",
+                sysv::OTHER_ID_HINT
+            )
+            .context(format!("msgget(key {key})"))),
+            Err(e) => Err(anyhow!(e.desc()).context(format!("msgget(key {key})"))),
+        }
+    }
+
+    /// The queue's ID.
+    pub fn id(&self) -> MsqId {
+        self.id
+    }
+}
+
+impl Drop for QueueOwner {
+    fn drop(&mut self) {
+        if let Err(errno) = msg::ipc_rmid(self.id) {
+            crate::cli::warn(format_args!(
+                "msgctl({}, IPC_RMID): {}; remove it with: ipcrm -q {}",
+                self.id,
+                errno.desc(),
+                self.id
+            ));
+        }
+    }
+}
+
+/// The most bytes one message may carry here: the system's `msgmax`, but no more than a queue
+/// holds (`msgmnb`) or our buffer; a multiple of the checksum's block, so pieces add up.
+pub fn piece_size() -> usize {
+    let limit = |name: &str, default: usize| {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(default)
+    };
+    let piece = limit("msgmax", 8192)
+        .min(limit("msgmnb", 16384))
+        .min(PIECE_MAX);
+    (piece / Checksum::BLOCK * Checksum::BLOCK).max(Checksum::BLOCK)
+}
+
+/// One process's end of a link through a message queue: every message is copied into the
+/// kernel by `msgsnd` and out of it by `msgrcv`; a chunk larger than a message may be goes as
+/// several messages of at most [`piece_size`] bytes.
+#[derive(Debug)]
+pub struct Queue<'a> {
+    id: MsqId,
+    side: Side,
+    piece: usize,
+    /// `msgsnd` reads the type right before the text: a message is built here (one more copy
+    /// on the sender's side, as in any C program), and received here.
+    buffer: Box<MsgBuf<PIECE_MAX>>,
+    _queue: PhantomData<&'a QueueOwner>,
+}
+
+impl<'a> Queue<'a> {
+    /// `side`'s end of a link through `queue`.
+    pub fn new(queue: &'a QueueOwner, side: Side) -> Queue<'a> {
+        Queue {
+            id: queue.id,
+            side,
+            piece: piece_size(),
+            buffer: Box::new(MsgBuf::empty()),
+            _queue: PhantomData,
+        }
+    }
+
+    fn flags(nowait: bool) -> libc::c_int {
+        if nowait {
+            libc::IPC_NOWAIT
+        } else {
+            0
+        }
+    }
+
+    /// `msgsnd` of `bytes` as one message of type `mtype`.
+    fn send_message(&mut self, mtype: c_long, bytes: &[u8]) -> anyhow::Result<()> {
+        self.buffer.mtype = mtype;
+        self.buffer.mtext[..bytes.len()].copy_from_slice(bytes);
+        let (id, buffer) = (self.id, &self.buffer);
+        again("msgsnd", |nowait| {
+            msg::msgsnd(id, buffer, bytes.len(), Queue::flags(nowait))
+        })
+    }
+
+    /// `msgrcv` of one message of type `mtype` and `len` bytes, into the buffer.
+    fn receive_message(&mut self, mtype: c_long, len: usize) -> anyhow::Result<&[u8]> {
+        let (id, buffer) = (self.id, &mut self.buffer);
+        let got = again("msgrcv", |nowait| {
+            msg::msgrcv(id, buffer, len, mtype, Queue::flags(nowait))
+        })?;
+        anyhow::ensure!(got == len, "msgrcv: {got} bytes, not {len}");
+        Ok(&self.buffer.mtext[..len])
+    }
+
+    /// The types of the messages this side sends and receives.
+    fn types(&self) -> (c_long, c_long) {
+        match self.side {
+            Side::Parent => (PING_TYPE, PONG_TYPE),
+            Side::Child => (PONG_TYPE, PING_TYPE),
+        }
+    }
+}
+
+impl Link for Queue<'_> {
+    fn send(&mut self, message: &[u8]) -> anyhow::Result<()> {
+        let (mine, _) = self.types();
+        self.send_message(mine, message)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> anyhow::Result<()> {
+        let (_, theirs) = self.types();
+        buf.copy_from_slice(self.receive_message(theirs, buf.len())?);
+        Ok(())
+    }
+
+    fn send_chunk(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
+        for piece in chunk.chunks(self.piece) {
+            self.send_message(CHUNK_TYPE, piece)?;
+        }
+        Ok(())
+    }
+
+    fn recv_chunk(&mut self, size: usize, sum: &mut Checksum) -> anyhow::Result<()> {
+        let mut left = size;
+        while left > 0 {
+            let len = left.min(self.piece);
+            sum.update(self.receive_message(CHUNK_TYPE, len)?);
+            left -= len;
+        }
+        Ok(())
+    }
+}

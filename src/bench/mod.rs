@@ -39,7 +39,7 @@ use nix::unistd::ForkResult;
 
 use self::control::{Command, Control, End, Report};
 use self::data::{Checksum, Pool, PATTERNS};
-use self::links::{Link, Shared, Side, Stream, Turns};
+use self::links::{Link, QueueOwner, Shared, Side, Stream, Turns};
 use self::peer::ChildGuard;
 use crate::mman::{self, MAP_SHARED, PROT_READ, PROT_WRITE};
 use crate::sem::SemSet;
@@ -57,6 +57,8 @@ pub enum Mechanism {
     Fifo,
     /// a UNIX-domain socket pair
     UnixSocket,
+    /// a System V message queue (chunks above msgmax split into several messages)
+    Msgq,
     /// System V shared memory, atomic counters, spin then yield (the sipc protocol)
     ShmSpin,
     /// System V shared memory with System V semaphores
@@ -69,10 +71,11 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// Every mechanism, in the order of the table.
-    pub const ALL: [Mechanism; 7] = [
+    pub const ALL: [Mechanism; 8] = [
         Mechanism::Pipe,
         Mechanism::Fifo,
         Mechanism::UnixSocket,
+        Mechanism::Msgq,
         Mechanism::ShmSpin,
         Mechanism::ShmSem,
         Mechanism::MmapDevzero,
@@ -85,6 +88,7 @@ impl Mechanism {
             Mechanism::Pipe => "pipe",
             Mechanism::Fifo => "fifo",
             Mechanism::UnixSocket => "unix-socket",
+            Mechanism::Msgq => "msgq",
             Mechanism::ShmSpin => "shm-spin",
             Mechanism::ShmSem => "shm-sem",
             Mechanism::MmapDevzero => "mmap-devzero",
@@ -241,6 +245,10 @@ unsafe fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Mea
                 })
             }?
         }
+        Mechanism::Msgq => {
+            let queue = QueueOwner::create(Key::queue(context.settings.id))?;
+            unsafe { pair(context, |side| Ok(links::Queue::new(&queue, side))) }?
+        } // removed here (in the parent only)
         Mechanism::ShmSpin | Mechanism::ShmSem => {
             let key = Key::segment(context.settings.id);
             let segment = Segment::create(key, links::area_size(largest))?;
@@ -666,20 +674,31 @@ fn open_fifos(ping: &Path, pong: &Path, side: Side, largest: usize) -> anyhow::R
     };
     let reader = sys::open(input, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty())
         .with_context(|| format!("open({})", input.display()))?;
-    let writer = wait::retry(
-        Deadline::within(Some(Duration::from_secs(10))),
-        || match sys::open(output, OFlag::O_WRONLY | OFlag::O_NONBLOCK, Mode::empty()) {
-            Ok(fd) => Ok(Some(fd)),
-            Err(Errno::ENXIO) if !peer::child_ended() => Ok(None),
-            Err(Errno::ENXIO) => bail!("the other process has ended"),
-            Err(e) => Err(e.into()),
-        },
-    )
-    .with_context(|| format!("open({}) for writing", output.display()))?;
+    let writer =
+        writer_end(output).with_context(|| format!("open({}) for writing", output.display()))?;
     for fd in [&reader, &writer] {
         blocking(fd)?;
     }
     Ok(Stream::new(reader, writer, largest))
+}
+
+/// `open(path, O_WRONLY|O_NONBLOCK)` of a FIFO, tried politely until its reader is there (or
+/// 10 s have passed, a signal was caught or the child has ended).
+fn writer_end(path: &Path) -> anyhow::Result<OwnedFd> {
+    let deadline = Deadline::within(Some(Duration::from_secs(10)));
+    let mut backoff = wait::Backoff::new();
+    loop {
+        match sys::open(path, OFlag::O_WRONLY | OFlag::O_NONBLOCK, Mode::empty()) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::ENXIO) if !peer::child_ended() => {
+                signals::check()?;
+                deadline.check()?;
+                backoff.pause(deadline);
+            }
+            Err(Errno::ENXIO) => bail!("the other process has ended"),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Clears `O_NONBLOCK`.
