@@ -81,14 +81,16 @@ pub unsafe fn compare(
         for round in 1..=ROUNDS {
             note(mechanism, &format!("bare loop {round}/{ROUNDS}"));
             // SAFETY: our caller guarantees a single-threaded program.
-            bare.push(unsafe { bare_loop(mechanism, trips, settings.id) }?);
+            let bare_run = unsafe { bare_loop(mechanism, trips, settings.id) };
+            bare.push(bare_run.map_err(super::signal_first)?);
             let context = Context {
                 settings: &own,
                 pool: &pool,
                 note: &|what| note(mechanism, &format!("ipcbench {what} {round}/{ROUNDS}")),
             };
             // SAFETY: as above.
-            ipcbench.push(unsafe { super::measure(mechanism, &context) }?.latency);
+            let own_run = unsafe { super::measure(mechanism, &context) };
+            ipcbench.push(own_run.map_err(super::signal_first)?.latency);
         }
         all.push(Comparison {
             mechanism,

@@ -64,9 +64,22 @@ pub trait Link {
 pub(super) fn ended(what: &str) -> anyhow::Error {
     match signals::check() {
         Err(interrupted) => interrupted.into(),
-        Ok(()) => anyhow!("{what}: the other process has ended"),
+        Ok(()) => anyhow::Error::new(PeerEnded).context(what.to_string()),
     }
 }
+
+/// The other process of a measurement has ended (or closed its ends) before this wait got
+/// what it waited for.
+#[derive(Debug)]
+pub struct PeerEnded;
+
+impl std::fmt::Display for PeerEnded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the other process has ended")
+    }
+}
+
+impl std::error::Error for PeerEnded {}
 
 /// Makes a blocking call `call(nowait)`, again after `EINTR` (a `SIGCHLD` may interrupt a call
 /// whose data has arrived already), until a termination signal is caught. Once the child has

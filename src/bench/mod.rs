@@ -200,7 +200,9 @@ pub unsafe fn measure_all(
             note: &|what| note(mechanism, what),
         };
         // SAFETY: our caller guarantees a single-threaded program.
-        let measured = unsafe { measure(mechanism, &context) }.context(mechanism.name())?;
+        let measured = unsafe { measure(mechanism, &context) }
+            .context(mechanism.name())
+            .map_err(signal_first)?;
         all.push(measured);
     }
     Ok(all)
@@ -324,6 +326,8 @@ unsafe fn pair<L: Link>(
             // End here: the objects on the stack are the parent's to remove.
             std::process::exit(match served {
                 Ok(()) => 0,
+                // The parent has stopped (and says why): nothing to add.
+                Err(error) if peer_stopped(&error) => 1,
                 Err(error) => {
                     crate::cli::warn(format_args!("receiving process: {error:#}"));
                     1
@@ -334,14 +338,36 @@ unsafe fn pair<L: Link>(
             let child = ChildGuard::new(child);
             let control = control.parent();
             let mut link = make(Side::Parent)?;
-            // A FIFO read before its writer has opened it would read end-of-file.
-            control.wait_ready()?;
-            let measured = drive(&mut link, &control, context)?;
+            let measured = control
+                .wait_ready() // a FIFO read before its writer has opened it reads end-of-file
+                .and_then(|()| drive(&mut link, &control, context));
+            let measured = match measured {
+                Ok(measured) => measured,
+                Err(error) => {
+                    drop(child); // killed before our ends close: it has nothing to say
+                    return Err(error);
+                }
+            };
             control.order(Command::Quit)?;
             drop(link);
             child.finish().context("the receiving process")?;
             Ok(measured)
         }
+    }
+}
+
+/// Whether the child's `error` only echoes the parent: it has ended or closed its ends, or it
+/// was about to stop on a signal when it forked (the child inherits that it caught one).
+fn peer_stopped(error: &anyhow::Error) -> bool {
+    crate::error::caused_by::<links::PeerEnded>(error) || signals::is_interruption(error)
+}
+
+/// A caught termination signal, if there is one, rather than `error`: what went wrong after
+/// it (a child that has gone, a call cut short) comes from stopping.
+fn signal_first(error: anyhow::Error) -> anyhow::Error {
+    match signals::check() {
+        Err(interrupted) => interrupted.into(),
+        Ok(()) => error,
     }
 }
 
@@ -695,7 +721,7 @@ fn writer_end(path: &Path) -> anyhow::Result<OwnedFd> {
                 deadline.check()?;
                 backoff.pause(deadline);
             }
-            Err(Errno::ENXIO) => bail!("the other process has ended"),
+            Err(Errno::ENXIO) => return Err(links::ended("open")),
             Err(e) => return Err(e.into()),
         }
     }

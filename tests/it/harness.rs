@@ -53,6 +53,7 @@ pub fn exe(name: &str) -> Option<&'static str> {
         "sipc2" => env!("CARGO_BIN_EXE_sipc2"),
         "mycp3" => env!("CARGO_BIN_EXE_mycp3"),
         "mipc" => env!("CARGO_BIN_EXE_mipc"),
+        "ipcbench" => env!("CARGO_BIN_EXE_ipcbench"),
         _ => return None,
     })
 }

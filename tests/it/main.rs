@@ -5,6 +5,7 @@ mod classroom;
 mod fifo;
 mod hardening;
 mod harness;
+mod ipcbench;
 mod labs;
 mod make;
 mod manual;
