@@ -5,19 +5,22 @@
 # never makes a target look up to date after a source change.
 
 EXERCISES  := pipe sync mymore fifos fifoc msgq1 msgq2 shm sipc1 sipc2 mycp3 mipc
+# Programs that are not exercises of the lecture: the benchmark of all its mechanisms.
+EXTRAS     := ipcbench
+PROGRAMS   := $(EXERCISES) $(EXTRAS)
 CARGO      ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN_DIR    := $(TARGET_DIR)/release
 # The lab ID for `make ipcclean` (as --id): ID=5, else $IPCLAB_ID, else 0.
 ID         ?= $(or $(IPCLAB_ID),0)
 
-.PHONY: all help demo test ipcclean clean $(EXERCISES)
+.PHONY: all help demo test bench ipcclean clean $(PROGRAMS)
 
 all:
 	$(CARGO) build --release --bins
-	@for name in $(EXERCISES); do ln -sfn $(BIN_DIR)/$$name $$name; done
+	@for name in $(PROGRAMS); do ln -sfn $(BIN_DIR)/$$name $$name; done
 
-$(EXERCISES):
+$(PROGRAMS):
 	$(CARGO) build --release --bin $@
 	@ln -sfn $(BIN_DIR)/$@ $@
 
@@ -27,18 +30,26 @@ demo: all
 test:
 	$(CARGO) test
 
+# Timings depend on the machine and its load: not part of `make test`.
+bench:
+	@./scripts/bench.sh
+
 ipcclean:
 	@./scripts/ipcclean.sh $(ID)
 
 clean:
-	rm -f $(EXERCISES)
+	rm -f $(PROGRAMS)
 	$(CARGO) clean
 
 help:
 	@echo "make              build every exercise and place it as ./NAME"
 	@echo "make NAME         build one exercise: $(EXERCISES)"
+	@echo "                  (or the benchmark: $(EXTRAS))"
 	@echo "make demo         run every exercise once, in lecture order (pairs included)"
 	@echo "make test         run the whole test suite"
+	@echo "make bench        every benchmark (the pairs, mycp3 against cp, ipcbench and its"
+	@echo "                  bare loops) and one table of all figures (BENCH_SIZE_MIB=256 for"
+	@echo "                  a smaller mycp3 file)"
 	@echo "make ipcclean     remove leftovers of lab ID (ID=5, else \$$IPCLAB_ID, else 0):"
 	@echo "                  queue 0x8000+ID, segment 0x9000+ID, ./.fifo*"
 	@echo "make clean        remove ./NAME files and build outputs"

@@ -11,15 +11,14 @@
 # free), which is removed at the end. Each copy is removed and `sync`ed away before the next run,
 # outside the timing, so that writing back one run's copy does not slow down the next.
 # Not part of `make test`: timings depend on the machine and on what else runs on it.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/bench-lib.sh"
 
 size_mib=${BENCH_SIZE_MIB:-1024}
 runs=${BENCH_RUNS:-5}
 read -r -a mycp3_args <<<"${MYCP3_ARGS:-}"
 
-cargo build --release --quiet --bin mycp3
-mycp3=$(pwd)/${CARGO_TARGET_DIR:-target}/release/mycp3
+build mycp3
+mycp3=$(cd "$bin" && pwd)/mycp3
 
 dir=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/bench-mycp3.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
@@ -28,14 +27,14 @@ cat "$dir/source" >/dev/null # in the page cache
 sync
 
 # run NAME COMMAND...: one timed run; appends "wall_ms cpu_ms peak_kib" to $dir/NAME.
-# Wall time from date; CPU time (user + system) and peak RSS from /usr/bin/time if it is
+# Wall time from now_us; CPU time (user + system) and peak RSS from /usr/bin/time if it is
 # installed, else from python3's getrusage(RUSAGE_CHILDREN), else none ("-").
 run() {
     local name=$1 start end usage
     shift
     rm -f "$dir/copy"
     sync
-    start=$(date +%s%N)
+    start=$(now_us)
     if [ -x /usr/bin/time ]; then
         /usr/bin/time -f '%U %S %M' -o "$dir/usage" "$@"
         usage=$(tail -n1 "$dir/usage")
@@ -48,9 +47,9 @@ print(u.ru_utime, u.ru_stime, u.ru_maxrss)' "$@")
         "$@"
         usage="- - -"
     fi
-    end=$(date +%s%N)
+    end=$(now_us)
     cmp -s "$dir/source" "$dir/copy" || { echo "bench-mycp3: $name made a wrong copy" >&2; exit 1; }
-    echo "$(((end - start) / 1000000)) $usage" |
+    echo "$(((end - start) / 1000)) $usage" |
         awk '{ cpu = ($2 == "-") ? "-" : int(($2 + $3) * 1000 + 0.5); print $1, cpu, $4 }' >>"$dir/$name"
 }
 
@@ -64,8 +63,8 @@ done
 rm -f "$dir/copy"
 
 # median NAME COLUMN: the median of a column of $dir/NAME; peak NAME: the largest peak RSS
-median() { sort -n -k"$2" "$dir/$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'; }
-peak() { sort -n -k3 "$dir/$1" | tail -n1 | cut -d' ' -f3; }
+median() { cut -d' ' -f"$2" "$dir/$1" | stats | cut -d' ' -f1; }
+peak() { cut -d' ' -f3 "$dir/$1" | stats | cut -d' ' -f3; }
 
 fs=$(df --output=fstype "$dir" 2>/dev/null | tail -n1)
 echo "mycp3${MYCP3_ARGS:+ $MYCP3_ARGS} against cp: a ${size_mib} MiB file in the page cache ($fs), $runs alternating runs each"
@@ -74,8 +73,10 @@ for name in cp mycp3; do
     printf '%-6s %9s ms %9s ms %8s KiB   %s\n' "$name" "$(median $name 1)" "$(median $name 2)" \
         "$(peak $name)" "$(cut -d' ' -f1 "$dir/$name" | paste -sd' ')"
 done
-awk -v m="$(median mycp3 1)" -v c="$(median cp 1)" -v mc="$(median mycp3 2)" -v cc="$(median cp 2)" \
-    -v r="$(peak mycp3)" 'BEGIN {
-    printf "mycp3/cp: wall %.2f (goal <= 0.60), CPU %.2f; mycp3 peak RSS %.1f MiB (goal <= 64 MiB)\n",
-        m / c, (cc > 0 ? mc / cc : 0), r / 1024 }'
+ratio=$(awk -v m="$(median mycp3 1)" -v c="$(median cp 1)" 'BEGIN { printf "%.2f", m / c }')
+cpu_ratio=$(awk -v m="$(median mycp3 2)" -v c="$(median cp 2)" 'BEGIN { printf "%.2f", (c > 0 ? m / c : 0) }')
+peak_mib=$(awk -v r="$(peak mycp3)" 'BEGIN { printf "%.1f", r / 1024 }')
+echo "mycp3/cp: wall $ratio (goal <= 0.60), CPU $cpu_ratio; mycp3 peak RSS $peak_mib MiB (goal <= 64 MiB)"
+summary "mycp3 vs cp" "wall mycp3/cp, ${size_mib} MiB, median of $runs" "$ratio" "<= 0.60" "$(verdict "$ratio" "<=" 0.60)"
+summary "mycp3" "peak RSS, ${size_mib} MiB" "$peak_mib MiB" "<= 64 MiB" "$(verdict "$peak_mib" "<=" 64)"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs (other work slows both, unevenly)"

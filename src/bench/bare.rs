@@ -32,7 +32,7 @@ pub const MECHANISMS: [Mechanism; 4] = [
 /// The round trips of a bare loop (and of ipcbench's own loop next to it).
 pub const ROUND_TRIPS: u64 = 20_000;
 /// How many times each is run; the median p50 counts.
-pub const ROUNDS: usize = 3;
+pub const ROUNDS: usize = 5;
 
 /// A bare loop next to ipcbench's own latency measurement of the same mechanism.
 #[derive(Debug, Clone, Copy, PartialEq)]
