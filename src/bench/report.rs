@@ -23,6 +23,14 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// `2 CPUs`, `1 CPU`.
+fn cpus_text() -> String {
+    match cpus() {
+        1 => "1 CPU".into(),
+        n => format!("{n} CPUs"),
+    }
+}
+
 /// The memcpy row's throughput at chunk size `bytes`, if it was measured.
 fn memcpy_at(results: &[Measured], bytes: usize) -> Option<f64> {
     let memcpy = results.iter().find(|m| m.mechanism == Mechanism::Memcpy)?;
@@ -84,8 +92,8 @@ pub fn heading(results: &[Measured], duration: Option<std::time::Duration>) -> S
     };
     let sizes = results.first().map_or(0, |m| m.throughput.len());
     let mut line = format!(
-        "ipcbench on {} CPUs: latency of 64-byte round trips (median p50, 99th percentile p99)",
-        cpus()
+        "ipcbench on {}: latency of 64-byte round trips (median p50, 99th percentile p99)",
+        cpus_text()
     );
     if sizes > 0 {
         let _ = write!(
@@ -308,7 +316,7 @@ pub fn svg(results: &[Measured], path: &Path) -> anyhow::Result<()> {
         let root = plotters::backend::SVGBackend::new(path, (1280, 720)).into_drawing_area();
         root.fill(&WHITE)?;
         let root = root.titled(
-            &format!("ipcbench: which IPC is fastest? ({} CPUs)", cpus()),
+            &format!("ipcbench: which IPC is fastest? ({})", cpus_text()),
             ("sans-serif", 34),
         )?;
         let latency: Vec<(&str, f64)> = results
