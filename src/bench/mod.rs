@@ -298,6 +298,26 @@ unsafe fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Mea
     })
 }
 
+/// Parses a chunk size (`--size`): a number of bytes, with K or M for KiB or MiB; 1 byte to
+/// 64 MiB.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (digits, factor) = match text.to_ascii_uppercase().strip_suffix(['K', 'M']) {
+        Some(_) if text.ends_with(['k', 'K']) => (&text[..text.len() - 1], 1 << 10),
+        Some(_) => (&text[..text.len() - 1], 1 << 20),
+        None => (text, 1),
+    };
+    match digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+    {
+        Some(bytes @ 1..=0x400_0000) => Ok(bytes),
+        Some(_) => Err("must be between 1 byte and 64M".into()),
+        None => Err("expected a number of bytes, optionally with K or M".into()),
+    }
+}
+
 // ---- the two processes ----------------------------------------------------------------------
 
 /// Forks; the child answers and receives through the link `make` gives it, the parent
@@ -739,4 +759,20 @@ fn blocking(fd: &OwnedFd) -> anyhow::Result<()> {
     nix::fcntl::fcntl(fd.as_fd(), FcntlArg::F_SETFL(OFlag::empty()))
         .context("fcntl(F_SETFL)")
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_bytes_kib_or_mib_up_to_64_mib() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        for bad in ["0", "65M", "lots", "-1", "4G", ""] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

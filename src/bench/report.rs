@@ -84,6 +84,16 @@ pub fn table(results: &[Measured]) -> String {
     text
 }
 
+/// The measurements whose data arrived corrupted, as `pipe 64 KiB`.
+pub fn corrupted(results: &[Measured]) -> Vec<String> {
+    results
+        .iter()
+        .flat_map(|m| m.throughput.iter().map(move |t| (m.mechanism, t)))
+        .filter(|(_, t)| !t.verified)
+        .map(|(m, t)| format!("{} {}", m.name(), size_name(t.bytes)))
+        .collect()
+}
+
 /// The first line: what was measured, on how many CPUs.
 pub fn heading(results: &[Measured], duration: Option<std::time::Duration>) -> String {
     let moved = match duration {
@@ -410,6 +420,17 @@ impl Progress {
         if self.on {
             crate::out::stderr_bytes(format!("\r\x1b[K{text}").as_bytes());
         }
+    }
+
+    /// Shows `[3/7] shm-spin: what`: `mechanism` is the third of `all`.
+    pub fn step(&self, all: &[Mechanism], mechanism: Mechanism, what: &str) {
+        let at = all.iter().position(|m| *m == mechanism).unwrap_or(0);
+        let count = all.len();
+        self.show(&format!(
+            "[{}/{count}] {}: {what}",
+            at + 1,
+            mechanism.name()
+        ));
     }
 
     /// Removes the line.

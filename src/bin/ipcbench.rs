@@ -32,7 +32,7 @@ struct Options {
     only: Vec<Mechanism>,
 
     /// Throughput chunk size(s) in bytes, comma-separated (K and M allowed) [default: 4K,64K,1M]
-    #[arg(long, value_name = "BYTES", value_delimiter = ',', value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_delimiter = ',', value_parser = ipclab::bench::parse_size)]
     size: Vec<usize>,
 
     /// Run each measurement SECS seconds [default: latency 0.5 s; throughput 256 MiB per size]
@@ -88,19 +88,7 @@ fn bench(options: Options) -> anyhow::Result<()> {
         corrupt_one_byte: options.corrupt_one_byte,
     };
     let progress = Progress::new();
-    let count = settings.mechanisms.len();
-    let note = |mechanism: Mechanism, what: &str| {
-        let at = settings
-            .mechanisms
-            .iter()
-            .position(|m| *m == mechanism)
-            .unwrap_or(0);
-        progress.show(&format!(
-            "[{}/{count}] {}: {what}",
-            at + 1,
-            mechanism.name()
-        ));
-    };
+    let note = |mechanism, what: &str| progress.step(&settings.mechanisms, mechanism, what);
 
     if options.bare {
         // SAFETY: this program is single-threaded.
@@ -127,35 +115,11 @@ fn bench(options: Options) -> anyhow::Result<()> {
     if let Some(path) = &options.svg {
         report::svg(&results, path)?;
     }
-    let corrupted: Vec<String> = results
-        .iter()
-        .flat_map(|m| m.throughput.iter().map(move |t| (m.mechanism, t)))
-        .filter(|(_, t)| !t.verified)
-        .map(|(m, t)| format!("{} {}", m.name(), report::size_name(t.bytes)))
-        .collect();
+    let corrupted = report::corrupted(&results);
     anyhow::ensure!(
         corrupted.is_empty(),
         "data arrived corrupted (verified: false): {}",
         corrupted.join(", ")
     );
     Ok(())
-}
-
-/// A chunk size: a number of bytes, with K or M for KiB or MiB; 1 byte to 64 MiB.
-fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let (digits, factor) = match text.to_ascii_uppercase().strip_suffix(['K', 'M']) {
-        Some(_) if text.ends_with(['k', 'K']) => (&text[..text.len() - 1], 1 << 10),
-        Some(_) => (&text[..text.len() - 1], 1 << 20),
-        None => (text, 1),
-    };
-    match digits
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-    {
-        Some(bytes @ 1..=0x400_0000) => Ok(bytes),
-        Some(_) => Err("must be between 1 byte and 64M".into()),
-        None => Err("expected a number of bytes, optionally with K or M".into()),
-    }
 }
