@@ -24,6 +24,8 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Args, FromArgMatches, Parser};
 
+use nix::sys::signal::Signal;
+
 use crate::error::{self, Exit};
 use crate::sysv::{Key, ID_LIMIT};
 use crate::trace::ClassroomOptions;
@@ -140,28 +142,50 @@ pub fn run<A: Parser>(
     if let Err(message) = classroom.enable() {
         command.error(ErrorKind::InvalidValue, message).exit(); // status 2
     }
-    match exercise(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => ExitCode::from(report(&error)),
-    }
+    let outcome = exercise(options);
+    ExitCode::from(status(outcome, crate::signals::caught()))
 }
 
-/// Prints `error` the suite's way (if it is worth printing) and returns the exit status.
-fn report(error: &anyhow::Error) -> u8 {
+/// The exit status of a program whose exercise gave `outcome`, printing its error the suite's
+/// way if it is worth printing.
+///
+/// A termination signal that was caught decides the status (128+signal, without a word), whatever
+/// failed on the way out because of it — a call whose `--step` pause it ended (`EINTR`), a child
+/// it stopped, the last cleanup — unless the error says otherwise itself ([`Exit`]: a server
+/// that stops on Ctrl-C with status 0).
+fn status(outcome: anyhow::Result<()>, caught: Option<Signal>) -> u8 {
+    let signalled = caught.map(|signal| 128 + signal as i32 as u8);
+    let error = match outcome {
+        Ok(()) => return signalled.unwrap_or(0),
+        Err(error) => error,
+    };
     crate::out::end_partial_line();
-    let exit = error::exit_of(error);
-    if !exit.is_some_and(Exit::is_quiet) {
+    let exit = error::exit_of(&error);
+    let quiet = exit.map_or(signalled.is_some(), Exit::is_quiet);
+    if !quiet {
         crate::out::error_line(format_args!("{error:#}"));
     }
-    match exit {
-        Some(exit) => exit.status(),
-        None => 1,
+    match (exit, signalled) {
+        (Some(exit), _) => exit.status(),
+        (None, Some(status)) => status,
+        (None, None) => 1,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caught_signal_decides_the_status_unless_the_error_says_otherwise() {
+        let failed = || Err(anyhow::anyhow!("open(x): EINTR"));
+        assert_eq!(status(Ok(()), None), 0);
+        assert_eq!(status(failed(), None), 1);
+        assert_eq!(status(Ok(()), Some(Signal::SIGINT)), 130);
+        assert_eq!(status(failed(), Some(Signal::SIGTERM)), 143);
+        let stopped = Err(Exit::quiet(0, std::fmt::Error).into());
+        assert_eq!(status(stopped, Some(Signal::SIGINT)), 0);
+    }
 
     #[test]
     fn ids_are_decimal_or_hex_and_below_the_limit() {

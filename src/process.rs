@@ -59,7 +59,13 @@ fn reap(child: Pid) -> anyhow::Result<WaitStatus> {
 fn succeeded(child: Pid, status: WaitStatus) -> anyhow::Result<()> {
     match status {
         WaitStatus::Exited(_, 0) => Ok(()),
-        WaitStatus::Exited(_, code) => anyhow::bail!("child {child} exited with status {code}"),
+        WaitStatus::Exited(_, code) => match Signal::try_from(code - 128) {
+            // How our own programs end on a caught termination signal (quietly).
+            Ok(signal) if code > 128 => {
+                anyhow::bail!("child {child} was stopped by {signal} (exit status {code})")
+            }
+            _ => anyhow::bail!("child {child} exited with status {code}"),
+        },
         WaitStatus::Signaled(_, signal, _) => anyhow::bail!("child {child} was killed by {signal}"),
         other => anyhow::bail!("child {child} stopped unexpectedly: {other:?}"),
     }
@@ -71,11 +77,11 @@ fn succeeded(child: Pid, status: WaitStatus) -> anyhow::Result<()> {
 /// Drop the parent's pipe ends before calling this (let `parent_part` consume them): a child
 /// still waiting on one of them sees end-of-file and stops, instead of being waited for forever.
 ///
-/// A child that exited with a failure status has said why on stderr. A parent error that is
+/// A child that exited with an error status has said why on stderr. A parent error that is
 /// only the echo of that failure — the child went away ([`PeerGone`]), or the stdout they share
 /// failed for the parent too ([`StdoutFailed`]: `./pipe >/dev/full`) — then ends the parent with
-/// status 1 but without a second message. (A child killed by a signal said nothing: then the
-/// parent's error is shown.)
+/// status 1 but without a second message. A child stopped by a signal said nothing: then the
+/// parent says that (`child 4712 was stopped by SIGTERM`) instead of its echo.
 pub fn wait_child_after(child: Pid, parent_part: anyhow::Result<()>) -> anyhow::Result<()> {
     if parent_part
         .as_ref()
@@ -88,15 +94,19 @@ pub fn wait_child_after(child: Pid, parent_part: anyhow::Result<()>) -> anyhow::
     }
     let status = reap(child)?;
     let child_result = succeeded(child, status);
-    match (parent_part, child_result) {
-        (Err(echo), Err(child_failed))
-            if matches!(status, WaitStatus::Exited(..))
-                && (error::caused_by::<PeerGone>(&echo)
-                    || error::caused_by::<StdoutFailed>(&echo)) =>
-        {
+    let echo = |error: &anyhow::Error| {
+        error::caused_by::<PeerGone>(error) || error::caused_by::<StdoutFailed>(error)
+    };
+    match (parent_part, child_result, status) {
+        // The child said why (status 1 or 127: our programs' errors come with a message).
+        (Err(parent), Err(child_failed), WaitStatus::Exited(_, 1..=128)) if echo(&parent) => {
             Err(Exit::quiet(1, ChildFailed(format!("{child_failed:#}"))).into())
         }
-        (parent_part, child_result) => parent_part.and(child_result),
+        // The child caught a signal, cleaned up and said nothing: that is the news.
+        (Err(parent), Err(child_failed), WaitStatus::Exited(_, 129..)) if echo(&parent) => {
+            Err(child_failed)
+        }
+        (parent_part, child_result, _) => parent_part.and(child_result),
     }
 }
 

@@ -151,12 +151,16 @@ pub fn is_interruption(error: &anyhow::Error) -> bool {
     crate::error::caused_by::<Interrupted>(error)
 }
 
-/// Whether `error` is a caught SIGINT (Ctrl-C) or SIGTERM (`kill`): how a server is meant to be
-/// stopped, so it exits with status 0 as the C servers do. Other signals (a closed terminal,
-/// Ctrl-\\) still end it with 128+signal after its cleanup.
-pub fn is_stop_request(error: &anyhow::Error) -> bool {
-    crate::error::find::<Interrupted>(error)
-        .is_some_and(|Interrupted(signal)| matches!(signal, Signal::SIGINT | Signal::SIGTERM))
+/// For a server whose normal way to stop is SIGINT (Ctrl-C) or SIGTERM (`kill`): a result ended
+/// by one of these becomes a quiet exit with status 0, as the C servers do. Other signals (a
+/// closed terminal, Ctrl-\\) still end it with 128+signal after its cleanup.
+pub fn stop_on_ctrl_c(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match (result, caught()) {
+        (Err(_), Some(signal @ (Signal::SIGINT | Signal::SIGTERM))) => {
+            Err(Exit::quiet(0, Interrupted(signal)).into())
+        }
+        (result, _) => result,
+    }
 }
 
 /// The read end of the self-pipe, readable once a signal was caught; `None` before

@@ -241,7 +241,9 @@ fn wait_for_enter(text: &str) {
     let mut answer = [0u8; 256];
     loop {
         if wait::poll(&[(tty.as_fd(), PollFlags::POLLIN)], Deadline::NEVER).is_err() {
-            return; // a signal: see pause_before
+            // A signal (see pause_before): end the prompt's line before anything else is said.
+            let _ = crate::out::write_to(tty.as_fd(), b"\n");
+            return;
         }
         match tty.read(&mut answer) {
             // Another process on this terminal took the line: wait for the next one.

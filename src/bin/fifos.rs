@@ -50,10 +50,7 @@ fn serve(options: Options) -> anyhow::Result<()> {
             cli::warn(format_args!("no reply sent: {e:#}"));
         }
     }
-    match served {
-        Err(e) if signals::is_stop_request(&e) => Ok(()), // how a server stops: exit 0, as in the C
-        other => other,
-    }
+    signals::stop_on_ctrl_c(served) // how a server stops: exit 0, as in the C
 } // `server` is dropped here: unlink(".fifo")
 
 fn answer_requests(server: &mut ServerFifo, reply: &str, options: &Options) -> anyhow::Result<()> {

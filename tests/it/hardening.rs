@@ -179,3 +179,33 @@ fn a_server_blocked_on_a_full_stdout_still_stops_on_sigterm() {
     assert!(!fifo.exists(), "the blocked server left .fifo behind");
     drop(stdout_reader);
 }
+
+// ---- a signal decides the exit status, whatever it interrupted -----------------------------
+
+#[test]
+fn a_signal_in_a_slow_motion_pause_ends_the_program_quietly_with_128_plus_signal() {
+    let lab = Lab::new();
+    let mipc = lab.start("mipc", &["--slow", "0.5"]);
+    // The pause before the second call (mmap) has begun once the first call is traced.
+    mipc.wait_for_stderr("open(\"/dev/zero\"");
+    mipc.signal(Signal::SIGTERM);
+    let run = mipc.finish();
+    assert_eq!(run.code(), Some(143), "{run}");
+    assert!(
+        !run.stderr.contains("mipc:"),
+        "no error line after a signal\n{run}"
+    );
+}
+
+#[test]
+fn a_child_stopped_by_a_signal_is_reported_by_its_parent_in_one_line() {
+    let lab = Lab::new();
+    let mipc = lab.start("mipc", &["--loops", "100000000"]);
+    mipc.wait_for_stdout("Child : counter=1");
+    let child = children_of(mipc.pid());
+    assert_eq!(child.len(), 1, "mipc should have one child");
+    kill(child[0], Signal::SIGTERM).unwrap();
+    let run = mipc.finish();
+    run.assert_failure(1, "was stopped by SIGTERM");
+    assert_eq!(run.stderr.lines().count(), 1, "one error line\n{run}");
+}
