@@ -54,12 +54,12 @@ fn serve(Options { sipc: options }: Options) -> anyhow::Result<()> {
         if segment.others_attached()? {
             break area.text();
         }
+        let stale = area.quoted_text();
+        area.flag.store(EMPTY, Release); // first: a client that reads our warning finds it free
         cli::warn(format_args!(
-            "stale request {} in segment {key}: its client has gone (nobody else is attached); \
-             not answered",
-            area.quoted_text()
+            "stale request {stale} in segment {key}: its client has gone (nobody else is \
+             attached); not answered"
         ));
-        area.flag.store(EMPTY, Release);
     };
     stat.after("the request came")?;
     let request = request.unwrap_or_else(|bad| {
