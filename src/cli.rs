@@ -99,8 +99,9 @@ impl TimeoutOption {
 /// Parses a positive number of seconds such as `10` or `0.5`.
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs.is_finite() => Duration::try_from_secs_f64(secs)
+        Ok(secs) if secs >= 0.001 && secs.is_finite() => Duration::try_from_secs_f64(secs)
             .map_err(|_| "too large a number of seconds".to_string()),
+        Ok(secs) if secs > 0.0 => Err("expected at least 0.001 seconds".into()),
         _ => Err("expected a positive number of seconds".into()),
     }
 }
@@ -213,5 +214,6 @@ mod tests {
         assert!(parse_seconds("-3").is_err());
         assert!(parse_seconds("inf").is_err());
         assert!(parse_seconds("soon").is_err());
+        assert!(parse_seconds("1e-12").is_err(), "rounds to nothing");
     }
 }

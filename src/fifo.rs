@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
-use nix::poll::PollFlags;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::{fstat, lstat, FileStat, Mode, SFlag};
 use nix::unistd::Pid;
 
@@ -202,21 +202,26 @@ impl Request {
 /// nothing but NULs after it, the form every client writes — and reported as
 /// [`BadRecord::Stray`]; a whole 160-byte record with a bad name or text is reported with its
 /// reason.
-/// A record start inside a record means the record was cut short: its bytes are stray.
+/// A record that does not end where the next record starts (or the bytes end) was cut short,
+/// when a whole request in step with what follows starts inside it: then its bytes are stray.
+///
+/// `at_rest` says that `received` holds all the bytes written so far (the FIFO was emptied). A
+/// write of at most `PIPE_BUF` bytes arrives whole, so then they are whole writes and a record
+/// ending where they end is in step; otherwise a doubtful record waits for more bytes.
 ///
 /// ```
 /// use ipclab::fifo::{split_requests, BadRecord, Record, Request};
 /// let mut received = b"hello".to_vec();
 /// received.extend(Record::new(".fifo42", "This is a request from 42.").unwrap().encode());
-/// let (found, used) = split_requests(&received);
+/// let (found, used) = split_requests(&received, true);
 /// assert_eq!(found[0], Err(BadRecord::Stray(5)));
 /// assert_eq!(found[1].as_ref().map(|r| r.reply_fifo.as_str()), Ok(".fifo42"));
 /// assert_eq!(used, received.len());
 /// ```
-pub fn split_requests(received: &[u8]) -> (Vec<Result<Request, BadRecord>>, usize) {
+pub fn split_requests(received: &[u8], at_rest: bool) -> (Vec<Result<Request, BadRecord>>, usize) {
     let mut found: Vec<Result<Request, BadRecord>> = Vec::new();
     let mut used = 0;
-    while let Some((item, len)) = next_request(&received[used..]) {
+    while let Some((item, len)) = next_request(&received[used..], at_rest) {
         used += len;
         match (found.last_mut(), item) {
             (Some(Err(BadRecord::Stray(before))), Err(BadRecord::Stray(more))) => *before += more,
@@ -228,20 +233,40 @@ pub fn split_requests(received: &[u8]) -> (Vec<Result<Request, BadRecord>>, usiz
 
 /// The first request or run of bad bytes at the start of `bytes` and its length; `None` if more
 /// bytes are needed to tell. Always takes at least one byte.
-fn next_request(bytes: &[u8]) -> Option<(Result<Request, BadRecord>, usize)> {
+fn next_request(bytes: &[u8], at_rest: bool) -> Option<(Result<Request, BadRecord>, usize)> {
     let record_start = |at: usize, want: NameField| name_field(&bytes[at..], Padding::Nul) == want;
     let first = bytes.get(..RECORD_LEN);
-    // In step: a request, unless a record starts inside it (then it was cut short).
+    // A record that ends where another record starts, or where the bytes end when they are all
+    // there is (whole writes: see split_requests), is in step.
+    let in_step_after = |end: usize| {
+        (end == bytes.len() && at_rest) || (end < bytes.len() && !record_start(end, NameField::Bad))
+    };
+    let whole_request = |at: usize| bytes.get(at..at + RECORD_LEN).map(Request::decode);
     if name_field(bytes, Padding::Any) != NameField::Bad {
-        let inner_start =
-            (1..bytes.len().min(TEXT_LEN + 1)).find(|&at| record_start(at, NameField::Good));
+        let in_step = match first.map(Request::decode) {
+            None => return None, // the rest of this record is still to come
+            Some(Ok(request)) if in_step_after(RECORD_LEN) => {
+                return Some((Ok(request), RECORD_LEN));
+            }
+            Some(decoded) => decoded,
+        };
+        // Out of step: the bytes before a whole request that is in step were a cut record
+        // (a fragment a client wrote and never finished).
+        let inner_start = (1..RECORD_LEN).find(|&at| {
+            record_start(at, NameField::Good)
+                && matches!(whole_request(at), Some(Ok(_)))
+                && in_step_after(at + RECORD_LEN)
+        });
         if let Some(at) = inner_start {
             return Some((Err(BadRecord::Stray(at)), at));
         }
-        match first.map(Request::decode) {
-            None => return None,
-            Some(Ok(request)) => return Some((Ok(request), RECORD_LEN)),
-            Some(Err(_)) => {}
+        let may_start_inside =
+            (1..RECORD_LEN.min(bytes.len())).any(|at| !record_start(at, NameField::Bad));
+        if !at_rest && may_start_inside {
+            return None; // the bytes still to come tell which record is in step
+        }
+        if let Ok(request) = in_step {
+            return Some((Ok(request), RECORD_LEN));
         }
     }
     // Not a request: skip to where the next record may start.
@@ -339,6 +364,12 @@ impl ServerFifo {
                     "{} exists and is not a FIFO; remove it first",
                     path.display()
                 ),
+                Ok(stat) if stat.st_uid != nix::unistd::geteuid().as_raw() => anyhow::bail!(
+                    "{} belongs to another user (uid {}): its requests are not ours to read; \
+                     use another --dir",
+                    path.display(),
+                    stat.st_uid
+                ),
                 Ok(_) => take_over(&path)?,
                 Err(Errno::ENOENT) => make_and_publish(dir, &path)?,
                 Err(e) => return Err(e).with_context(|| format!("lstat({})", path.display())),
@@ -389,10 +420,18 @@ impl ServerFifo {
                 }
                 _ => {}
             }
-            let (found, used) = split_requests(&self.received);
+            // Emptied the FIFO: a read that got less than it could, or nothing more waiting.
+            let at_rest = read.is_ok_and(|n| n < room) || !self.has_more_bytes();
+            let (found, used) = split_requests(&self.received, at_rest);
             self.received.drain(..used);
             self.pending.extend(found);
         }
+    }
+
+    /// Whether more bytes wait in `.fifo` now.
+    fn has_more_bytes(&self) -> bool {
+        let mut fds = [PollFd::new(self.reader.as_fd(), PollFlags::POLLIN)];
+        matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
     /// The requests already read but not yet taken with [`ServerFifo::receive`] (a server that
@@ -809,7 +848,7 @@ mod tests {
     fn c_records_with_garbage_after_their_nuls_are_taken_in_step() {
         let mut received = c_request_with_stack_garbage(7).to_vec();
         received.extend(c_request_with_stack_garbage(8));
-        let (found, used) = split_requests(&received);
+        let (found, used) = split_requests(&received, true);
         assert_eq!(reply_fifos(&found), [Ok(".fifo7"), Ok(".fifo8")]);
         assert_eq!(found[0].as_ref().unwrap().text, "This is a request from 7.");
         assert_eq!(used, 320);
@@ -822,7 +861,7 @@ mod tests {
         no_text_nul[NAME_LEN..].fill(b'x');
         received.extend(no_text_nul);
         received.extend(c_request_with_stack_garbage(3));
-        let (found, used) = split_requests(&received);
+        let (found, used) = split_requests(&received, true);
         let bad_name = BadRecord::BadName("../.fifo1".into());
         assert_eq!(
             reply_fifos(&found),
@@ -839,7 +878,7 @@ mod tests {
     fn stray_bytes_are_skipped_up_to_the_next_record_and_reported_once() {
         let mut received = vec![b'x'; 1000];
         received.extend(c_request(b".fifo9", b"hi"));
-        let (found, used) = split_requests(&received);
+        let (found, used) = split_requests(&received, true);
         assert_eq!(
             reply_fifos(&found),
             [Err(&BadRecord::Stray(1000)), Ok(".fifo9")]
@@ -851,10 +890,14 @@ mod tests {
     fn the_start_of_a_record_waits_for_the_rest() {
         let record = c_request(b".fifo9", b"hi");
         for len in [0, 1, 5, 6, 7, 32, 159] {
-            assert_eq!(split_requests(&record[..len]), (vec![], 0), "{len} bytes");
+            assert_eq!(
+                split_requests(&record[..len], true),
+                (vec![], 0),
+                "{len} bytes"
+            );
         }
         // What can no longer become a record is reported at once.
-        let (found, used) = split_requests(b"hello.fi");
+        let (found, used) = split_requests(b"hello.fi", true);
         assert_eq!((found, used), (vec![Err(BadRecord::Stray(5))], 5));
     }
 

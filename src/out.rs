@@ -22,7 +22,6 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::error::Exit;
 use crate::signals;
-use crate::wait::Deadline;
 
 /// Prints a partial line and flushes it: `out!("Sent a request.....")?;`
 #[macro_export]
@@ -145,29 +144,16 @@ pub(crate) enum WriteError {
 /// which retries after `EINTR` for ever, a caught termination signal ends the wait, so a
 /// program blocked on a full stdout (a pipe nobody reads) can still clean up and exit.
 pub(crate) fn write_to(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), WriteError> {
-    let catching = signals::wake_fd().is_some();
     while !bytes.is_empty() {
-        if catching {
-            match signals::check() {
-                // Once a signal is caught, what can be written without waiting still is (the
-                // end of a partial line, a warning on the way out); nothing waits any more.
-                Err(exit) => {
-                    if !ready_for_writing(fd) {
-                        return Err(WriteError::Interrupted(exit));
-                    }
-                }
-                // Wait for room with poll, which also wakes for a signal that arrives now.
-                Ok(()) => {
-                    if let Err(e) = crate::wait::poll(&[(fd, PollFlags::POLLOUT)], Deadline::NEVER)
-                    {
-                        if signals::caught().is_some() {
-                            continue; // write what can be written without waiting
-                        }
-                        return Err(WriteError::Failed(
-                            e.downcast_ref().copied().unwrap_or(Errno::EIO),
-                        ));
-                    }
-                }
+        // The write itself blocks while the output is full; a caught signal then ends it with
+        // EINTR (handlers are installed without SA_RESTART) and the check below ends the loop.
+        // (Waiting with poll first would be no better: poll says "full" while a pipe still has
+        // room in its last page, and would hang a program whose output a one-page pipe is.)
+        // Once a signal is caught, what can be written without waiting still is (the end of a
+        // partial line, a warning on the way out), but nothing waits any more.
+        if let Err(exit) = signals::check() {
+            if !ready_for_writing(fd) {
+                return Err(WriteError::Interrupted(exit));
             }
         }
         match nix::unistd::write(fd, bytes) {

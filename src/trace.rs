@@ -56,7 +56,7 @@ pub struct ClassroomOptions {
 
     /// Pause SECS seconds before each lecture system call (slow motion; implies --trace)
     #[arg(long, value_name = "SECS", env = "IPCLAB_SLOW",
-          value_parser = crate::cli::parse_seconds)]
+          value_parser = parse_slow)]
     pub slow: Option<Duration>,
 }
 
@@ -72,17 +72,35 @@ impl ClassroomOptions {
                 .map_err(|e| {
                     format!("--step needs a terminal to read Enter from (/dev/tty: {e})")
                 })?;
+            // A program started in the background (`./fifos &`) would be stopped (SIGTTIN) the
+            // moment it read the terminal: say so now instead.
+            let foreground = nix::unistd::tcgetpgrp(&tty) == Ok(nix::unistd::getpgrp());
+            if !foreground {
+                return Err(
+                    "--step needs the terminal in the foreground: run the program in a \
+                            terminal of its own, not in the background with &"
+                        .into(),
+                );
+            }
             *TTY.lock().unwrap_or_else(|p| p.into_inner()) = Some(tty);
             STEP.store(true, Ordering::Relaxed);
         }
-        if let Some(slow) = self.slow {
-            SLOW_MICROS.store(slow.as_micros().max(1) as u64, Ordering::Relaxed);
+        // `--slow 0` (or IPCLAB_SLOW=0) is no slow motion.
+        let slow = self.slow.filter(|slow| !slow.is_zero());
+        if let Some(slow) = slow {
+            let micros = u64::try_from(slow.as_micros()).unwrap_or(u64::MAX);
+            SLOW_MICROS.store(micros.max(1), Ordering::Relaxed);
         }
-        ON.store(
-            self.trace || self.step || self.slow.is_some(),
-            Ordering::Relaxed,
-        );
+        ON.store(self.trace || self.step || slow.is_some(), Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// `--slow SECS`: seconds as for `--timeout`, or 0 (and an empty IPCLAB_SLOW) for none.
+fn parse_slow(text: &str) -> Result<Duration, String> {
+    match text.trim() {
+        "" | "0" => Ok(Duration::ZERO),
+        seconds => crate::cli::parse_seconds(seconds),
     }
 }
 
@@ -231,8 +249,9 @@ fn wait_for_enter(text: &str) {
     let Some(tty) = tty.as_mut() else {
         return;
     };
+    // A line of its own, so that two processes' prompts on one terminal never share one.
     let prompt = format!(
-        "[{}] next: {text}   [Enter: run it, c Enter: run to the end] ",
+        "[{}] next: {text}   [Enter: run it, c Enter: run to the end]\n",
         whose()
     );
     if crate::out::write_to(tty.as_fd(), prompt.as_bytes()).is_err() {
@@ -321,6 +340,14 @@ mod tests {
         assert_eq!(string(b"abcdef", 3), r#""abc"..."#);
         assert_eq!(string(b"a\0\x07\"", 10), r#""a\0\7\"""#);
         assert_eq!(c_string(b"name\0junk", 40), r#""name""#);
+    }
+
+    #[test]
+    fn slow_motion_of_zero_or_nothing_is_none() {
+        assert_eq!(parse_slow("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_slow(""), Ok(Duration::ZERO));
+        assert_eq!(parse_slow("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_slow("-1").is_err());
     }
 
     #[test]

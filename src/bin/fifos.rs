@@ -36,7 +36,10 @@ struct Options {
 }
 
 fn main() -> ExitCode {
-    ipclab::cli::run(env!("CARGO_BIN_NAME"), serve)
+    // Ctrl-C (or kill) is how a server stops, at any moment: exit 0, as in the C.
+    ipclab::cli::run(env!("CARGO_BIN_NAME"), |options| {
+        signals::stop_on_ctrl_c(serve(options))
+    })
 }
 
 fn serve(options: Options) -> anyhow::Result<()> {
@@ -50,7 +53,7 @@ fn serve(options: Options) -> anyhow::Result<()> {
             cli::warn(format_args!("no reply sent: {e:#}"));
         }
     }
-    signals::stop_on_ctrl_c(served) // how a server stops: exit 0, as in the C
+    served
 } // `server` is dropped here: unlink(".fifo")
 
 fn answer_requests(server: &mut ServerFifo, reply: &str, options: &Options) -> anyhow::Result<()> {

@@ -796,7 +796,7 @@ proptest! {
 proptest! {
     #[test]
     fn the_stream_decoder_never_panics_and_accounts_for_every_byte(bytes in prop::collection::vec(any::<u8>(), 0..1000)) {
-        let (found, used) = split_requests(&bytes);
+        let (found, used) = split_requests(&bytes, true);
         prop_assert!(bytes.len() - used < RECORD_LEN, "what waits is less than a record");
         prop_assert_eq!(bytes_taken(&found), used);
     }
@@ -818,7 +818,7 @@ proptest! {
     #[test]
     fn a_record_cut_short_does_not_hide_the_requests_behind_it(
         cut_pid in 1u32..u32::MAX,
-        cut in 1usize..=128,
+        cut in 1usize..RECORD_LEN,
         pids in prop::collection::vec(1u32..u32::MAX, 1..4),
         reads in prop::collection::vec(1usize..400, 0..8),
     ) {
@@ -827,6 +827,26 @@ proptest! {
         let (requests, skipped) = decode_in_reads(&stream, &reads)?;
         prop_assert_eq!(requests, reply_fifos(&pids));
         prop_assert_eq!(skipped, cut);
+    }
+}
+
+#[test]
+fn a_request_whose_text_ends_like_a_reply_fifo_name_is_still_a_request() {
+    let tricky = c_record(b".fifo55", b"my reply goes to .fifo55");
+    for followed_by in [vec![], requests_from(&[77])] {
+        let mut stream = tricky.clone();
+        stream.extend(&followed_by);
+        let (found, used) = split_requests(&stream, true);
+        assert_eq!(used, stream.len());
+        let names: Vec<_> = found
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.reply_fifo.clone()))
+            .collect();
+        let mut wanted = vec![Ok(".fifo55".to_string())];
+        if !followed_by.is_empty() {
+            wanted.push(Ok(".fifo77".to_string()));
+        }
+        assert_eq!(names, wanted);
     }
 }
 
@@ -871,7 +891,7 @@ fn decode_in_reads(stream: &[u8], reads: &[usize]) -> Result<(Vec<String>, usize
         let (read, later) = rest.split_at(len.min(rest.len()));
         rest = later;
         received.extend_from_slice(read);
-        let (found, used) = split_requests(&received);
+        let (found, used) = split_requests(&received, rest.is_empty());
         prop_assert_eq!(bytes_taken(&found), used);
         received.drain(..used);
         for item in found {

@@ -209,3 +209,31 @@ fn a_child_stopped_by_a_signal_is_reported_by_its_parent_in_one_line() {
     run.assert_failure(1, "was stopped by SIGTERM");
     assert_eq!(run.stderr.lines().count(), 1, "one error line\n{run}");
 }
+
+#[test]
+fn a_one_page_pipe_with_room_left_takes_the_whole_output() {
+    let lab = Lab::new();
+    let server = lab.start("fifos", &["--count", "1"]);
+    wait_until(".fifo to appear", || lab.dir().join(".fifo").exists());
+    // fifoc's stdout: a pipe of one page (4096 bytes) that is read only once fifoc has ended.
+    // Its two writes fit; after the first, poll no longer calls the pipe writable.
+    let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+    nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
+    let mut client = lab
+        .command("fifoc", &[] as &[&str])
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        wait_ended(&mut client, "fifoc into a one-page pipe").code(),
+        Some(0)
+    );
+    let mut output = String::new();
+    std::io::Read::read_to_string(&mut File::from(reader), &mut output).unwrap();
+    assert!(
+        output.starts_with("Sent a request.....Received reply: "),
+        "{output}"
+    );
+    server.finish().assert_success();
+}
