@@ -64,18 +64,23 @@ fn serve(Options { sipc: options }: Options) -> anyhow::Result<()> {
             }
             (_, true) => bail!("{}; {}", shm::unknown_flag(found, key), shm::FOREIGN_HINT),
             // Left by a process that has gone (a killed client; a C client stopped with
-            // Ctrl-C): nobody else is attached. Say so, and wait for a live request.
-            (REQUEST, false) => cli::warn(format_args!(
-                "stale request {} in segment {key}: its client has gone (nobody else is \
-                 attached); not answered",
-                area.quoted_text()
-            )),
-            (_, false) => cli::warn(format_args!(
-                "{}, left by a process that has gone (nobody else is attached); reset to 0",
-                shm::unknown_flag(found, key)
-            )),
+            // Ctrl-C): nobody else is attached. Clear it, say so, and wait for a live request.
+            (REQUEST, false) => {
+                let text = area.quoted_text();
+                let _ = area.flag.compare_exchange(REQUEST, EMPTY, Relaxed, Relaxed);
+                cli::warn(format_args!(
+                    "stale request {text} in segment {key}: its client has gone (nobody else is \
+                     attached); not answered"
+                ));
+            }
+            (_, false) => {
+                let _ = area.flag.compare_exchange(found, EMPTY, Relaxed, Relaxed);
+                cli::warn(format_args!(
+                    "{}, left by a process that has gone (nobody else is attached); reset to 0",
+                    shm::unknown_flag(found, key)
+                ));
+            }
         }
-        let _ = area.flag.compare_exchange(found, EMPTY, Relaxed, Relaxed);
     }
     let came = stat.line("the request came")?;
     segment.remove()?; // shmctl(shmid, IPC_RMID, NULL): the key is free; we both stay attached
