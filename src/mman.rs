@@ -506,6 +506,21 @@ fn kind(stat: &FileStat) -> &'static str {
     }
 }
 
+/// Fails unless the file open as `fd` at `path` is a character device, as `/dev/zero` is: a
+/// regular file put in its place maps as a file (an empty one: SIGBUS on the first access).
+pub fn check_char_device(fd: BorrowedFd<'_>, path: &Path) -> anyhow::Result<()> {
+    let stat = nix::sys::stat::fstat(fd).with_context(|| format!("fstat({})", quoted(path)))?;
+    if stat.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFCHR.bits() {
+        bail!(
+            "{}: is {}, not a character device: mapping it would not give zero-filled memory \
+             (an empty file raises SIGBUS)",
+            path.display(),
+            kind(&stat)
+        );
+    }
+    Ok(())
+}
+
 fn is_regular(stat: &FileStat) -> bool {
     stat.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits()
 }

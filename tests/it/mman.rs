@@ -750,6 +750,9 @@ fn mipc_traces_the_mapping_made_once_and_unmapped_by_both() {
         .expect("open");
     let mmap = format!("mmap(NULL, 8, PROT_READ|PROT_WRITE, MAP_SHARED, {fd}, 0) = 0x");
     assert!(calls[1].1.starts_with(&mmap), "{run}");
+    // Then the descriptor is closed (the mapping stays), before anything else.
+    let third = run.stderr.lines().nth(2).unwrap_or_default();
+    assert_eq!(third, format!("{parent}] close({fd}) = 0"), "{run}");
     let address = calls[1].1.rsplit(" = ").next().unwrap();
     let unmapped_by: Vec<&str> = calls[2..]
         .iter()
@@ -759,6 +762,30 @@ fn mipc_traces_the_mapping_made_once_and_unmapped_by_both() {
     assert_eq!(unmapped_by.len(), 2, "{run}");
     assert_ne!(unmapped_by[0], unmapped_by[1], "parent and child\n{run}");
     assert!(unmapped_by.contains(&parent), "{run}");
+}
+
+#[test]
+fn mipc_refuses_a_dev_zero_that_is_no_device() {
+    // In a mount namespace of its own, an empty regular file is put over /dev/zero: mapping it
+    // would give a file's pages, and the first access past its end kills with SIGBUS.
+    let lab = Lab::new();
+    let what = "mipc_refuses_a_dev_zero_that_is_no_device";
+    let probe = lab.run("unshare", &["-m", "true"]);
+    if !probe.status.success() {
+        return skipped(
+            what,
+            &format!("no mount namespace: {}", probe.stderr.trim()),
+        );
+    }
+    fs::write(lab.dir().join("plain"), "").unwrap();
+    let shell = r#"mount --bind plain /dev/zero && exec "$0""#;
+    let run = lab.run("unshare", &["-m", "sh", "-c", shell, exe("mipc").unwrap()]);
+    run.assert_failure(
+        1,
+        "mipc: /dev/zero: is a regular file, not a character device: mapping it would not give \
+         zero-filled memory (an empty file raises SIGBUS)",
+    );
+    assert!(run.stdout.is_empty(), "{run}");
 }
 
 /// Starts mipc for (nearly) ever and waits until both processes have taken a turn.
