@@ -754,25 +754,17 @@ impl fmt::Display for BadText {
 
 impl std::error::Error for BadText {}
 
-/// The C string at the start of `field` (up to its first NUL), printable: invalid UTF-8
-/// replaced, control characters escaped, so a peer's bytes cannot drive the terminal. Reads
-/// nothing past `field`; fails if `field` holds no NUL.
+/// The C string at the start of `field` (up to its first NUL), printable in C notation
+/// ([`trace::printable`]: control characters and bytes that are not UTF-8 escaped), so a peer's
+/// bytes cannot drive the terminal. Reads nothing past `field`; fails if `field` holds no NUL.
 pub fn decode_text(field: &[u8]) -> Result<String, BadText> {
     match field.iter().position(|&b| b == 0) {
-        Some(end) => Ok(printable(&field[..end])),
+        Some(end) => Ok(trace::printable(&field[..end])),
         None => Err(BadText {
             len: field.len(),
-            shown: printable(field),
+            shown: trace::printable(field),
         }),
     }
-}
-
-fn printable(bytes: &[u8]) -> String {
-    let escape = |c: char| match c.is_control() {
-        true => c.escape_default().to_string(),
-        false => c.to_string(),
-    };
-    String::from_utf8_lossy(bytes).chars().map(escape).collect()
 }
 
 // ---- shmid_ds, as the slides show it --------------------------------------------------------
@@ -947,8 +939,8 @@ mod tests {
     fn texts_are_decoded_up_to_the_nul_and_made_printable() {
         assert_eq!(decode_text(b"hi\0junk").unwrap(), "hi");
         assert_eq!(decode_text(b"\0").unwrap(), "");
-        assert_eq!(decode_text(b"a\x1b[2Jb\n\0").unwrap(), "a\\u{1b}[2Jb\\n");
-        assert_eq!(decode_text(b"\xff\xfe\0").unwrap(), "\u{fffd}\u{fffd}");
+        assert_eq!(decode_text(b"a\x1b[2Jb\n\0").unwrap(), r"a\33[2Jb\n");
+        assert_eq!(decode_text(b"\xff\xfe\0").unwrap(), r"\377\376");
         let bad = decode_text(b"no nul").unwrap_err();
         assert_eq!(bad.shown, "no nul");
     }

@@ -998,7 +998,7 @@ fn a_request_without_nul_is_answered_without_reading_past_the_segment() {
     assert!(server.status.success(), "{server}");
     let complaint = "sipc1: request: text without NUL in its 1020 bytes; answered anyway";
     assert_eq!(server.stderr.trim_end(), complaint, "{server}");
-    let shown = "\u{fffd}".repeat(SIPC_SIZE - 4);
+    let shown = r"\377".repeat(SIPC_SIZE - 4);
     assert_eq!(
         server.lines(),
         [format!("Received request: {shown}.....Replied.")]
@@ -1037,7 +1037,7 @@ fn a_flag_left_by_a_process_that_has_gone_is_reported_and_replaced_and_a_garbage
         ],
         "{client}"
     );
-    let expected = format!("\\u{{1b}}[2J\u{fffd}(\\n{}", "x".repeat(SIPC_SIZE - 4 - 7));
+    let expected = format!(r"\33[2J\303(\n{}", "x".repeat(SIPC_SIZE - 4 - 7));
     assert_eq!(
         client.lines(),
         [format!("Sent a request.....Received reply: {expected}")]
@@ -1118,6 +1118,29 @@ fn a_segment_of_our_own_with_mode_0700_is_used() {
     server.remove();
 }
 
+#[test]
+fn a_peers_text_reads_the_same_on_stdout_as_in_a_warning() {
+    // C notation for both: `\33` for ESC, as --trace and strace write it.
+    let lab = Lab::new();
+    let text = "esc\x1b[2J \\ tab\t";
+    let client = CPeer::create(&lab, SIPC_SIZE, 0o600);
+    client.write_text(&c_string(text));
+    client.area().flag.store(REQUEST, Release);
+    drop(client); // gone: its request is stale
+    let server = lab.start("sipc1", &[] as &[&str]);
+    let shown = r"esc\33[2J \\ tab\t";
+    server.wait_for_stderr(&format!("sipc1: stale request \"{shown}\" in segment "));
+    let client = CPeer::create(&lab, SIPC_SIZE, 0o600); // a live C client with the same text
+    client.write_text(&c_string(text));
+    client.area().flag.store(REQUEST, Release);
+    let server = server.finish();
+    assert!(server.status.success(), "{server}");
+    assert_eq!(
+        server.lines(),
+        [format!("Received request: {shown}.....Replied.")]
+    );
+}
+
 proptest! {
     #[test]
     fn any_bytes_decode_or_are_rejected_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..2100)) {
@@ -1139,7 +1162,7 @@ proptest! {
         let area = Sipc::new();
         area.text.iter().for_each(|b| b.store(b'#', Relaxed)); // garbage after the NUL
         area.write_text(&text).unwrap();
-        prop_assert_eq!(area.text().unwrap(), text);
+        prop_assert_eq!(area.text().unwrap(), text.replace('\\', r"\\")); // C notation
     }
 
     #[test]
