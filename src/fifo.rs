@@ -156,17 +156,10 @@ impl Record {
         }
     }
 
-    /// The text, printable: invalid UTF-8 replaced, control characters escaped (a peer's bytes
-    /// must not drive the terminal).
+    /// The text, printable in C notation ([`crate::trace::printable`]): a peer's bytes must not
+    /// drive the terminal.
     pub fn text(&self) -> String {
-        let mut printable = String::new();
-        for c in String::from_utf8_lossy(&self.text).chars() {
-            match c.is_control() {
-                true => printable.extend(c.escape_default()),
-                false => printable.push(c),
-            }
-        }
-        printable
+        crate::trace::printable(&self.text)
     }
 }
 
@@ -924,6 +917,6 @@ mod tests {
     #[test]
     fn control_characters_in_a_text_are_escaped() {
         let record = Record::decode(&c_request(b".fifo1", b"bell\x07 esc\x1b[2J")).unwrap();
-        assert_eq!(record.text(), "bell\\u{7} esc\\u{1b}[2J");
+        assert_eq!(record.text(), r"bell\7 esc\33[2J");
     }
 }

@@ -15,6 +15,7 @@
 //! | [`fifo`]      | the FIFO client–server pair: paths and the 160-byte record              |
 //! | [`msg`]       | System V message queues: msgget/msgsnd/msgrcv/msgctl, the 136-byte message, the server's queue |
 //! | [`shm`]       | System V shared memory: shmget/shmat/shmdt/shmctl, the segment owners, the sipc layout |
+//! | [`server_lock`] | a server's liveness lock (`flock`), so that a second msgq1 or sipc1 on a key is refused |
 //! | [`sysv`]      | System V keys (`0x8000 + ID`, `0x9000 + ID`) and the ownership check of an object found by key |
 //! | [`sys`]       | the lecture's calls on pipes, FIFOs and files (`pipe`, `read`, `write`, `open`, `mkfifo`…), traced |
 //! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
@@ -34,6 +35,7 @@ pub mod msg;
 pub mod out;
 pub mod process;
 pub mod sem;
+pub mod server_lock;
 pub mod shm;
 pub mod signals;
 pub mod sync;

@@ -12,8 +12,8 @@
 //!
 //! Each of these calls goes through [`crate::trace::call`], so `--trace` shows it in C notation
 //! with its real values (`mmap(NULL, 8, PROT_READ|PROT_WRITE, MAP_SHARED, 3, 0) = 0x7f…`) and
-//! `--step` stops before it; so do the `fchmod` of [`DestFile`] and the `open`, `rename` and
-//! `unlink` of [`crate::sys`] that mycp3 and mipc use.
+//! `--step` stops before it; so do the `fchmod` and `linkat` of [`DestFile`] and the `open`,
+//! `rename`, `unlink` and `close` of [`crate::sys`] that mycp3 and mipc use.
 //!
 //! A [`Mapping`] gives no Rust reference into its memory: the file behind a shared mapping can be
 //! changed or truncated by another process at any moment, which no `&[u8]` may see. The only ways
@@ -42,9 +42,9 @@ use std::ptr::NonNull;
 use std::sync::atomic::{compiler_fence, AtomicIsize, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
 pub use nix::sys::mman::{MapFlags, ProtFlags};
@@ -506,6 +506,21 @@ fn kind(stat: &FileStat) -> &'static str {
     }
 }
 
+/// Fails unless the file open as `fd` at `path` is a character device, as `/dev/zero` is: a
+/// regular file put in its place maps as a file (an empty one: SIGBUS on the first access).
+pub fn check_char_device(fd: BorrowedFd<'_>, path: &Path) -> anyhow::Result<()> {
+    let stat = nix::sys::stat::fstat(fd).with_context(|| format!("fstat({})", quoted(path)))?;
+    if stat.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFCHR.bits() {
+        bail!(
+            "{}: is {}, not a character device: mapping it would not give zero-filled memory \
+             (an empty file raises SIGBUS)",
+            path.display(),
+            kind(&stat)
+        );
+    }
+    Ok(())
+}
+
 fn is_regular(stat: &FileStat) -> bool {
     stat.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits()
 }
@@ -621,9 +636,14 @@ impl SourceFile {
     }
 }
 
-/// The copy being made: a new file in DEST's directory, renamed over DEST by
-/// [`DestFile::commit`] once complete, and removed if it is dropped before (an error, or a
+/// The copy being made: a new file in DEST's directory that gets its name only by
+/// [`DestFile::commit`], once complete, and is removed if it is dropped before (an error, or a
 /// termination signal on its way up). So DEST is either untouched or the whole copy.
+///
+/// The file is made without a name (`O_TMPFILE`), so that even a copy killed with `kill -9`
+/// leaves nothing behind; at the end `linkat` gives it a hidden name beside DEST, and `rename`
+/// puts it in DEST's place at once. Where the file system cannot make a file without a name,
+/// it has the hidden name from the start (`.NAME.mycp3-PID`), and a `kill -9` leaves it.
 #[derive(Debug)]
 pub struct DestFile {
     /// DEST as the user gave it.
@@ -632,7 +652,10 @@ pub struct DestFile {
     target: PathBuf,
     /// Whether DEST existed (and is replaced) or is new.
     existed: bool,
-    temporary: PathBuf,
+    /// The hidden name beside DEST that the copy has before it is renamed to DEST.
+    hidden: PathBuf,
+    /// Whether the copy has the hidden name now (from the start, without `O_TMPFILE`).
+    named: bool,
     file: File,
     committed: bool,
 }
@@ -695,28 +718,40 @@ impl DestFile {
             .map(OsStrExt::as_bytes)
             .unwrap_or(b"copy");
         // Hidden, named after DEST and this process; cut so that it stays a valid name.
-        let mut temporary_name = b".".to_vec();
-        temporary_name.extend_from_slice(&file_name[..file_name.len().min(200)]);
-        temporary_name.extend_from_slice(format!(".mycp3-{}", std::process::id()).as_bytes());
-        let temporary = dir.join(std::ffi::OsStr::from_bytes(&temporary_name));
-        let fd = sys::open(
-            &temporary,
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
-            Mode::from_bits_truncate(0o600),
-        )
-        .with_context(|| {
-            format!(
-                "{}: cannot create {} in {}",
+        let mut hidden_name = b".".to_vec();
+        hidden_name.extend_from_slice(&file_name[..file_name.len().min(200)]);
+        hidden_name.extend_from_slice(format!(".mycp3-{}", std::process::id()).as_bytes());
+        let hidden = dir.join(std::ffi::OsStr::from_bytes(&hidden_name));
+        let mode = Mode::from_bits_truncate(0o600);
+        // linkat names an O_TMPFILE file through /proc/self/fd.
+        let unnamed = match Path::new("/proc/self/fd").is_dir() {
+            true => sys::open(dir, OFlag::O_TMPFILE | OFlag::O_RDWR, mode),
+            false => Err(Errno::EOPNOTSUPP),
+        };
+        let (fd, named) = match unnamed {
+            Ok(fd) => (Ok(fd), false),
+            // The file system (or kernel) cannot make a file without a name.
+            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {
+                let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL;
+                (sys::open(&hidden, flags, mode), true)
+            }
+            Err(e) => (Err(e), true),
+        };
+        let fd = fd.map_err(|errno| match errno {
+            Errno::ENOENT => anyhow!("{}: directory {} does not exist", name(), quoted(dir)),
+            Errno::ENOTDIR => anyhow!("{}: {} is not a directory", name(), quoted(dir)),
+            _ => anyhow!(errno).context(format!(
+                "{}: cannot create the copy in directory {}",
                 name(),
-                quoted(Path::new(std::ffi::OsStr::from_bytes(&temporary_name))),
                 quoted(dir)
-            )
+            )),
         })?;
         Ok(DestFile {
             given: dest.to_owned(),
             target,
             existed: existing.is_ok(),
-            temporary,
+            hidden,
+            named,
             file: File::from(fd),
             committed: false,
         })
@@ -737,18 +772,18 @@ impl DestFile {
         format!("DEST {} {what}", quoted(&self.given))
     }
 
-    /// Gives the copy its permission bits and renames it over DEST.
+    /// Gives the copy its permission bits, and its name: DEST (`linkat` to the hidden name,
+    /// if it has none yet, then `rename` over DEST).
     pub fn commit(mut self, permissions: Mode) -> anyhow::Result<()> {
         signals::check()?; // a signal during the last window: stop before DEST changes
-        fchmod(self.fd(), permissions)
-            .with_context(|| format!("fchmod({})", quoted(&self.temporary)))?;
-        sys::rename(&self.temporary, &self.target).with_context(|| {
-            format!(
-                "rename({}, {})",
-                quoted(&self.temporary),
-                quoted(&self.target)
-            )
-        })?;
+        let untouched = self.untouched();
+        let failed = |call: &str| format!("{untouched}: {call}");
+        fchmod(self.fd(), permissions).with_context(|| failed("fchmod"))?;
+        if !self.named {
+            link_unnamed(self.fd(), &self.hidden).with_context(|| failed("linkat"))?;
+            self.named = true;
+        }
+        sys::rename(&self.hidden, &self.target).with_context(|| failed("rename"))?;
         self.committed = true;
         Ok(())
     }
@@ -756,10 +791,30 @@ impl DestFile {
 
 impl Drop for DestFile {
     fn drop(&mut self) {
-        if !self.committed {
-            let _ = sys::unlink(&self.temporary);
-        }
+        if self.named && !self.committed {
+            let _ = sys::unlink(&self.hidden);
+        } // one without a name goes when it is closed
     }
+}
+
+/// `linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, path, AT_SYMLINK_FOLLOW)`: gives the file
+/// without a name open as `fd` (`O_TMPFILE`) the name `path`.
+fn link_unnamed(fd: BorrowedFd<'_>, path: &Path) -> nix::Result<()> {
+    let open_file = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    trace::call(
+        || {
+            format!(
+                "linkat(AT_FDCWD, {}, AT_FDCWD, {}, AT_SYMLINK_FOLLOW)",
+                trace::string(open_file.as_os_str().as_bytes(), 80),
+                trace::string(path.as_os_str().as_bytes(), 80)
+            )
+        },
+        || {
+            let (here, follow) = (nix::fcntl::AT_FDCWD, AtFlags::AT_SYMLINK_FOLLOW);
+            nix::unistd::linkat(here, &open_file, here, path, follow)
+        },
+        |()| "0".into(),
+    )
 }
 
 #[cfg(test)]

@@ -29,20 +29,15 @@
 
 use std::ffi::{c_int, c_long};
 use std::fmt;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
 use libc::msqid_ds;
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
+use crate::server_lock::{Server, ServerLock, ServerWatch};
 use crate::sysv::{self, Key, OTHER_ID_HINT};
 use crate::wait::{Backoff, Deadline};
 use crate::{cli, outln, signals, trace};
@@ -57,6 +52,12 @@ pub const C_MSG_SIZE: usize = std::mem::size_of::<Message>();
 pub const REQUEST: c_long = 1;
 /// The type of a reply (server to client).
 pub const REPLY: c_long = 2;
+/// msgq1, as its liveness lock ([`ServerLock`]) names it.
+const MSGQ1: Server = Server {
+    program: "msgq1",
+    call: "msgget",
+    object: "queue",
+};
 /// How long msgq1 waits for its reply to be taken before it removes the queue anyway.
 pub const PICKUP_GRACE: Duration = Duration::from_secs(3);
 
@@ -630,7 +631,7 @@ impl Queue {
     /// `EIDRM` and says so, and requests left in it, from before this server started, are not
     /// answered. Someone else's queue is refused ([`sysv::check_ours`]).
     pub fn create(key: Key) -> anyhow::Result<Queue> {
-        let server = ServerLock::take(key)?;
+        let server = ServerLock::take(MSGQ1, key)?;
         let mode = sysv::MODE as c_int;
         for _ in 0..3 {
             match msgget(key, libc::IPC_CREAT | libc::IPC_EXCL | mode) {
@@ -642,7 +643,7 @@ impl Queue {
                         watch: None,
                     };
                     if let Some(lock) = &mut queue.server {
-                        lock.record(id)?; // on failure `queue` is dropped: removed
+                        lock.record(id.0)?; // on failure `queue` is dropped: removed
                     }
                     return Ok(queue);
                 }
@@ -668,7 +669,7 @@ impl Queue {
         sysv::check_ours(&stat.msg_perm).map_err(|foreign| {
             anyhow!("{context}: the queue is not yours: {foreign}; {OTHER_ID_HINT}")
         })?;
-        let watch = ServerWatch::find(key, id);
+        let watch = ServerWatch::find(MSGQ1, key, id.0);
         if let Some(dead) = watch.as_ref().filter(|watch| watch.ended()) {
             anyhow::bail!(
                 "{context}: no server: the queue was left by msgq1 (pid {}), which was killed; \
@@ -992,198 +993,6 @@ fn clock(time: libc::time_t) -> String {
         return time.to_string();
     }
     format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
-}
-
-// ---- the server's liveness lock -------------------------------------------------------------
-
-/// Proof that a msgq1 is alive and serves a key: an exclusive `flock` on
-/// `$TMPDIR/ipclab-<UID>-msgq1-<KEY>.lock`, which the kernel releases however the process
-/// ends — even on `kill -9`. A PID is no such proof (PIDs are reused), and neither is the
-/// queue's existence (a killed server leaves it behind).
-///
-/// The file holds the server's PID, for the message that refuses a second server. It is
-/// removed when the lock is dropped; a process that locked a file just removed notices (the
-/// path no longer names what it locked) and starts again.
-#[derive(Debug)]
-pub struct ServerLock {
-    path: PathBuf,
-    file: Flock<File>,
-}
-
-impl ServerLock {
-    /// Takes the lock of `key`'s server, or fails if a live msgq1 holds it.
-    pub fn take(key: Key) -> anyhow::Result<ServerLock> {
-        let uid = nix::unistd::geteuid();
-        let path = lock_path(key);
-        let shown = path.display();
-        for _ in 0..10 {
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(|e| lock_failed(format!("open({shown})"), e))?;
-            let opened = file
-                .metadata()
-                .map_err(|e| lock_failed(format!("fstat({shown})"), e))?;
-            anyhow::ensure!(
-                opened.uid() == uid.as_raw(),
-                "{shown} belongs to another user (uid {}); remove it or set TMPDIR",
-                opened.uid()
-            );
-            let mut unlocked = file;
-            let mut tries = 0;
-            let mut file = loop {
-                match Flock::lock(unlocked, FlockArg::LockExclusiveNonblock) {
-                    Ok(locked) => break locked,
-                    // A client's ServerWatch holds a shared lock for a moment: try again.
-                    Err((again, Errno::EWOULDBLOCK)) if tries < 20 => {
-                        unlocked = again;
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err((held, Errno::EWOULDBLOCK)) => {
-                        let pid = match Recorded::read(held).pid {
-                            Some(pid) => format!(" (pid {pid})"),
-                            None => String::new(),
-                        };
-                        anyhow::bail!(
-                            "msgget(key {key}): another msgq1{pid} is already serving this \
-                             queue; stop it first, or {OTHER_ID_HINT}"
-                        );
-                    }
-                    Err((_, errno)) => {
-                        return Err(lock_failed(format!("flock({shown})"), errno.into()))
-                    }
-                }
-            };
-            let named = std::fs::symlink_metadata(&path).ok();
-            if named.is_some_and(|n| (n.dev(), n.ino()) == (opened.dev(), opened.ino())) {
-                file.set_len(0)
-                    .and_then(|()| writeln!(file, "{}", std::process::id()))
-                    .map_err(|e| lock_failed(format!("write({shown})"), e))?;
-                return Ok(ServerLock { path, file });
-            }
-            // The server before us removed the file after we opened it: lock the new one.
-        }
-        anyhow::bail!("{shown} keeps changing; is another msgq1 starting and stopping?")
-    }
-
-    /// Where the lock file is.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
-    /// Writes the queue this server made into the lock file, after its PID: a client can then
-    /// tell that this queue's server has ended ([`ServerWatch`]).
-    pub fn record(&mut self, queue: MsqId) -> anyhow::Result<()> {
-        self.file
-            .set_len(0)
-            .and_then(|()| (&*self.file).seek(SeekFrom::Start(0)).map(drop))
-            .and_then(|()| writeln!(&*self.file, "{} {queue}", std::process::id()))
-            .map_err(|e| lock_failed(format!("write({})", self.path.display()), e))
-    }
-}
-
-/// The error of a call on the lock file, with what the file is for.
-fn lock_failed(call: String, error: std::io::Error) -> anyhow::Error {
-    let reason = match error.raw_os_error() {
-        Some(errno) => Errno::from_raw(errno).desc().to_string(),
-        None => error.to_string(),
-    };
-    anyhow!("{call}: {reason} (the lock that keeps a second msgq1 off the key; set TMPDIR to a directory of yours)")
-}
-
-/// `$TMPDIR/ipclab-<UID>-msgq1-<KEY>.lock`: the liveness lock of `key`'s server.
-fn lock_path(key: Key) -> PathBuf {
-    let uid = nix::unistd::geteuid();
-    std::env::temp_dir().join(format!("ipclab-{uid}-msgq1-{key}.lock"))
-}
-
-/// What a lock file says: `PID MSQID` (the MSQID once the queue is made).
-#[derive(Debug, Default)]
-struct Recorded {
-    pid: Option<String>,
-    queue: Option<MsqId>,
-}
-
-impl Recorded {
-    fn read(mut file: impl Read) -> Recorded {
-        let mut text = String::new();
-        let _ = file.by_ref().take(64).read_to_string(&mut text);
-        let mut words = text.split_whitespace();
-        let pid = words
-            .next()
-            .filter(|w| w.bytes().all(|b| b.is_ascii_digit()));
-        Recorded {
-            pid: pid.map(str::to_owned),
-            queue: words.next().and_then(|w| w.parse().ok()).map(MsqId),
-        }
-    }
-}
-
-/// A client's view of the server's liveness lock ([`ServerLock`]): whether the msgq1 that made
-/// the queue still runs. Only a lock file that names the very queue counts: a C msgq1 holds no
-/// lock, and a file left by a killed msgq1 names the queue of that one.
-#[derive(Debug)]
-pub struct ServerWatch {
-    file: File,
-    pid: String,
-}
-
-impl ServerWatch {
-    /// The lock file of `key`'s server, if it is ours and names `queue`.
-    pub fn find(key: Key, queue: MsqId) -> Option<ServerWatch> {
-        let file = File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(lock_path(key))
-            .ok()?;
-        let owner = file.metadata().ok()?.uid();
-        if owner != nix::unistd::geteuid().as_raw() {
-            return None;
-        }
-        match Recorded::read(&file) {
-            Recorded {
-                pid: Some(pid),
-                queue: Some(named),
-            } if named == queue => Some(ServerWatch { file, pid }),
-            _ => None,
-        }
-    }
-
-    /// The server's PID, as it wrote it.
-    pub fn pid(&self) -> &str {
-        &self.pid
-    }
-
-    /// Whether the server has ended: nobody holds its lock any more (taking a shared lock
-    /// succeeds; it is let go at once).
-    pub fn ended(&self) -> bool {
-        let fd = self.file.as_raw_fd();
-        // SAFETY: flock takes no pointers; `fd` is open for as long as `self.file` lives.
-        let free = unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) } == 0;
-        if free {
-            // SAFETY: as above.
-            unsafe { libc::flock(fd, libc::LOCK_UN) };
-        }
-        free
-    }
-}
-
-impl Drop for ServerLock {
-    fn drop(&mut self) {
-        // Remove the file only while it is still ours (a tmp cleaner may have replaced it).
-        let ours = match (self.file.metadata(), std::fs::symlink_metadata(&self.path)) {
-            (Ok(open), Ok(named)) => (open.dev(), open.ino()) == (named.dev(), named.ino()),
-            _ => false,
-        };
-        if ours {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,11 @@
 //! | 0..4     | flag  | a C `int`: [`EMPTY`] (0) or [`REQUEST`] (1, a request is waiting) |
 //! | 4..1024  | text  | the request or the reply, NUL-terminated                        |
 //!
+//! sipc1 adds one value, [`TAKEN`] (2), for the moment between claiming a request and setting the
+//! flag to 0 with its reply, so that of two servers that see the same request only one answers
+//! it. Only a segment already marked for removal holds it, and only for a few instructions; a
+//! C client waits for 0 and does not notice it. Any other value is reported, not waited on.
+//!
 //! The flag is an atomic, stored with `Release` once the text is written and loaded with
 //! `Acquire` before the text is read: the C's plain `int` busy loop, compiled with `-O2`, reads
 //! the flag once and spins for ever (labs.md, sipc). [`decode_text`] never reads past the text
@@ -226,6 +231,23 @@ fn failed(errno: Errno, what: impl fmt::Display) -> anyhow::Error {
     }
 }
 
+/// The error of a `shmget` that could not make a segment of `size` bytes: as [`failed`], with
+/// the system's limit when `EINVAL` comes from it (`kernel.shmmax`, per IPC namespace).
+fn not_made(errno: Errno, size: usize, what: impl fmt::Display) -> anyhow::Error {
+    let shmmax = std::fs::read_to_string("/proc/sys/kernel/shmmax")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    match shmmax {
+        Some(max) if errno == Errno::EINVAL && size as u64 > max => anyhow!(
+            "{}: this system allows segments of at most {max} bytes (kernel.shmmax); raise the \
+             limit (as root: sysctl -w kernel.shmmax={size})",
+            errno.desc()
+        )
+        .context(what.to_string()),
+        _ => failed(errno, what),
+    }
+}
+
 // ---- the owners -----------------------------------------------------------------------------
 
 /// Who removes a [`Segment`], and when.
@@ -256,7 +278,7 @@ impl Segment {
     pub fn create_private(size: usize) -> anyhow::Result<Segment> {
         let flags = libc::IPC_CREAT | MODE as libc::c_int;
         let id = shmget(Key::IPC_PRIVATE, size, flags)
-            .map_err(|e| failed(e, format_args!("shmget(IPC_PRIVATE, {size} bytes)")))?;
+            .map_err(|e| not_made(e, size, format!("shmget(IPC_PRIVATE, {size} bytes)")))?;
         Ok(Segment::new(
             id,
             Key::IPC_PRIVATE,
@@ -286,9 +308,10 @@ impl Segment {
     /// either side of a pair may start first. Whoever is last attached removes it
     /// ([`Removal::IfLastOut`]).
     ///
-    /// A segment that exists already must be the current user's, with mode 0600 or narrower
-    /// ([`sysv::check_ours`]): another user could have made the key first to read or forge
-    /// every message. The error then names `--id`.
+    /// A segment that exists already must be the current user's, with no access for the group
+    /// or others ([`sysv::check_ours`]): another user could have made the key first to read or
+    /// forge every message. The error then names `--id`, and suggests `ipcrm` only for a
+    /// segment of the user's own.
     pub fn get_or_create(key: Key, size: usize) -> anyhow::Result<Segment> {
         let what = || format!("shmget(key {key})");
         let refuse =
@@ -299,15 +322,30 @@ impl Segment {
             match shmget(key, size, libc::IPC_CREAT | libc::IPC_EXCL | mode) {
                 Ok(id) => return Ok(Segment::new(id, key, size, Removal::IfLastOut)),
                 Err(Errno::EEXIST) => {}
-                Err(e) => return Err(failed(e, what())),
+                Err(e) => return Err(not_made(e, size, what())),
             }
             let id = match shmget(key, size, mode) {
                 Ok(id) => id,
                 Err(Errno::ENOENT | Errno::EIDRM) => continue,
                 Err(Errno::EINVAL) => {
                     let reason = format!("it exists with fewer than {size} bytes");
-                    let hint = format!("remove it (ipcrm -M {key}) or use another --id");
-                    return Err(refuse(&reason, &hint));
+                    // Only the owner may remove it: say whose it is before suggesting that.
+                    let found = shmget(key, 0, 0)
+                        .and_then(|id| control(id, libc::IPC_STAT, Some(zeroed_shmid_ds()), false));
+                    let foreign = match found {
+                        Ok((_, ds)) => sysv::check_ours(&ds.shm_perm).err().map(|f| f.to_string()),
+                        Err(Errno::EACCES) => Some("it belongs to another user".into()),
+                        Err(_) => None,
+                    };
+                    return Err(match foreign {
+                        Some(foreign) => {
+                            refuse(&format!("{reason}, and {foreign}"), sysv::OTHER_ID_HINT)
+                        }
+                        None => refuse(
+                            &reason,
+                            &format!("remove it (ipcrm -M {key}) or use another --id"),
+                        ),
+                    });
                 }
                 Err(Errno::EACCES) => {
                     return Err(refuse(&"it belongs to another user", sysv::OTHER_ID_HINT))
@@ -391,11 +429,13 @@ impl Segment {
     /// Waits until `condition` holds — a change another process makes in the segment, such as
     /// `|| area.flag.load(Acquire) == REQUEST` — politely ([`wait::spin_until`]), until the
     /// deadline or a termination signal. Fails with [`Orphaned`] when the segment has been
-    /// removed with nobody else attached: no peer can find it any more (another server took the
-    /// request, the server went away after `IPC_RMID`, someone ran `ipcrm`).
+    /// removed (`IPC_RMID`: no process can find it by its key any more) and so the process
+    /// `awaited` cannot come ([`Awaited`]): another server took the request, the server went away
+    /// after `IPC_RMID`, someone ran `ipcrm`.
     pub fn wait_until(
         &self,
         deadline: Deadline,
+        awaited: Awaited,
         mut condition: impl FnMut() -> bool,
     ) -> anyhow::Result<()> {
         let mut next_look = Instant::now() + ORPHAN_LOOK;
@@ -404,22 +444,28 @@ impl Segment {
             if condition() {
                 return true;
             }
-            if Instant::now() >= next_look {
-                next_look = Instant::now() + ORPHAN_LOOK;
-                orphaned = self.orphaned();
+            if Instant::now() < next_look {
+                return false;
             }
-            orphaned
+            next_look = Instant::now() + ORPHAN_LOOK;
+            if !self.orphaned(awaited) {
+                return false;
+            }
+            // The peer may have done its part and left while the table was read (which takes
+            // long with many segments): then the condition holds now, and nothing is lost.
+            orphaned = !condition();
+            true
         })?;
         match orphaned {
-            true => Err(Orphaned.into()),
+            true => Err(Orphaned(awaited).into()),
             false => Ok(()),
         }
     }
 
-    /// Whether the segment is marked for removal and this process is the only one attached.
-    /// Read from `/proc/sysvipc/shm`, which costs no lecture call (nothing for `--trace` or
+    /// Whether the segment is marked for removal and the process `awaited` can therefore not
+    /// come. Read from `/proc/sysvipc/shm`, which costs no lecture call (nothing for `--trace` or
     /// `--step` while waiting).
-    fn orphaned(&self) -> bool {
+    fn orphaned(&self, awaited: Awaited) -> bool {
         let Ok(table) = std::fs::read_to_string("/proc/sysvipc/shm") else {
             return false;
         };
@@ -428,13 +474,15 @@ impl Segment {
             let fields: Vec<&str> = line.split_whitespace().collect();
             (fields.get(1)?.parse::<i32>().ok()? == self.id.0).then_some(fields)
         });
-        match row {
-            Some(fields) => {
-                let perms = fields.get(2).and_then(|p| u32::from_str_radix(p, 8).ok());
-                let nattch = fields.get(6).and_then(|n| n.parse::<u64>().ok());
-                perms.is_some_and(|p| p & SHM_DEST != 0) && nattch.is_some_and(|n| n <= 1)
-            }
-            None => true,
+        let Some(fields) = row else {
+            return true;
+        };
+        let perms = fields.get(2).and_then(|p| u32::from_str_radix(p, 8).ok());
+        let nattch = fields.get(6).and_then(|n| n.parse::<u64>().ok());
+        let removed = perms.is_some_and(|p| p & SHM_DEST != 0);
+        match awaited {
+            Awaited::AttachedPeer => removed && nattch.is_some_and(|n| n <= 1),
+            Awaited::NewPeer => removed,
         }
     }
 
@@ -482,16 +530,35 @@ impl Drop for Segment {
 /// How often [`Segment::wait_until`] looks whether the segment has been orphaned.
 const ORPHAN_LOOK: Duration = Duration::from_millis(50);
 
-/// A wait on a segment that was removed while nobody else is attached: no peer can come.
-#[derive(Debug)]
-pub struct Orphaned;
+/// Whom a [`Segment::wait_until`] waits for, which says when it is in vain once the segment has
+/// been removed (`IPC_RMID`: its key is free, so no process that comes later can find it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    /// A process that is attached already or never comes (the client waiting for its reply: the
+    /// server that took its request is attached): in vain once nobody else is attached.
+    AttachedPeer,
+    /// A process yet to come (the server waiting for a request: a client that comes later
+    /// cannot find a removed segment, and one attached before has put its request in already):
+    /// in vain as soon as it is removed.
+    NewPeer,
+}
+
+/// A wait on a removed segment that the peer awaited cannot reach (see [`Awaited`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Orphaned(pub Awaited);
 
 impl fmt::Display for Orphaned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "the segment was removed (IPC_RMID) and nobody else is attached: no peer can reach \
-             it any more",
-        )
+        f.write_str(match self.0 {
+            Awaited::AttachedPeer => {
+                "the segment was removed (IPC_RMID) and nobody else is attached: no peer can \
+                 reach it any more"
+            }
+            Awaited::NewPeer => {
+                "the segment was removed (IPC_RMID) and holds no request: no client can reach \
+                 it any more (another server answered, or it was removed with ipcrm)"
+            }
+        })
     }
 }
 
@@ -607,6 +674,25 @@ pub const TEXT_LEN: usize = SIPC_SIZE - 4;
 pub const EMPTY: i32 = 0;
 /// The flag's value while a request is waiting for the server.
 pub const REQUEST: i32 = 1;
+/// The flag's value while a server answers the request it has claimed (not in the C layout:
+/// see the module docs).
+pub const TAKEN: i32 = 2;
+
+/// sipc1, as its liveness lock ([`ServerLock`](crate::server_lock::ServerLock)) names it.
+pub const SIPC1: crate::server_lock::Server = crate::server_lock::Server {
+    program: "sipc1",
+    call: "shmget",
+    object: "segment",
+};
+
+/// The hint that goes with a flag value that neither program of the pair writes.
+pub const FOREIGN_HINT: &str = "is another program using this key? use another --id (or IPCLAB_ID)";
+
+/// A flag value that is neither [`EMPTY`] nor [`REQUEST`], said for a message: `the flag of
+/// segment 0x9005 holds 7, neither 0 (empty) nor 1 (a request)`.
+pub fn unknown_flag(value: i32, key: Key) -> String {
+    format!("the flag of segment {key} holds {value}, neither 0 (empty) nor 1 (a request)")
+}
 
 /// The 1024 bytes that sipc1 and sipc2 share, as the C programs lay them out: the flag at offset
 /// 0, the text at offset 4. The text bytes are atomics too (relaxed loads and stores, as cheap
@@ -685,25 +771,17 @@ impl fmt::Display for BadText {
 
 impl std::error::Error for BadText {}
 
-/// The C string at the start of `field` (up to its first NUL), printable: invalid UTF-8
-/// replaced, control characters escaped, so a peer's bytes cannot drive the terminal. Reads
-/// nothing past `field`; fails if `field` holds no NUL.
+/// The C string at the start of `field` (up to its first NUL), printable in C notation
+/// ([`trace::printable`]: control characters and bytes that are not UTF-8 escaped), so a peer's
+/// bytes cannot drive the terminal. Reads nothing past `field`; fails if `field` holds no NUL.
 pub fn decode_text(field: &[u8]) -> Result<String, BadText> {
     match field.iter().position(|&b| b == 0) {
-        Some(end) => Ok(printable(&field[..end])),
+        Some(end) => Ok(trace::printable(&field[..end])),
         None => Err(BadText {
             len: field.len(),
-            shown: printable(field),
+            shown: trace::printable(field),
         }),
     }
-}
-
-fn printable(bytes: &[u8]) -> String {
-    let escape = |c: char| match c.is_control() {
-        true => c.escape_default().to_string(),
-        false => c.to_string(),
-    };
-    String::from_utf8_lossy(bytes).chars().map(escape).collect()
 }
 
 // ---- shmid_ds, as the slides show it --------------------------------------------------------
@@ -722,6 +800,11 @@ impl ShmStat {
     /// The number of attachments (`shm_nattch`).
     pub fn nattch(&self) -> u64 {
         self.0.shm_nattch
+    }
+
+    /// Whether the segment is marked for removal ([`SHM_DEST`]).
+    pub fn removed(&self) -> bool {
+        u32::from(self.0.shm_perm.mode) & SHM_DEST != 0
     }
 
     /// The mode, with `SHM_DEST` named: `0600|SHM_DEST`.
@@ -804,11 +887,19 @@ impl<'a> StatReport<'a> {
 
     /// Prints the `shmid_ds` as it is after `step`.
     pub fn after(&self, step: &str) -> anyhow::Result<()> {
-        if self.on {
-            let stat = self.segment.stat()?;
-            crate::outln!("shmid_ds after {step}: {stat}")?;
+        match self.line(step)? {
+            Some(line) => crate::outln!("{line}"),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// What [`StatReport::after`] prints, to print later (when printing could block the peer).
+    pub fn line(&self, step: &str) -> anyhow::Result<Option<String>> {
+        if !self.on {
+            return Ok(None);
+        }
+        let stat = self.segment.stat()?;
+        Ok(Some(format!("shmid_ds after {step}: {stat}")))
     }
 }
 
@@ -865,8 +956,8 @@ mod tests {
     fn texts_are_decoded_up_to_the_nul_and_made_printable() {
         assert_eq!(decode_text(b"hi\0junk").unwrap(), "hi");
         assert_eq!(decode_text(b"\0").unwrap(), "");
-        assert_eq!(decode_text(b"a\x1b[2Jb\n\0").unwrap(), "a\\u{1b}[2Jb\\n");
-        assert_eq!(decode_text(b"\xff\xfe\0").unwrap(), "\u{fffd}\u{fffd}");
+        assert_eq!(decode_text(b"a\x1b[2Jb\n\0").unwrap(), r"a\33[2Jb\n");
+        assert_eq!(decode_text(b"\xff\xfe\0").unwrap(), r"\377\376");
         let bad = decode_text(b"no nul").unwrap_err();
         assert_eq!(bad.shown, "no nul");
     }

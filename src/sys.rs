@@ -116,7 +116,7 @@ pub fn open(path: &Path, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
     trace::call(
         || {
             let shown = open_flags(flags);
-            match flags.contains(OFlag::O_CREAT) {
+            match flags.intersects(OFlag::O_CREAT) || flags.contains(OFlag::O_TMPFILE) {
                 true => format!("open({}, {shown}, {:04o})", quoted(path), mode.bits()),
                 false => format!("open({}, {shown})", quoted(path)),
             }
@@ -251,6 +251,7 @@ fn open_flags(flags: OFlag) -> String {
         (OFlag::O_NONBLOCK, "O_NONBLOCK"),
         (OFlag::O_NOFOLLOW, "O_NOFOLLOW"),
         (OFlag::O_NOCTTY, "O_NOCTTY"),
+        (OFlag::O_TMPFILE, "O_TMPFILE"),
     ];
     let mut shown = access.to_string();
     for (flag, name) in names {

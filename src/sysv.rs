@@ -12,7 +12,8 @@ pub const QUEUE_KEY_BASE: i32 = 0x8000;
 pub const SEGMENT_KEY_BASE: i32 = 0x9000;
 /// IDs are below this, so queue keys and segment keys never overlap.
 pub const ID_LIMIT: u32 = 0x1000;
-/// The only mode the suite creates objects with, and the widest it accepts on one it finds.
+/// The only mode the suite creates objects with. One it finds may be wider for its owner (0700),
+/// never for the group or others ([`check_ours`]).
 pub const MODE: u32 = 0o600;
 
 /// A System V IPC key (`key_t`), shown as the slides and `ipcs` show it: `0x8000`.
@@ -58,9 +59,11 @@ impl fmt::Display for Key {
 /// Why an object found under our key is not ours to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Foreign {
-    /// Owned or created by another user.
+    /// Owned by another user.
     OtherUser { uid: u32, cuid: u32 },
-    /// Ours, but others may read or write it (mode wider than 0600).
+    /// Ours now, but made by another user, who may still change or remove it.
+    OtherCreator { cuid: u32 },
+    /// Ours, but its mode gives the group or others access.
     TooOpen { mode: u32 },
 }
 
@@ -70,6 +73,10 @@ impl fmt::Display for Foreign {
             Foreign::OtherUser { uid, cuid } => {
                 write!(f, "it belongs to another user (uid {uid}, creator {cuid})")
             }
+            Foreign::OtherCreator { cuid } => write!(
+                f,
+                "it was made by another user (uid {cuid}), who may still change or remove it"
+            ),
             Foreign::TooOpen { mode } => {
                 write!(f, "its mode {mode:03o} lets other users in (expected 600)")
             }
@@ -79,17 +86,22 @@ impl fmt::Display for Foreign {
 
 /// Checks the owner and mode of an existing object (its `ipc_perm`): on a shared machine
 /// another user could have made our key first, with mode 0666, to read or forge every message
-/// (key squatting). Only an object of the current user with mode 0600 or narrower is ours.
+/// (key squatting). Only an object that the current user owns and made, and that gives the
+/// group and others no access (0600, or 0700: the owner's own bits are the owner's business),
+/// is ours.
 pub fn check_ours(perm: &libc::ipc_perm) -> Result<(), Foreign> {
     let me = nix::unistd::geteuid().as_raw();
-    if perm.uid != me || perm.cuid != me {
+    if perm.uid != me {
         return Err(Foreign::OtherUser {
             uid: perm.uid,
             cuid: perm.cuid,
         });
     }
+    if perm.cuid != me {
+        return Err(Foreign::OtherCreator { cuid: perm.cuid });
+    }
     let mode = u32::from(perm.mode) & 0o777;
-    if mode & !MODE != 0 {
+    if mode & 0o077 != 0 {
         return Err(Foreign::TooOpen { mode });
     }
     Ok(())
@@ -122,10 +134,19 @@ mod tests {
         assert_eq!(check_ours(&perm), Ok(()));
         perm.mode = 0o400;
         assert_eq!(check_ours(&perm), Ok(()));
+        perm.mode = 0o700; // the owner's own bits let nobody else in
+        assert_eq!(check_ours(&perm), Ok(()));
         perm.mode = 0o666;
         assert_eq!(check_ours(&perm), Err(Foreign::TooOpen { mode: 0o666 }));
+        perm.mode = 0o604;
+        assert_eq!(check_ours(&perm), Err(Foreign::TooOpen { mode: 0o604 }));
         perm.mode = 0o600;
         perm.cuid = me + 1;
+        assert_eq!(
+            check_ours(&perm),
+            Err(Foreign::OtherCreator { cuid: me + 1 })
+        );
+        perm.uid = me + 1;
         assert!(matches!(check_ours(&perm), Err(Foreign::OtherUser { .. })));
     }
 }

@@ -7,7 +7,8 @@
 //! 0, 2, 4 … and the child the odd ones, each adding one; each side checks that it finds what it
 //! expects and stops with `Counter mismatch` otherwise.
 //!
-//! System calls: open, mmap, close, fork, then pipe write/read for the turns, munmap, waitpid.
+//! System calls: open, fstat, mmap, close, fork, then pipe write/read for the turns, munmap,
+//! waitpid.
 //! Run:     make mipc && ./mipc          (./mipc --loops 1000 | tail -2)
 //! Observe: strace -f -e trace=openat,mmap,clone,write,read,munmap,wait4 ./mipc --loops 2
 
@@ -46,12 +47,13 @@ fn main() -> ExitCode {
 
 fn count(options: Options) -> anyhow::Result<()> {
     signals::catch_termination()?; // so that Ctrl-C and kill end both processes' waits
-    let zero = sys::open(Path::new("/dev/zero"), OFlag::O_RDWR, Mode::empty())
-        .context("open(/dev/zero)")?;
+    let dev_zero = Path::new("/dev/zero");
+    let zero = sys::open(dev_zero, OFlag::O_RDWR, Mode::empty()).context("open(/dev/zero)")?;
+    mman::check_char_device(zero.as_fd(), dev_zero)?; // a plain file there: SIGBUS, not zeros
     let size = std::mem::size_of::<libc::c_long>();
     let area = mman::mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED, zero.as_fd(), 0)
         .context("mmap(/dev/zero)")?;
-    drop(zero); // close: the mapping stays
+    sys::close(zero).context("close(/dev/zero)")?; // the mapping stays
     let counter = SharedLong::new(area)?;
 
     let tell_wait = TellWait::new()?; // TELL_WAIT()

@@ -9,9 +9,11 @@
 //! being SOURCE is refused before anything is truncated; a SOURCE that is no regular file is
 //! refused before DEST is touched; DEST's blocks are reserved first (posix_fallocate), so a full
 //! disk is an error, not a SIGBUS; a SIGBUS anyway (SOURCE shrinking) is caught; the copy is made
-//! beside DEST and renamed over it when complete, so a failure or Ctrl-C leaves DEST as it was.
+//! without a name in DEST's directory (O_TMPFILE) and named and renamed over DEST only when
+//! complete, so a failure or Ctrl-C leaves DEST as it was, and even kill -9 leaves no trace.
 //!
-//! System calls: open, posix_fallocate (or ftruncate), mmap, madvise, munmap, rename.
+//! System calls: open, posix_fallocate (or ftruncate), mmap, madvise, munmap, fchmod, linkat,
+//! rename.
 //! Run:     make mycp3 && ./mycp3 SOURCE DEST     (--trace shows each call with its values)
 //! Observe: strace -e trace=openat,fallocate,mmap,madvise,munmap,read,write ./mycp3 labs.md copy
 
@@ -57,12 +59,12 @@ fn main() -> ExitCode {
 fn copy(options: Options) -> anyhow::Result<()> {
     signals::catch_termination()?; // Ctrl-C ends the copy between windows; DEST stays as it was
     let source = SourceFile::open(&options.source)?; // open(SOURCE, O_RDONLY)
-    let dest = DestFile::create(&options.dest, &source)?; // open(".DEST.mycp3-PID", O_RDWR|O_CREAT)
+    let dest = DestFile::create(&options.dest, &source)?; // open(DEST's directory, O_RDWR|O_TMPFILE)
 
     let copied = copy_windows(&source, &dest, &options);
     signals::check()?; // stopped by a signal: exit 128+signal, nothing more to say
     copied.with_context(|| dest.untouched())?;
-    dest.commit(source.permissions()) // fchmod, rename over DEST
+    dest.commit(source.permissions()) // fchmod, linkat (a hidden name), rename over DEST
 } // on every error, dropping `dest` removes the unfinished copy
 
 fn copy_windows(source: &SourceFile, dest: &DestFile, options: &Options) -> anyhow::Result<()> {

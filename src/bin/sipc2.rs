@@ -15,9 +15,9 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use ipclab::cli;
-use ipclab::shm::{Segment, SipcOptions, StatReport, REQUEST, SIPC_SIZE};
-use ipclab::{out, outln, signals};
+use ipclab::shm::TAKEN;
+use ipclab::shm::{self, Awaited, Segment, SipcOptions, StatReport, EMPTY, REQUEST, SIPC_SIZE};
+use ipclab::{cli, out, outln, signals};
 
 /// Shared memory client: leaves one request for sipc1 in segment 0x9000+ID, prints the reply.
 #[derive(Parser)]
@@ -44,14 +44,22 @@ fn ask_server(Options { sipc: options }: Options) -> anyhow::Result<()> {
     // The C has no lock: a request already waiting is another client's, unless that client
     // has gone (nobody else attached) — then it is stale, and ours replaces it.
     let found = area.flag.load(Acquire);
-    if found == REQUEST {
-        if segment.others_attached()? {
-            bail!("another request is waiting in segment {key} (another sipc2?); try again later");
+    if found != EMPTY {
+        let others = segment.others_attached()?;
+        match found {
+            REQUEST if others => bail!(
+                "another request is waiting in segment {key} (another sipc2?); try again later"
+            ),
+            REQUEST => cli::warn(format_args!(
+                "replacing a stale request {} in segment {key}: its client has gone",
+                area.quoted_text()
+            )),
+            _ if others => bail!("{}; {}", shm::unknown_flag(found, key), shm::FOREIGN_HINT),
+            _ => cli::warn(format_args!(
+                "{}, left by a process that has gone (nobody else is attached); replacing it",
+                shm::unknown_flag(found, key)
+            )),
         }
-        cli::warn(format_args!(
-            "replacing a stale request {} in segment {key}: its client has gone",
-            area.quoted_text()
-        ));
     }
     area.write_text(&format!("This is a request from {}.", std::process::id()))?;
     // Release: the text is complete before the flag says so. Another client that wrote at the
@@ -66,11 +74,22 @@ fn ask_server(Options { sipc: options }: Options) -> anyhow::Result<()> {
     stat.after("the request")?;
     out!("Sent a request.....")?;
 
+    // 2 (TAKEN): a server has claimed the request and is writing its reply.
+    let waiting = || format!("waiting for the reply (segment {key})");
     segment
-        .wait_until(options.timeout.deadline(), || {
-            area.flag.load(Acquire) != REQUEST
+        .wait_until(options.timeout.deadline(), Awaited::AttachedPeer, || {
+            !matches!(area.flag.load(Acquire), REQUEST | TAKEN)
         })
-        .with_context(|| format!("waiting for the reply (segment {key})"))?;
+        .with_context(waiting)?;
+    let flag = area.flag.load(Acquire);
+    if flag != EMPTY {
+        bail!(
+            "{}: {}; {}",
+            waiting(),
+            shm::unknown_flag(flag, key),
+            shm::FOREIGN_HINT
+        );
+    }
     segment.leave_removal_to_peer(); // removing it is the server's job (ours did already)
     let reply = area.text();
     outln!(

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -344,7 +345,7 @@ fn mycp3_refuses_a_dest_in_a_missing_directory() {
     assert_refused(
         &lab,
         mycp3(&lab, &["source", "missing/dest"]),
-        "DEST 'missing/dest': cannot create '.dest.mycp3-",
+        "DEST 'missing/dest': directory 'missing' does not exist",
     );
 }
 
@@ -403,8 +404,11 @@ fn mycp3_refuses_a_dest_in_a_directory_it_may_not_write() {
     let what = "mycp3_refuses_a_dest_in_a_directory_it_may_not_write";
     for dest in ["read-only/dest", "read-only/new"] {
         if let Some(command) = unprivileged(&lab, &["source", dest], what) {
-            let run = assert_refused(&lab, command, "in 'read-only': EACCES");
-            assert!(run.stderr.contains("cannot create '."), "{run}");
+            let expected = format!(
+                "DEST '{dest}': cannot create the copy in directory 'read-only': EACCES: \
+                 Permission denied"
+            );
+            assert_refused(&lab, command, &expected);
         }
     }
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
@@ -519,6 +523,58 @@ fn mycp3_stopped_by(signal: Signal, dest_exists: bool) {
 }
 
 #[test]
+fn mycp3_killed_with_sigkill_leaves_nothing_behind() {
+    // The copy has no name until it is complete (O_TMPFILE): kill -9, which no program can
+    // clean up after, leaves no hidden full-size file.
+    for dest_exists in [false, true] {
+        let lab = Lab::new();
+        fs::write(lab.dir().join("source"), content(4 * 65536, 13)).unwrap();
+        if dest_exists {
+            fs::write(lab.dir().join("dest"), "old").unwrap();
+        }
+        let args = ["--slow", "0.5", "--window", "64K", "source", "dest"];
+        let copy = lab.start("mycp3", &args);
+        copy.wait_for_stderr("posix_fallocate("); // the copy has its full size now
+        copy.signal(Signal::SIGKILL);
+        let run = copy.finish();
+        assert_eq!(run.status.signal(), Some(libc::SIGKILL), "{run}");
+        match dest_exists {
+            true => assert_only(&lab, &["dest", "source"]),
+            false => assert_only(&lab, &["source"]),
+        }
+    }
+}
+
+#[test]
+fn mycp3_copies_through_a_hidden_named_file_where_o_tmpfile_is_not_supported() {
+    // strace makes the open with O_TMPFILE fail as a file system without it would (EOPNOTSUPP;
+    // EISDIR or EINVAL from a kernel without it).
+    for errno in ["EOPNOTSUPP", "EISDIR", "EINVAL"] {
+        let lab = Lab::new();
+        fs::create_dir(lab.dir().join("out")).unwrap();
+        let source = content(3 * 4096 + 5, 14);
+        fs::write(lab.dir().join("source"), &source).unwrap();
+        let inject = format!("inject=openat:error={errno}");
+        let mut command = lab.command("strace", &["-o", "/dev/null", "-P", "out", "-e", &inject]);
+        command.arg(exe("mycp3").unwrap());
+        command.args(["--trace", "source", "out/copy"]);
+        let run = Running::spawn(command).finish();
+        assert!(run.status.success(), "{run}");
+        assert!(
+            run.stderr
+                .contains(r#"open("out", O_RDWR|O_TMPFILE, 0600) = -1 "#),
+            "{run}"
+        );
+        let named = r#"open("out/.copy.mycp3-"#;
+        assert!(run.stderr.contains(named), "{run}");
+        assert!(!run.stderr.contains("linkat("), "{run}");
+        assert_eq!(fs::read(lab.dir().join("out/copy")).unwrap(), source);
+        let left: Vec<_> = fs::read_dir(lab.dir().join("out")).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the copy\n{run}");
+    }
+}
+
+#[test]
 fn mycp3_stopped_by_sighup_leaves_dest_as_it_was() {
     mycp3_stopped_by(Signal::SIGHUP, true);
 }
@@ -572,7 +628,7 @@ fn name_and_result(line: &str) -> (&str, &str) {
 #[test]
 fn mycp3_traces_each_call_with_the_values_strace_sees() {
     let lab = Lab::new();
-    let list = "trace=openat,fallocate,mmap,madvise,munmap,fchmod,renameat";
+    let list = "trace=openat,fallocate,mmap,madvise,munmap,fchmod,linkat,renameat";
     let (run, strace) = strace_mycp3(&lab, list, &["--trace"]);
     let pid = run.stderr.split(' ').nth(1).unwrap().trim_end_matches(']');
     let prefix = format!("[mycp3 {pid}] ");
@@ -587,7 +643,8 @@ fn mycp3_traces_each_call_with_the_values_strace_sees() {
         .collect();
     let window = ["mmap", "mmap", "madvise", "memcpy", "munmap", "munmap"];
     let start = ["open", "open", "posix_fallocate"];
-    let expected = [&start[..], &window, &window, &window, &["fchmod", "rename"]].concat();
+    let end = ["fchmod", "linkat", "rename"];
+    let expected = [&start[..], &window, &window, &window, &end].concat();
     let names: Vec<&str> = traced.iter().map(|(name, _)| *name).collect();
     assert_eq!(names, expected, "{run}");
 
@@ -693,6 +750,9 @@ fn mipc_traces_the_mapping_made_once_and_unmapped_by_both() {
         .expect("open");
     let mmap = format!("mmap(NULL, 8, PROT_READ|PROT_WRITE, MAP_SHARED, {fd}, 0) = 0x");
     assert!(calls[1].1.starts_with(&mmap), "{run}");
+    // Then the descriptor is closed (the mapping stays), before anything else.
+    let third = run.stderr.lines().nth(2).unwrap_or_default();
+    assert_eq!(third, format!("{parent}] close({fd}) = 0"), "{run}");
     let address = calls[1].1.rsplit(" = ").next().unwrap();
     let unmapped_by: Vec<&str> = calls[2..]
         .iter()
@@ -702,6 +762,30 @@ fn mipc_traces_the_mapping_made_once_and_unmapped_by_both() {
     assert_eq!(unmapped_by.len(), 2, "{run}");
     assert_ne!(unmapped_by[0], unmapped_by[1], "parent and child\n{run}");
     assert!(unmapped_by.contains(&parent), "{run}");
+}
+
+#[test]
+fn mipc_refuses_a_dev_zero_that_is_no_device() {
+    // In a mount namespace of its own, an empty regular file is put over /dev/zero: mapping it
+    // would give a file's pages, and the first access past its end kills with SIGBUS.
+    let lab = Lab::new();
+    let what = "mipc_refuses_a_dev_zero_that_is_no_device";
+    let probe = lab.run("unshare", &["-m", "true"]);
+    if !probe.status.success() {
+        return skipped(
+            what,
+            &format!("no mount namespace: {}", probe.stderr.trim()),
+        );
+    }
+    fs::write(lab.dir().join("plain"), "").unwrap();
+    let shell = r#"mount --bind plain /dev/zero && exec "$0""#;
+    let run = lab.run("unshare", &["-m", "sh", "-c", shell, exe("mipc").unwrap()]);
+    run.assert_failure(
+        1,
+        "mipc: /dev/zero: is a regular file, not a character device: mapping it would not give \
+         zero-filled memory (an empty file raises SIGBUS)",
+    );
+    assert!(run.stdout.is_empty(), "{run}");
 }
 
 /// Starts mipc for (nearly) ever and waits until both processes have taken a turn.

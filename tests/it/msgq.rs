@@ -30,7 +30,7 @@ fn queue_exists(lab: &Lab) -> bool {
     sysv_keys("msg").contains(&i64::from(key(lab).raw()))
 }
 
-/// msgq1's liveness lock file for this lab's key (see `ipclab::msg::ServerLock`).
+/// msgq1's liveness lock file for this lab's key (see `ipclab::server_lock::ServerLock`).
 fn lock_file(lab: &Lab) -> PathBuf {
     let uid = nix::unistd::geteuid();
     std::env::temp_dir().join(format!("ipclab-{uid}-msgq1-{}.lock", key(lab)))

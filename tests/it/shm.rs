@@ -5,11 +5,14 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::time::{Duration, Instant};
 
 use ipclab::shm::{
-    self, shmctl, shmget, Attached, ShmId, ShmStat, Sipc, EMPTY, REQUEST, SIPC_SIZE,
+    self, shmctl, shmget, Attached, Awaited, Segment, ShmId, ShmStat, Sipc, EMPTY, REQUEST,
+    SIPC_SIZE,
 };
 use ipclab::sysv::Key;
+use ipclab::wait::Deadline;
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -578,12 +581,22 @@ fn a_waiting_client_stopped_by_any_signal_removes_the_segment() {
     }
 }
 
+/// A sipc1 whose liveness lock lies in a `$TMPDIR` of its own, named `n`: like a C server, or a
+/// sipc1 of another session, it is not kept off the key by the sipc1s of the test.
+fn server_with_own_lock(lab: &Lab, n: usize, args: &[&str]) -> Running {
+    let tmp = lab.dir().join(format!("tmp{n}"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut command = lab.command("sipc1", args);
+    command.env("TMPDIR", tmp);
+    Running::spawn(command)
+}
+
 #[test]
 fn the_last_one_attached_removes_the_segment() {
     let lab = Lab::new();
     let first = lab.start("sipc1", &[] as &[&str]);
     wait_for_attached(&lab, 1);
-    let second = lab.start("sipc1", &[] as &[&str]);
+    let second = server_with_own_lock(&lab, 2, &[]);
     wait_for_attached(&lab, 2);
     first.signal(Signal::SIGTERM);
     stopped_quietly(&first.finish(), Signal::SIGTERM);
@@ -626,11 +639,14 @@ fn either_side_stopped_at_a_step_leaves_nothing() {
 
 const ORPHANED: &str =
     "the segment was removed (IPC_RMID) and nobody else is attached: no peer can reach it any more";
+const NO_CLIENT: &str = "the segment was removed (IPC_RMID) and holds no request: no client can \
+                         reach it any more (another server answered, or it was removed with ipcrm)";
+const TAKEN_FIRST: &str = "another server took the request in segment ";
 
-#[test]
-fn a_client_whose_server_went_away_after_ipc_rmid_fails_instead_of_waiting_for_ever() {
-    let lab = Lab::new();
-    let stepped = Stepped::start(&lab, "sipc1");
+/// A sipc1 stepped (`--step`) up to the `IPC_RMID` it makes once it has found a live request
+/// of a sipc2: returns both and the server's PID.
+fn server_stopped_before_ipc_rmid(lab: &Lab) -> (Stepped, Running, Pid) {
+    let stepped = Stepped::start(lab, "sipc1");
     step_to(&stepped, &["shmget(", "shmat("]);
     stepped.press_enter(); // shmat: then it waits for a request
     let client = lab.start("sipc2", &[] as &[&str]);
@@ -639,12 +655,52 @@ fn a_client_whose_server_went_away_after_ipc_rmid_fails_instead_of_waiting_for_e
     assert!(call.contains(", IPC_STAT, &buf)"), "{call}"); // is the client still there?
     stepped.press_enter();
     let (server_pid, call) = stepped.prompt(4);
-    assert!(call.contains(", IPC_RMID, NULL)"), "{call}");
+    assert!(call.contains(", IPC_RMID, NULL)"), "{call}"); // yes: the request is live
+    (stepped, client, server_pid)
+}
+
+#[test]
+fn a_client_whose_server_went_away_after_ipc_rmid_fails_instead_of_waiting_for_ever() {
+    let lab = Lab::new();
+    let (stepped, client, server_pid) = server_stopped_before_ipc_rmid(&lab);
     nix::sys::signal::kill(server_pid, Signal::SIGTERM).unwrap(); // it marks it as it goes
     assert_eq!(stepped.script.finish().code(), Some(143));
     let key = Key::segment(lab.id());
     let message = format!("sipc2: waiting for the reply (segment {key}): {ORPHANED}");
     client.finish().assert_failure(1, &message);
+}
+
+/// The client's wait checks the flag, then (every 50 ms) whether it is alone on a removed
+/// segment, reading `/proc/sysvipc/shm`, which takes long with many segments. A server that
+/// replies, marks the segment for removal and detaches right between the two must not make the
+/// completed exchange a failure: the flag is checked once more before the wait gives up.
+#[test]
+fn a_reply_that_comes_while_the_client_looks_for_its_server_is_not_lost() {
+    let segment = Segment::create_private(SIPC_SIZE).unwrap();
+    let client = segment.attach().unwrap();
+    let area = client.sipc().unwrap();
+    area.flag.store(REQUEST, Release);
+    let mut server = Some(Attached::attach(segment.id()).unwrap());
+    segment.remove().unwrap(); // as sipc1 does before it replies
+                               // The first look comes 50 ms into the wait, right after the first check of the flag made
+                               // that late: that check finds no reply yet, and the server answers and leaves just after.
+    let started = Instant::now();
+    let answer_and_leave = |server: Attached<'_>| {
+        server.sipc().unwrap().flag.store(EMPTY, Release);
+    }; // dropped: shmdt
+    let waited = segment.wait_until(
+        Deadline::within(Some(Duration::from_secs(10))),
+        Awaited::AttachedPeer,
+        || {
+            let replied = area.flag.load(Acquire) == EMPTY;
+            if !replied && started.elapsed() >= Duration::from_millis(50) {
+                server.take().map(answer_and_leave);
+            }
+            replied
+        },
+    );
+    assert!(waited.is_ok(), "{:#}", waited.unwrap_err());
+    assert_eq!(segment.stat().unwrap().nattch(), 1);
 }
 
 #[test]
@@ -656,32 +712,94 @@ fn a_waiting_server_whose_segment_is_removed_fails_instead_of_waiting_for_ever()
     lab.run("ipcrm", &["-m", &shmid.to_string()])
         .assert_success();
     let key = Key::segment(lab.id());
-    let message = format!("sipc1: waiting for a request (segment {key}): {ORPHANED}");
+    let message = format!("sipc1: waiting for a request (segment {key}): {NO_CLIENT}");
     server.finish().assert_failure(1, &message);
 }
 
-#[test]
-fn two_servers_and_one_client_never_hang_and_leave_nothing() {
-    let lab = Lab::new();
-    let servers = [
-        lab.start("sipc1", &[] as &[&str]),
-        lab.start("sipc1", &[] as &[&str]),
-    ];
-    wait_for_attached(&lab, 2);
-    lab.run("sipc2", &[] as &[&str]).assert_success();
+/// What the servers of one request did: each either answered it (the number returned) or
+/// ended with one of the two clear errors of a server that did not — none waits on.
+fn answered_once(lab: &Lab, servers: Vec<Running>) -> usize {
+    let key = Key::segment(lab.id());
     let mut answered = 0;
     for server in servers {
         let server = server.finish();
-        // The C protocol has no lock: both may take the request. Usually one does, and the
-        // other finds its segment removed with nobody left to reach it.
-        match server.code() {
-            Some(0) => answered += 1,
-            _ => {
-                server.assert_failure(1, ORPHANED);
-            }
+        if server.code() == Some(0) {
+            assert_eq!(server.lines().len(), 1, "{server}");
+            answered += 1;
+            continue;
         }
+        let lost = format!("sipc1: {TAKEN_FIRST}{key} first");
+        let removed = format!("sipc1: waiting for a request (segment {key}): {NO_CLIENT}");
+        assert_eq!(server.code(), Some(1), "{server}");
+        assert!(
+            [lost, removed].contains(&server.stderr.trim_end().to_string()),
+            "{server}"
+        );
+        assert!(server.stdout.is_empty(), "{server}");
     }
-    assert!(answered >= 1);
+    answered
+}
+
+#[test]
+fn several_servers_answer_a_request_once_and_all_end() {
+    // Each round: three servers (C servers, or sipc1s of other sessions: no common lock file)
+    // wait on one segment, and one client asks. Without the claim two could answer; without
+    // ending on a removed segment, those that did not answer stayed attached for ever.
+    for round in 0..3 {
+        let lab = Lab::new();
+        let servers: Vec<Running> = (0..3).map(|n| server_with_own_lock(&lab, n, &[])).collect();
+        wait_for_attached(&lab, 3);
+        let client = lab.run("sipc2", &[] as &[&str]);
+        client.assert_success();
+        assert_eq!(answered_once(&lab, servers), 1, "round {round}");
+    }
+}
+
+#[test]
+fn a_request_taken_by_another_server_meanwhile_is_not_answered_twice() {
+    // The first server has found the request live and is stopped (--step) before it takes it;
+    // the second answers it meanwhile. The first must not answer it again.
+    let lab = Lab::new();
+    let (stepped, client, first_pid) = server_stopped_before_ipc_rmid(&lab);
+    let second = server_with_own_lock(&lab, 2, &[]);
+    let second_pid = second.pid();
+    second.finish().assert_success();
+    let client = client.finish();
+    client.assert_success();
+    assert_eq!(client.lines(), [reply_line(second_pid)]);
+    nix::unistd::write(&stepped.keys, b"c\n").unwrap(); // IPC_RMID, then it would answer
+    let run = stepped.script.finish();
+    assert_eq!(run.code(), Some(1), "{run}");
+    let screen = run.stdout().replace('\r', ""); // the terminal: stdout and stderr
+    let key = Key::segment(lab.id());
+    assert!(
+        screen.contains(&format!("sipc1: {TAKEN_FIRST}{key} first")),
+        "{screen}"
+    );
+    assert!(!screen.contains("Received request"), "{screen}");
+    assert!(segments_made_by(first_pid).is_empty());
+}
+
+#[test]
+fn a_second_sipc1_on_the_key_is_refused() {
+    let lab = Lab::new();
+    let first = lab.start("sipc1", &[] as &[&str]);
+    wait_for_attached(&lab, 1);
+    let second = lab.run("sipc1", &["--timeout", "5"]);
+    second.assert_failure(
+        1,
+        &format!(
+            "sipc1: shmget(key {}): another sipc1 (pid {}) is already serving this segment; stop \
+             it first, or use another --id (or IPCLAB_ID)",
+            Key::segment(lab.id()),
+            first.pid()
+        ),
+    );
+    assert!(second.stdout.is_empty());
+    let client = lab.run("sipc2", &[] as &[&str]);
+    client.assert_success();
+    assert_eq!(client.lines(), [reply_line(first.pid())]);
+    first.finish().assert_success();
 }
 
 // ---- a client that has gone, two clients, a segment that is not ours -------------------------
@@ -815,6 +933,57 @@ fn a_segment_too_small_is_refused() {
     small.remove();
 }
 
+/// Says on the real stderr (not captured by the test harness) that a test did not run.
+fn skipped(what: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}: {why}");
+}
+
+#[test]
+fn a_segment_too_small_of_another_user_is_refused_without_suggesting_ipcrm() {
+    if !nix::unistd::geteuid().is_root() {
+        let what = "a_segment_too_small_of_another_user_is_refused_without_suggesting_ipcrm";
+        return skipped(what, "only root can give a segment to another user");
+    }
+    let lab = Lab::new();
+    let small = CPeer::create(&lab, 512, 0o600);
+    let mut ds = ShmStat::of(small.id).unwrap().0;
+    ds.shm_perm.uid = 65534;
+    shmctl(small.id, libc::IPC_SET, Some(&mut ds)).unwrap();
+    both_refuse(
+        &lab,
+        "it exists with fewer than 1024 bytes, and it belongs to another user (uid 65534, \
+         creator 0); use another --id (or IPCLAB_ID)",
+    );
+    small.remove();
+}
+
+#[test]
+fn a_segment_larger_than_the_system_allows_gets_a_hint() {
+    // A new IPC namespace has limits of its own: lower shmmax there only.
+    let what = "a_segment_larger_than_the_system_allows_gets_a_hint";
+    let lab = Lab::new();
+    let probe = lab.run("unshare", &["-i", "true"]);
+    if !probe.status.success() {
+        return skipped(what, &format!("no IPC namespace: {}", probe.stderr.trim()));
+    }
+    for (program, size) in [("sipc1", 1024), ("sipc2", 1024), ("shm", 100000)] {
+        let shell = r#"echo 512 >/proc/sys/kernel/shmmax && exec "$0""#;
+        let run = lab.run("unshare", &["-i", "sh", "-c", shell, exe(program).unwrap()]);
+        let call = match program {
+            "shm" => format!("shmget(IPC_PRIVATE, {size} bytes)"),
+            _ => format!("shmget(key {})", Key::segment(lab.id())),
+        };
+        run.assert_failure(
+            1,
+            &format!(
+                "{program}: {call}: Invalid argument: this system allows segments of at most 512 \
+                 bytes (kernel.shmmax); raise the limit (as root: sysctl -w kernel.shmmax={size})"
+            ),
+        );
+    }
+}
+
 // ---- garbage in the segment ------------------------------------------------------------------
 
 #[test]
@@ -829,7 +998,7 @@ fn a_request_without_nul_is_answered_without_reading_past_the_segment() {
     assert!(server.status.success(), "{server}");
     let complaint = "sipc1: request: text without NUL in its 1020 bytes; answered anyway";
     assert_eq!(server.stderr.trim_end(), complaint, "{server}");
-    let shown = "\u{fffd}".repeat(SIPC_SIZE - 4);
+    let shown = r"\377".repeat(SIPC_SIZE - 4);
     assert_eq!(
         server.lines(),
         [format!("Received request: {shown}.....Replied.")]
@@ -840,29 +1009,136 @@ fn a_request_without_nul_is_answered_without_reading_past_the_segment() {
 }
 
 #[test]
-fn a_garbage_flag_and_reply_do_not_confuse_the_client() {
+fn a_flag_left_by_a_process_that_has_gone_is_reported_and_replaced_and_a_garbage_reply_is_shown() {
     let lab = Lab::new();
-    let server = CPeer::create(&lab, SIPC_SIZE, 0o600);
-    server.area().flag.store(7, Relaxed); // neither 0 nor 1: left by who knows what
+    let key = Key::segment(lab.id());
+    let id = shmget(key, SIPC_SIZE, libc::IPC_CREAT | 0o600).unwrap();
+    let left = Attached::attach(id).unwrap();
+    left.sipc().unwrap().flag.store(7, Relaxed); // neither 0 nor 1: left by who knows what
+    drop(left); // and gone
     let client = lab.start("sipc2", &[] as &[&str]);
+    client.wait_for_stdout("Sent a request.....");
+    let server = CPeer::create(&lab, SIPC_SIZE, 0o600); // finds the client's segment
     server.wait_for_flag(REQUEST);
     server.write_text(&[b'x'; SIPC_SIZE - 4]); // no NUL anywhere
     server.write_text(b"\x1b[2J\xc3(\n"); // an escape sequence, bad UTF-8, a newline
     server.area().flag.store(EMPTY, Release);
     let client = client.finish();
     assert!(client.status.success(), "{client}");
-    assert!(
-        client
-            .stderr
-            .contains("sipc2: reply: text without NUL in its 1020 bytes"),
+    assert_eq!(
+        client.stderr.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "sipc2: the flag of segment {key} holds 7, neither 0 (empty) nor 1 (a request), \
+                 left by a process that has gone (nobody else is attached); replacing it"
+            )
+            .as_str(),
+            "sipc2: reply: text without NUL in its 1020 bytes"
+        ],
         "{client}"
     );
-    let expected = format!("\\u{{1b}}[2J\u{fffd}(\\n{}", "x".repeat(SIPC_SIZE - 4 - 7));
+    let expected = format!(r"\33[2J\303(\n{}", "x".repeat(SIPC_SIZE - 4 - 7));
     assert_eq!(
         client.lines(),
         [format!("Sent a request.....Received reply: {expected}")]
     );
     server.remove();
+}
+
+#[test]
+fn a_flag_neither_0_nor_1_in_use_is_reported_not_overwritten_or_waited_on() {
+    let lab = Lab::new();
+    let key = Key::segment(lab.id());
+    let other = CPeer::create(&lab, SIPC_SIZE, 0o600); // a program still attached
+    for value in [2, -1, 7] {
+        other.area().flag.store(value, Relaxed);
+        for program in ["sipc1", "sipc2"] {
+            let run = lab.run(program, &["--timeout", "10"]);
+            run.assert_failure(
+                1,
+                &format!(
+                    "{program}: the flag of segment {key} holds {value}, neither 0 (empty) nor 1 \
+                     (a request); is another program using this key? use another --id (or \
+                     IPCLAB_ID)"
+                ),
+            );
+            assert!(run.stdout.is_empty(), "{run}");
+            assert_eq!(other.area().flag.load(Relaxed), value, "{run}");
+        }
+    }
+    other.remove();
+}
+
+#[test]
+fn a_server_resets_a_flag_left_by_a_process_that_has_gone_and_serves() {
+    let lab = Lab::new();
+    let key = Key::segment(lab.id());
+    let id = shmget(key, SIPC_SIZE, libc::IPC_CREAT | 0o600).unwrap();
+    Attached::attach(id)
+        .unwrap()
+        .sipc()
+        .unwrap()
+        .flag
+        .store(-1, Relaxed); // and detached
+    let server = lab.start("sipc1", &[] as &[&str]);
+    server.wait_for_stderr(&format!(
+        "sipc1: the flag of segment {key} holds -1, neither 0 (empty) nor 1 (a request), left \
+         by a process that has gone (nobody else is attached); reset to 0"
+    ));
+    let client = lab.start("sipc2", &[] as &[&str]);
+    let client_pid = client.pid();
+    client.finish().assert_success();
+    let server = server.finish();
+    assert!(server.status.success(), "{server}");
+    assert_eq!(server.lines(), [request_line(client_pid)], "{server}");
+}
+
+#[test]
+fn a_segment_of_our_own_with_mode_0700_is_used() {
+    // The owner's execute bit lets nobody else in: not a reason to refuse.
+    let lab = Lab::new();
+    let client = CPeer::create(&lab, SIPC_SIZE, 0o700);
+    client.write_text(&c_string("This is a request from 4242."));
+    client.area().flag.store(REQUEST, Release);
+    let server = lab.start("sipc1", &[] as &[&str]);
+    let reply = c_string(&format!("This is a reply from {}.", server.pid()));
+    server.finish().assert_success();
+    assert_eq!(client.text()[..reply.len()], reply);
+    drop(client);
+
+    let lab = Lab::new();
+    let server = CPeer::create(&lab, SIPC_SIZE, 0o700);
+    let client = lab.start("sipc2", &[] as &[&str]);
+    server.wait_for_flag(REQUEST);
+    server.write_text(&c_string("This is a reply from 4242."));
+    server.area().flag.store(EMPTY, Release);
+    let client = client.finish();
+    client.assert_success();
+    assert_eq!(client.lines(), [reply_line(Pid::from_raw(4242))]);
+    server.remove();
+}
+
+#[test]
+fn a_peers_text_reads_the_same_on_stdout_as_in_a_warning() {
+    // C notation for both: `\33` for ESC, as --trace and strace write it.
+    let lab = Lab::new();
+    let text = "esc\x1b[2J \\ tab\t";
+    let client = CPeer::create(&lab, SIPC_SIZE, 0o600);
+    client.write_text(&c_string(text));
+    client.area().flag.store(REQUEST, Release);
+    drop(client); // gone: its request is stale
+    let server = lab.start("sipc1", &[] as &[&str]);
+    let shown = r"esc\33[2J \\ tab\t";
+    server.wait_for_stderr(&format!("sipc1: stale request \"{shown}\" in segment "));
+    let client = CPeer::create(&lab, SIPC_SIZE, 0o600); // a live C client with the same text
+    client.write_text(&c_string(text));
+    client.area().flag.store(REQUEST, Release);
+    let server = server.finish();
+    assert!(server.status.success(), "{server}");
+    assert_eq!(
+        server.lines(),
+        [format!("Received request: {shown}.....Replied.")]
+    );
 }
 
 proptest! {
@@ -886,7 +1162,7 @@ proptest! {
         let area = Sipc::new();
         area.text.iter().for_each(|b| b.store(b'#', Relaxed)); // garbage after the NUL
         area.write_text(&text).unwrap();
-        prop_assert_eq!(area.text().unwrap(), text);
+        prop_assert_eq!(area.text().unwrap(), text.replace('\\', r"\\")); // C notation
     }
 
     #[test]
@@ -916,6 +1192,40 @@ fn a_server_whose_stdout_fails_still_answers_and_leaves_nothing() {
     server
         .finish()
         .assert_failure(1, "sipc1: writing to stdout: No space left on device");
+}
+
+#[test]
+fn a_server_whose_stdout_blocks_answers_first() {
+    // sipc1's stdout is a pipe that is full and that nobody reads yet: printing blocks. The
+    // client gets its reply all the same; the lines follow once the pipe is read.
+    let lab = Lab::new();
+    let pipe = lab.dir().join("stdout.pipe");
+    nix::unistd::mkfifo(&pipe, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let ends = nix::fcntl::open(&pipe, flags, nix::sys::stat::Mode::empty()).unwrap();
+    for chunk in [4096, 1] {
+        while nix::unistd::write(&ends, &vec![b'#'; chunk]).is_ok() {}
+    }
+    let sipc1 = exe("sipc1").unwrap();
+    let server = lab.start("sh", &["-c", r#"exec "$0" >stdout.pipe"#, sipc1]);
+    wait_for_attached(&lab, 1);
+    let client = lab.start("sipc2", &["--timeout", "10"]);
+    let client_pid = client.pid();
+    let client = client.finish();
+    client.assert_success();
+    assert_eq!(client.lines(), [reply_line(server.pid())]);
+
+    let mut read = Vec::new();
+    let expected = format!("{}\n", request_line(client_pid));
+    wait_until("sipc1's lines in the pipe", || {
+        let mut buf = [0u8; 65536];
+        while let Ok(n @ 1..) = nix::unistd::read(&ends, &mut buf) {
+            read.extend(buf[..n].iter().filter(|&&b| b != b'#'));
+        }
+        read.len() >= expected.len()
+    });
+    assert_eq!(String::from_utf8_lossy(&read), expected);
+    server.finish().assert_success();
 }
 
 #[test]
