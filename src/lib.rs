@@ -21,7 +21,7 @@
 //! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
 //! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
 //! | [`sem`]       | System V semaphores: semget/semop/semctl and the set's owner (ipcbench's `shm-sem`) |
-//! | [`bench`]     | ipcbench: every mechanism of the lecture measured side by side (latency, throughput, checked data) |
+//! | [`bench`](mod@bench) | ipcbench: every mechanism of the lecture measured side by side (latency, throughput, checked data) |
 //! | [`mman`]      | memory-mapped files: `mmap`/`munmap`, a copy between mappings that survives SIGBUS, mipc's shared counter, mycp3's two files |
 //!
 //! The lab manual (`labs.md`) explains the concepts; the code points to it.

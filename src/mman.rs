@@ -8,7 +8,7 @@
 //! | `memcpy(dst, src, len)` between two mappings| [`Mapping::copy_from`]                      |
 //! | `madvise(addr, len, MADV_POPULATE_WRITE)`   | [`madvise_populate_write`]                  |
 //! | `ftruncate(fd, len)`, `posix_fallocate(fd, 0, len)` | [`ftruncate`], [`posix_fallocate`]  |
-//! | `PROT_READ`, `PROT_WRITE`, `MAP_SHARED`     | the constants of the same names             |
+//! | `PROT_READ`, `PROT_WRITE`, `MAP_SHARED`, `MAP_PRIVATE` | the constants of the same names  |
 //!
 //! Each of these calls goes through [`crate::trace::call`], so `--trace` shows it in C notation
 //! with its real values (`mmap(NULL, 8, PROT_READ|PROT_WRITE, MAP_SHARED, 3, 0) = 0x7f…`) and
@@ -58,6 +58,9 @@ pub const PROT_READ: ProtFlags = ProtFlags::PROT_READ;
 pub const PROT_WRITE: ProtFlags = ProtFlags::PROT_WRITE;
 /// Changes are shared: they reach the file, and every process that maps it sees them.
 pub const MAP_SHARED: MapFlags = MapFlags::MAP_SHARED;
+/// Changes are private: copy-on-write, each process (after `fork`, too) gets its own copy of a
+/// page at its first write (mipc's question in labs.md is to try it).
+pub const MAP_PRIVATE: MapFlags = MapFlags::MAP_PRIVATE;
 /// Fault all pages in during `mmap` (one system call instead of one page fault per page).
 pub const MAP_POPULATE: MapFlags = MapFlags::MAP_POPULATE;
 
