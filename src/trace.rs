@@ -19,7 +19,8 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,8 +34,11 @@ use crate::wait::{self, Deadline};
 
 /// Whether any of the three modes is on: the one flag a wrapper reads when it is off.
 static ON: AtomicBool = AtomicBool::new(false);
-/// `--step` (until `c` + Enter turns it off for this process).
-static STEP: AtomicBool = AtomicBool::new(false);
+/// `--step`, until `c` + Enter turns it off: a flag in memory shared with the processes this one
+/// forks later (a parent and its child on one terminal stop stepping together), or this
+/// process's own flag if the shared page cannot be had.
+static STEP: AtomicPtr<AtomicBool> = AtomicPtr::new(std::ptr::null_mut());
+static STEP_HERE: AtomicBool = AtomicBool::new(false);
 /// `--slow`, in microseconds (0: off).
 static SLOW_MICROS: AtomicU64 = AtomicU64::new(0);
 /// The terminal `--step` reads, opened at start.
@@ -65,9 +69,12 @@ impl ClassroomOptions {
     /// from: without one it is an error (a usage error, for the caller to report).
     pub fn enable(&self) -> Result<(), String> {
         if self.step {
+            // Non-blocking: when the other process of a pair takes the line first, our read
+            // finds nothing (EAGAIN) instead of waiting for the next line.
             let tty = File::options()
                 .read(true)
                 .write(true)
+                .custom_flags(libc::O_NONBLOCK)
                 .open("/dev/tty")
                 .map_err(|e| {
                     format!("--step needs a terminal to read Enter from (/dev/tty: {e})")
@@ -83,7 +90,8 @@ impl ClassroomOptions {
                 );
             }
             *TTY.lock().unwrap_or_else(|p| p.into_inner()) = Some(tty);
-            STEP.store(true, Ordering::Relaxed);
+            STEP.store(shared_flag(), Ordering::Relaxed);
+            stepping().store(true, Ordering::Relaxed);
         }
         // `--slow 0` (or IPCLAB_SLOW=0) is no slow motion.
         let slow = self.slow.filter(|slow| !slow.is_zero());
@@ -101,6 +109,36 @@ fn parse_slow(text: &str) -> Result<Duration, String> {
     match text.trim() {
         "" | "0" => Ok(Duration::ZERO),
         seconds => crate::cli::parse_seconds(seconds),
+    }
+}
+
+/// The `--step` flag: the shared one if there is one, else this process's own.
+fn stepping() -> &'static AtomicBool {
+    let shared = STEP.load(Ordering::Relaxed);
+    // SAFETY: a non-null pointer in STEP points into a page mapped once and never unmapped
+    // (shared_flag), which holds an AtomicBool (all-zero bytes are `false`).
+    unsafe { shared.as_ref() }.unwrap_or(&STEP_HERE)
+}
+
+/// A flag in an anonymous `MAP_SHARED` page, shared with children forked later; null if the page
+/// cannot be had (then each process steps on its own).
+fn shared_flag() -> *mut AtomicBool {
+    use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+    let size = std::num::NonZeroUsize::new(std::mem::size_of::<AtomicBool>())
+        .unwrap_or(std::num::NonZeroUsize::MIN);
+    // SAFETY: a new anonymous mapping, at an address the kernel chooses: it overlaps nothing.
+    // It is never unmapped, so the pointer stays valid for the life of the process (and of the
+    // children that inherit it); the kernel fills it with zeros, a valid `AtomicBool` (false).
+    match unsafe {
+        mmap_anonymous(
+            None,
+            size,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+        )
+    } {
+        Ok(page) => page.as_ptr().cast(),
+        Err(_) => std::ptr::null_mut(),
     }
 }
 
@@ -233,7 +271,7 @@ fn pause_before(text: &str) -> nix::Result<()> {
     if slow > 0 {
         let _ = wait::poll(&[], Deadline::within(Some(Duration::from_micros(slow))));
     }
-    if STEP.load(Ordering::Relaxed) && crate::signals::caught().is_none() {
+    if stepping().load(Ordering::Relaxed) && crate::signals::caught().is_none() {
         wait_for_enter(text);
     }
     match crate::signals::caught() {
@@ -259,22 +297,32 @@ fn wait_for_enter(text: &str) {
     }
     let mut answer = [0u8; 256];
     loop {
-        if wait::poll(&[(tty.as_fd(), PollFlags::POLLIN)], Deadline::NEVER).is_err() {
-            // A signal (see pause_before): end the prompt's line before anything else is said.
-            let _ = crate::out::write_to(tty.as_fd(), b"\n");
-            return;
+        // Look again now and then: `c` typed to the other process of a parent and child on one
+        // terminal ends the stepping of both (the flag is shared).
+        let a_while = Deadline::within(Some(Duration::from_millis(100)));
+        match wait::poll(&[(tty.as_fd(), PollFlags::POLLIN)], a_while) {
+            Ok(_) => {}
+            Err(e) if e.is::<wait::TimedOut>() => match stepping().load(Ordering::Relaxed) {
+                true => continue,
+                false => return,
+            },
+            Err(_) => {
+                // A signal (see pause_before): end the prompt's line before anything else.
+                let _ = crate::out::write_to(tty.as_fd(), b"\n");
+                return;
+            }
         }
         match tty.read(&mut answer) {
             // Another process on this terminal took the line: wait for the next one.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) | Ok(0) => {
-                STEP.store(false, Ordering::Relaxed); // the terminal is gone: run on
+                stepping().store(false, Ordering::Relaxed); // the terminal is gone: run on
                 return;
             }
             Ok(n) => {
                 if answer[..n].trim_ascii().eq_ignore_ascii_case(b"c") {
-                    STEP.store(false, Ordering::Relaxed);
+                    stepping().store(false, Ordering::Relaxed);
                 }
                 return;
             }

@@ -276,6 +276,32 @@ fn slow_motion_paces_each_call_and_traces_it() {
 }
 
 #[test]
+fn c_and_enter_ends_the_stepping_of_parent_and_child_alike() {
+    let lab = Lab::new();
+    let sync = exe("sync").unwrap();
+    let (run, keys) = start_on_a_terminal(&lab, &format!("{sync} --loops 3 --step"));
+    // Enter for the two pipes and the fork; then both processes wait at a prompt.
+    for prompts in 1..=3 {
+        wait_until("the next prompt", || {
+            run.stdout_so_far().matches("next: ").count() == prompts
+        });
+        press(&keys, "\n");
+    }
+    wait_until("a prompt of each process", || {
+        let seen = run.stdout_so_far();
+        seen.matches("next: ").count() >= 5 // parent's and child's first prompts after fork
+    });
+    press(&keys, "c\n"); // one of the two reads it; the other must run on as well
+    let finished = run.finish();
+    assert!(finished.status.success(), "{finished}");
+    assert_eq!(
+        finished.stdout().matches("Child: Tell to parent").count(),
+        3,
+        "{finished}"
+    );
+}
+
+#[test]
 fn step_without_a_terminal_is_a_usage_error() {
     let lab = Lab::new();
     // setsid: a new session without a controlling terminal, whatever the test runner has.
