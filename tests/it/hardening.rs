@@ -15,6 +15,19 @@ use nix::unistd::Pid;
 
 use crate::harness::{children_of, wait_until, Lab, DEADLINE};
 
+/// A process started here without the harness (its stdout or stderr is a file or a pipe of the
+/// test's own): killed and reaped if the test ends first, say on a failed assertion.
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Waits for `child` to end within the [`DEADLINE`]; kills it and fails the test otherwise.
 fn wait_ended(child: &mut Child, what: &str) -> ExitStatus {
     let started = Instant::now();
@@ -38,8 +51,9 @@ fn run_into_dev_full(lab: &Lab, program: &str, args: &[&str]) -> ExitStatus {
         .stdout(File::create("/dev/full").unwrap())
         .stderr(File::create("/dev/full").unwrap())
         .spawn()
+        .map(Guarded)
         .unwrap();
-    wait_ended(&mut child, program)
+    wait_ended(&mut child.0, program)
 }
 
 #[test]
@@ -64,6 +78,7 @@ fn a_server_whose_stderr_is_full_goes_on_serving() {
         .stdout(Stdio::null())
         .stderr(File::create("/dev/full").unwrap())
         .spawn()
+        .map(Guarded)
         .unwrap();
     let fifo = lab.dir().join(".fifo");
     wait_until(".fifo to appear", || fifo.exists());
@@ -72,8 +87,8 @@ fn a_server_whose_stderr_is_full_goes_on_serving() {
     nix::unistd::write(&writer, b"hello").unwrap();
     drop(writer);
     lab.run("fifoc", &["--timeout", "10"]).assert_success();
-    kill(Pid::from_raw(server.id() as i32), Signal::SIGTERM).unwrap();
-    assert_eq!(wait_ended(&mut server, "fifos").code(), Some(0));
+    kill(Pid::from_raw(server.0.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(wait_ended(&mut server.0, "fifos").code(), Some(0));
 }
 
 #[test]
@@ -85,10 +100,11 @@ fn a_failed_stdout_is_reported_once_not_by_parent_and_child() {
             .stdout(File::create("/dev/full").unwrap())
             .stderr(Stdio::piped())
             .spawn()
+            .map(Guarded)
             .unwrap();
-        let status = wait_ended(&mut child, program);
+        let status = wait_ended(&mut child.0, program);
         let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
         assert_eq!(status.code(), Some(1), "{program}: {stderr}");
         assert_eq!(
             stderr,
@@ -149,6 +165,7 @@ fn a_server_blocked_on_a_full_stdout_still_stops_on_sigterm() {
         .stdout(Stdio::from(stdout_writer))
         .stderr(Stdio::null())
         .spawn()
+        .map(Guarded)
         .unwrap();
     let fifo = lab.dir().join(".fifo");
     wait_until(".fifo to appear", || fifo.exists());
@@ -169,8 +186,8 @@ fn a_server_blocked_on_a_full_stdout_still_stops_on_sigterm() {
         }
         false
     });
-    kill(Pid::from_raw(server.id() as i32), Signal::SIGTERM).unwrap();
-    let status = wait_ended(&mut server, "fifos blocked on stdout");
+    kill(Pid::from_raw(server.0.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_ended(&mut server.0, "fifos blocked on stdout");
     assert_eq!(
         status.code(),
         Some(0),
@@ -224,9 +241,10 @@ fn a_one_page_pipe_with_room_left_takes_the_whole_output() {
         .stdout(Stdio::from(writer))
         .stderr(Stdio::null())
         .spawn()
+        .map(Guarded)
         .unwrap();
     assert_eq!(
-        wait_ended(&mut client, "fifoc into a one-page pipe").code(),
+        wait_ended(&mut client.0, "fifoc into a one-page pipe").code(),
         Some(0)
     );
     let mut output = String::new();
