@@ -126,12 +126,6 @@ pub fn end_partial_line() {
     }
 }
 
-/// Kept for `fork`: nothing is buffered (every write goes straight to the descriptor), so
-/// there is nothing a child could print twice.
-pub fn flush() -> anyhow::Result<()> {
-    Ok(())
-}
-
 /// Why [`write_to`] stopped.
 pub(crate) enum WriteError {
     /// A termination signal was caught while the write waited (see [`crate::signals`]).

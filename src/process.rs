@@ -1,4 +1,4 @@
-//! Processes: `fork` with stdout flushed, waiting for a child, and `exec` of a program, with
+//! Processes: `fork`, waiting for a child, and `exec` of a program, with
 //! the parent told whether the child's `exec` worked ([`ExecCheck`]).
 
 use std::ffi::{CString, OsStr, OsString};
@@ -21,15 +21,14 @@ use crate::out::StdoutFailed;
 use crate::sync::PeerGone;
 use crate::wait::TimedOut;
 
-/// `fork(2)`, after flushing stdout so that the child does not print the parent's pending text
-/// a second time. The child gets a signal self-pipe of its own
-/// ([`crate::signals::renew_after_fork`]).
+/// `fork(2)`, traced. Nothing needs flushing first: [`crate::out`](mod@crate::out) buffers nothing (each line
+/// goes straight to the descriptor), so the child has no pending text to print a second time.
+/// The child gets a signal self-pipe of its own ([`crate::signals::renew_after_fork`]).
 ///
 /// # Safety
 /// As for [`nix::unistd::fork`]: the calling program must be single-threaded (all the
 /// exercises are), or the child may only call async-signal-safe functions.
 pub unsafe fn fork() -> anyhow::Result<ForkResult> {
-    crate::out::flush()?;
     // SAFETY: the caller guarantees the conditions of nix::unistd::fork (see above).
     let forked = unsafe { crate::sys::traced_fork() }.context("fork")?;
     if let ForkResult::Child = forked {
