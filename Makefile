@@ -5,7 +5,8 @@
 # never makes a target look up to date after a source change.
 
 EXERCISES  := pipe sync mymore fifos fifoc msgq1 msgq2 shm sipc1 sipc2 mycp3 mipc
-# Programs that are not exercises of the lecture: the benchmark of all its mechanisms.
+# Programs that are not exercises of the lecture: the benchmark of all its mechanisms, a package
+# of its own (bench/) in the same workspace, so that building the exercises never builds it.
 EXTRAS     := ipcbench
 PROGRAMS   := $(EXERCISES) $(EXTRAS)
 CARGO      ?= cargo
@@ -17,18 +18,22 @@ ID         ?= $(or $(IPCLAB_ID),0)
 .PHONY: all help demo test bench ipcclean clean $(PROGRAMS)
 
 all:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 	@for name in $(PROGRAMS); do ln -sfn $(BIN_DIR)/$$name $$name; done
 
-$(PROGRAMS):
+$(EXERCISES):
 	$(CARGO) build --release --bin $@
+	@ln -sfn $(BIN_DIR)/$@ $@
+
+$(EXTRAS):
+	$(CARGO) build --release --package $@ --bin $@
 	@ln -sfn $(BIN_DIR)/$@ $@
 
 demo: all
 	@./scripts/demo.sh
 
 test:
-	$(CARGO) test
+	$(CARGO) test --workspace
 
 # Timings depend on the machine and its load: not part of `make test`.
 bench:

@@ -7,11 +7,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin=${CARGO_TARGET_DIR:-target}/release
 
-# build NAME...: builds these binaries (release), quietly.
+# build NAME...: builds these binaries (release), quietly: the exercises or ipcbench (a
+# package of its own in the workspace).
 build() {
     local args=() name
     for name; do args+=(--bin "$name"); done
-    cargo build --release --quiet "${args[@]}"
+    cargo build --release --quiet --workspace "${args[@]}"
 }
 
 # now_us: microseconds since the epoch, without starting a process (bash 5's EPOCHREALTIME), so

@@ -2,7 +2,8 @@
 //!
 //! One binary per exercise of the lecture (`src/bin/*.rs`) and this small library that they
 //! share. The binaries read like the slides; the library holds what would otherwise be written
-//! twelve times, and every `unsafe` block of the suite.
+//! twelve times, and every `unsafe` block of the exercises. (The benchmark `ipcbench`, with its
+//! System V semaphores, is a package of its own in `bench/` that uses this library.)
 //!
 //! | module        | concern                                                                 |
 //! |---------------|-------------------------------------------------------------------------|
@@ -20,13 +21,10 @@
 //! | [`sys`]       | the lecture's calls on pipes, FIFOs and files (`pipe`, `read`, `write`, `open`, `mkfifo`…), traced |
 //! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
 //! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
-//! | [`sem`]       | System V semaphores: semget/semop/semctl and the set's owner (ipcbench's `shm-sem`) |
-//! | [`bench`](mod@bench) | ipcbench: every mechanism of the lecture measured side by side (latency, throughput, checked data) |
 //! | [`mman`]      | memory-mapped files: `mmap`/`munmap`, a copy between mappings that survives SIGBUS, mipc's shared counter, mycp3's two files |
 //!
 //! The lab manual (`labs.md`) explains the concepts; the code points to it.
 
-pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod fifo;
@@ -34,7 +32,6 @@ pub mod mman;
 pub mod msg;
 pub mod out;
 pub mod process;
-pub mod sem;
 pub mod server_lock;
 pub mod shm;
 pub mod signals;

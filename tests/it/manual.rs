@@ -17,16 +17,16 @@
 //! stands for a number, and `…` for any text. A line may end in `# exit N`: that command must
 //! exit with N (default 0). A `strace -e trace=LIST` command must show every call of LIST.
 //!
-//! Every block runs with its own lab ID and directory; nothing may be left behind.
+//! Every block runs with its own lab ID and directory; nothing may be left behind. Each package
+//! runs the sections of its own programs ([`manual_section_is_ours`]).
 
 use std::path::Path;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
 
-use crate::harness::{exe, Finished, Lab, Running, DEADLINE};
-
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+use crate::harness::{manual_section_is_ours, Finished, Lab, Running, DEADLINE};
+use crate::{PROGRAMS, ROOT};
 
 /// A fenced block of the manual, with the section it is in.
 #[derive(Debug, Clone)]
@@ -88,15 +88,11 @@ fn command(line: &str) -> Option<(String, i32)> {
     Some((command.to_string(), status))
 }
 
-/// A bench for one block: its own lab, with every exercise as `./NAME`.
+/// A bench for one block: its own lab, with every program of this package as `./NAME`.
 fn bench() -> Lab {
     let lab = Lab::new();
-    for entry in std::fs::read_dir(Path::new(ROOT).join("src/bin")).unwrap() {
-        let name = entry.unwrap().path();
-        let name = name.file_stem().unwrap().to_str().unwrap();
-        if let Some(binary) = exe(name) {
-            std::os::unix::fs::symlink(binary, lab.dir().join(name)).unwrap();
-        }
+    for (name, binary) in PROGRAMS {
+        std::os::unix::fs::symlink(binary, lab.dir().join(name)).unwrap();
     }
     lab
 }
@@ -341,6 +337,9 @@ fn every_runnable_command_of_the_manual_works_and_prints_what_it_says() {
             .iter()
             .take_while(|b| b.kind() == "expected")
             .collect();
+        if !manual_section_is_ours(&block.section) {
+            continue;
+        }
         let (server, printed) = match block.info.as_str() {
             info if info.starts_with("sh run") => (Printed::default(), run_block(&bench(), block)),
             info if info.starts_with("sh pair") => run_pair(&bench(), block),
@@ -355,7 +354,10 @@ fn every_runnable_command_of_the_manual_works_and_prints_what_it_says() {
         }
         ran += 1;
     }
-    assert!(ran >= 8, "only {ran} runnable blocks in labs.md");
+    assert!(
+        ran > 0,
+        "no runnable block in this package's sections of labs.md"
+    );
 }
 
 #[test]

@@ -7,10 +7,9 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{anyhow, Context};
+use ipclab::sys;
+use ipclab::wait::{self, Deadline};
 use nix::poll::PollFlags;
-
-use crate::sys;
-use crate::wait::{self, Deadline};
 
 const RECORD: usize = 32;
 
@@ -142,7 +141,7 @@ impl End {
     pub fn wait_report(&self) -> anyhow::Result<Report> {
         match self.read()? {
             Some([bad, end_ns, ..]) => Ok(Report { bad, end_ns }),
-            None => Err(super::links::ended("waiting for the receiver's report")),
+            None => Err(crate::links::ended("waiting for the receiver's report")),
         }
     }
 }

@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicU32, Ordering::Acquire, Ordering::Release};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _};
+use ipclab::msg::{msgrcv, msgsnd, MsgBuf, MsqId};
+use ipclab::shm::Segment;
+use ipclab::sysv::Key;
+use ipclab::{process, signals, sys};
 use nix::unistd::ForkResult;
 
-use super::peer::{self, ChildGuard};
-use super::{links, Context, Latency, Mechanism, Settings, MESSAGE};
-use crate::msg::{msgrcv, msgsnd, MsgBuf, MsqId};
-use crate::shm::Segment;
-use crate::sysv::Key;
-use crate::{process, signals, sys};
+use crate::peer::{self, ChildGuard};
+use crate::{links, Context, Latency, Mechanism, Settings, MESSAGE};
 
 /// The mechanisms that have a bare loop.
 pub const MECHANISMS: [Mechanism; 4] = [
@@ -70,7 +70,7 @@ pub unsafe fn compare(
         sizes: Vec::new(),
         ..settings.clone()
     };
-    let pool = super::data::Pool::new(MESSAGE);
+    let pool = crate::data::Pool::new(MESSAGE);
     let mut all = Vec::new();
     for &mechanism in settings
         .mechanisms
@@ -82,15 +82,15 @@ pub unsafe fn compare(
             note(mechanism, &format!("bare loop {round}/{ROUNDS}"));
             // SAFETY: our caller guarantees a single-threaded program.
             let bare_run = unsafe { bare_loop(mechanism, trips, settings.id) };
-            bare.push(bare_run.map_err(super::signal_first)?);
+            bare.push(bare_run.map_err(crate::signal_first)?);
             let context = Context {
                 settings: &own,
                 pool: &pool,
                 note: &|what| note(mechanism, &format!("ipcbench {what} {round}/{ROUNDS}")),
             };
             // SAFETY: as above.
-            let own_run = unsafe { super::measure(mechanism, &context) };
-            ipcbench.push(own_run.map_err(super::signal_first)?.latency);
+            let own_run = unsafe { crate::measure(mechanism, &context) };
+            ipcbench.push(own_run.map_err(crate::signal_first)?.latency);
         }
         all.push(Comparison {
             mechanism,
@@ -117,7 +117,7 @@ fn median(mut runs: Vec<Latency>) -> Latency {
 /// # Safety
 /// As for [`compare`].
 unsafe fn bare_loop(mechanism: Mechanism, trips: u64, id: u32) -> anyhow::Result<Latency> {
-    let total = trips + super::WARM_UP_TRIPS;
+    let total = trips + crate::WARM_UP_TRIPS;
     let mut samples = Vec::with_capacity(total as usize);
     match mechanism {
         Mechanism::Pipe => {
@@ -157,8 +157,8 @@ unsafe fn bare_loop(mechanism: Mechanism, trips: u64, id: u32) -> anyhow::Result
         }
         other => bail!("{} has no bare loop", other.name()),
     }
-    samples.drain(..super::WARM_UP_TRIPS as usize);
-    Ok(super::percentiles(samples))
+    samples.drain(..crate::WARM_UP_TRIPS as usize);
+    Ok(crate::percentiles(samples))
 }
 
 /// Forks a child that runs `child` and exits: 0 if it returned true.

@@ -18,8 +18,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ipclab::bench::report::{self, Progress};
-use ipclab::bench::{bare, Mechanism, Settings, DEFAULT_SIZES};
+use ipcbench::report::{self, Progress};
+use ipcbench::{bare, Mechanism, Settings, DEFAULT_SIZES};
 use ipclab::cli::IdOption;
 use ipclab::{out, outln};
 
@@ -32,7 +32,7 @@ struct Options {
     only: Vec<Mechanism>,
 
     /// Throughput chunk size(s) in bytes, comma-separated (K and M allowed) [default: 4K,64K,1M]
-    #[arg(long, value_name = "BYTES", value_delimiter = ',', value_parser = ipclab::bench::parse_size)]
+    #[arg(long, value_name = "BYTES", value_delimiter = ',', value_parser = ipcbench::parse_size)]
     size: Vec<usize>,
 
     /// Run each measurement SECS seconds [default: latency 0.5 s; throughput 256 MiB per size]
@@ -102,7 +102,7 @@ fn bench(options: Options) -> anyhow::Result<()> {
     }
 
     // SAFETY: this program is single-threaded.
-    let results = unsafe { ipclab::bench::measure_all(&settings, &note) };
+    let results = unsafe { ipcbench::measure_all(&settings, &note) };
     progress.clear();
     let results = results?;
     if options.json {

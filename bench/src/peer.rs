@@ -15,10 +15,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use ipclab::signals::TERMINATION_SIGNALS;
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
-
-use crate::signals::TERMINATION_SIGNALS;
 
 /// Set by the `SIGCHLD` handler.
 static CHILD_ENDED: AtomicBool = AtomicBool::new(false);
@@ -87,7 +86,7 @@ impl ChildGuard {
     /// exited with status 0.
     pub fn finish(mut self) -> anyhow::Result<()> {
         match self.pid.take() {
-            Some(pid) => crate::process::wait_child(pid),
+            Some(pid) => ipclab::process::wait_child(pid),
             None => Ok(()),
         }
     }

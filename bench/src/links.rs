@@ -8,7 +8,7 @@
 //! | [`Shared`]    | `memcpy` into shared memory, then a flag (spin, then yield) or a `semop` V | a flag or a `semop` P, checksum read in place |
 //!
 //! Every wait ends when a termination signal is caught (`EINTR`, or the check in a spin) or
-//! when the child has ended (`SIGCHLD`, see [`super::peer`]): the parent never waits for a
+//! when the child has ended (`SIGCHLD`, see [`crate::peer`]): the parent never waits for a
 //! child that is gone. A child never waits for a parent that is gone: it dies with it.
 
 use std::ffi::c_long;
@@ -18,15 +18,15 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Release};
 
 use anyhow::{anyhow, Context};
+use ipclab::msg::{self, MsgBuf, MsqId};
+use ipclab::sysv::{self, Key};
+use ipclab::wait::{self, Deadline};
+use ipclab::{signals, sys};
 use nix::errno::Errno;
 
-use super::data::Checksum;
-use super::peer;
-use crate::msg::{self, MsgBuf, MsqId};
+use crate::data::Checksum;
+use crate::peer;
 use crate::sem::{self, sembuf, SemSet};
-use crate::sysv::{self, Key};
-use crate::wait::{self, Deadline};
-use crate::{signals, sys};
 
 /// Which process a link end belongs to: the parent sends pings and chunks, the child answers
 /// and receives.
@@ -163,7 +163,7 @@ impl Link for Stream {
 pub fn socketpair() -> nix::Result<(OwnedFd, OwnedFd)> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType};
     use std::os::fd::AsRawFd;
-    crate::trace::call_shown(
+    ipclab::trace::call_shown(
         || "socketpair(AF_UNIX, SOCK_STREAM, 0, sv)".into(),
         || {
             nix::sys::socket::socketpair(
@@ -484,7 +484,7 @@ impl QueueOwner {
 impl Drop for QueueOwner {
     fn drop(&mut self) {
         if let Err(errno) = msg::ipc_rmid(self.id) {
-            crate::cli::warn(format_args!(
+            ipclab::cli::warn(format_args!(
                 "msgctl({}, IPC_RMID): {}; remove it with: ipcrm -q {}",
                 self.id,
                 errno.desc(),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context};
 
-use super::{Measured, Mechanism, TOTAL_BYTES};
+use crate::{Measured, Mechanism, TOTAL_BYTES};
 
 /// `4 KiB`, `64 KiB`, `1 MiB`, `1000 B`.
 pub fn size_name(bytes: usize) -> String {
@@ -235,10 +235,10 @@ fn json_number(value: f64) -> String {
 }
 
 /// One latency object of the JSON output; `test` is `latency` (or `bare-latency`).
-pub fn json_latency(name: &str, test: &str, latency: &super::Latency) -> String {
+pub fn json_latency(name: &str, test: &str, latency: &crate::Latency) -> String {
     format!(
         "{{\"mechanism\": \"{name}\", \"test\": \"{test}\", \"bytes\": {}, \"round_trips\": {}, \"p50_us\": {}, \"p99_us\": {}}}",
-        super::MESSAGE,
+        crate::MESSAGE,
         latency.round_trips,
         json_number(latency.p50_us),
         json_number(latency.p99_us)
@@ -272,11 +272,11 @@ pub fn json(results: &[Measured]) -> String {
 
 /// The bare-loop comparison: each mechanism's p50 in ipcbench's loop and in the simplest loop,
 /// their ratio and the target for it.
-pub fn bare_table(compared: &[super::bare::Comparison]) -> String {
+pub fn bare_table(compared: &[crate::bare::Comparison]) -> String {
     let mut text = format!(
         "64-byte round trips, p50 in µs: ipcbench's own loop next to the simplest loop \
          (median of {} runs each)\n{:<14} {:>9} {:>9} {:>7} {:>9}\n",
-        super::bare::ROUNDS,
+        crate::bare::ROUNDS,
         "mechanism",
         "ipcbench",
         "bare",
@@ -303,7 +303,7 @@ pub fn bare_table(compared: &[super::bare::Comparison]) -> String {
 }
 
 /// The bare-loop comparison as JSON: a `latency` and a `bare-latency` object per mechanism.
-pub fn bare_json(compared: &[super::bare::Comparison]) -> String {
+pub fn bare_json(compared: &[crate::bare::Comparison]) -> String {
     let objects: Vec<String> = compared
         .iter()
         .flat_map(|c| {
@@ -418,7 +418,7 @@ impl Progress {
     /// Shows `text` as the line.
     pub fn show(&self, text: &str) {
         if self.on {
-            crate::out::stderr_bytes(format!("\r\x1b[K{text}").as_bytes());
+            ipclab::out::stderr_bytes(format!("\r\x1b[K{text}").as_bytes());
         }
     }
 
@@ -436,7 +436,7 @@ impl Progress {
     /// Removes the line.
     pub fn clear(&self) {
         if self.on {
-            crate::out::stderr_bytes(b"\r\x1b[K");
+            ipclab::out::stderr_bytes(b"\r\x1b[K");
         }
     }
 }

@@ -1,5 +1,9 @@
 //! ipcbench: every mechanism of the lecture measured side by side, between two processes.
 //!
+//! A package of its own, beside the lecture crate [`ipclab`] whose mechanisms it measures
+//! through its public API (students building and reading the exercises do not see it). Only
+//! what it alone uses lives here: System V semaphores ([`sem`], for `shm-sem`).
+//!
 //! For each mechanism ([`Mechanism`]) the parent makes the objects (pipes, FIFOs in a temporary
 //! directory, a socket pair, a queue, a segment and semaphores, a mapping of `/dev/zero`),
 //! forks, and then, talking to the child over the mechanism:
@@ -24,6 +28,7 @@ pub mod data;
 pub mod links;
 pub mod peer;
 pub mod report;
+pub mod sem;
 
 use std::hint::black_box;
 use std::os::fd::{AsFd, OwnedFd};
@@ -37,16 +42,17 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::ForkResult;
 
+use ipclab::mman::{self, MAP_SHARED, PROT_READ, PROT_WRITE};
+use ipclab::shm::Segment;
+use ipclab::sysv::Key;
+use ipclab::wait::{self, Deadline};
+use ipclab::{process, signals, sys};
+
 use self::control::{Command, Control, End, Report};
 use self::data::{Checksum, Pool, PATTERNS};
 use self::links::{Link, QueueOwner, Shared, Side, Stream, Turns};
 use self::peer::ChildGuard;
-use crate::mman::{self, MAP_SHARED, PROT_READ, PROT_WRITE};
-use crate::sem::SemSet;
-use crate::shm::Segment;
-use crate::sysv::Key;
-use crate::wait::{self, Deadline};
-use crate::{process, signals, sys};
+use self::sem::SemSet;
 
 /// The mechanisms, in the order of the lecture, and `memcpy` last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
@@ -351,7 +357,7 @@ unsafe fn pair<L: Link>(
                 // The parent has stopped (and says why): nothing to add.
                 Err(error) if peer_stopped(&error) => 1,
                 Err(error) => {
-                    crate::cli::warn(format_args!("receiving process: {error:#}"));
+                    ipclab::cli::warn(format_args!("receiving process: {error:#}"));
                     1
                 }
             })
@@ -381,7 +387,7 @@ unsafe fn pair<L: Link>(
 /// Whether the child's `error` only echoes the parent: it has ended or closed its ends, or it
 /// was about to stop on a signal when it forked (the child inherits that it caught one).
 fn peer_stopped(error: &anyhow::Error) -> bool {
-    crate::error::caused_by::<links::PeerEnded>(error) || signals::is_interruption(error)
+    ipclab::error::caused_by::<links::PeerEnded>(error) || signals::is_interruption(error)
 }
 
 /// A caught termination signal, if there is one, rather than `error`: what went wrong after
@@ -712,7 +718,7 @@ impl Drop for FifoDir {
             let _ = sys::unlink(path);
         }
         if let Err(e) = std::fs::remove_dir(&self.dir) {
-            crate::cli::warn(format_args!("rmdir({}): {e}", self.dir.display()));
+            ipclab::cli::warn(format_args!("rmdir({}): {e}", self.dir.display()));
         }
     }
 }
