@@ -20,7 +20,7 @@ use ipclab::{process, signals, sys};
 use nix::unistd::ForkResult;
 
 use crate::peer::{self, ChildGuard};
-use crate::{links, Context, Latency, Mechanism, Settings, MESSAGE};
+use crate::{links, Context, Latency, Mechanism, Observer, Run, Settings, MESSAGE};
 
 /// The mechanisms that have a bare loop.
 pub const MECHANISMS: [Mechanism; 4] = [
@@ -54,15 +54,17 @@ impl Comparison {
 }
 
 /// Runs, for each mechanism of `settings` that has a bare loop, the bare loop and ipcbench's
-/// latency measurement in turn, [`ROUNDS`] times each, `trips` round trips each.
+/// latency measurement in turn, [`ROUNDS`] times each, `trips` round trips each, telling
+/// `observer` what it is doing (a mechanism that fails is skipped, as in
+/// [`crate::measure_all`]).
 ///
 /// # Safety
 /// It forks: the program must be single-threaded (see [`process::fork`]).
 pub unsafe fn compare(
     settings: &Settings,
     trips: u64,
-    note: &dyn Fn(Mechanism, &str),
-) -> anyhow::Result<Vec<Comparison>> {
+    observer: &dyn Observer,
+) -> anyhow::Result<Run<Comparison>> {
     signals::catch_termination()?;
     let own = Settings {
         round_trips: Some(trips),
@@ -71,28 +73,29 @@ pub unsafe fn compare(
         ..settings.clone()
     };
     let pool = crate::data::Pool::new(MESSAGE);
-    let mut all = Vec::new();
-    for &mechanism in settings
+    let mechanisms: Vec<Mechanism> = settings
         .mechanisms
         .iter()
+        .copied()
         .filter(|m| MECHANISMS.contains(m))
-    {
+        .collect();
+    crate::each_mechanism(&mechanisms, observer, |mechanism| {
         let (mut bare, mut ipcbench) = (Vec::new(), Vec::new());
         for round in 1..=ROUNDS {
-            note(mechanism, &format!("bare loop {round}/{ROUNDS}"));
+            observer.note(mechanism, &format!("bare loop {round}/{ROUNDS}"));
             // SAFETY: our caller guarantees a single-threaded program.
-            let bare_run = unsafe { bare_loop(mechanism, trips, settings.id) };
-            bare.push(bare_run.map_err(crate::signal_first)?);
+            bare.push(unsafe { bare_loop(mechanism, trips, settings.id) }?);
             let context = Context {
                 settings: &own,
                 pool: &pool,
-                note: &|what| note(mechanism, &format!("ipcbench {what} {round}/{ROUNDS}")),
+                note: &|what| {
+                    observer.note(mechanism, &format!("ipcbench {what} {round}/{ROUNDS}"))
+                },
             };
             // SAFETY: as above.
-            let own_run = unsafe { crate::measure(mechanism, &context) };
-            ipcbench.push(own_run.map_err(crate::signal_first)?.latency);
+            ipcbench.push(unsafe { crate::measure(mechanism, &context) }?.latency);
         }
-        all.push(Comparison {
+        Ok(Comparison {
             mechanism,
             bare: median(bare),
             ipcbench: median(ipcbench),
@@ -101,9 +104,8 @@ pub unsafe fn compare(
             } else {
                 1.25
             },
-        });
-    }
-    Ok(all)
+        })
+    })
 }
 
 /// The run with the median p50.
@@ -143,7 +145,7 @@ unsafe fn bare_loop(mechanism: Mechanism, trips: u64, id: u32) -> anyhow::Result
             unsafe { streams(ends(parents)?, ends(childs)?, total, &mut samples) }?
         }
         Mechanism::Msgq => {
-            let queue = links::QueueOwner::create(Key::queue(id))?;
+            let queue = links::QueueOwner::create(id)?;
             // SAFETY: as for this function.
             unsafe { messages(queue.id(), total, &mut samples) }?
         }

@@ -26,6 +26,7 @@ pub mod bare;
 pub mod control;
 pub mod data;
 pub mod links;
+pub mod output;
 pub mod peer;
 pub mod report;
 pub mod sem;
@@ -40,8 +41,9 @@ use anyhow::{bail, Context as _};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
-use nix::unistd::ForkResult;
+use nix::unistd::{ForkResult, UnlinkatFlags};
 
+use ipclab::error::Exit;
 use ipclab::mman::{self, MAP_SHARED, PROT_READ, PROT_WRITE};
 use ipclab::shm::Segment;
 use ipclab::sysv::Key;
@@ -189,31 +191,91 @@ impl Context<'_> {
     }
 }
 
-/// Measures every mechanism of `settings`, calling `note` with what it is doing.
+/// What a run says while it goes: what it is measuring now, and each mechanism it skips.
+pub trait Observer {
+    /// `mechanism` is being measured: `what` (`latency`, `throughput, 4 KiB chunks`…).
+    fn note(&self, mechanism: Mechanism, what: &str);
+
+    /// `mechanism` could not be measured (`error`, e.g. its key is in use); the others are.
+    fn skipped(&self, mechanism: Mechanism, error: &anyhow::Error);
+}
+
+/// What a run measured (in the order of the mechanisms), and the mechanisms it skipped.
+#[derive(Debug)]
+pub struct Run<T> {
+    pub results: Vec<T>,
+    pub skipped: Vec<Mechanism>,
+}
+
+impl<T> Run<T> {
+    /// Ok if every mechanism was measured; else the error that ends the program with status 1
+    /// and no other word (the observer said why each was skipped, when it was).
+    pub fn outcome(&self) -> anyhow::Result<()> {
+        match self.skipped.is_empty() {
+            true => Ok(()),
+            false => Err(Exit::quiet(1, Skipped(self.skipped.clone())).into()),
+        }
+    }
+}
+
+/// The mechanisms a run could not measure.
+#[derive(Debug)]
+pub struct Skipped(pub Vec<Mechanism>);
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|m| m.name()).collect();
+        write!(f, "not measured: {}", names.join(", "))
+    }
+}
+
+impl std::error::Error for Skipped {}
+
+/// `measure(mechanism)` for each of `mechanisms` in turn. One that fails is skipped — the
+/// `observer` says why, at once — and the others still run; a caught termination signal ends
+/// the run.
+fn each_mechanism<T>(
+    mechanisms: &[Mechanism],
+    observer: &dyn Observer,
+    mut measure: impl FnMut(Mechanism) -> anyhow::Result<T>,
+) -> anyhow::Result<Run<T>> {
+    let mut run = Run {
+        results: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for &mechanism in mechanisms {
+        match measure(mechanism) {
+            Ok(result) => run.results.push(result),
+            Err(error) => {
+                signals::check()?; // what failed may have failed because we are stopping
+                observer.skipped(mechanism, &error);
+                run.skipped.push(mechanism);
+            }
+        }
+    }
+    Ok(run)
+}
+
+/// Measures every mechanism of `settings`, telling `observer` what it is doing.
 ///
 /// # Safety
 /// It forks: the program must be single-threaded (see [`process::fork`]).
 pub unsafe fn measure_all(
     settings: &Settings,
-    note: &dyn Fn(Mechanism, &str),
-) -> anyhow::Result<Vec<Measured>> {
+    observer: &dyn Observer,
+) -> anyhow::Result<Run<Measured>> {
     signals::catch_termination()?;
     let largest = settings.sizes.iter().copied().max().unwrap_or(0);
     let pool = Pool::new(largest.max(MESSAGE));
-    let mut all = Vec::new();
-    for &mechanism in &settings.mechanisms {
+    each_mechanism(&settings.mechanisms, observer, |mechanism| {
         let context = Context {
             settings,
             pool: &pool,
-            note: &|what| note(mechanism, what),
+            note: &|what| observer.note(mechanism, what),
         };
         // SAFETY: our caller guarantees a single-threaded program.
-        let measured = unsafe { measure(mechanism, &context) }
-            .context(mechanism.name())
-            .map_err(signal_first)?;
-        all.push(measured);
-    }
-    Ok(all)
+        unsafe { measure(mechanism, &context) }
+    })
 }
 
 /// Measures one mechanism.
@@ -238,7 +300,7 @@ unsafe fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Mea
             }?
         }
         Mechanism::Fifo => {
-            let fifos = FifoDir::create()?;
+            let fifos = FifoDir::create(context.settings.id)?;
             let (ping, pong) = (fifos.ping.clone(), fifos.pong.clone());
             unsafe { pair(context, move |side| open_fifos(&ping, &pong, side, largest)) }?
         } // the FIFOs and their directory are removed here (in the parent only)
@@ -256,7 +318,7 @@ unsafe fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Mea
             }?
         }
         Mechanism::Msgq => {
-            let queue = QueueOwner::create(Key::queue(context.settings.id))?;
+            let queue = QueueOwner::create(context.settings.id)?;
             unsafe { pair(context, |side| Ok(links::Queue::new(&queue, side))) }?
         } // removed here (in the parent only)
         Mechanism::ShmSpin | Mechanism::ShmSem => {
@@ -264,7 +326,7 @@ unsafe fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Mea
             let segment = Segment::create(key, links::area_size(largest))?;
             let attached = segment.attach()?;
             let semaphores = match mechanism {
-                Mechanism::ShmSem => Some(SemSet::create(key, links::SEMAPHORES)?),
+                Mechanism::ShmSem => Some(SemSet::create(context.settings.id, links::SEMAPHORES)?),
                 _ => None,
             };
             let base = NonNull::new(attached.addr().cast_mut()).context("shmat gave NULL")?;
@@ -388,15 +450,6 @@ unsafe fn pair<L: Link>(
 /// was about to stop on a signal when it forked (the child inherits that it caught one).
 fn peer_stopped(error: &anyhow::Error) -> bool {
     ipclab::error::caused_by::<links::PeerEnded>(error) || signals::is_interruption(error)
-}
-
-/// A caught termination signal, if there is one, rather than `error`: what went wrong after
-/// it (a child that has gone, a call cut short) comes from stopping.
-fn signal_first(error: anyhow::Error) -> anyhow::Error {
-    match signals::check() {
-        Err(interrupted) => interrupted.into(),
-        Ok(()) => error,
-    }
 }
 
 /// The parent's part: every measurement, through `link`.
@@ -683,26 +736,78 @@ fn memcpy(context: &Context) -> anyhow::Result<(Latency, Vec<Throughput>)> {
     Ok((latency, all))
 }
 
+// ---- objects in the way, objects left behind -------------------------------------------------
+
+/// What to do about the objects of lab `id` that an ipcbench killed with `kill -9` left
+/// behind: `make ipcclean` removes every one (queue, segment, semaphore set, FIFO directory).
+pub fn cleanup_hint(id: u32) -> String {
+    format!("make ipcclean ID={id}")
+}
+
+/// The error of a `create` (`call`, e.g. `msgget(key 0x8000)`) that found `what` (`a queue`)
+/// under its key already.
+pub fn key_in_use(call: String, what: &str, id: u32) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what} with this key exists already (another program's, or left by one killed with \
+         kill -9: {}); {}",
+        cleanup_hint(id),
+        ipclab::sysv::OTHER_ID_HINT
+    )
+    .context(call)
+}
+
+/// Says that removing an object (`call`, e.g. `msgctl(5, IPC_RMID)`) failed with `errno` and
+/// how to remove it — unless it was gone already (`EINVAL`, `EIDRM`: removed under us, which
+/// the measurement has reported).
+pub fn warn_not_removed(call: &str, errno: Errno, id: u32) {
+    if !matches!(errno, Errno::EINVAL | Errno::EIDRM) {
+        ipclab::cli::warn(format_args!(
+            "{call}: {errno}; remove it with: {}",
+            cleanup_hint(id)
+        ));
+    }
+}
+
 // ---- FIFOs ----------------------------------------------------------------------------------
 
-/// A temporary directory (in `$TMPDIR`, else `/tmp`) with two FIFOs, `ping` and `pong`;
-/// removed, FIFOs and all, when dropped.
+/// A temporary directory `ipcbench-<uid>-<id>-XXXXXX` (user ID, lab ID in decimal, random) in
+/// `$TMPDIR`, else `/tmp`, with two FIFOs, `ping` and `pong`; removed, FIFOs and all, when
+/// dropped. While it exists, this process holds an exclusive `flock` on it: a directory that
+/// nobody holds locked is a leftover (of an ipcbench killed with `kill -9`), which
+/// `make ipcclean ID=<id>` may remove.
 #[derive(Debug)]
 struct FifoDir {
     dir: PathBuf,
     ping: PathBuf,
     pong: PathBuf,
+    id: u32,
+    _lock: nix::fcntl::Flock<OwnedFd>,
 }
 
 impl FifoDir {
-    fn create() -> anyhow::Result<FifoDir> {
-        let template = std::env::temp_dir().join("ipcbench-XXXXXX");
+    fn create(id: u32) -> anyhow::Result<FifoDir> {
+        let uid = nix::unistd::getuid();
+        let template = std::env::temp_dir().join(format!("ipcbench-{uid}-{id}-XXXXXX"));
         let dir = nix::unistd::mkdtemp(&template)
             .with_context(|| format!("mkdtemp({})", template.display()))?;
+        let locked =
+            sys::open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).and_then(|fd| {
+                let exclusive = nix::fcntl::FlockArg::LockExclusiveNonblock;
+                nix::fcntl::Flock::lock(fd, exclusive).map_err(|(_, errno)| errno)
+            });
+        let lock = match locked {
+            Ok(lock) => lock,
+            Err(errno) => {
+                let _ = rmdir(&dir);
+                return Err(errno).with_context(|| format!("flock({})", dir.display()));
+            }
+        };
         let fifos = FifoDir {
             ping: dir.join("ping"),
             pong: dir.join("pong"),
             dir,
+            id,
+            _lock: lock,
         };
         for path in [&fifos.ping, &fifos.pong] {
             sys::mkfifo(path, Mode::from_bits_truncate(0o600))
@@ -713,14 +818,24 @@ impl FifoDir {
 }
 
 impl Drop for FifoDir {
+    /// Removes the FIFOs and the directory while the lock is still held.
     fn drop(&mut self) {
         for path in [&self.ping, &self.pong] {
             let _ = sys::unlink(path);
         }
-        if let Err(e) = std::fs::remove_dir(&self.dir) {
-            ipclab::cli::warn(format_args!("rmdir({}): {e}", self.dir.display()));
+        if let Err(errno) = rmdir(&self.dir) {
+            ipclab::cli::warn(format_args!(
+                "rmdir({}): {errno}; remove it with: {}",
+                self.dir.display(),
+                cleanup_hint(self.id)
+            ));
         }
     }
+}
+
+/// `rmdir(path)`.
+fn rmdir(path: &Path) -> nix::Result<()> {
+    nix::unistd::unlinkat(nix::fcntl::AT_FDCWD, path, UnlinkatFlags::RemoveDir)
 }
 
 /// Opens `side`'s ends of the two FIFOs: each process first opens the FIFO it reads (which

@@ -456,22 +456,20 @@ const PIECE_MAX: usize = 64 << 10;
 #[derive(Debug)]
 pub struct QueueOwner {
     id: MsqId,
+    lab: u32,
 }
 
 impl QueueOwner {
-    /// `msgget(key, IPC_CREAT|IPC_EXCL|0600)`. A queue that exists already under `key` is not
-    /// taken over (it may be another program's).
-    pub fn create(key: Key) -> anyhow::Result<QueueOwner> {
+    /// `msgget(0x8000 + lab, IPC_CREAT|IPC_EXCL|0600)`. A queue that exists already under the
+    /// key is not taken over (it may be another program's).
+    pub fn create(lab: u32) -> anyhow::Result<QueueOwner> {
+        let key = Key::queue(lab);
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | sysv::MODE as libc::c_int;
+        let call = || format!("msgget(key {key})");
         match msg::msgget(key, flags) {
-            Ok(id) => Ok(QueueOwner { id }),
-            Err(Errno::EEXIST) => Err(anyhow!(
-                "a queue with this key exists already (another program's, or left by one killed \
-                 with kill -9: ipcrm -Q {key}); {}",
-                sysv::OTHER_ID_HINT
-            )
-            .context(format!("msgget(key {key})"))),
-            Err(e) => Err(anyhow!(e.desc()).context(format!("msgget(key {key})"))),
+            Ok(id) => Ok(QueueOwner { id, lab }),
+            Err(Errno::EEXIST) => Err(crate::key_in_use(call(), "a queue", lab)),
+            Err(errno) => Err(anyhow::Error::new(errno).context(call())),
         }
     }
 
@@ -484,12 +482,7 @@ impl QueueOwner {
 impl Drop for QueueOwner {
     fn drop(&mut self) {
         if let Err(errno) = msg::ipc_rmid(self.id) {
-            ipclab::cli::warn(format_args!(
-                "msgctl({}, IPC_RMID): {}; remove it with: ipcrm -q {}",
-                self.id,
-                errno.desc(),
-                self.id
-            ));
+            crate::warn_not_removed(&format!("msgctl({}, IPC_RMID)", self.id), errno, self.lab);
         }
     }
 }

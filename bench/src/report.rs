@@ -3,11 +3,10 @@
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::path::Path;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 
-use crate::{Measured, Mechanism, TOTAL_BYTES};
+use crate::{Measured, Mechanism, Observer, TOTAL_BYTES};
 
 /// `4 KiB`, `64 KiB`, `1 MiB`, `1000 B`.
 pub fn size_name(bytes: usize) -> String {
@@ -318,12 +317,15 @@ pub fn bare_json(compared: &[crate::bare::Comparison]) -> String {
 }
 
 /// The chart as an SVG picture for slides (1280×720): latency on the left, throughput at the
-/// largest chunk size on the right, each on a log scale.
-pub fn svg(results: &[Measured], path: &Path) -> anyhow::Result<()> {
+/// largest chunk size on the right, each on a log scale. Drawn in memory: the caller writes
+/// it (see [`crate::output`]), so that a write error cannot go unnoticed.
+pub fn svg(results: &[Measured]) -> anyhow::Result<String> {
     use plotters::prelude::*;
     use plotters::style::text_anchor::{HPos, Pos, VPos};
-    let plotted = || -> Result<(), Box<dyn std::error::Error>> {
-        let root = plotters::backend::SVGBackend::new(path, (1280, 720)).into_drawing_area();
+    let mut picture = String::new();
+    let mut plotted = || -> Result<(), Box<dyn std::error::Error>> {
+        let backend = plotters::backend::SVGBackend::with_string(&mut picture, (1280, 720));
+        let root = backend.into_drawing_area();
         root.fill(&WHITE)?;
         let root = root.titled(
             &format!("ipcbench: which IPC is fastest? ({})", cpus_text()),
@@ -395,23 +397,25 @@ pub fn svg(results: &[Measured], path: &Path) -> anyhow::Result<()> {
         root.present()?;
         Ok(())
     };
-    plotted()
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("writing the chart to {}", path.display()))
+    plotted().map_err(|e| anyhow!("drawing the chart: {e}"))?;
+    Ok(picture)
 }
 
 /// The progress line on stderr: `[3/7] shm-spin: throughput, 64 KiB chunks`, rewritten in
-/// place — only when stderr is a terminal (a log file gets no stream of half lines).
+/// place — only when stderr is a terminal (a log file gets no stream of half lines) — and a
+/// line for each mechanism that is skipped.
 #[derive(Debug)]
 pub struct Progress {
     on: bool,
+    mechanisms: Vec<Mechanism>,
 }
 
 impl Progress {
-    /// A progress line, if stderr is a terminal.
-    pub fn new() -> Progress {
+    /// A progress line through `mechanisms`, if stderr is a terminal.
+    pub fn new(mechanisms: &[Mechanism]) -> Progress {
         Progress {
             on: std::io::stderr().is_terminal(),
+            mechanisms: mechanisms.to_vec(),
         }
     }
 
@@ -422,8 +426,18 @@ impl Progress {
         }
     }
 
-    /// Shows `[3/7] shm-spin: what`: `mechanism` is the third of `all`.
-    pub fn step(&self, all: &[Mechanism], mechanism: Mechanism, what: &str) {
+    /// Removes the line.
+    pub fn clear(&self) {
+        if self.on {
+            ipclab::out::stderr_bytes(b"\r\x1b[K");
+        }
+    }
+}
+
+impl Observer for Progress {
+    /// Shows `[3/7] shm-spin: what`: `mechanism` is the third of seven.
+    fn note(&self, mechanism: Mechanism, what: &str) {
+        let all = &self.mechanisms;
         let at = all.iter().position(|m| *m == mechanism).unwrap_or(0);
         let count = all.len();
         self.show(&format!(
@@ -433,17 +447,10 @@ impl Progress {
         ));
     }
 
-    /// Removes the line.
-    pub fn clear(&self) {
-        if self.on {
-            ipclab::out::stderr_bytes(b"\r\x1b[K");
-        }
-    }
-}
-
-impl Default for Progress {
-    fn default() -> Progress {
-        Progress::new()
+    /// `ipcbench: skipped msgq: msgget(key 0x8000): …` on a line of its own.
+    fn skipped(&self, mechanism: Mechanism, error: &anyhow::Error) {
+        self.clear();
+        ipclab::cli::warn(format_args!("skipped {}: {error:#}", mechanism.name()));
     }
 }
 

@@ -18,8 +18,8 @@
 
 use std::fmt;
 
-use anyhow::anyhow;
-use ipclab::sysv::{self, Key, MODE};
+use anyhow::Context;
+use ipclab::sysv::{Key, MODE};
 use ipclab::trace;
 use nix::errno::Errno;
 
@@ -158,23 +158,23 @@ pub fn semctl_stat(semid: SemId) -> nix::Result<libc::semid_ds> {
 pub struct SemSet {
     id: SemId,
     key: Key,
+    /// The lab ID, for the advice on a set that could not be removed.
+    lab: u32,
 }
 
 impl SemSet {
-    /// `semget(key, nsems, IPC_CREAT|IPC_EXCL|0600)`: a new set of `nsems` semaphores, all 0.
-    /// A set that exists already under `key` is not taken over (it may be another program's):
+    /// `semget(0x9000 + lab, nsems, IPC_CREAT|IPC_EXCL|0600)`: a new set of `nsems` semaphores,
+    /// all 0, under the segment's key (System V keeps a table of keys per kind of object). A
+    /// set that exists already under the key is not taken over (it may be another program's):
     /// the error says how to remove a leftover, or to use another `--id`.
-    pub fn create(key: Key, nsems: u16) -> anyhow::Result<SemSet> {
+    pub fn create(lab: u32, nsems: u16) -> anyhow::Result<SemSet> {
+        let key = Key::segment(lab);
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | MODE as libc::c_int;
+        let call = || format!("semget(key {key})");
         match semget(key, nsems.into(), flags) {
-            Ok(id) => Ok(SemSet { id, key }),
-            Err(Errno::EEXIST) => Err(anyhow!(
-                "a semaphore set with this key exists already (another program's, or left by \
-                 one killed with kill -9: ipcrm -S {key}); {}",
-                sysv::OTHER_ID_HINT
-            )
-            .context(format!("semget(key {key})"))),
-            Err(e) => Err(anyhow!(e.desc()).context(format!("semget(key {key})"))),
+            Ok(id) => Ok(SemSet { id, key, lab }),
+            Err(Errno::EEXIST) => Err(crate::key_in_use(call(), "a semaphore set", lab)),
+            Err(errno) => Err(anyhow::Error::new(errno).context(call())),
         }
     }
 
@@ -191,19 +191,18 @@ impl SemSet {
     /// `semctl(semid, semnum, SETVAL, val)`.
     pub fn set(&self, semnum: u16, val: i32) -> anyhow::Result<()> {
         semctl_setval(self.id, semnum.into(), val)
-            .map_err(|e| anyhow!(e.desc()).context(format!("semctl({}, SETVAL)", self.id)))
+            .with_context(|| format!("semctl({}, {semnum}, SETVAL, {val})", self.id))
     }
 }
 
 impl Drop for SemSet {
     fn drop(&mut self) {
         if let Err(errno) = semctl_rmid(self.id) {
-            ipclab::cli::warn(format_args!(
-                "semctl({}, IPC_RMID): {}; remove it with: ipcrm -s {}",
-                self.id,
-                errno.desc(),
-                self.id
-            ));
+            crate::warn_not_removed(
+                &format!("semctl({}, 0, IPC_RMID)", self.id),
+                errno,
+                self.lab,
+            );
         }
     }
 }
@@ -217,6 +216,7 @@ mod tests {
         let set = SemSet {
             id: semget(Key::IPC_PRIVATE, 2, libc::IPC_CREAT | 0o600).unwrap(),
             key: Key::IPC_PRIVATE,
+            lab: 0,
         };
         let id = set.id();
         assert_eq!(semctl_stat(id).unwrap().sem_nsems, 2);

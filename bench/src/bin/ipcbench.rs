@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use ipcbench::output::OutputFile;
 use ipcbench::report::{self, Progress};
 use ipcbench::{bare, Mechanism, Settings, DEFAULT_SIZES};
 use ipclab::cli::IdOption;
@@ -44,12 +45,10 @@ struct Options {
     json: bool,
 
     /// Also draw the charts as an SVG picture (for slides) into FILE
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "bare")]
     svg: Option<PathBuf>,
 
-    /// Compare ipcbench's latency loop with the simplest ping-pong loop of pipe, msgq,
-    /// unix-socket and shm-spin (20000 round trips, 3 runs each)
-    #[arg(long)]
+    #[arg(long, help = bare_help())]
     bare: bool,
 
     #[command(flatten)]
@@ -64,62 +63,84 @@ struct Options {
     round_trips: u64,
 }
 
+/// `--bare`'s help, with the figures the comparison uses.
+fn bare_help() -> String {
+    format!(
+        "Compare ipcbench's latency loop with the simplest ping-pong loop of pipe, msgq, \
+         unix-socket and shm-spin ({} round trips, {} runs each)",
+        bare::ROUND_TRIPS,
+        bare::ROUNDS
+    )
+}
+
 fn main() -> ExitCode {
     ipclab::cli::run(env!("CARGO_BIN_NAME"), bench)
 }
 
 fn bench(options: Options) -> anyhow::Result<()> {
-    let mut mechanisms = match options.only.is_empty() {
-        true => Mechanism::ALL.to_vec(),
-        false => options.only.clone(),
-    };
-    mechanisms.sort();
-    mechanisms.dedup();
+    ipclab::signals::catch_termination()?;
+    // Before minutes of measuring: a chart that cannot be written fails now.
+    let svg = options.svg.as_deref().map(OutputFile::check).transpose()?;
     let settings = Settings {
-        mechanisms,
-        sizes: match options.size.is_empty() {
-            true => DEFAULT_SIZES.to_vec(),
-            false => options.size.clone(),
-        },
+        mechanisms: distinct(&options.only, &Mechanism::ALL),
+        sizes: distinct(&options.size, &DEFAULT_SIZES),
         duration: options.duration,
         round_trips: None,
         throughput: true,
         id: options.id.id,
         corrupt_one_byte: options.corrupt_one_byte,
     };
-    let progress = Progress::new();
-    let note = |mechanism, what: &str| progress.step(&settings.mechanisms, mechanism, what);
+    let progress = Progress::new(&settings.mechanisms);
 
     if options.bare {
         // SAFETY: this program is single-threaded.
-        let compared = unsafe { bare::compare(&settings, options.round_trips, &note) };
+        let compared = unsafe { bare::compare(&settings, options.round_trips, &progress) };
         progress.clear();
         let compared = compared?;
-        return match options.json {
-            true => out!("{}", report::bare_json(&compared)),
-            false => out!("{}", report::bare_table(&compared)),
-        };
+        if !compared.results.is_empty() {
+            match options.json {
+                true => out!("{}", report::bare_json(&compared.results))?,
+                false => out!("{}", report::bare_table(&compared.results))?,
+            }
+        }
+        return compared.outcome();
     }
 
     // SAFETY: this program is single-threaded.
-    let results = unsafe { ipcbench::measure_all(&settings, &note) };
+    let run = unsafe { ipcbench::measure_all(&settings, &progress) };
     progress.clear();
-    let results = results?;
+    let run = run?;
+    let results = &run.results;
+    if results.is_empty() {
+        return run.outcome();
+    }
     if options.json {
-        out!("{}", report::json(&results))?;
+        out!("{}", report::json(results))?;
     } else {
-        outln!("{}\n", report::heading(&results, settings.duration))?;
-        outln!("{}", report::table(&results))?;
-        out!("{}", report::chart(&results))?;
+        outln!("{}\n", report::heading(results, settings.duration))?;
+        outln!("{}", report::table(results))?;
+        out!("{}", report::chart(results))?;
     }
-    if let Some(path) = &options.svg {
-        report::svg(&results, path)?;
+    if let Some(file) = svg {
+        file.write(report::svg(results)?.as_bytes())?;
     }
-    let corrupted = report::corrupted(&results);
+    let corrupted = report::corrupted(results);
     anyhow::ensure!(
         corrupted.is_empty(),
         "data arrived corrupted (verified: false): {}",
         corrupted.join(", ")
     );
-    Ok(())
+    run.outcome()
+}
+
+/// The values `given` on the command line, each once and in order (`--size 4K,4K` measures
+/// once), or all of `default`.
+fn distinct<T: Ord + Clone>(given: &[T], default: &[T]) -> Vec<T> {
+    let mut values = match given.is_empty() {
+        true => default.to_vec(),
+        false => given.to_vec(),
+    };
+    values.sort();
+    values.dedup();
+    values
 }

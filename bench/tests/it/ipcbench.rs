@@ -4,6 +4,7 @@
 //! measure anything.
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -13,7 +14,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::harness::{children_of, is_running, sysv_keys, wait_until, Finished, Lab, Running};
+use crate::harness::{
+    children_of, is_running, sysv_keys, wait_until, Finished, Lab, Running, AT_ONCE,
+};
 
 const MECHANISMS: [&str; 8] = [
     "pipe",
@@ -321,21 +324,137 @@ fn the_child_dies_with_a_parent_killed_outright() {
     assert_nothing_left(&lab, &run);
 }
 
+/// The lines of stderr, each checked to be one of the suite's error lines: `ipcbench: …`,
+/// advising `make ipcclean` rather than `ipcrm` for what is left behind.
+fn error_lines(run: &Finished) -> Vec<&str> {
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    for line in &lines {
+        assert!(line.starts_with("ipcbench: "), "{run}");
+        assert!(!line.contains("ipcrm"), "advises ipcrm\n{run}");
+    }
+    lines
+}
+
+/// A queue and a semaphore set with the lab's keys, made by someone else (Perl's core System V
+/// bindings); removed when dropped, also when the test fails.
+struct InTheWay<'a>(&'a Lab);
+
+impl InTheWay<'_> {
+    fn make(lab: &Lab) -> InTheWay<'_> {
+        let make = format!(
+            "use IPC::SysV qw(IPC_CREAT); defined(msgget({q}, IPC_CREAT|0600)) or die $!; \
+             defined(semget({s}, 1, IPC_CREAT|0600)) or die $!;",
+            q = Key::queue(lab.id()).raw(),
+            s = Key::segment(lab.id()).raw()
+        );
+        let in_the_way = InTheWay(lab);
+        lab.run("perl", &["-e", &make]).assert_success();
+        in_the_way
+    }
+}
+
+impl Drop for InTheWay<'_> {
+    fn drop(&mut self) {
+        let id = self.0.id();
+        let (queue, set) = (Key::queue(id).to_string(), Key::segment(id).to_string());
+        let removed = self.0.run("ipcrm", &["-Q", &queue, "-S", &set]);
+        if !std::thread::panicking() {
+            removed.assert_success();
+        }
+    }
+}
+
 #[test]
-fn a_key_in_use_is_refused_with_a_hint_to_use_another_id() {
+fn a_mechanism_whose_key_is_in_use_is_skipped_and_the_others_are_measured() {
     let lab = Lab::new();
-    let make_queue = format!(
-        "use IPC::SysV qw(IPC_CREAT); defined(msgget({}, IPC_CREAT|0600)) or die $!;",
-        Key::queue(lab.id()).raw()
-    );
-    lab.run("perl", &["-e", &make_queue]).assert_success();
-    let run = run(&lab, &["--only", "msgq", "--duration", "0.05"]);
-    run.assert_failure(1, "ipcbench: msgq: msgget(key ");
-    assert!(run.stderr.contains("exists already"), "{run}");
-    assert!(run.stderr.contains("use another --id"), "{run}");
-    let queue = Key::queue(lab.id()).to_string();
-    lab.run("ipcrm", &["-Q", &queue]).assert_success();
+    let in_the_way = InTheWay::make(&lab);
+    let args = ["--only", "pipe,msgq,shm-sem", "--json"];
+    let run = run(&lab, &[&SHORT[..], &args].concat());
+    assert_eq!(run.code(), Some(1), "{run}");
+    let hint = format!("make ipcclean ID={}", lab.id());
+    let lines = error_lines(&run);
+    assert_eq!(lines.len(), 2, "one line per mechanism skipped\n{run}");
+    for (line, (mechanism, call)) in lines.iter().zip([
+        ("msgq", format!("msgget(key {})", Key::queue(lab.id()))),
+        ("shm-sem", format!("semget(key {})", Key::segment(lab.id()))),
+    ]) {
+        let start = format!("ipcbench: skipped {mechanism}: {call}: ");
+        assert!(line.starts_with(&start), "{start:?}\n{run}");
+        assert!(
+            line.contains("exists already") && line.contains(&hint),
+            "{run}"
+        );
+        assert!(line.ends_with("use another --id (or IPCLAB_ID)"), "{run}");
+    }
+    // the others are measured and reported
+    let document = json(&run);
+    let measured: BTreeSet<&str> = document["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["mechanism"].as_str().unwrap())
+        .collect();
+    assert_eq!(measured, BTreeSet::from(["pipe"]), "{run}");
+    drop(in_the_way);
     assert_nothing_left(&lab, &run);
+}
+
+#[test]
+fn a_queue_removed_under_a_run_is_reported_without_advice_to_remove_it() {
+    let lab = Lab::new();
+    let ready = its_object(&lab, "msgq");
+    let (running, _) = measuring(&lab, "msgq", &*ready);
+    lab.run("ipcrm", &["-Q", &Key::queue(lab.id()).to_string()])
+        .assert_success();
+    let run = running.finish_at_once();
+    assert_eq!(run.code(), Some(1), "{run}");
+    let lines = error_lines(&run);
+    assert_eq!(lines.len(), 1, "{run}");
+    assert!(lines[0].starts_with("ipcbench: skipped msgq: msg"), "{run}");
+    assert!(lines[0].contains("removed"), "{run}");
+    assert!(!lines[0].contains("remove it"), "{run}");
+    assert_nothing_left(&lab, &run);
+}
+
+#[test]
+fn the_fifo_directory_names_its_lab_and_is_locked_while_in_use() {
+    let lab = Lab::new();
+    let ready = its_object(&lab, "fifo");
+    let (running, _) = measuring(&lab, "fifo", &*ready);
+    let dirs: Vec<PathBuf> = std::fs::read_dir(lab.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let name = dirs[0].file_name().unwrap().to_str().unwrap();
+    let prefix = format!("ipcbench-{}-{}-", nix::unistd::getuid(), lab.id());
+    assert!(name.starts_with(&prefix), "{name} is not {prefix}XXXXXX");
+    // `make ipcclean` removes such a directory only when no one holds its lock
+    let dir = dirs[0].to_str().unwrap();
+    let locked = lab.run(
+        "flock",
+        &["--nonblock", "--conflict-exit-code", "9", dir, "true"],
+    );
+    assert_eq!(
+        locked.code(),
+        Some(9),
+        "the directory is not locked\n{locked}"
+    );
+    running.signal(Signal::SIGINT);
+    let run = running.finish_at_once();
+    assert_eq!(run.code(), Some(130), "{run}");
+    assert_nothing_left(&lab, &run);
+}
+
+#[test]
+fn each_chunk_size_and_mechanism_is_measured_once() {
+    let lab = Lab::new();
+    let args = ["--only", "memcpy,memcpy", "--size", "4K,4096,4k", "--json"];
+    let run = run(&lab, &[&args[..], &["--duration", "0.01"]].concat());
+    run.assert_success();
+    let document = json(&run);
+    assert_eq!(results(&document, "memcpy", "throughput").len(), 1, "{run}");
+    assert_eq!(results(&document, "memcpy", "latency").len(), 1, "{run}");
 }
 
 #[test]
@@ -370,6 +489,109 @@ fn the_svg_chart_shows_every_mechanism() {
         );
     }
     std::fs::remove_file(&chart).unwrap();
+    assert_nothing_left(&lab, &run);
+}
+
+/// A run that must fail at once: were it measuring first, `--duration 10` would take 20 s.
+const LONG_MEMCPY: [&str; 4] = ["--only", "memcpy", "--duration", "10"];
+/// A run that gets to write its chart at once.
+const QUICK_MEMCPY: [&str; 6] = ["--only", "memcpy", "--size", "4K", "--duration", "0.01"];
+
+/// Asserts that `run` failed with exit status 1 and one line on stderr, `ipcbench: --svg FILE:`
+/// followed by `reason`.
+fn assert_svg_failed(run: &Finished, file: &str, reason: &str) {
+    assert_eq!(run.code(), Some(1), "{run}");
+    let lines = error_lines(run);
+    assert_eq!(lines.len(), 1, "{run}");
+    let start = format!("ipcbench: --svg {file}: ");
+    assert!(
+        lines[0].starts_with(&start) && lines[0].ends_with(reason),
+        "{start}…{reason}\n{run}"
+    );
+}
+
+#[test]
+fn a_chart_that_cannot_be_written_fails_at_once_with_one_line_and_leaves_nothing() {
+    let lab = Lab::new();
+    let missing = lab.dir().join("no-such-dir/chart.svg");
+    let missing = missing.to_str().unwrap();
+    let args = [&LONG_MEMCPY[..], &["--svg", missing]].concat();
+    let run = Running::spawn(ipcbench(&lab, &args)).finish_at_once();
+    assert_svg_failed(&run, missing, "ENOENT: No such file or directory");
+    assert_nothing_left(&lab, &run);
+
+    let args = [&LONG_MEMCPY[..], &["--svg", "."]].concat();
+    let run = Running::spawn(ipcbench(&lab, &args)).finish_at_once();
+    assert_svg_failed(&run, ".", "EISDIR: Is a directory");
+
+    // a device takes the open; only the write can fail
+    let args = [&QUICK_MEMCPY[..], &["--svg", "/dev/full"]].concat();
+    let run = Running::spawn(ipcbench(&lab, &args)).finish_at_once();
+    assert_svg_failed(&run, "/dev/full", "write: ENOSPC: No space left on device");
+    assert_nothing_left(&lab, &run);
+}
+
+/// Runs `ipcbench args…` (stdout to /dev/null) in a mount namespace of its own, in which a
+/// tmpfs mounted with `options` is the lab's directory `disk` (`--svg disk/chart.svg`), after
+/// `disk/filler` has filled it up if `fill`. Its stdout then lists what `disk` holds besides
+/// the filler. `None` (said visibly) where a mount namespace cannot be made.
+fn on_a_tmpfs(lab: &Lab, options: &str, fill: bool, args: &[&str]) -> Option<Finished> {
+    let disk = lab.dir().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let script = r#"disk=$1 fill=$2; shift 2
+        mount -t tmpfs -o "$OPTIONS" tmpfs "$disk" || exit 99
+        if [ "$fill" = yes ]; then head -c 1M /dev/zero >"$disk/filler" 2>/dev/null; fi
+        "$@" >/dev/null; status=$?
+        rm -f "$disk/filler"; ls -A "$disk"; exit $status"#;
+    let mut command = lab.command("unshare", &["--mount"]);
+    if !nix::unistd::geteuid().is_root() {
+        command.arg("--map-root-user"); // root in a user namespace of its own may mount
+    }
+    let fill = if fill { "yes" } else { "no" };
+    let disk_path = disk.to_str().unwrap();
+    command
+        .args(["sh", "-c", script, "sh", disk_path, fill])
+        .arg(crate::harness::exe("ipcbench").unwrap())
+        .args(args)
+        .env("OPTIONS", options)
+        .env("TMPDIR", lab.dir());
+    let run = Running::spawn(command).finish();
+    std::fs::remove_dir(&disk).unwrap();
+    if run.code() == Some(99) || run.stderr.starts_with("unshare:") {
+        let why = run.stderr.trim();
+        let _ = writeln!(std::io::stderr(), "SKIPPED: a tmpfs of its own: {why}");
+        return None;
+    }
+    Some(run)
+}
+
+#[test]
+fn a_chart_for_a_read_only_directory_fails_at_once_and_leaves_nothing() {
+    let lab = Lab::new();
+    let chart = lab.dir().join("disk/chart.svg");
+    let chart = chart.to_str().unwrap();
+    let args = [&LONG_MEMCPY[..], &["--svg", chart]].concat();
+    let started = std::time::Instant::now();
+    let Some(run) = on_a_tmpfs(&lab, "ro", false, &args) else {
+        return;
+    };
+    assert!(started.elapsed() < AT_ONCE, "not at once\n{run}");
+    assert_svg_failed(&run, chart, "EROFS: Read-only file system");
+    assert!(run.stdout.is_empty(), "left on the disk: {run}");
+    assert_nothing_left(&lab, &run);
+}
+
+#[test]
+fn a_chart_on_a_full_disk_fails_with_one_line_and_leaves_nothing() {
+    let lab = Lab::new();
+    let chart = lab.dir().join("disk/chart.svg");
+    let chart = chart.to_str().unwrap();
+    let args = [&QUICK_MEMCPY[..], &["--svg", chart]].concat();
+    let Some(run) = on_a_tmpfs(&lab, "size=64k", true, &args) else {
+        return;
+    };
+    assert_svg_failed(&run, chart, "write: ENOSPC: No space left on device");
+    assert!(run.stdout.is_empty(), "left on the disk: {run}");
     assert_nothing_left(&lab, &run);
 }
 
