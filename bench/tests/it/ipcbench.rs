@@ -220,8 +220,9 @@ fn chunks_larger_than_a_message_and_odd_sizes_arrive_intact() {
 }
 
 /// Starts a long run of `mechanism` and waits until it is measuring: its child is there and
-/// so is the object that `ready` looks for.
-fn measuring(lab: &Lab, mechanism: &str, ready: &dyn Fn() -> bool) -> (Running, Pid) {
+/// so is [`its_object`].
+fn measuring(lab: &Lab, mechanism: &str) -> (Running, Pid) {
+    let ready = its_object(lab, mechanism);
     let running = Running::spawn(ipcbench(
         lab,
         &["--only", mechanism, "--size", "65536", "--duration", "5"],
@@ -260,8 +261,7 @@ fn a_signal_while_measuring_leaves_nothing_behind_and_ends_the_child() {
         ("mmap-devzero", Signal::SIGTERM),
     ] {
         let lab = Lab::new();
-        let ready = its_object(&lab, mechanism);
-        let (running, child) = measuring(&lab, mechanism, &*ready);
+        let (running, child) = measuring(&lab, mechanism);
         running.signal(signal);
         let run = running.finish_at_once();
         assert_eq!(run.code(), Some(128 + signal as i32), "{mechanism}\n{run}");
@@ -312,8 +312,7 @@ fn a_signal_at_any_moment_leaves_nothing_behind() {
 #[test]
 fn the_child_dies_with_a_parent_killed_outright() {
     let lab = Lab::new();
-    let ready = its_object(&lab, "msgq");
-    let (running, child) = measuring(&lab, "msgq", &*ready);
+    let (running, child) = measuring(&lab, "msgq");
     running.signal(Signal::SIGKILL);
     let run = running.finish();
     assert_eq!(run.status.code(), None, "{run}");
@@ -402,8 +401,7 @@ fn a_mechanism_whose_key_is_in_use_is_skipped_and_the_others_are_measured() {
 #[test]
 fn a_queue_removed_under_a_run_is_reported_without_advice_to_remove_it() {
     let lab = Lab::new();
-    let ready = its_object(&lab, "msgq");
-    let (running, _) = measuring(&lab, "msgq", &*ready);
+    let (running, _) = measuring(&lab, "msgq");
     lab.run("ipcrm", &["-Q", &Key::queue(lab.id()).to_string()])
         .assert_success();
     let run = running.finish_at_once();
@@ -419,8 +417,7 @@ fn a_queue_removed_under_a_run_is_reported_without_advice_to_remove_it() {
 #[test]
 fn the_fifo_directory_names_its_lab_and_is_locked_while_in_use() {
     let lab = Lab::new();
-    let ready = its_object(&lab, "fifo");
-    let (running, _) = measuring(&lab, "fifo", &*ready);
+    let (running, _) = measuring(&lab, "fifo");
     let dirs: Vec<PathBuf> = std::fs::read_dir(lab.dir())
         .unwrap()
         .map(|e| e.unwrap().path())
