@@ -1,15 +1,19 @@
 //! Bare loops: the simplest ping-pong of a mechanism — one `write` and one `read` (or one
 //! flag each way) per message, 64 bytes, no checks, no signal handling in the loop — so that
 //! what ipcbench's own loop costs on top (its checks, its generic link, its wait that also
-//! watches for signals and a child that has gone) can be seen next to it.
+//! watches for signals and a child that has gone) can be seen next to it. For shm-spin also
+//! the simplest ring of 1 MiB chunks ([`ring`]), next to ipcbench's throughput measurement.
 //!
-//! Both are timed the same way (a clock read before and after each round trip), after the
-//! same warm-up, and the comparison alternates them ([`compare`]), so a machine that is busier
-//! for a moment slows both.
+//! Both are timed the same way (a clock read before and after each round trip; for the ring,
+//! from the sender's first copy to the receiver's last sum), after the same warm-up, and the
+//! comparison alternates them ([`compare`]), so a machine that is busier for a moment slows
+//! both.
 
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering::Acquire, Ordering::Release};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -19,8 +23,9 @@ use ipclab::sysv::Key;
 use ipclab::{process, signals, sys};
 use nix::unistd::ForkResult;
 
+use crate::data::Pool;
 use crate::peer::{self, ChildGuard};
-use crate::{links, Context, Latency, Mechanism, Observer, Run, Settings, MESSAGE};
+use crate::{links, Context, Latency, Mechanism, Observer, Run, Settings, Throughput, MESSAGE};
 
 /// The mechanisms that have a bare loop.
 pub const MECHANISMS: [Mechanism; 4] = [
@@ -31,32 +36,58 @@ pub const MECHANISMS: [Mechanism; 4] = [
 ];
 /// The round trips of a bare loop (and of ipcbench's own loop next to it).
 pub const ROUND_TRIPS: u64 = 20_000;
-/// How many times each is run; the median p50 counts.
+/// How many times each is run; the median counts.
 pub const ROUNDS: usize = 5;
+/// The chunks of the bare ring and of ipcbench's shm-spin throughput next to it.
+pub const RING_CHUNK: usize = 1 << 20;
+/// The bare ring's slots.
+pub const RING_SLOTS: usize = 4;
 
-/// A bare loop next to ipcbench's own latency measurement of the same mechanism.
+/// A bare loop's figures next to ipcbench's own measurement of the same mechanism: for each,
+/// the run with the median figure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Figures {
+    /// 64-byte round trips (p50: lower is better).
+    Latency { bare: Latency, ipcbench: Latency },
+    /// [`RING_CHUNK`]s one way (GB/s: higher is better).
+    Throughput {
+        bare: Throughput,
+        ipcbench: Throughput,
+    },
+}
+
+/// A bare loop next to ipcbench's own measurement, and the target for their ratio.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Comparison {
     pub mechanism: Mechanism,
-    /// The bare loop's run with the median p50.
-    pub bare: Latency,
-    /// ipcbench's run with the median p50.
-    pub ipcbench: Latency,
-    /// The most ipcbench's p50 may be, as a multiple of the bare loop's (the target).
+    pub figures: Figures,
+    /// The most ipcbench's p50 may be, or the least its throughput may be, as a multiple of
+    /// the bare loop's.
     pub target: f64,
 }
 
 impl Comparison {
-    /// ipcbench's p50 as a multiple of the bare loop's.
+    /// ipcbench's figure as a multiple of the bare loop's.
     pub fn ratio(&self) -> f64 {
-        self.ipcbench.p50_us / self.bare.p50_us
+        match self.figures {
+            Figures::Latency { bare, ipcbench } => ipcbench.p50_us / bare.p50_us,
+            Figures::Throughput { bare, ipcbench } => ipcbench.gb_per_s / bare.gb_per_s,
+        }
+    }
+
+    /// Whether the ratio meets the target: at most it for a latency, at least for a throughput.
+    pub fn met(&self) -> bool {
+        match self.figures {
+            Figures::Latency { .. } => self.ratio() <= self.target,
+            Figures::Throughput { .. } => self.ratio() >= self.target,
+        }
     }
 }
 
 /// Runs, for each mechanism of `settings` that has a bare loop, the bare loop and ipcbench's
-/// latency measurement in turn, [`ROUNDS`] times each, `trips` round trips each, telling
-/// `observer` what it is doing (a mechanism that fails is skipped, as in
-/// [`crate::measure_all`]).
+/// latency measurement in turn, [`ROUNDS`] times each, `trips` round trips each — for shm-spin
+/// also the bare [`ring`] and ipcbench's throughput of [`RING_CHUNK`]s — telling `observer`
+/// what it is doing (a mechanism that fails is skipped, as in [`crate::measure_all`]).
 ///
 /// # Safety
 /// It forks: the program must be single-threaded (see [`process::fork`]).
@@ -66,25 +97,32 @@ pub unsafe fn compare(
     observer: &dyn Observer,
 ) -> anyhow::Result<Run<Comparison>> {
     signals::catch_termination()?;
-    let own = Settings {
-        round_trips: Some(trips),
-        throughput: false,
-        sizes: Vec::new(),
-        ..settings.clone()
-    };
-    let pool = crate::data::Pool::new(MESSAGE);
+    let pool = crate::data::Pool::new(RING_CHUNK);
     let mechanisms: Vec<Mechanism> = settings
         .mechanisms
         .iter()
         .copied()
         .filter(|m| MECHANISMS.contains(m))
         .collect();
-    crate::each_mechanism(&mechanisms, observer, |mechanism| {
-        let (mut bare, mut ipcbench) = (Vec::new(), Vec::new());
+    let compared = crate::each_mechanism(&mechanisms, observer, |mechanism| {
+        let ring = mechanism == Mechanism::ShmSpin;
+        let own = Settings {
+            round_trips: Some(trips),
+            throughput: ring,
+            sizes: if ring { vec![RING_CHUNK] } else { Vec::new() },
+            duration: None,
+            ..settings.clone()
+        };
+        let (mut bare, mut bare_ring, mut ipcbench) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=ROUNDS {
             observer.note(mechanism, &format!("bare loop {round}/{ROUNDS}"));
             // SAFETY: our caller guarantees a single-threaded program.
             bare.push(unsafe { bare_loop(mechanism, trips, settings.id) }?);
+            if ring {
+                observer.note(mechanism, &format!("bare ring {round}/{ROUNDS}"));
+                // SAFETY: as above.
+                bare_ring.push(unsafe { ring_throughput(settings.id, &pool) }?);
+            }
             let context = Context {
                 settings: &own,
                 pool: &pool,
@@ -93,24 +131,41 @@ pub unsafe fn compare(
                 },
             };
             // SAFETY: as above.
-            ipcbench.push(unsafe { crate::measure(mechanism, &context) }?.latency);
+            ipcbench.push(unsafe { crate::measure(mechanism, &context) }?);
         }
-        Ok(Comparison {
+        let latency = Figures::Latency {
+            bare: median(bare, |l| l.p50_us),
+            ipcbench: median(ipcbench.iter().map(|m| m.latency).collect(), |l| l.p50_us),
+        };
+        let target = if ring { 2.0 } else { 1.25 };
+        let mut both = vec![Comparison {
             mechanism,
-            bare: median(bare),
-            ipcbench: median(ipcbench),
-            target: if mechanism == Mechanism::ShmSpin {
-                2.0
-            } else {
-                1.25
-            },
-        })
+            figures: latency,
+            target,
+        }];
+        if ring {
+            let own = ipcbench.iter().flat_map(|m| m.throughput.clone()).collect();
+            let throughput = Figures::Throughput {
+                bare: median(bare_ring, |t| t.gb_per_s),
+                ipcbench: median(own, |t| t.gb_per_s),
+            };
+            both.push(Comparison {
+                mechanism,
+                figures: throughput,
+                target: 0.8,
+            });
+        }
+        Ok(both)
+    })?;
+    Ok(Run {
+        results: compared.results.into_iter().flatten().collect(),
+        skipped: compared.skipped,
     })
 }
 
-/// The run with the median p50.
-fn median(mut runs: Vec<Latency>) -> Latency {
-    runs.sort_by(|a, b| a.p50_us.total_cmp(&b.p50_us));
+/// The run with the median `figure`.
+fn median<T: Copy>(mut runs: Vec<T>, figure: impl Fn(&T) -> f64) -> T {
+    runs.sort_by(|a, b| figure(a).total_cmp(&figure(b)));
     runs[runs.len() / 2]
 }
 
@@ -281,25 +336,13 @@ unsafe fn flags(base: NonNull<u8>, total: u64, samples: &mut Vec<u32>) -> anyhow
     let flag = unsafe { AtomicU32::from_ptr(base.as_ptr().cast()) };
     // SAFETY: offset 64 of the page holds the 64 bytes of the message.
     let text = unsafe { base.as_ptr().add(64) };
-    let wait_for = |wanted: u32, parent: bool| {
-        let mut spins = 0u32;
-        while flag.load(Acquire) != wanted {
-            if spins < 100 {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
-                if parent && (peer::child_ended() || signals::caught().is_some()) {
-                    return flag.load(Acquire) == wanted;
-                }
-            }
-        }
-        true
-    };
+    let wait_for = |wanted: u32| peer::spin_then_yield(|| flag.load(Acquire) == wanted);
     let echo = || {
         let mut buf = [0u8; MESSAGE];
         for _ in 0..total {
-            wait_for(1, false);
+            if !wait_for(1) {
+                return false; // a signal the parent had caught before it forked
+            }
             // SAFETY: the flag says the message is ours until we set 2 (Acquire above).
             unsafe {
                 std::ptr::copy_nonoverlapping(text, buf.as_mut_ptr(), MESSAGE);
@@ -318,7 +361,7 @@ unsafe fn flags(base: NonNull<u8>, total: u64, samples: &mut Vec<u32>) -> anyhow
         // SAFETY: the message area is ours while the flag is not 1 (the child answered).
         unsafe { std::ptr::copy_nonoverlapping(message.as_ptr(), text, MESSAGE) };
         flag.store(1, Release);
-        if !wait_for(2, true) {
+        if !wait_for(2) {
             return Err(stopped("the child has ended"));
         }
         // SAFETY: the child has answered (Acquire) and waits for the next 1.
@@ -326,4 +369,102 @@ unsafe fn flags(base: NonNull<u8>, total: u64, samples: &mut Vec<u32>) -> anyhow
         samples.push(start.elapsed().as_nanos() as u32);
     }
     guard.finish()
+}
+
+/// One run of the bare ring ([`ring`]) in a System V segment like shm-spin's.
+///
+/// # Safety
+/// As for [`compare`].
+unsafe fn ring_throughput(id: u32, pool: &Pool) -> anyhow::Result<Throughput> {
+    let segment = Segment::create(Key::segment(id), RING + RING_SLOTS * RING_CHUNK)?;
+    let attached = segment.attach()?;
+    let base = NonNull::new(attached.addr().cast_mut()).context("shmat gave NULL")?;
+    let count = crate::TOTAL_BYTES / RING_CHUNK as u64;
+    // SAFETY: a segment made for this loop (IPC_EXCL, mode 0600), of the size `ring` needs,
+    // attached before fork and used only by the two processes while `attached` lives.
+    unsafe { ring(base, pool.chunk(0, RING_CHUNK), count) }
+}
+
+/// Where the bare ring's slots start in its segment (a counter each before, on lines of their
+/// own: head at 0, tail at 64, the receiver's end time at 128 and its sum at 192).
+const RING: usize = 4096;
+
+/// The bare ring — the simplest C ring: [`RING_SLOTS`] slots of [`RING_CHUNK`] bytes, a head
+/// and a tail counter. The sender waits for a free slot, copies `source` into it (`memcpy`)
+/// and moves the head; the receiver waits for the head, adds up every 8-byte word of the
+/// slot where it lies and moves the tail. After a warm-up pass over the ring, the clock runs
+/// from the sender's first copy of `count` chunks to the receiver's last sum (its end time
+/// comes back through the segment); the sum must be that of as many sources as were sent.
+///
+/// # Safety
+/// `base` must be shared memory, page-aligned, readable and writable for
+/// `RING + RING_SLOTS * RING_CHUNK` bytes, used by no one else while the loop runs; and as for
+/// [`compare`].
+unsafe fn ring(base: NonNull<u8>, source: &[u8], count: u64) -> anyhow::Result<Throughput> {
+    anyhow::ensure!(
+        source.len() == RING_CHUNK,
+        "a source of {} bytes",
+        source.len()
+    );
+    // SAFETY: the four counters are 8-aligned (the base is page-aligned), inside the segment,
+    // and only ever accessed atomically.
+    let counter = |at: usize| unsafe { AtomicU64::from_ptr(base.as_ptr().add(at).cast()) };
+    let (head, tail, end, sum) = (counter(0), counter(64), counter(128), counter(192));
+    // SAFETY: slot `n % RING_SLOTS` lies inside the segment, 8-aligned.
+    let slot = |n: u64| unsafe {
+        base.as_ptr()
+            .add(RING + (n as usize % RING_SLOTS) * RING_CHUNK)
+    };
+    let words = |bytes: &[u8]| -> u64 {
+        let words = bytes
+            .chunks_exact(8)
+            .map(|w| u64::from_ne_bytes(w.try_into().unwrap_or_default()));
+        words.fold(0, u64::wrapping_add)
+    };
+    let warm = crate::warm_up_chunks(RING_CHUNK);
+    let total = warm + count;
+    let receive = || {
+        let mut total_sum = 0u64;
+        for n in 0..total {
+            if !peer::spin_then_yield(|| head.load(Acquire) > n) {
+                return false; // a signal the parent had caught before it forked
+            }
+            // SAFETY: the sender published slot n (Acquire) and leaves it alone until the tail
+            // has moved past it.
+            let chunk = unsafe { std::slice::from_raw_parts(slot(n), RING_CHUNK) };
+            total_sum = total_sum.wrapping_add(words(chunk));
+            tail.store(n + 1, Release);
+        }
+        sum.store(total_sum, Relaxed);
+        end.store(crate::now_ns(), Release);
+        true
+    };
+    // SAFETY: as for this function.
+    let guard = unsafe { fork_child(receive) }?;
+    let send = |chunks: std::ops::Range<u64>| -> anyhow::Result<()> {
+        for n in chunks {
+            if !peer::spin_then_yield(|| n - tail.load(Acquire) < RING_SLOTS as u64) {
+                return Err(stopped("the child has ended"));
+            }
+            // SAFETY: slot n is free (the receiver's tail is past its last use, Acquire) and
+            // `source` is private memory of the same length.
+            unsafe { std::ptr::copy_nonoverlapping(source.as_ptr(), slot(n), RING_CHUNK) };
+            head.store(n + 1, Release);
+        }
+        Ok(())
+    };
+    send(0..warm)?;
+    if !peer::spin_then_yield(|| tail.load(Acquire) == warm) {
+        return Err(stopped("the child has ended"));
+    }
+    let start = crate::now_ns();
+    send(warm..total)?;
+    guard.finish()?;
+    let ns = end.load(Acquire).saturating_sub(start);
+    Ok(Throughput {
+        bytes: RING_CHUNK,
+        total_bytes: count * RING_CHUNK as u64,
+        gb_per_s: (count * RING_CHUNK as u64) as f64 / ns.max(1) as f64,
+        verified: sum.load(Relaxed) == words(source).wrapping_mul(total),
+    })
 }

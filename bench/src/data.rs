@@ -4,10 +4,11 @@
 //!   Chunk `n` is the pool's bytes from offset `(n % PATTERNS) * STRIDE`: consecutive chunks
 //!   differ in every byte, so a receiver that reads a stale buffer (the chunk before, or one a
 //!   ring of 2, 4 … 256 slots held earlier: `PATTERNS` is odd) sees the wrong bytes.
-//! * [`Checksum`]: a Fletcher-style 64-bit sum, fast enough (several GB/s) not to be what is
-//!   measured. Every byte counts, and a byte changed anywhere changes it. The receiver
-//!   computes it over every byte it receives and compares it with the checksum of the chunk it
-//!   expects, computed from its own copy of the pool before the clock starts.
+//! * [`Checksum`]: a Fletcher-style 64-bit sum, about as fast as adding up the words (it must
+//!   not be what is measured: the receiver reads shared memory no faster than it checks it).
+//!   Every byte counts, and a byte changed anywhere changes it. The receiver computes it over
+//!   every byte it receives and compares it with the checksum of the chunk it expects,
+//!   computed from its own copy of the pool before the clock starts.
 
 /// How many different chunks the pool gives (odd and prime: never a multiple of a ring's
 /// slot count, so a stale slot never holds what the next chunk should be).
@@ -50,23 +51,32 @@ impl Pool {
     }
 }
 
-/// A Fletcher-style checksum over 64-bit words in four independent lanes (so the compiler can
-/// use vector instructions): per lane `a += word; b += a`, all wrapping. A changed byte changes
-/// `a` (by a non-zero multiple of a power of 256); moved words change `b`; [`Checksum::value`]
-/// mixes them into one number.
+/// A Fletcher-style checksum over 64-bit words in [`LANES`](Checksum::LANES) independent lanes
+/// (so the compiler can use vector instructions; word `i` goes to lane `i % 8`): per lane
+/// `a += word` for each word, and `b += a` once per [`BLOCK`](Checksum::BLOCK), all wrapping.
+/// A changed byte changes `a` (by a non-zero multiple of a power of 256); moved words change
+/// `a` (into another lane) or `b` (into another block) — only words moved by a multiple of
+/// 64 bytes within one 512-byte block go unseen, which no mechanism's delivery does (they
+/// move whole buffers, messages and slots). [`Checksum::value`] mixes it all into one number.
+///
+/// A Fletcher sum proper (`b += a` after every word) costs twice the additions, and would
+/// make the receiver, not the mechanism, what limits shm-spin's throughput.
 ///
 /// Data may come in pieces ([`Checksum::update`]), as long as every piece but the last is a
 /// multiple of [`Checksum::BLOCK`] bytes long: the result is then that of the whole.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Checksum {
-    a: [u64; 4],
-    b: [u64; 4],
+    a: [u64; Checksum::LANES],
+    b: [u64; Checksum::LANES],
     len: u64,
 }
 
 impl Checksum {
-    /// The piece size that [`Checksum::update`] needs all but the last piece to be a multiple of.
-    pub const BLOCK: usize = 32;
+    /// The lanes: a word goes to lane (its index modulo this).
+    const LANES: usize = 8;
+    /// The piece size that [`Checksum::update`] needs all but the last piece to be a multiple
+    /// of; `b` takes up `a` once per block.
+    pub const BLOCK: usize = 512;
 
     /// A checksum of no bytes yet.
     pub fn new() -> Checksum {
@@ -98,9 +108,13 @@ impl Checksum {
 
     #[inline(always)]
     fn add_block(&mut self, block: &[u8]) {
-        for lane in 0..4 {
-            let bytes: [u8; 8] = block[lane * 8..lane * 8 + 8].try_into().unwrap_or([0; 8]);
-            self.a[lane] = self.a[lane].wrapping_add(u64::from_le_bytes(bytes));
+        for words in block.chunks_exact(8 * Self::LANES) {
+            for lane in 0..Self::LANES {
+                let bytes: [u8; 8] = words[lane * 8..lane * 8 + 8].try_into().unwrap_or([0; 8]);
+                self.a[lane] = self.a[lane].wrapping_add(u64::from_le_bytes(bytes));
+            }
+        }
+        for lane in 0..Self::LANES {
             self.b[lane] = self.b[lane].wrapping_add(self.a[lane]);
         }
     }
@@ -115,7 +129,7 @@ impl Checksum {
             x ^ (x >> 31)
         };
         let mut value = mix(self.len);
-        for lane in 0..4 {
+        for lane in 0..Self::LANES {
             value = mix(value ^ self.a[lane]);
             value = mix(value ^ self.b[lane]);
         }
@@ -168,5 +182,19 @@ mod tests {
         let mut moved = pool.chunk(0, 64).to_vec();
         moved.rotate_left(8);
         assert_ne!(Checksum::of(&moved), Checksum::of(pool.chunk(0, 64)));
+    }
+
+    #[test]
+    fn pieces_delivered_out_of_order_are_seen() {
+        let pool = Pool::new(1 << 16);
+        let data = pool.chunk(5, 1 << 16);
+        let good = Checksum::of(data);
+        // two blocks, two messages of msgmax, two bytes swapped
+        for piece in [Checksum::BLOCK, 8192, 1] {
+            let mut swapped = data.to_vec();
+            let (first, rest) = swapped.split_at_mut(piece);
+            first.swap_with_slice(&mut rest[..piece]);
+            assert_ne!(Checksum::of(&swapped), good, "{piece}-byte pieces swapped");
+        }
     }
 }

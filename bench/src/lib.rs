@@ -637,7 +637,7 @@ fn throughput(
     context: &Context,
     mut batch: impl FnMut(u64) -> anyhow::Result<Batch>,
 ) -> anyhow::Result<Throughput> {
-    let warm_count = (WARM_UP_BYTES / size).clamp(2, 1024) as u64;
+    let warm_count = warm_up_chunks(size);
     let warm = batch(warm_count)?;
     let bytes_per_ns = (warm_count * size as u64) as f64 / warm.ns.max(1) as f64;
     let chunks_in = |time: Duration| (time.as_nanos() as f64 * bytes_per_ns / size as f64) as u64;
@@ -656,6 +656,11 @@ fn throughput(
         gb_per_s: total_bytes as f64 / main.ns.max(1) as f64,
         verified: warm.bad == 0 && main.bad == 0,
     })
+}
+
+/// How many chunks of `size` bytes the untimed warm-up before a throughput measurement sends.
+fn warm_up_chunks(size: usize) -> u64 {
+    (WARM_UP_BYTES / size).clamp(2, 1024) as u64
 }
 
 /// `measure(size)` for each chunk size (none if throughput is not measured).

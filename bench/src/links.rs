@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Release};
 use anyhow::{anyhow, Context};
 use ipclab::msg::{self, MsgBuf, MsqId};
 use ipclab::sysv::{self, Key};
-use ipclab::wait::{self, Deadline};
 use ipclab::{signals, sys};
 use nix::errno::Errno;
 
@@ -291,11 +290,10 @@ impl<'a> Shared<'a> {
         }
     }
 
-    /// Waits until `ready` holds, spinning then yielding (see [`wait::spin_until`]); a child that
-    /// has ended or a termination signal ends the wait.
-    fn spin(&self, what: &str, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
-        wait::spin_until(Deadline::NEVER, || ready() || peer::child_ended())?;
-        match ready() {
+    /// Waits until `ready` holds, spinning then yielding, never sleeping (see
+    /// [`peer::spin_then_yield`]); a child that has ended or a termination signal ends the wait.
+    fn spin(&self, what: &str, ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+        match peer::spin_then_yield(ready) {
             true => Ok(()),
             false => Err(ended(what)),
         }

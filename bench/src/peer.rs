@@ -32,6 +32,27 @@ pub fn child_ended() -> bool {
     CHILD_ENDED.load(Ordering::Relaxed)
 }
 
+/// Waits until `ready()` holds, the way the simplest C loop waits for memory that another
+/// process writes: a few rounds of the CPU's spin hint, then a `sched_yield` each round, never a
+/// sleep (its timer slack, 50 µs by default, is longer than a 1 MiB chunk takes to copy) — or
+/// until the child has ended or a termination signal was caught (in the parent: the child
+/// ignores them, and dies with its parent). Returns whether `ready()` holds.
+pub fn spin_then_yield(mut ready: impl FnMut() -> bool) -> bool {
+    let mut spins = 0u32;
+    while !ready() {
+        if spins < 100 {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+            if child_ended() || ipclab::signals::caught().is_some() {
+                return ready();
+            }
+        }
+    }
+    true
+}
+
 /// Installs the `SIGCHLD` handler (see the module docs) and forgets an earlier child: call it
 /// before each `fork`.
 pub fn watch_next_child() -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 
 use anyhow::anyhow;
 
+use crate::bare::{self, Comparison, Figures};
 use crate::{Measured, Mechanism, Observer, TOTAL_BYTES};
 
 /// `4 KiB`, `64 KiB`, `1 MiB`, `1000 B`.
@@ -244,7 +245,15 @@ pub fn json_latency(name: &str, test: &str, latency: &crate::Latency) -> String 
     )
 }
 
-/// `{"ipcbench": 1, "cpus": 2, "results": [` the `objects`, one per line `]}`.
+/// One throughput object of the JSON output; `test` is `throughput` (or `bare-throughput`).
+pub fn json_throughput(name: &str, test: &str, t: &crate::Throughput) -> String {
+    format!(
+        "{{\"mechanism\": \"{name}\", \"test\": \"{test}\", \"bytes\": {}, \"total_bytes\": {}, \"gb_per_s\": {}, \"verified\": {}}}",
+        t.bytes, t.total_bytes, json_number(t.gb_per_s), t.verified
+    )
+}
+
+/// `{"ipcbench": 1, "cpus": 2, "results": [ the `objects`, one per line `]}`.
 pub fn json_document(objects: &[String]) -> String {
     format!(
         "{{\"ipcbench\": 1, \"cpus\": {}, \"results\": [\n  {}\n]}}\n",
@@ -259,58 +268,87 @@ pub fn json(results: &[Measured]) -> String {
     for measured in results {
         let name = measured.mechanism.name();
         objects.push(json_latency(name, "latency", &measured.latency));
-        for t in &measured.throughput {
-            objects.push(format!(
-                "{{\"mechanism\": \"{name}\", \"test\": \"throughput\", \"bytes\": {}, \"total_bytes\": {}, \"gb_per_s\": {}, \"verified\": {}}}",
-                t.bytes, t.total_bytes, json_number(t.gb_per_s), t.verified
-            ));
+        for throughput in &measured.throughput {
+            objects.push(json_throughput(name, "throughput", throughput));
         }
     }
     json_document(&objects)
 }
 
 /// The bare-loop comparison: each mechanism's p50 in ipcbench's loop and in the simplest loop,
-/// their ratio and the target for it.
-pub fn bare_table(compared: &[crate::bare::Comparison]) -> String {
-    let mut text = format!(
-        "64-byte round trips, p50 in µs: ipcbench's own loop next to the simplest loop \
-         (median of {} runs each)\n{:<14} {:>9} {:>9} {:>7} {:>9}\n",
-        crate::bare::ROUNDS,
-        "mechanism",
-        "ipcbench",
-        "bare",
-        "ratio",
-        "target"
-    );
-    for c in compared {
-        let verdict = if c.ratio() <= c.target {
-            "met"
-        } else {
-            "MISSED"
-        };
+/// then shm-spin's throughput next to the simplest ring; their ratio and the target for it.
+pub fn bare_table(compared: &[Comparison]) -> String {
+    let (latency, throughput): (Vec<&Comparison>, Vec<&Comparison>) = compared
+        .iter()
+        .partition(|c| matches!(c.figures, Figures::Latency { .. }));
+    let runs = bare::ROUNDS;
+    let mut text = String::new();
+    for (rows, heading, sign) in [
+        (
+            latency,
+            format!(
+                "64-byte round trips, p50 in µs: ipcbench's own loop next to the simplest loop \
+                 (median of {runs} runs each)"
+            ),
+            "<=",
+        ),
+        (
+            throughput,
+            format!(
+                "{} chunks one way, GB/s: ipcbench's own ring next to the simplest ring of {} \
+                 slots (median of {runs} runs each)",
+                size_name(bare::RING_CHUNK),
+                bare::RING_SLOTS
+            ),
+            ">=",
+        ),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push('\n');
+        }
         let _ = writeln!(
             text,
-            "{:<14} {:>9.2} {:>9.2} {:>7.2} {:>9} {verdict}",
-            c.mechanism.name(),
-            c.ipcbench.p50_us,
-            c.bare.p50_us,
-            c.ratio(),
-            format!("<= {}", c.target)
+            "{heading}\n{:<14} {:>9} {:>9} {:>7} {:>9}",
+            "mechanism", "ipcbench", "bare", "ratio", "target"
         );
+        for c in rows {
+            let (ipcbench, bare) = match c.figures {
+                Figures::Latency { bare, ipcbench } => (ipcbench.p50_us, bare.p50_us),
+                Figures::Throughput { bare, ipcbench } => (ipcbench.gb_per_s, bare.gb_per_s),
+            };
+            let verdict = if c.met() { "met" } else { "MISSED" };
+            let _ = writeln!(
+                text,
+                "{:<14} {ipcbench:>9.2} {bare:>9.2} {:>7.2} {:>9} {verdict}",
+                c.mechanism.name(),
+                c.ratio(),
+                format!("{sign} {}", c.target)
+            );
+        }
     }
     text
 }
 
-/// The bare-loop comparison as JSON: a `latency` and a `bare-latency` object per mechanism.
-pub fn bare_json(compared: &[crate::bare::Comparison]) -> String {
+/// The bare-loop comparison as JSON: a `latency` and a `bare-latency` object per mechanism,
+/// and a `throughput` and a `bare-throughput` object for the ring.
+pub fn bare_json(compared: &[Comparison]) -> String {
     let objects: Vec<String> = compared
         .iter()
         .flat_map(|c| {
             let name = c.mechanism.name();
-            [
-                json_latency(name, "latency", &c.ipcbench),
-                json_latency(name, "bare-latency", &c.bare),
-            ]
+            match c.figures {
+                Figures::Latency { bare, ipcbench } => [
+                    json_latency(name, "latency", &ipcbench),
+                    json_latency(name, "bare-latency", &bare),
+                ],
+                Figures::Throughput { bare, ipcbench } => [
+                    json_throughput(name, "throughput", &ipcbench),
+                    json_throughput(name, "bare-throughput", &bare),
+                ],
+            }
         })
         .collect();
     json_document(&objects)
@@ -482,6 +520,54 @@ mod tests {
         assert!(bar("fast") > 0 && bar("fast") < bar("slow"), "{chart}");
         let linear = bars("t", "GB/s", &[("a", 2.0), ("b", 4.0)]);
         assert!(linear.contains("linear"), "{linear}");
+    }
+
+    #[test]
+    fn the_bare_table_shows_each_ratio_against_its_target() {
+        let latency = |p50_us| crate::Latency {
+            round_trips: 300,
+            p50_us,
+            p99_us: p50_us,
+        };
+        let throughput = |gb_per_s| crate::Throughput {
+            bytes: bare::RING_CHUNK,
+            total_bytes: 1 << 28,
+            gb_per_s,
+            verified: true,
+        };
+        let compared = [
+            Comparison {
+                mechanism: Mechanism::Pipe,
+                figures: Figures::Latency {
+                    bare: latency(2.0),
+                    ipcbench: latency(2.2),
+                },
+                target: 1.25,
+            },
+            Comparison {
+                mechanism: Mechanism::ShmSpin,
+                figures: Figures::Throughput {
+                    bare: throughput(20.0),
+                    ipcbench: throughput(10.0),
+                },
+                target: 0.8,
+            },
+        ];
+        let table = bare_table(&compared);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .filter(|l| l.starts_with("pipe") || l.starts_with("shm-spin"))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[0],
+            ["pipe", "2.20", "2.00", "1.10", "<=", "1.25", "met"]
+        );
+        assert_eq!(
+            rows[1],
+            ["shm-spin", "10.00", "20.00", "0.50", ">=", "0.8", "MISSED"]
+        );
+        assert!(table.contains("1 MiB chunks one way, GB/s"), "{table}");
     }
 
     #[test]

@@ -67,8 +67,11 @@ struct Options {
 fn bare_help() -> String {
     format!(
         "Compare ipcbench's latency loop with the simplest ping-pong loop of pipe, msgq, \
-         unix-socket and shm-spin ({} round trips, {} runs each)",
+         unix-socket and shm-spin ({} round trips), and shm-spin's throughput with the simplest \
+         ring ({} chunks, {} slots); {} runs each",
         bare::ROUND_TRIPS,
+        report::size_name(bare::RING_CHUNK),
+        bare::RING_SLOTS,
         bare::ROUNDS
     )
 }

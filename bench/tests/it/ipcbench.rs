@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use ::ipcbench::bare::{RING_CHUNK, RING_SLOTS, ROUNDS, ROUND_TRIPS};
 use ipclab::sysv::Key;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -605,10 +606,29 @@ fn bare_loops_are_shown_next_to_ipcbench_s_own_loop() {
             assert_eq!(found[0]["round_trips"], 300, "{run}");
             assert!(found[0]["p50_us"].as_f64().unwrap() > 0.0, "{run}");
         }
+        // shm-spin's ring next to the simplest ring, every word arrived
+        let rings = usize::from(mechanism == "shm-spin");
+        for test in ["throughput", "bare-throughput"] {
+            let found = results(&document, mechanism, test);
+            assert_eq!(found.len(), rings, "{mechanism} {test}\n{run}");
+            for found in found {
+                assert_eq!(found["bytes"], RING_CHUNK, "{run}");
+                assert!(found["gb_per_s"].as_f64().unwrap() > 0.0, "{run}");
+                assert_eq!(found["verified"], true, "{run}");
+            }
+        }
     }
     let text = self::run(&lab, &["--bare", "--round-trips", "300", "--only", "pipe"]);
     text.assert_success();
     let row = text.lines().into_iter().find(|l| l.starts_with("pipe"));
     assert!(row.is_some_and(|r| r.contains("<= 1.25")), "{text}");
+    // the help says what the code does
+    let help = self::run(&lab, &["--help"]);
+    let says = format!("({ROUND_TRIPS} round trips)");
+    let ring = format!("(1 MiB chunks, {RING_SLOTS} slots); {ROUNDS} runs each");
+    assert!(
+        help.stdout().contains(&says) && help.stdout().contains(&ring),
+        "{help}"
+    );
     assert_nothing_left(&lab, &run);
 }
