@@ -435,7 +435,8 @@ unsafe fn pair<L: Link>(
                 Ok(measured) => measured,
                 Err(error) => {
                     drop(child); // killed before our ends close: it has nothing to say
-                    return Err(error);
+                                 // whatever failed, an object removed under us is why
+                    return Err(link.removed().map_or(error, anyhow::Error::new));
                 }
             };
             control.order(Command::Quit)?;
@@ -446,10 +447,14 @@ unsafe fn pair<L: Link>(
     }
 }
 
-/// Whether the child's `error` only echoes the parent: it has ended or closed its ends, or it
-/// was about to stop on a signal when it forked (the child inherits that it caught one).
+/// Whether the child's `error` only echoes the parent: it has ended or closed its ends, an
+/// object was removed under both (the parent says it), or it was about to stop on a signal
+/// when it forked (the child inherits that it caught one).
 fn peer_stopped(error: &anyhow::Error) -> bool {
-    ipclab::error::caused_by::<links::PeerEnded>(error) || signals::is_interruption(error)
+    use ipclab::error::caused_by;
+    caused_by::<links::PeerEnded>(error)
+        || caused_by::<links::Removed>(error)
+        || signals::is_interruption(error)
 }
 
 /// The parent's part: every measurement, through `link`.

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Release};
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use ipclab::msg::{self, MsgBuf, MsqId};
 use ipclab::sysv::{self, Key};
 use ipclab::{signals, sys};
@@ -56,6 +56,12 @@ pub trait Link {
 
     /// Receives one chunk of `size` bytes, adding every byte to `sum`.
     fn recv_chunk(&mut self, size: usize, sum: &mut Checksum) -> anyhow::Result<()>;
+
+    /// Whether the System V object the link goes through has been removed (by someone else,
+    /// while in use): why whatever failed failed. `None` if it is there, or there is none.
+    fn removed(&self) -> Option<Removed> {
+        None
+    }
 }
 
 /// What a wait that ends without its data says: a caught signal (quiet, 128+signal), or the
@@ -80,6 +86,19 @@ impl std::fmt::Display for PeerEnded {
 
 impl std::error::Error for PeerEnded {}
 
+/// The System V object a link goes through (`"queue"`, `"semaphore set"`) was removed by
+/// someone else while the run used it (`ipcrm`).
+#[derive(Debug)]
+pub struct Removed(pub &'static str);
+
+impl std::fmt::Display for Removed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the {} was removed while in use", self.0)
+    }
+}
+
+impl std::error::Error for Removed {}
+
 /// Makes a blocking call `call(nowait)`, again after `EINTR` (a `SIGCHLD` may interrupt a call
 /// whose data has arrived already), until a termination signal is caught. Once the child has
 /// ended, one last try with `nowait` (what it sent before it ended is still there): a
@@ -95,7 +114,7 @@ pub(super) fn again<T>(
             Err(Errno::EINTR) => nowait = peer::child_ended(),
             Err(Errno::EAGAIN | Errno::ENOMSG) if nowait => return Err(ended(what)),
             Err(Errno::EIDRM | Errno::EINVAL) => {
-                return Err(anyhow!("{what}: the object was removed under us"))
+                return Err(anyhow::Error::new(Removed("object")).context(what.to_string()))
             }
             Err(Errno::EPIPE) => return Err(ended(what)),
             other => return other.with_context(|| what.to_string()),
@@ -329,6 +348,17 @@ impl<'a> Shared<'a> {
 }
 
 impl Link for Shared<'_> {
+    fn removed(&self) -> Option<Removed> {
+        let Turns::Semaphores(set) = &self.turns else {
+            return None; // a segment removed while attached lives on until detached
+        };
+        let gone = matches!(
+            sem::semctl_stat(set.id()),
+            Err(Errno::EINVAL | Errno::EIDRM)
+        );
+        gone.then_some(Removed("semaphore set"))
+    }
+
     fn send(&mut self, message: &[u8]) -> anyhow::Result<()> {
         assert!(message.len() <= layout::MESSAGE_MAX, "message too long");
         let ((sequence, at), _) = self.directions();
@@ -580,6 +610,11 @@ impl Link for Queue<'_> {
             self.send_message(CHUNK_TYPE, piece)?;
         }
         Ok(())
+    }
+
+    fn removed(&self) -> Option<Removed> {
+        let gone = matches!(msg::ipc_stat(self.id), Err(Errno::EINVAL | Errno::EIDRM));
+        gone.then_some(Removed("queue"))
     }
 
     fn recv_chunk(&mut self, size: usize, sum: &mut Checksum) -> anyhow::Result<()> {
