@@ -6,13 +6,15 @@
 //! disk (`fsync`: a full disk or a quota may show only there) and then renamed over FILE: FILE
 //! is its old self or the whole new chart, never a part of one. Anything else that is there
 //! already (`/dev/stdout`, `/dev/full`, a FIFO) is opened at once and written in place: only
-//! the write can tell whether a device takes the bytes.
+//! the write can tell whether a device takes the bytes; a pipe whose reader has gone ends the
+//! program quietly, as stdout's does.
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use ipclab::error::Exit;
 use ipclab::sys;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -84,7 +86,12 @@ impl OutputFile {
     pub fn write(self, bytes: &[u8]) -> anyhow::Result<()> {
         let path = &self.path;
         let written = match self.target {
-            Target::InPlace(fd) => sys::write_all(&fd, bytes).context("write"),
+            Target::InPlace(fd) => match sys::write_all(&fd, bytes) {
+                // a pipe whose reader has gone (`--svg /dev/stdout | head`): as for stdout, a
+                // quiet end
+                Err(Errno::EPIPE) => return Err(Exit::quiet(0, Errno::EPIPE).into()),
+                written => written.context("write"),
+            },
             Target::Replace(mode) => {
                 let (fd, temporary) = create_beside(path)?;
                 let made = Temporary {

@@ -528,6 +528,21 @@ fn a_chart_that_cannot_be_written_fails_at_once_with_one_line_and_leaves_nothing
     assert_nothing_left(&lab, &run);
 }
 
+#[test]
+fn a_chart_into_a_pipe_whose_reader_has_gone_ends_quietly() {
+    let lab = Lab::new();
+    // the chart goes to fd 3, a pipe to `true`, which has ended by the time it is written
+    let script = r#""$0" "$@" --svg /dev/fd/3 3>&1 >/dev/null | true; exit "${PIPESTATUS[0]}""#;
+    let mut command = lab.command("bash", &["-c", script]);
+    command
+        .arg(crate::harness::exe("ipcbench").unwrap())
+        .args(["--only", "memcpy", "--size", "4K", "--duration", "0.1"])
+        .env("TMPDIR", lab.dir());
+    let run = Running::spawn(command).finish();
+    run.assert_success();
+    assert_nothing_left(&lab, &run);
+}
+
 /// Runs `ipcbench args…` (stdout to /dev/null) in a mount namespace of its own, in which a
 /// tmpfs mounted with `options` is the lab's directory `disk` (`--svg disk/chart.svg`), after
 /// `disk/filler` has filled it up if `fill`. Its stdout then lists what `disk` holds besides
