@@ -30,9 +30,9 @@ pub struct OutputFile {
 
 #[derive(Debug)]
 enum Target {
-    /// A regular file, or none yet: replaced by a temporary file made beside it. The mode the
-    /// new file gets (an existing file's own).
-    Replace(Option<Mode>),
+    /// A regular file (`file`: where a symbolic link leads), or none yet: replaced by a
+    /// temporary file made beside it, which gets `mode` (an existing file's own).
+    Replace { file: PathBuf, mode: Option<Mode> },
     /// Something else that exists (a device, a FIFO): written in place, opened before.
     InPlace(OwnedFd),
 }
@@ -58,6 +58,11 @@ impl OutputFile {
             Err(Errno::ENOENT) => None,
             Err(errno) => return Err(errno.into()),
         };
+        let replace = |file: PathBuf, mode| -> anyhow::Result<Target> {
+            let (_, probe) = create_beside(&file)?;
+            sys::unlink(&probe)?;
+            Ok(Target::Replace { file, mode })
+        };
         let kind = |stat: &FileStat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
         match existing {
             Some(stat) if kind(&stat) == SFlag::S_IFDIR => Err(Errno::EISDIR.into()),
@@ -67,24 +72,17 @@ impl OutputFile {
             }
             Some(stat) => {
                 nix::unistd::access(path, AccessFlags::W_OK)?;
-                let (_, probe) = create_beside(path)?;
-                sys::unlink(&probe)?;
-                Ok(Target::Replace(Some(Mode::from_bits_truncate(
-                    stat.st_mode,
-                ))))
+                let file = std::fs::canonicalize(path)
+                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+                replace(file, Some(Mode::from_bits_truncate(stat.st_mode)))
             }
-            None => {
-                let (_, probe) = create_beside(path)?;
-                sys::unlink(&probe)?;
-                Ok(Target::Replace(None))
-            }
+            None => replace(path.to_owned(), None),
         }
     }
 
     /// Writes `bytes` as the file's whole content (see the module docs). On an error nothing
     /// is left: the temporary file is removed and FILE is as it was.
     pub fn write(self, bytes: &[u8]) -> anyhow::Result<()> {
-        let path = &self.path;
         let written = match self.target {
             Target::InPlace(fd) => match sys::write_all(&fd, bytes) {
                 // a pipe whose reader has gone (`--svg /dev/stdout | head`): as for stdout, a
@@ -92,24 +90,26 @@ impl OutputFile {
                 Err(Errno::EPIPE) => return Err(Exit::quiet(0, Errno::EPIPE).into()),
                 written => written.context("write"),
             },
-            Target::Replace(mode) => {
-                let (fd, temporary) = create_beside(path)?;
-                let made = Temporary {
-                    path: temporary,
-                    renamed: false,
-                };
-                let filled = sys::write_all(&fd, bytes)
-                    .context("write")
-                    .and_then(|()| nix::unistd::fsync(&fd).context("fsync"))
-                    .and_then(|()| match mode {
-                        Some(mode) => nix::sys::stat::fchmod(&fd, mode).context("fchmod"),
-                        None => Ok(()),
-                    });
-                filled.and_then(|()| made.rename_to(path))
-            }
+            Target::Replace { file, mode } => replace(&file, mode, bytes),
         };
-        written.with_context(|| format!("--svg {}", path.display()))
+        written.with_context(|| format!("--svg {}", self.path.display()))
     }
+}
+
+/// Writes `bytes` into a new file beside `file`, flushed to the disk, with `mode`, then
+/// renames it over `file`; removes it on an error.
+fn replace(file: &Path, mode: Option<Mode>, bytes: &[u8]) -> anyhow::Result<()> {
+    let (fd, temporary) = create_beside(file)?;
+    let made = Temporary {
+        path: temporary,
+        renamed: false,
+    };
+    sys::write_all(&fd, bytes).context("write")?;
+    nix::unistd::fsync(&fd).context("fsync")?;
+    if let Some(mode) = mode {
+        nix::sys::stat::fchmod(&fd, mode).context("fchmod")?;
+    }
+    made.rename_to(file)
 }
 
 /// Makes a new file beside `path`, in its directory, named `.NAME.ipcbench-PID`; returns it

@@ -489,6 +489,26 @@ fn the_svg_chart_shows_every_mechanism() {
     assert_nothing_left(&lab, &run);
 }
 
+#[test]
+fn a_chart_replaces_the_file_a_link_leads_to_and_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let (old, link) = (lab.dir().join("old.svg"), lab.dir().join("chart.svg"));
+    std::fs::write(&old, "old chart").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("old.svg", &link).unwrap();
+    let run = run(&lab, &[&QUICK_MEMCPY[..], &["--svg", "chart.svg"]].concat());
+    run.assert_success();
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert!(std::fs::read_to_string(&old).unwrap().starts_with("<svg"));
+    let mode = std::fs::metadata(&old).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o640);
+    for file in [&old, &link] {
+        std::fs::remove_file(file).unwrap();
+    }
+    assert_nothing_left(&lab, &run);
+}
+
 /// A run that must fail at once: were it measuring first, `--duration 10` would take 20 s.
 const LONG_MEMCPY: [&str; 4] = ["--only", "memcpy", "--duration", "10"];
 /// A run that gets to write its chart at once.
