@@ -2,7 +2,7 @@
 //! flag each way) per message, 64 bytes, no checks, no signal handling in the loop — so that
 //! what ipcbench's own loop costs on top (its checks, its generic link, its wait that also
 //! watches for signals and a child that has gone) can be seen next to it. For shm-spin also
-//! the simplest ring of 1 MiB chunks ([`ring`]), next to ipcbench's throughput measurement.
+//! the simplest ring of 1 MiB chunks (`ring`), next to ipcbench's throughput measurement.
 //!
 //! Both are timed the same way (a clock read before and after each round trip; for the ring,
 //! from the sender's first copy to the receiver's last sum), after the same warm-up, and the
@@ -86,7 +86,7 @@ impl Comparison {
 
 /// Runs, for each mechanism of `settings` that has a bare loop, the bare loop and ipcbench's
 /// latency measurement in turn, [`ROUNDS`] times each, `trips` round trips each — for shm-spin
-/// also the bare [`ring`] and ipcbench's throughput of [`RING_CHUNK`]s — telling `observer`
+/// also the bare `ring` and ipcbench's throughput of [`RING_CHUNK`]s — telling `observer`
 /// what it is doing (a mechanism that fails is skipped, as in [`crate::measure_all`]).
 ///
 /// # Safety

@@ -51,9 +51,9 @@ impl Pool {
     }
 }
 
-/// A Fletcher-style checksum over 64-bit words in [`LANES`](Checksum::LANES) independent lanes
-/// (so the compiler can use vector instructions; word `i` goes to lane `i % 8`): per lane
-/// `a += word` for each word, and `b += a` once per [`BLOCK`](Checksum::BLOCK), all wrapping.
+/// A Fletcher-style checksum over 64-bit words in 8 independent lanes (so the compiler can use
+/// vector instructions; word `i` goes to lane `i % 8`): per lane `a += word` for each word,
+/// and `b += a` once per [`BLOCK`](Checksum::BLOCK), all wrapping.
 /// A changed byte changes `a` (by a non-zero multiple of a power of 256); moved words change
 /// `a` (into another lane) or `b` (into another block) — only words moved by a multiple of
 /// 64 bytes within one 512-byte block go unseen, which no mechanism's delivery does (they
