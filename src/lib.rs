@@ -14,8 +14,10 @@
 //! | [`process`]   | `fork`, waiting for children, finding and `exec`ing a program           |
 //! | [`fifo`]      | the FIFO client–server pair: paths and the 160-byte record              |
 //! | [`msg`]       | System V message queues: msgget/msgsnd/msgrcv/msgctl, the 136-byte message, the server's queue |
-//! | [`shm`]       | System V shared memory: shmget/shmat/shmdt/shmctl, the segment owners, the sipc layout |
-//! | [`server_lock`] | a server's liveness lock (`flock`), so that a second msgq1 or sipc1 on a key is refused |
+//! | [`shm`]       | System V shared memory: shmget/shmat/shmdt/shmctl, the segment owners |
+//! | [`sipc`]      | the sipc1/sipc2 pair: the 1024-byte layout, the hand-off, the server and client sides |
+//! | [`peer`]      | the liveness model: who is alive (a server's lock, kernel facts), what is a leftover, what is refused |
+//! | [`text`]      | the one policy for a peer's text: shown in C notation, never refused for its bytes |
 //! | [`sysv`]      | System V keys (`0x8000 + ID`, `0x9000 + ID`) and the ownership check of an object found by key |
 //! | [`sys`]       | the lecture's calls on pipes, FIFOs and files (`pipe`, `read`, `write`, `open`, `mkfifo`…), traced |
 //! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
@@ -33,13 +35,15 @@ pub mod fifo;
 pub mod mman;
 pub mod msg;
 pub mod out;
+pub mod peer;
 pub mod process;
 pub mod sem;
-pub mod server_lock;
 pub mod shm;
 pub mod signals;
+pub mod sipc;
 pub mod sync;
 pub mod sys;
 pub mod sysv;
+pub mod text;
 pub mod trace;
 pub mod wait;
