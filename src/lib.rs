@@ -24,12 +24,14 @@
 //! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
 //! | [`sem`]       | System V semaphores: semget/semop/semctl and the set's owner (ipcbench's `shm-sem`) |
 //! | [`bench`](mod@bench) | ipcbench: every mechanism of the lecture measured side by side (latency, throughput, checked data) |
-//! | [`mman`]      | memory-mapped files: `mmap`/`munmap`, a copy between mappings that survives SIGBUS, mipc's shared counter, mycp3's two files |
+//! | [`mman`]      | memory-mapped files: `mmap`/`munmap`, a `memcpy` between mappings, mipc's shared counter |
+//! | [`copy`]      | mycp3's copy policy: SOURCE and its data ranges, the unnamed copy that becomes DEST whole or not at all, the SIGBUS handler |
 //!
 //! The lab manual (`labs.md`) explains the concepts; the code points to it.
 
 pub mod bench;
 pub mod cli;
+pub mod copy;
 pub mod error;
 pub mod fifo;
 pub mod mman;
