@@ -6,6 +6,10 @@
 #   BENCH_SIZE_MIB=256 BENCH_RUNS=3 scripts/bench-mycp3.sh
 #   MYCP3_ARGS="--window 64M" scripts/bench-mycp3.sh      # try other windows
 #   MYCP3_ARGS="--reserve ftruncate" scripts/bench-mycp3.sh  # the C version's way
+#   BENCH_SPARSE_GIB=0 scripts/bench-mycp3.sh              # without the sparse file
+#
+# Then a sparse file, ${BENCH_SPARSE_GIB:-5} GiB of hole (`truncate -s 5G`), copied once by
+# each: the wall time, and the disk blocks of the copy (a sparse copy has none).
 #
 # The files live in a new directory under ${BENCH_DIR:-${TMPDIR:-/tmp}} (needs twice the size
 # free), which is removed at the end. Each copy is removed and `sync`ed away before the next run,
@@ -79,4 +83,32 @@ peak_mib=$(awk -v r="$(peak mycp3)" 'BEGIN { printf "%.1f", r / 1024 }')
 echo "mycp3/cp: wall $ratio (goal <= 0.60), CPU $cpu_ratio; mycp3 peak RSS $peak_mib MiB (goal <= 64 MiB)"
 summary "mycp3 vs cp" "wall mycp3/cp, ${size_mib} MiB, median of $runs" "$ratio" "<= 0.60" "$(verdict "$ratio" "<=" 0.60)"
 summary "mycp3" "peak RSS, ${size_mib} MiB" "$peak_mib MiB" "<= 64 MiB" "$(verdict "$peak_mib" "<=" 64)"
+
+# sparse NAME COMMAND...: one copy of $dir/sparse; prints "NAME wall_ms blocks_of_the_copy".
+sparse() {
+    local name=$1 start end
+    shift
+    rm -f "$dir/sparse.copy"
+    start=$(now_us)
+    "$@" "$dir/sparse" "$dir/sparse.copy"
+    end=$(now_us)
+    [ "$(stat -c %s "$dir/sparse.copy")" = "$(stat -c %s "$dir/sparse")" ] ||
+        { echo "bench-mycp3: $name made a copy of another size" >&2; exit 1; }
+    echo "$name $(((end - start) / 1000)) $(stat -c %b "$dir/sparse.copy")"
+}
+sparse_gib=${BENCH_SPARSE_GIB:-5}
+if [ "$sparse_gib" != 0 ]; then
+    truncate -s "${sparse_gib}G" "$dir/sparse"
+    echo "a sparse file: ${sparse_gib} GiB of hole, copied once by each"
+    printf '%-6s %12s %16s\n' "" "wall" "copy's blocks"
+    for copier in cp mycp3; do
+        case $copier in cp) set -- cp ;; mycp3) set -- "$mycp3" "${mycp3_args[@]}" ;; esac
+        copied=$(sparse "$copier" "$@")
+        read -r name wall blocks <<<"$copied"
+        printf '%-6s %9s ms %16s\n' "$name" "$wall" "$blocks"
+    done
+    summary "mycp3" "sparse ${sparse_gib} GiB: wall, blocks of the copy" "$wall ms, $blocks blocks" \
+        "0 blocks" "$(verdict "$blocks" "<=" 0)"
+    rm -f "$dir/sparse" "$dir/sparse.copy"
+fi
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs (other work slows both, unevenly)"

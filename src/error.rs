@@ -84,6 +84,12 @@ pub fn caused_by<E: Error + 'static>(error: &anyhow::Error) -> bool {
     find::<E>(error).is_some()
 }
 
+/// An errno as every message of the suite shows it: its name and its text,
+/// `EACCES: Permission denied` (never Rust's `Permission denied (os error 13)`).
+pub fn reason(errno: nix::errno::Errno) -> String {
+    format!("{errno:?}: {}", errno.desc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,8 +37,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::{fstat, lstat, FileStat, Mode, SFlag};
 use nix::unistd::Pid;
 
-use crate::wait::{self, Deadline};
-use crate::{sys, trace};
+use crate::wait::{self, Deadline, Wait};
+use crate::{peer, sys, trace};
 
 /// The server's FIFO, in the directory both sides use (`--dir`).
 pub const SERVER_FIFO: &str = ".fifo";
@@ -496,6 +496,13 @@ fn take_over(path: &Path) -> anyhow::Result<Option<(Flock<OwnedFd>, OwnedFd)>> {
     if !names(path, reader.as_fd()) {
         return Ok(None);
     }
+    // A server that holds no lock of ours (a C fifos) still reads it: not a leftover.
+    if let Some(readers) = foreign_readers_of(path) {
+        anyhow::bail!(
+            "{shown} is being read by {readers}, a server that is not fifos of this suite; stop \
+             it first, or use another --dir"
+        );
+    }
     Ok(Some((reader, open_keep_open(path)?)))
 }
 
@@ -558,13 +565,15 @@ impl ClientFifo {
         let context = || format!("waiting for the reply ({})", self.path.display());
         let mut bytes = Vec::with_capacity(RECORD_LEN);
         let mut chunk = [0u8; RECORD_LEN];
+        let what = || format!("the reply from {}", server.server());
+        let mut wait = Wait::new(deadline).saying(&what);
         while bytes.len() < RECORD_LEN {
             // POLLERR on our write end of `.fifo`: its last reader, the server, has gone.
             let watched = [
                 (self.reader.as_fd(), PollFlags::POLLIN),
                 (server.writer.as_fd(), PollFlags::empty()),
             ];
-            let ready = wait::poll(&watched, deadline).with_context(context)?;
+            let ready = wait.poll(&watched).with_context(context)?;
             if ready[0].is_empty() {
                 anyhow::bail!(
                     "{}: the server went away before replying",
@@ -621,11 +630,18 @@ impl ToServer {
         Ok(ToServer { path, writer })
     }
 
+    /// Who reads `.fifo`, for a message: `pid 4711 (fifos)`.
+    fn server(&self) -> String {
+        readers_of(&self.path).unwrap_or_else(|| format!("the server of {}", self.path.display()))
+    }
+
     /// Sends `request` in one atomic write, waiting (until `deadline`) if `.fifo` is full.
     pub fn send(&self, request: &Record, deadline: Deadline) -> anyhow::Result<()> {
         let context = || format!("write({})", self.path.display());
+        let what = || format!("room in {}, read by {}", self.path.display(), self.server());
+        let mut wait = Wait::new(deadline).saying(&what);
         loop {
-            wait::poll(&[(self.writer.as_fd(), PollFlags::POLLOUT)], deadline)
+            wait.poll(&[(self.writer.as_fd(), PollFlags::POLLOUT)])
                 .with_context(context)?;
             match write_record(&self.writer, request) {
                 Err(e) if e.downcast_ref() == Some(&Errno::EAGAIN) => continue,
@@ -694,6 +710,10 @@ fn make_owned_fifo(path: &Path) -> anyhow::Result<Flock<OwnedFd>> {
         let leftover =
             open_nonblocking(path, OFlag::O_RDONLY).with_context(|| format!("open({shown})"))?;
         let leftover = lock(leftover, path)?.ok_or_else(in_use)?;
+        // Held open by a process that takes no lock of ours (a C client): not a leftover.
+        if let Some(users) = users_of(path) {
+            anyhow::bail!("{shown}: in use by {users}; use another --dir");
+        }
         if names(path, leftover.as_fd()) {
             sys::unlink(path).with_context(|| format!("removing the leftover {shown}"))?;
         }
@@ -719,6 +739,38 @@ fn write_record(fd: &OwnedFd, record: &Record) -> anyhow::Result<()> {
         "only {written} of {RECORD_LEN} bytes written"
     );
     Ok(())
+}
+
+/// The processes (this one aside) that hold the file at `path` open, as a list for a message
+/// (`pid 4711 (fifos)`); `None` if none does.
+fn users_of(path: &Path) -> Option<String> {
+    holders_of(path, |_, _| true)
+}
+
+/// The processes (this one aside) that hold the FIFO at `path` open for reading; `None` if none.
+fn readers_of(path: &Path) -> Option<String> {
+    holders_of(path, |_, how| how != peer::OpenFor::Writing)
+}
+
+/// Like [`readers_of`], without other instances of this program: a server of ours that has
+/// opened `.fifo` but not locked it yet finds it locked and stops.
+fn foreign_readers_of(path: &Path) -> Option<String> {
+    holders_of(path, |process, how| {
+        how != peer::OpenFor::Writing && !process.runs_this_program()
+    })
+}
+
+fn holders_of(
+    path: &Path,
+    wanted: impl Fn(&peer::Process, peer::OpenFor) -> bool,
+) -> Option<String> {
+    let stat = lstat(path).ok()?;
+    let holders: Vec<peer::Process> = peer::holders(stat.st_dev, stat.st_ino)
+        .into_iter()
+        .filter(|(process, how)| wanted(process, *how))
+        .map(|(process, _)| process)
+        .collect();
+    (!holders.is_empty()).then(|| peer::listed(&holders))
 }
 
 fn is_fifo(stat: &FileStat) -> bool {

@@ -15,28 +15,34 @@
 //! | [`process`]   | `fork`, waiting for children, finding and `exec`ing a program           |
 //! | [`fifo`]      | the FIFO client–server pair: paths and the 160-byte record              |
 //! | [`msg`]       | System V message queues: msgget/msgsnd/msgrcv/msgctl, the 136-byte message, the server's queue |
-//! | [`shm`]       | System V shared memory: shmget/shmat/shmdt/shmctl, the segment owners, the sipc layout |
-//! | [`server_lock`] | a server's liveness lock (`flock`), so that a second msgq1 or sipc1 on a key is refused |
+//! | [`shm`]       | System V shared memory: shmget/shmat/shmdt/shmctl, the segment owners |
+//! | [`sipc`]      | the sipc1/sipc2 pair: the 1024-byte layout, the hand-off, the server and client sides |
+//! | [`peer`]      | the liveness model: who is alive (a server's lock, kernel facts), what is a leftover, what is refused |
+//! | [`text`]      | the one policy for a peer's text: shown in C notation, never refused for its bytes |
 //! | [`sysv`]      | System V keys (`0x8000 + ID`, `0x9000 + ID`) and the ownership check of an object found by key |
 //! | [`sys`]       | the lecture's calls on pipes, FIFOs and files (`pipe`, `read`, `write`, `open`, `mkfifo`…), traced |
 //! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
 //! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
-//! | [`mman`]      | memory-mapped files: `mmap`/`munmap`, a copy between mappings that survives SIGBUS, mipc's shared counter, mycp3's two files |
+//! | [`mman`]      | memory-mapped files: `mmap`/`munmap`, a `memcpy` between mappings, mipc's shared counter |
+//! | [`copy`]      | mycp3's copy policy: SOURCE and its data ranges, the unnamed copy that becomes DEST whole or not at all, the SIGBUS handler |
 //!
 //! The lab manual (`labs.md`) explains the concepts; the code points to it.
 
 pub mod cli;
+pub mod copy;
 pub mod error;
 pub mod fifo;
 pub mod mman;
 pub mod msg;
 pub mod out;
+pub mod peer;
 pub mod process;
-pub mod server_lock;
 pub mod shm;
 pub mod signals;
+pub mod sipc;
 pub mod sync;
 pub mod sys;
 pub mod sysv;
+pub mod text;
 pub mod trace;
 pub mod wait;

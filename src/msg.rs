@@ -29,18 +29,17 @@
 
 use std::ffi::{c_int, c_long};
 use std::fmt;
-use std::time::Duration;
 
 use anyhow::anyhow;
 use libc::msqid_ds;
 use nix::errno::Errno;
-use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use crate::server_lock::{Server, ServerLock, ServerWatch};
+use crate::peer::{self, Process, Server, ServerLock, ServerWatch};
 use crate::sysv::{self, Key, OTHER_ID_HINT};
-use crate::wait::{Backoff, Deadline};
-use crate::{cli, outln, signals, trace};
+use crate::text::{self, BadText};
+use crate::wait::{Deadline, Wait};
+use crate::{error, outln, signals, trace};
 
 /// Size of the text field: the message, NUL-terminated.
 pub const TEXT_LEN: usize = 128;
@@ -58,8 +57,6 @@ const MSGQ1: Server = Server {
     call: "msgget",
     object: "queue",
 };
-/// How long msgq1 waits for its reply to be taken before it removes the queue anyway.
-pub const PICKUP_GRACE: Duration = Duration::from_secs(3);
 
 // ---- the message ----------------------------------------------------------------------------
 
@@ -117,50 +114,6 @@ impl Message {
     }
 }
 
-/// Why a received text is not one the protocol allows (msgq1 reports it and skips it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BadMessage {
-    /// No text at all (a 0-byte message).
-    Empty,
-    /// No NUL in the bytes received (a C string without its end).
-    NotTerminated(usize),
-    /// The text is not UTF-8.
-    NotUtf8,
-    /// The text holds control characters (which would drive the terminal it is printed on).
-    ControlCharacter,
-}
-
-impl fmt::Display for BadMessage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BadMessage::Empty => f.write_str("no text (0 bytes)"),
-            BadMessage::NotTerminated(n) => write!(f, "no NUL in its {n} bytes"),
-            BadMessage::NotUtf8 => f.write_str("text is not UTF-8"),
-            BadMessage::ControlCharacter => f.write_str("text holds control characters"),
-        }
-    }
-}
-
-impl std::error::Error for BadMessage {}
-
-/// The text of a received message: the bytes up to the first NUL, which must be there, be UTF-8
-/// and hold no control characters. What follows the NUL is ignored (C's `strcpy` leaves
-/// garbage there). Reads nothing but `received`.
-pub fn decode(received: &[u8]) -> Result<&str, BadMessage> {
-    if received.is_empty() {
-        return Err(BadMessage::Empty);
-    }
-    let end = received
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(BadMessage::NotTerminated(received.len()))?;
-    let text = std::str::from_utf8(&received[..end]).map_err(|_| BadMessage::NotUtf8)?;
-    match text.chars().any(char::is_control) {
-        true => Err(BadMessage::ControlCharacter),
-        false => Ok(text),
-    }
-}
-
 /// The client's request text: `This is a request from <PID>.`
 pub fn request_text(pid: Pid) -> String {
     format!("This is a request from {pid}.")
@@ -169,24 +122,6 @@ pub fn request_text(pid: Pid) -> String {
 /// The server's reply text: `This is a reply from <PID>.`
 pub fn reply_text(pid: Pid) -> String {
     format!("This is a reply from {pid}.")
-}
-
-/// The PID a request names (see [`request_text`]), if it has that form.
-pub fn requester(text: &str) -> Option<Pid> {
-    let digits = text
-        .strip_prefix("This is a request from ")?
-        .strip_suffix('.')?;
-    match digits.parse::<i32>() {
-        Ok(pid) if pid > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(Pid::from_raw(pid))
-        }
-        _ => None,
-    }
-}
-
-/// Whether a process `pid` exists (`kill(pid, 0)`). Only "no" is certain: PIDs are reused.
-pub fn exists(pid: Pid) -> bool {
-    kill(pid, None) != Err(Errno::ESRCH)
 }
 
 // ---- the calls ------------------------------------------------------------------------------
@@ -446,26 +381,25 @@ pub fn ipc_rmid(msqid: MsqId) -> nix::Result<()> {
 // ---- waiting --------------------------------------------------------------------------------
 
 /// Makes `attempt` (a call with `IPC_NOWAIT`) until it gives `Some`, pausing politely between
-/// tries (see the module docs). Returns the value and the number of tries; `None` once
-/// `deadline` has passed; `EINTR` as soon as a termination signal has been caught.
+/// tries as `wait` does (see the module docs). Returns the value and the number of tries; `None`
+/// once the deadline has passed; `EINTR` as soon as a termination signal has been caught.
 fn poll<T>(
-    deadline: Deadline,
+    wait: &mut Wait<'_>,
     mut attempt: impl FnMut() -> nix::Result<Option<T>>,
 ) -> nix::Result<(Option<T>, u32)> {
-    let mut backoff = Backoff::new();
     let mut tries = 0u32;
     loop {
         tries = tries.saturating_add(1);
         if let Some(done) = attempt()? {
             return Ok((Some(done), tries));
         }
-        if signals::caught().is_some() {
-            return Err(Errno::EINTR);
+        if wait.check().is_err() {
+            return match signals::caught() {
+                Some(_) => Err(Errno::EINTR),
+                None => Ok((None, tries)),
+            };
         }
-        if deadline.has_passed() {
-            return Ok((None, tries));
-        }
-        backoff.pause(deadline);
+        wait.pause();
     }
 }
 
@@ -478,13 +412,13 @@ fn wait_failed(errno: Errno, deadline: Deadline, call: String) -> anyhow::Error 
     match errno {
         Errno::ENOMSG | Errno::EAGAIN => match deadline.check() {
             Err(timed_out) => anyhow::Error::new(timed_out).context(call),
-            Ok(()) => anyhow!("{call}: {}", errno.desc()),
+            Ok(()) => anyhow!("{call}: {}", error::reason(errno)),
         },
         // Removed while blocked in the call: EIDRM; removed between two tries: the ID is gone.
         Errno::EIDRM | Errno::EINVAL => {
             anyhow!("{call}: the queue was removed while waiting (by its server, or with ipcrm)")
         }
-        other => anyhow!("{call}: {}", other.desc()),
+        other => anyhow!("{call}: {}", error::reason(other)),
     }
 }
 
@@ -499,7 +433,7 @@ pub struct Queue {
     /// The server's liveness lock: only the queue's creator holds one. Released after the
     /// queue is removed (fields are dropped after [`Queue::drop`] runs).
     server: Option<ServerLock>,
-    /// A client's watch on the server that made the queue, if it is known.
+    /// A client's watch on the server that made the queue, if it is one of this suite.
     watch: Option<ServerWatch>,
 }
 
@@ -518,106 +452,72 @@ impl Received {
         self.message.received(self.len)
     }
 
-    /// The text, checked (see [`decode`]).
-    pub fn text(&self) -> Result<&str, BadMessage> {
-        decode(self.bytes())
+    /// The text up to its NUL, printable ([`text::decode_text`]); without a NUL, the error
+    /// holds all the bytes, printable.
+    pub fn text(&self) -> Result<String, BadText> {
+        text::decode_text(self.bytes())
     }
 }
 
-/// Why msgq1 does not answer a message of type 1.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Skipped {
-    /// Its bytes are no request (shown escaped, cut to 40 characters).
-    Bad(BadMessage, String),
-    /// The process that sent it no longer exists: answering it would leave a reply no one
-    /// takes.
-    SenderGone(Pid),
-}
-
-impl fmt::Display for Skipped {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Skipped::Bad(why, bytes) => write!(f, "bad request skipped: {why}: {bytes}"),
-            Skipped::SenderGone(pid) => write!(
-                f,
-                "request from pid {pid} skipped: that process no longer exists"
-            ),
-        }
-    }
-}
-
-/// A request msgq1 answers: its text and the process that sent it, if the text names one.
+/// A request msgq1 answers: its text, and the process that sent it as the kernel says
+/// (`msg_lspid` just after it was received).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    /// The text, checked (see [`decode`]).
-    pub text: String,
-    /// The sender named in the text (see [`requester`]).
-    pub sender: Option<Pid>,
+    /// The text, printable; what is wrong with it, if anything (it is answered all the same).
+    pub text: Result<String, BadText>,
+    /// The sender, if it still exists.
+    pub sender: Option<Process>,
 }
 
 impl Request {
-    /// The request in `received`, unless it is garbage or its sender is gone.
-    pub fn check(received: &Received) -> Result<Request, Skipped> {
-        let text = received
-            .text()
-            .map_err(|why| Skipped::Bad(why, trace::string(received.bytes(), 40)))?;
-        let sender = requester(text);
-        match sender {
-            Some(pid) if !exists(pid) => Err(Skipped::SenderGone(pid)),
-            _ => Ok(Request {
-                text: text.to_owned(),
-                sender,
-            }),
+    /// The text as stdout shows it (a text without NUL: all its bytes).
+    pub fn shown(&self) -> &str {
+        match &self.text {
+            Ok(text) => text,
+            Err(bad) => &bad.shown,
         }
     }
 }
 
 /// How msgq1's wait for its reply to be taken ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pickup {
     /// A client took it, `by` this process (`msg_lrpid`).
     Taken { by: Pid },
     /// The process that asked has ended without taking it.
-    RequesterGone(Pid),
-    /// Nobody took it within [`PICKUP_GRACE`].
-    NotTaken,
+    RequesterGone(Process),
 }
 
 /// The end of msgq1's wait for its reply to be taken, and the messages still in the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AfterReply {
     /// How the wait ended.
     pub pickup: Pickup,
     /// The process that sent the request, if known.
-    pub requester: Option<Pid>,
+    pub requester: Option<Process>,
     /// Messages still in the queue (`msg_qnum`), lost when it is removed.
     pub unread: u64,
 }
 
 impl AfterReply {
-    /// What msgq1 says about it on stderr, if anything is worth saying.
-    pub fn warning(&self) -> Option<String> {
-        let why = match (self.pickup, self.requester) {
-            (Pickup::Taken { by }, Some(asked)) if by != asked => Some(format!(
-                "the reply was taken by pid {by}, not by pid {asked} who asked (a reply of \
-                 type 2 is for whoever waits first)"
-            )),
-            (Pickup::Taken { .. }, _) => None,
-            (Pickup::RequesterGone(pid), _) => {
-                Some(format!("pid {pid} ended without taking the reply"))
+    /// The result of the exchange: a warning to print if the reply went to someone else, or an
+    /// error if nobody took it (the queue, and the reply in it, are removed all the same).
+    pub fn outcome(&self) -> anyhow::Result<Option<String>> {
+        let lost = match self.unread {
+            0 => String::new(),
+            n => format!("; removing the queue with {n} unread message(s)"),
+        };
+        match (&self.pickup, &self.requester) {
+            (Pickup::RequesterGone(who), _) => {
+                anyhow::bail!("{who} ended without taking the reply{lost}")
             }
-            (Pickup::NotTaken, _) => Some(format!(
-                "nobody took the reply within {} s",
-                PICKUP_GRACE.as_secs()
-            )),
-        };
-        let removal = match (self.unread, self.pickup) {
-            (0, Pickup::Taken { .. }) => None,
-            (0, _) => Some("removing the queue anyway".to_string()),
-            (n, _) => Some(format!("removing the queue with {n} unread message(s)")),
-        };
-        let said: Vec<String> = why.into_iter().chain(removal).collect();
-        (!said.is_empty()).then(|| said.join("; "))
+            (Pickup::Taken { by }, Some(asked)) if *by != asked.pid => Ok(Some(format!(
+                "the reply was taken by pid {by}, not by {asked} who asked (a reply of type 2 \
+                 is for whoever waits first){lost}"
+            ))),
+            (Pickup::Taken { .. }, _) if !lost.is_empty() => Ok(Some(lost[2..].to_string())),
+            (Pickup::Taken { .. }, _) => Ok(None),
+        }
     }
 }
 
@@ -625,11 +525,10 @@ impl Queue {
     /// msgq1's queue: `msgget(key, IPC_CREAT|IPC_EXCL|0600)`, removed when dropped.
     ///
     /// First takes the server's liveness lock ([`ServerLock`]), so a second msgq1 on the key is
-    /// refused instead of stealing requests. With the lock held, a queue that already exists
-    /// has no live server: it is a leftover of one that died (`kill -9`). If it is ours (our
-    /// user, mode 0600) msgq1 says so and removes it — a client still waiting on it gets
-    /// `EIDRM` and says so, and requests left in it, from before this server started, are not
-    /// answered. Someone else's queue is refused ([`sysv::check_ours`]).
+    /// refused instead of stealing requests. A queue that exists already is removed only when it
+    /// is proven a leftover ([`crate::peer`]): ours, no process that used it alive, and — for a
+    /// queue never used — made by the msgq1 whose lock we now hold. Otherwise msgq1 refuses,
+    /// naming who uses it (a C msgq1, ipcbench, a client waiting on it).
     pub fn create(key: Key) -> anyhow::Result<Queue> {
         let server = ServerLock::take(MSGQ1, key)?;
         let mode = sysv::MODE as c_int;
@@ -647,7 +546,7 @@ impl Queue {
                     }
                     return Ok(queue);
                 }
-                Err(Errno::EEXIST) => remove_leftover(key)?,
+                Err(Errno::EEXIST) => remove_if_leftover(key, server.previous())?,
                 Err(errno) => return Err(access_error(format!("msgget(key {key})"), errno)),
             }
         }
@@ -669,25 +568,33 @@ impl Queue {
         sysv::check_ours(&stat.msg_perm).map_err(|foreign| {
             anyhow!("{context}: the queue is not yours: {foreign}; {OTHER_ID_HINT}")
         })?;
-        let watch = ServerWatch::find(MSGQ1, key, id.0);
-        if let Some(dead) = watch.as_ref().filter(|watch| watch.ended()) {
-            anyhow::bail!(
-                "{context}: no server: the queue was left by msgq1 (pid {}), which was killed; \
-                 start msgq1 first (it replaces the queue)",
-                dead.pid()
-            );
-        }
-        Ok(Queue {
+        let queue = Queue {
             key,
             id,
             server: None,
-            watch,
-        })
+            watch: ServerWatch::find(MSGQ1, key, id.0),
+        };
+        if let Some(gone) = queue.server_gone() {
+            anyhow::bail!(
+                "{context}: no server: the queue was left by {gone}, which was killed; start \
+                 msgq1 first (it replaces the queue)"
+            );
+        }
+        Ok(queue)
     }
 
-    /// Whether the msgq1 that made this queue is known to have ended (see [`ServerWatch`]).
-    fn server_ended(&self) -> bool {
-        self.watch.as_ref().is_some_and(ServerWatch::ended)
+    /// The msgq1 that made this queue, if it is known to have ended ([`ServerWatch`]).
+    fn server_gone(&self) -> Option<String> {
+        let watch = self.watch.as_ref().filter(|watch| watch.ended())?;
+        Some(format!("msgq1 (pid {})", watch.pid()))
+    }
+
+    /// Who the client waits for, for the message of a long wait.
+    fn server(&self) -> String {
+        match &self.watch {
+            Some(watch) => format!("msgq1 (pid {})", watch.pid()),
+            None => format!("the server of queue {}", self.key),
+        }
     }
 
     /// The queue's key.
@@ -705,15 +612,25 @@ impl Queue {
         ipc_stat(self.id).map_err(|errno| self.failed("msgctl", "IPC_STAT", errno))
     }
 
-    /// `msgsnd(id, message, 128, 0)` — waiting while the queue is full (until `deadline`, or a
-    /// termination signal), without blocking in the call (see the module docs).
+    /// `msgsnd(id, message, 128, 0)` — waiting while the queue is full (until `deadline`, a
+    /// termination signal, or its server's end), without blocking in the call (see the module
+    /// docs).
     pub fn send(&self, message: &Message, deadline: Deadline) -> anyhow::Result<()> {
         let flags = libc::IPC_NOWAIT;
+        let what = || {
+            format!(
+                "room in queue {} (it is full), for {}",
+                self.key,
+                self.server()
+            )
+        };
+        let mut wait = Wait::new(deadline).saying(&what);
         let result = trace::call(
             || describe_msgsnd(self.id, message, MSG_SIZE, flags),
             || {
-                let (sent, tries) = poll(deadline, || {
+                let (sent, tries) = poll(&mut wait, || {
                     match raw_msgsnd(self.id, message, MSG_SIZE, flags) {
+                        Err(Errno::EAGAIN) if self.server_gone().is_some() => Err(Errno::EAGAIN),
                         Err(Errno::EAGAIN) => Ok(None), // full: try again
                         other => other.map(Some),
                     }
@@ -722,25 +639,27 @@ impl Queue {
             },
             Outcome::to_string,
         );
-        let context = || format!("msgsnd(queue {}, type {})", self.key, message.mtype);
+        let context = format!("msgsnd(queue {}, type {})", self.key, message.mtype);
         result
             .map(drop)
-            .map_err(|errno| wait_failed(errno, deadline, context()))
+            .map_err(|errno| self.wait_failed(errno, deadline, context))
     }
 
     /// `msgrcv(id, &msg, 128, mtype, MSG_NOERROR)`: waits for the first message of type
-    /// `mtype` (until `deadline`, or a termination signal), without blocking in the call.
-    /// `MSG_NOERROR` cuts a C peer's 136-byte message to the 128 bytes of the text field.
-    pub fn receive(&self, mtype: c_long, deadline: Deadline) -> anyhow::Result<Received> {
+    /// `mtype` (until `deadline`, a termination signal, or its server's end), without blocking
+    /// in the call. `MSG_NOERROR` cuts a C peer's 136-byte message to the 128 bytes of the text
+    /// field. `wait` ends the wait (and may say what it is for, should it last).
+    pub fn receive(&self, mtype: c_long, mut wait: Wait<'_>) -> anyhow::Result<Received> {
+        let deadline = wait.deadline();
         let flags = libc::IPC_NOWAIT | libc::MSG_NOERROR;
         let mut message = Message::empty();
         let result = trace::call(
             || describe_msgrcv(self.id, MSG_SIZE, mtype, flags),
             || {
-                let (len, tries) = poll(deadline, || {
+                let (len, tries) = poll(&mut wait, || {
                     match raw_msgrcv(self.id, &mut message, MSG_SIZE, mtype, flags) {
                         // None yet; and none will come if the server has ended.
-                        Err(Errno::ENOMSG) if self.server_ended() => Err(Errno::ENOMSG),
+                        Err(Errno::ENOMSG) if self.server_gone().is_some() => Err(Errno::ENOMSG),
                         Err(Errno::ENOMSG) => Ok(None),
                         other => other.map(Some),
                     }
@@ -751,65 +670,93 @@ impl Queue {
             Outcome::to_string,
         );
         let context = format!("msgrcv(queue {}, type {mtype})", self.key);
-        let outcome = result.map_err(|errno| self.receive_failed(errno, deadline, context))?;
+        let outcome = result.map_err(|errno| self.wait_failed(errno, deadline, context))?;
         Ok(Received {
             message,
             len: outcome.result as usize,
         })
     }
 
-    /// Why a wait to receive ended without a message: as [`wait_failed`] says, or because the
-    /// server is gone and left its queue behind.
-    fn receive_failed(&self, errno: Errno, deadline: Deadline, call: String) -> anyhow::Error {
-        let stopped_early = errno == Errno::ENOMSG && !deadline.has_passed();
-        match &self.watch {
-            Some(watch) if stopped_early && signals::caught().is_none() => {
-                match ipc_stat(self.id) {
-                    Ok(_) => anyhow!(
-                        "{call}: msgq1 (pid {}) ended without replying (killed?) and left its \
-                         queue behind: make ipcclean",
-                        watch.pid()
-                    ),
-                    Err(errno) => wait_failed(errno, deadline, call),
-                }
+    /// msgq2's wait for its reply (see [`Queue::receive`]).
+    pub fn receive_reply(&self, deadline: Deadline) -> anyhow::Result<Received> {
+        let what = || format!("the reply from {}", self.server());
+        self.receive(REPLY, Wait::new(deadline).saying(&what))
+    }
+
+    /// msgq1's wait for a request: the first message of type 1, and who sent it (`msg_lspid`,
+    /// which the `IPC_STAT` just after the receive reports). A request whose sender no longer
+    /// exists is reported and skipped: nobody would take its reply.
+    pub fn receive_request(&self, deadline: Deadline) -> anyhow::Result<Request> {
+        loop {
+            // A server waits for requests by nature: its wait says nothing.
+            let received = self.receive(REQUEST, Wait::new(deadline))?;
+            let sent_by = self.stat()?.msg_lspid;
+            let text = received.text();
+            match Process::from_raw(sent_by) {
+                None if sent_by > 0 => crate::cli::warn(format_args!(
+                    "request {} skipped: its sender, pid {sent_by}, no longer exists",
+                    text::c_string(received.bytes(), 40)
+                )),
+                sender => return Ok(Request { text, sender }),
             }
-            _ => wait_failed(errno, deadline, call),
         }
+    }
+
+    /// How many replies (type 2) wait in the queue now — left by an earlier exchange, if a
+    /// client asks before it sends its request: its `msgrcv` would take the oldest of them. Looks
+    /// at each message without taking it (`MSG_COPY`, Linux 3.8 with checkpoint/restore); 0
+    /// where that cannot be done.
+    pub fn replies_waiting(&self) -> anyhow::Result<u64> {
+        let count = self.stat()?.msg_qnum;
+        let mut replies = 0;
+        for index in 0..count {
+            let mut copy = Message::empty();
+            let flags = libc::IPC_NOWAIT | libc::MSG_NOERROR | libc::MSG_COPY;
+            match msgrcv(self.id, &mut copy, MSG_SIZE, index as c_long, flags) {
+                Ok(_) if copy.mtype == REPLY => replies += 1,
+                Ok(_) => {}
+                // Taken meanwhile (ENOMSG), or no MSG_COPY in this kernel (ENOSYS, EINVAL).
+                Err(_) => break,
+            }
+        }
+        Ok(replies)
     }
 
     /// msgq1 after its reply: polls `IPC_STAT` until a client has taken it — someone else has
     /// received from the queue since (`msg_lrpid` is no longer this process), or it is empty —
-    /// or the process that asked has ended, or [`PICKUP_GRACE`] has passed. Ends like every wait
-    /// on a termination signal and at `deadline`.
+    /// or `requester`, the process that asked, has ended. No timer decides: a client paused at
+    /// a `--step` prompt for minutes still gets its reply. Ends like every wait on a termination
+    /// signal and at `deadline`.
     pub fn wait_until_taken(
         &self,
-        requester: Option<Pid>,
+        requester: Option<Process>,
         deadline: Deadline,
     ) -> anyhow::Result<AfterReply> {
         let me = std::process::id() as libc::pid_t;
         let mut stat = empty_stat();
-        let mut verdict = None;
+        let mut pickup = None;
+        let what = || match &requester {
+            Some(asked) => format!("{asked} to take the reply from queue {}", self.key),
+            None => format!("a client to take the reply from queue {}", self.key),
+        };
+        let mut wait = Wait::new(deadline).saying(&what);
         let result = trace::call(
             || describe_msgctl(self.id, libc::IPC_STAT, true),
             || {
-                // The grace starts after a --step pause, which may be long.
-                let grace = Deadline::within(Some(PICKUP_GRACE));
-                let until = match (grace.remaining(), deadline.remaining()) {
-                    (Some(grace_left), Some(left)) if left < grace_left => deadline,
-                    _ => grace,
-                };
-                let (_, tries) = poll(until, || {
+                let (_, tries) = poll(&mut wait, || {
                     // Whether the requester has ended is asked *before* the snapshot: one that
                     // took the reply and then ended shows in it as having taken it.
-                    let gone = requester.filter(|&pid| !exists(pid));
+                    let gone = requester
+                        .as_ref()
+                        .filter(|asked| Process::alive(asked.pid).is_none());
                     raw_msgctl(self.id, libc::IPC_STAT, Some(&mut stat))?;
-                    verdict = if stat.msg_lrpid != me || stat.msg_qnum == 0 {
+                    pickup = if stat.msg_lrpid != me || stat.msg_qnum == 0 {
                         let by = Pid::from_raw(stat.msg_lrpid);
                         Some(Pickup::Taken { by })
                     } else {
-                        gone.map(Pickup::RequesterGone)
+                        gone.cloned().map(Pickup::RequesterGone)
                     };
-                    Ok(verdict)
+                    Ok(pickup.as_ref().map(drop))
                 })?;
                 Ok(Outcome::new(0, tries).found(|| summary(&stat)))
             },
@@ -819,16 +766,34 @@ impl Queue {
         if let Err(errno) = result {
             return Err(wait_failed(errno, deadline, context()));
         }
-        if verdict.is_none() {
-            deadline
-                .check()
-                .map_err(|e| anyhow::Error::new(e).context(context()))?;
-        }
+        let Some(pickup) = pickup else {
+            let timed_out = deadline.check().err().map(anyhow::Error::new);
+            return Err(timed_out
+                .unwrap_or_else(|| anyhow!("the wait ended"))
+                .context(context()));
+        };
         Ok(AfterReply {
-            pickup: verdict.unwrap_or(Pickup::NotTaken),
+            pickup,
             requester,
             unread: stat.msg_qnum,
         })
+    }
+
+    /// Why a client's wait ended without its message: as [`wait_failed`] says, or because the
+    /// server is gone and left its queue behind.
+    fn wait_failed(&self, errno: Errno, deadline: Deadline, call: String) -> anyhow::Error {
+        let stopped_early =
+            matches!(errno, Errno::ENOMSG | Errno::EAGAIN) && !deadline.has_passed();
+        match self.server_gone() {
+            Some(gone) if stopped_early && signals::caught().is_none() => match ipc_stat(self.id) {
+                Ok(_) => anyhow!(
+                    "{call}: {gone} ended without replying (killed?) and left its queue \
+                         behind: make ipcclean"
+                ),
+                Err(errno) => wait_failed(errno, deadline, call),
+            },
+            _ => wait_failed(errno, deadline, call),
+        }
     }
 
     fn failed(&self, call: &str, what: &str, errno: Errno) -> anyhow::Error {
@@ -851,25 +816,23 @@ fn access_error(call: String, errno: Errno) -> anyhow::Error {
     if let Err(interrupted) = signals::check() {
         return anyhow::Error::new(interrupted).context(call);
     }
+    let reason = error::reason(errno);
     match errno {
         Errno::EACCES | Errno::EPERM => {
-            anyhow!(
-                "{call}: {} (another user's queue?); {OTHER_ID_HINT}",
-                errno.desc()
-            )
+            anyhow!("{call}: {reason} (another user's queue?); {OTHER_ID_HINT}")
         }
-        Errno::ENOSPC => anyhow!(
-            "{call}: {} (the machine's limit of queues is reached: see ipcs -q)",
-            errno.desc()
-        ),
+        Errno::ENOSPC => {
+            anyhow!("{call}: {reason} (the machine's limit of queues is reached: see ipcs -q)")
+        }
         Errno::EIDRM | Errno::EINVAL => anyhow!("{call}: the queue was removed meanwhile"),
-        other => anyhow!("{call}: {}", other.desc()),
+        _ => anyhow!("{call}: {reason}"),
     }
 }
 
-/// A queue found under msgq1's key while it holds the liveness lock: nobody serves it. Ours: say
-/// so and remove it. Someone else's: refuse.
-fn remove_leftover(key: Key) -> anyhow::Result<()> {
+/// A queue found under msgq1's key while it holds the liveness lock (so no msgq1 of ours serves
+/// it): removed only if it is proven a leftover ([`crate::peer`]), else refused, naming who
+/// uses it. `made_by_last` is the ID of the queue that the previous holder of the lock made.
+fn remove_if_leftover(key: Key, made_by_last: Option<i32>) -> anyhow::Result<()> {
     let context = format!("msgget(key {key})");
     let id = match msgget(key, 0) {
         Ok(id) => id,
@@ -884,10 +847,31 @@ fn remove_leftover(key: Key) -> anyhow::Result<()> {
     sysv::check_ours(&stat.msg_perm).map_err(|foreign| {
         anyhow!("{context}: a queue with this key exists, but {foreign}; {OTHER_ID_HINT}")
     })?;
-    cli::warn(format_args!(
-        "found a leftover queue (key {key}, msqid {id}) with {} message(s), last sent by pid {}, \
-         of a msgq1 that did not end cleanly (kill -9?); removing it",
-        stat.msg_qnum, stat.msg_lspid
+    let users = peer::queue_users(id.0, &stat);
+    if !users.is_empty() {
+        anyhow::bail!(
+            "{context}: a queue with this key exists already (msqid {id}, used by {}); stop \
+             it first, or {OTHER_ID_HINT}",
+            peer::listed(&users)
+        );
+    }
+    let used = stat.msg_lspid != 0 || stat.msg_lrpid != 0;
+    if !used && made_by_last != Some(id.0) {
+        anyhow::bail!(
+            "{context}: a queue with this key exists already (msqid {id}, never used, made by \
+             a program that is not msgq1 of this suite: a C msgq1 stopped with Ctrl-C?); if it \
+             is a leftover, make ipcclean ID=<your ID> removes it; or {OTHER_ID_HINT}"
+        );
+    }
+    let last = match (stat.msg_lspid, stat.msg_lrpid) {
+        (0, 0) => "made by a msgq1".to_string(),
+        (sent, 0) => format!("last sent to by pid {sent}"),
+        (sent, received) => format!("last used by pids {sent} and {received}"),
+    };
+    crate::cli::warn(format_args!(
+        "found a leftover queue (key {key}, msqid {id}) with {} message(s), {last}, which no \
+         longer exist(s); removing it",
+        stat.msg_qnum
     ));
     match ipc_rmid(id) {
         Ok(()) | Err(Errno::EIDRM | Errno::EINVAL) => Ok(()),
@@ -908,25 +892,32 @@ pub struct StatOption {
 impl StatOption {
     /// With `--stat`: prints `queue`'s `msqid_ds` (the fields of the slides) after `step`.
     pub fn after(&self, queue: &Queue, step: &str) -> anyhow::Result<()> {
-        if !self.stat {
-            return Ok(());
+        match self.line(queue, step)? {
+            Some(block) => outln!("{block}"),
+            None => Ok(()),
         }
-        match ipc_stat(queue.id) {
-            Ok(ds) => outln!(
-                "{}",
-                StatBlock {
-                    step,
-                    id: queue.id,
-                    ds: &ds
-                }
-            ),
+    }
+
+    /// What [`StatOption::after`] prints, taken now to be printed later (a server answers
+    /// before it prints).
+    pub fn line(&self, queue: &Queue, step: &str) -> anyhow::Result<Option<String>> {
+        if !self.stat {
+            return Ok(None);
+        }
+        Ok(Some(match ipc_stat(queue.id) {
+            Ok(ds) => StatBlock {
+                step,
+                id: queue.id,
+                ds: &ds,
+            }
+            .to_string(),
             // msgq1 removes its queue as soon as the reply is taken: msgq2 may find it gone.
-            Err(Errno::EINVAL | Errno::EIDRM) => outln!(
+            Err(Errno::EINVAL | Errno::EIDRM) => format!(
                 "  [msqid_ds after {step}] msqid {}: the queue is gone (its server removed it)",
                 queue.id
             ),
-            Err(errno) => Err(queue.failed("msgctl", "IPC_STAT", errno)),
-        }
+            Err(errno) => return Err(queue.failed("msgctl", "IPC_STAT", errno)),
+        }))
     }
 }
 
@@ -1023,16 +1014,6 @@ mod tests {
     }
 
     #[test]
-    fn decode_takes_the_text_up_to_its_nul() {
-        assert_eq!(decode(b"hello\0junk"), Ok("hello"));
-        assert_eq!(decode(b"\0"), Ok(""));
-        assert_eq!(decode(b""), Err(BadMessage::Empty));
-        assert_eq!(decode(&[b'a'; 128]), Err(BadMessage::NotTerminated(128)));
-        assert_eq!(decode(b"\xff\xfe\0"), Err(BadMessage::NotUtf8));
-        assert_eq!(decode(b"bell\x07\0"), Err(BadMessage::ControlCharacter));
-    }
-
-    #[test]
     fn received_never_reaches_past_the_buffer() {
         let message = Message::new(REQUEST, "abc").unwrap();
         assert_eq!(message.received(2), b"ab");
@@ -1040,20 +1021,10 @@ mod tests {
     }
 
     #[test]
-    fn a_request_names_its_sender() {
+    fn the_texts_are_the_c_versions() {
         let pid = Pid::from_raw(4712);
-        assert_eq!(requester(&request_text(pid)), Some(pid));
+        assert_eq!(request_text(pid), "This is a request from 4712.");
         assert_eq!(reply_text(pid), "This is a reply from 4712.");
-        for text in [
-            "This is a request from 0.",
-            "This is a request from -1.",
-            "This is a request from +5.",
-            "This is a request from 99999999999.",
-            "This is a request from 12",
-            "hello",
-        ] {
-            assert_eq!(requester(text), None, "{text}");
-        }
     }
 
     #[test]

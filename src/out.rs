@@ -56,6 +56,9 @@ impl std::error::Error for StdoutClosed {}
 
 /// Whether the last thing printed was a partial line (see [`end_partial_line`]).
 static PARTIAL_LINE: AtomicBool = AtomicBool::new(false);
+/// Whether stdout's partial line is still the last thing on the output stdout shares with
+/// stderr (see [`stderr_bytes`]).
+static MID_LINE: AtomicBool = AtomicBool::new(false);
 /// The running program's name, for error lines and traces.
 static PROGRAM: OnceLock<&'static str> = OnceLock::new();
 
@@ -73,6 +76,7 @@ pub fn program() -> &'static str {
 /// Use [`out!`](crate::out!) and [`outln!`](crate::outln!).
 pub fn print(text: fmt::Arguments<'_>, newline: bool) -> anyhow::Result<()> {
     PARTIAL_LINE.store(!newline, Ordering::Relaxed);
+    MID_LINE.store(!newline, Ordering::Relaxed);
     let mut line = match text.as_str() {
         Some(plain) => plain.to_owned(),
         None => text.to_string(),
@@ -98,7 +102,7 @@ pub struct StdoutFailed(pub Errno);
 
 impl fmt::Display for StdoutFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "writing to stdout: {}", self.0.desc())
+        write!(f, "writing to stdout: {}", crate::error::reason(self.0))
     }
 }
 
@@ -114,14 +118,42 @@ pub fn error_line(message: fmt::Arguments<'_>) {
 }
 
 /// Writes a trace or prompt line to stderr as it is, ignoring failures (see [`error_line`]).
+/// When stdout and stderr are one terminal or file and stdout's last line is not finished
+/// (`Sent a request.....`), the line starts on a line of its own there — without a byte added
+/// to stdout, which stays what the program prints.
 pub fn stderr_bytes(bytes: &[u8]) {
-    let _ = write_to(io::stderr().as_fd(), bytes);
+    let mut line = Vec::with_capacity(bytes.len() + 1);
+    if MID_LINE.swap(false, Ordering::Relaxed) && same_output() {
+        line.push(b'\n');
+    }
+    line.extend_from_slice(bytes);
+    let _ = write_to(io::stderr().as_fd(), &line);
+}
+
+/// Prints `NAME: message` on stderr, on a line of its own, without ending a partial line of
+/// stdout (see [`stderr_bytes`]): a note on what the program does, such as a long wait.
+pub fn notice(message: fmt::Arguments<'_>) {
+    stderr_bytes(format!("{}: {message}\n", program()).as_bytes());
+}
+
+/// Whether stdout and stderr are the same terminal, pipe or file (the same inode).
+fn same_output() -> bool {
+    static SAME: OnceLock<bool> = OnceLock::new();
+    *SAME.get_or_init(|| {
+        let inode = |fd: BorrowedFd<'_>| nix::sys::stat::fstat(fd).map(|s| (s.st_dev, s.st_ino));
+        match (inode(io::stdout().as_fd()), inode(io::stderr().as_fd())) {
+            (Ok(out), Ok(err)) => out == err,
+            _ => false,
+        }
+    })
 }
 
 /// Ends a partial line left by [`out!`](crate::out!) (`Sent a request.....`), so that an error
 /// message that follows on the terminal starts on a line of its own. Does nothing otherwise.
 pub fn end_partial_line() {
-    if PARTIAL_LINE.swap(false, Ordering::Relaxed) {
+    let mid_line = MID_LINE.swap(false, Ordering::Relaxed);
+    // Where stdout is stderr's file, a line written on stderr since has ended it already.
+    if PARTIAL_LINE.swap(false, Ordering::Relaxed) && (mid_line || !same_output()) {
         let _ = write_to(io::stdout().as_fd(), b"\n");
     }
 }

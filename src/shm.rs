@@ -6,22 +6,7 @@
 //! * Two owners, so that no path (success, error, a caught signal) leaves anything behind:
 //!   [`Segment`], a segment found or created by key, which removes itself when dropped as its
 //!   [`Removal`] rule says; [`Attached`], one attachment, detached (`shmdt`) when dropped.
-//! * The layout the C pair shares ([`Sipc`], 1024 bytes):
-//!
-//! | bytes    | field | content                                                         |
-//! |----------|-------|-----------------------------------------------------------------|
-//! | 0..4     | flag  | a C `int`: [`EMPTY`] (0) or [`REQUEST`] (1, a request is waiting) |
-//! | 4..1024  | text  | the request or the reply, NUL-terminated                        |
-//!
-//! sipc1 adds one value, [`TAKEN`] (2), for the moment between claiming a request and setting the
-//! flag to 0 with its reply, so that of two servers that see the same request only one answers
-//! it. Only a segment already marked for removal holds it, and only for a few instructions; a
-//! C client waits for 0 and does not notice it. Any other value is reported, not waited on.
-//!
-//! The flag is an atomic, stored with `Release` once the text is written and loaded with
-//! `Acquire` before the text is read: the C's plain `int` busy loop, compiled with `-O2`, reads
-//! the flag once and spins for ever (labs.md, sipc). [`decode_text`] never reads past the text
-//! field, whatever bytes a peer left there.
+//! * The `sipc1`/`sipc2` protocol lives in [`crate::sipc`].
 
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -29,16 +14,17 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use nix::errno::Errno;
 
+use crate::peer;
 use crate::signals;
+use crate::sipc::{Sipc, SIPC_SIZE};
 use crate::sysv::{self, Key, MODE};
 use crate::trace;
-use crate::wait::{self, Deadline};
+use crate::wait::{Deadline, Wait};
 
 // ---- the calls of the slides ----------------------------------------------------------------
 
@@ -427,7 +413,7 @@ impl Segment {
     }
 
     /// Waits until `condition` holds — a change another process makes in the segment, such as
-    /// `|| area.flag.load(Acquire) == REQUEST` — politely ([`wait::spin_until`]), until the
+    /// `|| area.flag.load(Acquire) == REQUEST` — politely ([`Wait::until`]), until the
     /// deadline or a termination signal. Fails with [`Orphaned`] when the segment has been
     /// removed (`IPC_RMID`: no process can find it by its key any more) and so the process
     /// `awaited` cannot come ([`Awaited`]): another server took the request, the server went away
@@ -440,7 +426,18 @@ impl Segment {
     ) -> anyhow::Result<()> {
         let mut next_look = Instant::now() + ORPHAN_LOOK;
         let mut orphaned = false;
-        wait::spin_until(deadline, || {
+        let shmid = self.id.0;
+        let peers = move || match peer::attached(shmid) {
+            attached if attached.is_empty() => "a peer (nobody else is attached)".to_string(),
+            attached => peer::listed(&attached),
+        };
+        let what = move || format!("the reply from {}", peers());
+        let mut wait = match awaited {
+            // A client says what it waits for; a server waits for requests by nature.
+            Awaited::AttachedPeer => Wait::new(deadline).saying(&what),
+            Awaited::NewPeer => Wait::new(deadline),
+        };
+        wait.until(|| {
             if condition() {
                 return true;
             }
@@ -650,140 +647,6 @@ impl Drop for Attached<'_> {
     }
 }
 
-// ---- the sipc layout ------------------------------------------------------------------------
-
-/// The options of sipc1 and sipc2.
-#[derive(clap::Args, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SipcOptions {
-    #[command(flatten)]
-    pub id: crate::cli::IdOption,
-
-    #[command(flatten)]
-    pub timeout: crate::cli::TimeoutOption,
-
-    /// Print the segment's shmid_ds (IPC_STAT) after each step
-    #[arg(long)]
-    pub stat: bool,
-}
-
-/// The size of the sipc segment.
-pub const SIPC_SIZE: usize = 1024;
-/// The size of the text field (after the 4-byte flag).
-pub const TEXT_LEN: usize = SIPC_SIZE - 4;
-/// The flag's value when no request is waiting (after a reply, or before the first request).
-pub const EMPTY: i32 = 0;
-/// The flag's value while a request is waiting for the server.
-pub const REQUEST: i32 = 1;
-/// The flag's value while a server answers the request it has claimed (not in the C layout:
-/// see the module docs).
-pub const TAKEN: i32 = 2;
-
-/// sipc1, as its liveness lock ([`ServerLock`](crate::server_lock::ServerLock)) names it.
-pub const SIPC1: crate::server_lock::Server = crate::server_lock::Server {
-    program: "sipc1",
-    call: "shmget",
-    object: "segment",
-};
-
-/// The hint that goes with a flag value that neither program of the pair writes.
-pub const FOREIGN_HINT: &str = "is another program using this key? use another --id (or IPCLAB_ID)";
-
-/// A flag value that is neither [`EMPTY`] nor [`REQUEST`], said for a message: `the flag of
-/// segment 0x9005 holds 7, neither 0 (empty) nor 1 (a request)`.
-pub fn unknown_flag(value: i32, key: Key) -> String {
-    format!("the flag of segment {key} holds {value}, neither 0 (empty) nor 1 (a request)")
-}
-
-/// The 1024 bytes that sipc1 and sipc2 share, as the C programs lay them out: the flag at offset
-/// 0, the text at offset 4. The text bytes are atomics too (relaxed loads and stores, as cheap
-/// as plain ones): another process writes them while we hold a reference, which plain `u8`s
-/// behind `&` would not allow. Write the text, then store the flag with `Release`; load the
-/// flag with `Acquire`, then read the text.
-#[repr(C)]
-#[derive(Debug)]
-pub struct Sipc {
-    /// [`EMPTY`] or [`REQUEST`] (a C `int`).
-    pub flag: AtomicI32,
-    /// The request or reply, NUL-terminated (what follows the NUL is unused).
-    pub text: [AtomicU8; TEXT_LEN],
-}
-
-impl Sipc {
-    /// An empty area (flag [`EMPTY`], text all NUL), e.g. to test with outside a segment.
-    pub const fn new() -> Sipc {
-        Sipc {
-            flag: AtomicI32::new(EMPTY),
-            text: [const { AtomicU8::new(0) }; TEXT_LEN],
-        }
-    }
-
-    /// The text field's bytes as they are now (load the flag with `Acquire` first).
-    pub fn text_bytes(&self) -> [u8; TEXT_LEN] {
-        std::array::from_fn(|i| self.text[i].load(Ordering::Relaxed))
-    }
-
-    /// The text as a message shows it: quoted, escaped, cut to 40 characters
-    /// (`"This is a request from 4711."`).
-    pub fn quoted_text(&self) -> String {
-        trace::c_string(&self.text_bytes(), 40)
-    }
-
-    /// The text, decoded by [`decode_text`].
-    pub fn text(&self) -> Result<String, BadText> {
-        decode_text(&self.text_bytes())
-    }
-
-    /// Writes `text` and its NUL into the text field (then store the flag with `Release`).
-    /// Fails if it does not fit or holds a NUL itself.
-    pub fn write_text(&self, text: &str) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            text.len() < TEXT_LEN && !text.contains('\0'),
-            "text of {} bytes does not fit the {TEXT_LEN}-byte field with its NUL",
-            text.len()
-        );
-        for (cell, byte) in self.text.iter().zip(text.bytes().chain([0])) {
-            cell.store(byte, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-}
-
-impl Default for Sipc {
-    fn default() -> Sipc {
-        Sipc::new()
-    }
-}
-
-/// A text field that is not a C string: no NUL in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadText {
-    /// The field's size.
-    pub len: usize,
-    /// The whole field, printable (see [`decode_text`]), to show what was there.
-    pub shown: String,
-}
-
-impl fmt::Display for BadText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "text without NUL in its {} bytes", self.len)
-    }
-}
-
-impl std::error::Error for BadText {}
-
-/// The C string at the start of `field` (up to its first NUL), printable in C notation
-/// ([`trace::printable`]: control characters and bytes that are not UTF-8 escaped), so a peer's
-/// bytes cannot drive the terminal. Reads nothing past `field`; fails if `field` holds no NUL.
-pub fn decode_text(field: &[u8]) -> Result<String, BadText> {
-    match field.iter().position(|&b| b == 0) {
-        Some(end) => Ok(trace::printable(&field[..end])),
-        None => Err(BadText {
-            len: field.len(),
-            shown: trace::printable(field),
-        }),
-    }
-}
-
 // ---- shmid_ds, as the slides show it --------------------------------------------------------
 
 /// A segment's `shmid_ds` (from `IPC_STAT`), displayed with the fields of the slides.
@@ -926,41 +789,6 @@ pub fn maps_lines(start: usize, end: usize) -> anyhow::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::mem::{align_of, offset_of, size_of};
-
-    #[test]
-    fn the_sipc_layout_is_the_c_layout() {
-        assert_eq!(size_of::<Sipc>(), 1024);
-        assert_eq!(size_of::<Sipc>(), SIPC_SIZE);
-        assert_eq!(offset_of!(Sipc, flag), 0);
-        assert_eq!(size_of::<AtomicI32>(), size_of::<libc::c_int>());
-        assert_eq!(offset_of!(Sipc, text), 4);
-        assert_eq!(size_of::<[AtomicU8; TEXT_LEN]>(), 1020);
-        assert_eq!(align_of::<Sipc>(), 4);
-    }
-
-    #[test]
-    fn a_text_is_written_with_its_nul_and_read_back() {
-        let area = Sipc::new();
-        area.text[20].store(b'x', Ordering::Relaxed); // garbage after the NUL is ignored
-        area.write_text("This is a request from 42.").unwrap();
-        assert_eq!(area.text().unwrap(), "This is a request from 42.");
-        assert_eq!(area.text_bytes()[26], 0);
-        assert!(area.write_text(&"y".repeat(TEXT_LEN)).is_err());
-        area.write_text(&"y".repeat(TEXT_LEN - 1)).unwrap();
-        assert_eq!(area.text().unwrap().len(), TEXT_LEN - 1);
-        assert!(area.write_text("a\0b").is_err());
-    }
-
-    #[test]
-    fn texts_are_decoded_up_to_the_nul_and_made_printable() {
-        assert_eq!(decode_text(b"hi\0junk").unwrap(), "hi");
-        assert_eq!(decode_text(b"\0").unwrap(), "");
-        assert_eq!(decode_text(b"a\x1b[2Jb\n\0").unwrap(), r"a\33[2Jb\n");
-        assert_eq!(decode_text(b"\xff\xfe\0").unwrap(), r"\377\376");
-        let bad = decode_text(b"no nul").unwrap_err();
-        assert_eq!(bad.shown, "no nul");
-    }
 
     #[test]
     fn a_private_segment_is_attached_and_removed_when_dropped() {
@@ -972,7 +800,7 @@ mod tests {
             let lines = maps_lines(attached.addr() as usize, attached.addr() as usize + 1).unwrap();
             assert_eq!(lines.len(), 1, "{lines:?}");
             assert!(lines[0].contains("/SYSV"), "{lines:?}");
-            attached.sipc().unwrap().write_text("hello").unwrap();
+            attached.sipc().unwrap().put("hello", 0).unwrap();
         }
         assert_eq!(segment.stat().unwrap().nattch(), 0);
         drop(segment);

@@ -330,65 +330,7 @@ fn wait_for_enter(text: &str) {
     }
 }
 
-/// Bytes as a C string literal, cut to `width` characters as strace does:
-/// `"This is a request from 4712."`, `"hello\n"`, `"\0\0\0"...`.
-pub fn string(bytes: &[u8], width: usize) -> String {
-    let mut shown = String::from("\"");
-    for (i, &b) in bytes.iter().enumerate() {
-        if i == width {
-            return shown + "\"...";
-        }
-        match b {
-            b'"' => shown.push_str("\\\""),
-            0x20..=0x7e if b != b'\\' => shown.push(b as char),
-            _ => push_escaped(&mut shown, b),
-        }
-    }
-    shown + "\""
-}
-
-/// A peer's text made printable for the terminal, in the C notation of [`string`] (as warnings
-/// and `--trace` show texts), without quotes and whole: control characters and bytes that are
-/// not UTF-8 escaped (`\n`, `\t`, `\33`, `\377`), a backslash doubled, every other character
-/// as it is (`é` too). So bytes from another process cannot drive the terminal, and the text
-/// reads the same on stdout as in a warning.
-pub fn printable(bytes: &[u8]) -> String {
-    let mut shown = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                c if c == '\\' || c.is_control() => {
-                    c.encode_utf8(&mut [0; 4])
-                        .bytes()
-                        .for_each(|b| push_escaped(&mut shown, b));
-                }
-                c => shown.push(c),
-            }
-        }
-        chunk
-            .invalid()
-            .iter()
-            .for_each(|&b| push_escaped(&mut shown, b));
-    }
-    shown
-}
-
-/// One byte as a C escape: `\n`, `\t`, `\0`, `\\`, or in octal (`\33`).
-fn push_escaped(shown: &mut String, b: u8) {
-    match b {
-        b'\n' => shown.push_str("\\n"),
-        b'\t' => shown.push_str("\\t"),
-        b'\0' => shown.push_str("\\0"),
-        b'\\' => shown.push_str("\\\\"),
-        _ => shown.push_str(&format!("\\{b:o}")),
-    }
-}
-
-/// The text of a NUL-terminated C string field (up to its first NUL), quoted (see [`string`]).
-pub fn c_string(field: &[u8], width: usize) -> String {
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    string(&field[..end], width)
-}
+pub use crate::text::{c_string, printable, string};
 
 /// A set of flags as C writes it: the names of the bits set in `value`, joined by `|`
 /// (`IPC_CREAT|IPC_EXCL`), then any bits left over in octal (`|0600`); `zero` if none.
@@ -414,33 +356,6 @@ pub fn flags(value: i64, names: &[(i64, &str)], zero: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strings_are_quoted_escaped_and_cut() {
-        assert_eq!(string(b"Hello, World!\n", 40), r#""Hello, World!\n""#);
-        assert_eq!(string(b"abcdef", 3), r#""abc"..."#);
-        assert_eq!(string(b"a\0\x07\"", 10), r#""a\0\7\"""#);
-        assert_eq!(c_string(b"name\0junk", 40), r#""name""#);
-        assert_eq!(string(b"a\\b\xc3\xa9", 10), r#""a\\b\303\251""#);
-    }
-
-    #[test]
-    fn a_peers_text_is_printable_in_c_notation() {
-        assert_eq!(
-            printable(b"This is a request from 42."),
-            "This is a request from 42."
-        );
-        assert_eq!(printable(b"bell\x07 esc\x1b[2J\n"), r"bell\7 esc\33[2J\n");
-        assert_eq!(printable(b"tab\there\\"), r"tab\there\\");
-        assert_eq!(printable(b"\xff\xfe caf\xc3\xa9"), r"\377\376 café");
-        assert_eq!(
-            printable("next line\u{85}".as_bytes()),
-            r"next line\302\205"
-        );
-        // The escapes are those of the quoted form, which traces and warnings show.
-        let bytes = b"\x01\x1b\\\t\n";
-        assert_eq!(format!("\"{}\"", printable(bytes)), string(bytes, 40));
-    }
 
     #[test]
     fn slow_motion_of_zero_or_nothing_is_none() {

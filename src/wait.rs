@@ -39,6 +39,17 @@ impl Deadline {
         }
     }
 
+    /// The earlier of `instant` and `deadline`, as a deadline (for waking up in between).
+    fn at(instant: Instant, deadline: Deadline) -> Deadline {
+        match deadline.at {
+            Some(at) if at <= instant => deadline,
+            _ => Deadline {
+                at: Some(instant),
+                allowed: None,
+            },
+        }
+    }
+
     /// The time left, `None` if there is no deadline. Zero once it has passed.
     pub fn remaining(&self) -> Option<Duration> {
         self.at
@@ -71,41 +82,119 @@ impl fmt::Display for TimedOut {
 
 impl std::error::Error for TimedOut {}
 
-/// Waits until one of `watched` (a descriptor and the events wanted) is ready, and returns the
-/// events that happened for each, in the same order.
-///
-/// Fails with [`TimedOut`] at `deadline` and with [`signals::Interrupted`] as soon as a
-/// termination signal has been caught (see [`signals::catch_termination`]), also if it arrived just before
-/// the call.
+/// How long a wait for a peer lasts before it says what it waits for (once, on stderr). It
+/// decides nothing: the wait goes on as before.
+pub const MOMENT: Duration = Duration::from_secs(2);
+
+/// One wait for a peer, as every wait of the suite is made: it ends at its [`Deadline`]
+/// ([`TimedOut`]) and as soon as a termination signal has been caught
+/// ([`crate::signals::Interrupted`]), and once it has lasted a [`MOMENT`] it says what it waits
+/// for (`msgq2: waiting for the reply from pid 4711 (msgq1)`), if told ([`Wait::saying`]).
+/// A wait for a file descriptor uses [`Wait::poll`]; a wait for a change no descriptor announces
+/// (shared memory, a call made with `IPC_NOWAIT`) looks, then [`Wait::pause`]s politely.
+pub struct Wait<'a> {
+    deadline: Deadline,
+    what: Option<&'a dyn Fn() -> String>,
+    say_at: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl<'a> Wait<'a> {
+    /// A wait that starts now and gives up at `deadline`.
+    pub fn new(deadline: Deadline) -> Wait<'a> {
+        Wait {
+            deadline,
+            what: None,
+            say_at: None,
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// Says `what()` on stderr (`waiting for …`) once the wait has lasted a [`MOMENT`].
+    pub fn saying(mut self, what: &'a dyn Fn() -> String) -> Wait<'a> {
+        self.what = Some(what);
+        self.say_at = Instant::now().checked_add(MOMENT);
+        self
+    }
+
+    /// When the wait gives up.
+    pub fn deadline(&self) -> Deadline {
+        self.deadline
+    }
+
+    /// Fails if a termination signal has been caught or the deadline has passed; says what it
+    /// waits for when it is time.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        signals::check()?;
+        self.deadline.check()?;
+        if let (Some(at), Some(what)) = (self.say_at, self.what) {
+            if Instant::now() >= at {
+                self.say_at = None;
+                crate::out::notice(format_args!("waiting for {}", what()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pause between two looks of a polling wait ([`Backoff`]).
+    pub fn pause(&mut self) {
+        self.backoff.pause(self.deadline);
+    }
+
+    /// Looks until `condition` holds — for a change another process makes in shared memory,
+    /// where there is no descriptor to [`Wait::poll`] — pausing politely between looks.
+    pub fn until(&mut self, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
+        while !condition() {
+            self.check()?;
+            self.pause();
+        }
+        Ok(())
+    }
+
+    /// Waits until one of `watched` (a descriptor and the events wanted) is ready, and returns
+    /// the events that happened for each, in the same order. A signal that arrived just before
+    /// the call still ends it (the self-pipe of [`signals`]).
+    pub fn poll(
+        &mut self,
+        watched: &[(BorrowedFd<'_>, PollFlags)],
+    ) -> anyhow::Result<Vec<PollFlags>> {
+        loop {
+            self.check()?;
+            let mut fds: Vec<PollFd> = watched
+                .iter()
+                .map(|&(fd, events)| PollFd::new(fd, events))
+                .collect();
+            if let Some(wake) = signals::wake_fd() {
+                fds.push(PollFd::new(wake, PollFlags::POLLIN));
+            }
+            let until = match self.say_at.map(|at| Deadline::at(at, self.deadline)) {
+                Some(sooner) => sooner,
+                None => self.deadline,
+            };
+            match nix::poll::poll(&mut fds, poll_timeout(until)) {
+                Ok(0) | Err(Errno::EINTR) => continue, // deadline, moment or signal: see check
+                Ok(_) => {}
+                Err(e) => return Err(anyhow::Error::new(e).context("poll")),
+            }
+            let ready: Vec<PollFlags> = fds[..watched.len()]
+                .iter()
+                .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
+                .collect();
+            if ready.iter().any(|events| !events.is_empty()) {
+                return Ok(ready);
+            }
+            // Only the self-pipe woke us: the signal is recorded, the check ends the wait.
+            signals::drain_wake_fd();
+        }
+    }
+}
+
+/// Waits until one of `watched` is ready (see [`Wait::poll`]), until `deadline`.
 pub fn poll(
     watched: &[(BorrowedFd<'_>, PollFlags)],
     deadline: Deadline,
 ) -> anyhow::Result<Vec<PollFlags>> {
-    loop {
-        signals::check()?;
-        deadline.check()?;
-        let mut fds: Vec<PollFd> = watched
-            .iter()
-            .map(|&(fd, events)| PollFd::new(fd, events))
-            .collect();
-        if let Some(wake) = signals::wake_fd() {
-            fds.push(PollFd::new(wake, PollFlags::POLLIN));
-        }
-        match nix::poll::poll(&mut fds, poll_timeout(deadline)) {
-            Ok(0) | Err(Errno::EINTR) => continue, // deadline or signal: checked at the top
-            Ok(_) => {}
-            Err(e) => return Err(anyhow::Error::new(e).context("poll")),
-        }
-        let ready: Vec<PollFlags> = fds[..watched.len()]
-            .iter()
-            .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
-            .collect();
-        if ready.iter().any(|events| !events.is_empty()) {
-            return Ok(ready);
-        }
-        // Only the self-pipe woke us: the signal is recorded, the check at the top ends the wait.
-        signals::drain_wake_fd();
-    }
+    Wait::new(deadline).poll(watched)
 }
 
 fn poll_timeout(deadline: Deadline) -> PollTimeout {
@@ -178,18 +267,9 @@ impl Default for Backoff {
     }
 }
 
-/// Waits until `condition` holds — for a change another process makes in shared memory, where
-/// there is no descriptor to [`poll`] (e.g. `spin_until(deadline, || flag.load(Acquire) == 0)`).
-/// It pauses politely between looks ([`Backoff`]) and checks for a termination signal and the
-/// deadline each round, so it fails like [`poll`].
-pub fn spin_until(deadline: Deadline, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let mut backoff = Backoff::new();
-    while !condition() {
-        signals::check()?;
-        deadline.check()?;
-        backoff.pause(deadline);
-    }
-    Ok(())
+/// Waits until `condition` holds (see [`Wait::until`]), until `deadline`.
+pub fn spin_until(deadline: Deadline, condition: impl FnMut() -> bool) -> anyhow::Result<()> {
+    Wait::new(deadline).until(condition)
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! Demonstrates: a message queue lives in the kernel under a numeric key (0x8000 + --id), not
 //! in the file system. The server makes it with `msgget`, takes one request — a message of
 //! type 1 — with `msgrcv`, answers with a message of type 2 through the same queue, and removes
-//! the queue with `msgctl(IPC_RMID)` once the client has taken the reply (the C version
-//! `sleep(1)`s and hopes). Ctrl-C, or `kill`, removes the queue too.
+//! the queue with `msgctl(IPC_RMID)` once the client has taken the reply. Ctrl-C, or `kill`,
+//! removes the queue too.
 //!
 //! System calls: msgget, msgrcv, msgsnd, msgctl.
 //! Run:     make msgq1 msgq2, then ./msgq1 in one terminal and ./msgq2 in another.
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ipclab::cli::{self, IdOption, TimeoutOption};
-use ipclab::msg::{self, Message, Queue, Request, StatOption, REPLY, REQUEST};
+use ipclab::msg::{self, Message, Queue, Request, StatOption, REPLY};
 use ipclab::{out, outln, signals};
 use nix::unistd::getpid;
 
@@ -44,26 +44,41 @@ fn serve(options: Options) -> anyhow::Result<()> {
     options.stat.after(&queue, "msgget")?;
 
     // Type 1 only: a reply (type 2) waiting in the queue is not ours to take.
-    let request = loop {
-        let received = queue.receive(REQUEST, deadline)?; // msgrcv(id, &msg, 128, 1, ...)
-        match Request::check(&received) {
-            Ok(request) => break request,
-            Err(skipped) => cli::warn(skipped), // garbage, or a sender that is gone
-        }
-    };
-    options.stat.after(&queue, "msgrcv")?;
-    out!("Received request: {}.....", request.text)?;
-
+    let request = queue.receive_request(deadline)?; // msgrcv(id, &msg, 128, 1, ...)
+    let received = options.stat.line(&queue, "msgrcv")?;
     let reply = Message::new(REPLY, &msg::reply_text(getpid()))?;
-    queue.send(&reply, deadline)?; // msgsnd(id, &msg, 128, ...)
-    outln!("Replied.")?;
-    options.stat.after(&queue, "msgsnd")?;
+    queue.send(&reply, deadline)?; // msgsnd(id, &msg, 128, ...): answer first, then print
+    let replied = options.stat.line(&queue, "msgsnd")?;
+
+    // Even if printing fails, the reply stays until it has been taken.
+    let printed = report(&request, received, replied);
 
     // Removing the queue now would destroy the reply before the client has read it: wait
     // until it has been taken (msgctl IPC_STAT), not a fixed sleep(1).
     let finished = queue.wait_until_taken(request.sender, deadline)?;
-    if let Some(warning) = finished.warning() {
+    printed?;
+    if let Some(warning) = finished.outcome()? {
         cli::warn(warning);
     }
     options.stat.after(&queue, "the reply was taken")
 } // `queue` is dropped here: msgctl(id, IPC_RMID, NULL)
+
+/// What the server prints once it has answered (`--stat` blocks taken before).
+fn report(
+    request: &Request,
+    received: Option<String>,
+    replied: Option<String>,
+) -> anyhow::Result<()> {
+    if let Some(block) = received {
+        outln!("{block}")?;
+    }
+    out!("Received request: {}.....", request.shown())?;
+    outln!("Replied.")?;
+    if let Err(bad) = &request.text {
+        cli::warn(format_args!("request: {bad}; answered anyway"));
+    }
+    if let Some(block) = replied {
+        outln!("{block}")?;
+    }
+    Ok(())
+}

@@ -13,8 +13,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ipclab::cli::{IdOption, TimeoutOption};
-use ipclab::msg::{self, Message, Queue, StatOption, REPLY, REQUEST};
+use ipclab::cli::{self, IdOption, TimeoutOption};
+use ipclab::msg::{self, Message, Queue, StatOption, REQUEST};
 use ipclab::{out, outln, signals};
 use nix::unistd::getpid;
 
@@ -43,15 +43,28 @@ fn ask_server(options: Options) -> anyhow::Result<()> {
     let queue = Queue::open(options.id.queue_key())?; // msgget(key, 0)
     options.stat.after(&queue, "msgget")?;
 
+    // Any reply already waiting is an earlier exchange's, and msgrcv would take it first.
+    let earlier_replies = queue.replies_waiting()?; // msgrcv(..., MSG_COPY): look, do not take
     let request = Message::new(REQUEST, &msg::request_text(getpid()))?;
     queue.send(&request, deadline)?; // msgsnd(id, &msg, 128, ...)
     options.stat.after(&queue, "msgsnd")?;
     out!("Sent a request.....")?;
 
-    let reply = queue.receive(REPLY, deadline)?; // msgrcv(id, &msg, 128, 2, ...)
-    let text = reply.text().map_err(|bad| {
-        anyhow::anyhow!("msgrcv(queue {}, type 2): bad reply: {bad}", queue.key())
-    })?;
-    outln!("Received reply: {text}")?;
+    let reply = queue.receive_reply(deadline)?; // msgrcv(id, &msg, 128, 2, ...)
+    let text = reply.text();
+    outln!(
+        "Received reply: {}",
+        text.as_ref().unwrap_or_else(|bad| &bad.shown)
+    )?;
+    if earlier_replies > 0 {
+        cli::warn(format_args!(
+            "{earlier_replies} reply(ies) already waited in queue {} before this request was \
+             sent: the reply above may be an earlier exchange's, not the answer to this request",
+            queue.key()
+        ));
+    }
+    if let Err(bad) = text {
+        cli::warn(format_args!("reply: {bad}")); // after the line, which stays the C's
+    }
     options.stat.after(&queue, "msgrcv")
 }

@@ -311,14 +311,14 @@ fn step_without_a_terminal_is_a_usage_error() {
 
 /// A pseudo-terminal for a program, made by util-linux `script`: what the test writes into
 /// `keys` is typed on that terminal.
-fn start_on_a_terminal(lab: &Lab, command_line: &str) -> (Running, OwnedFd) {
+pub(crate) fn start_on_a_terminal(lab: &Lab, command_line: &str) -> (Running, OwnedFd) {
     let (keys_reader, keys) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let mut command = lab.command("script", &["-qfec", command_line, "/dev/null"]);
     command.stdin(Stdio::from(keys_reader));
     (Running::spawn(command), keys)
 }
 
-fn press(keys: &OwnedFd, text: &str) {
+pub(crate) fn press(keys: &OwnedFd, text: &str) {
     nix::unistd::write(keys, text.as_bytes()).unwrap();
 }
 

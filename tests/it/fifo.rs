@@ -557,6 +557,58 @@ fn a_client_leaves_a_fifo_with_its_pid_alone_while_a_live_process_holds_it() {
     leaves_a_live_fifo_with_its_pid_alone("fifoc", ".fifo");
 }
 
+/// A shell holding `path` open for reading and writing, without a lock: what a C peer does.
+fn held_without_a_lock(lab: &Lab, path: &Path) -> Running {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let holder = lab.start(
+        "sh",
+        &["-c", "exec 3<>\"$0\"; echo holding; exec sleep 60", name],
+    );
+    holder.wait_for_stdout("holding");
+    holder
+}
+
+#[test]
+fn a_client_leaves_a_fifo_with_its_pid_alone_while_a_c_client_holds_it_without_a_lock() {
+    let lab = Lab::new();
+    let gated = Gated::start(&lab, "fifoc", &[]);
+    let name = format!(".fifo{}", gated.pid());
+    let fifo = lab.dir().join(&name);
+    make_fifo(&fifo);
+    let holder = held_without_a_lock(&lab, &fifo);
+    let run = gated.open().finish();
+    run.assert_failure(
+        1,
+        &format!(
+            "fifoc: ./{name}: in use by pid {} (sleep); use another --dir",
+            holder.pid()
+        ),
+    );
+    assert!(fifo.exists(), "left alone\n{run}");
+    drop(holder);
+    std::fs::remove_file(fifo).unwrap();
+}
+
+#[test]
+fn a_server_never_takes_over_a_fifo_that_a_c_server_reads() {
+    let lab = Lab::new();
+    let fifo = lab.dir().join(".fifo");
+    make_fifo(&fifo); // a C fifos's: it takes no lock of ours
+    let c_server = held_without_a_lock(&lab, &fifo);
+    let run = lab.run("fifos", &[] as &[&str]);
+    run.assert_failure(
+        1,
+        &format!(
+            "fifos: ./.fifo is being read by pid {} (sleep), a server that is not fifos of this \
+             suite; stop it first, or use another --dir",
+            c_server.pid()
+        ),
+    );
+    assert!(fifo.exists(), "left to its server\n{run}");
+    drop(c_server);
+    std::fs::remove_file(fifo).unwrap();
+}
+
 #[test]
 fn a_client_replaces_a_leftover_fifo_with_its_pid_that_no_process_holds() {
     let lab = Lab::new();
@@ -596,7 +648,10 @@ fn a_server_whose_stdout_is_full_answers_the_requests_it_has_read_then_fails() {
     // Printing the first request fails; the other two are read already.
     answers_the_requests_queued_while_stopped(&lab, &server, b"");
     let server = server.finish();
-    server.assert_failure(1, "fifos: writing to stdout: No space left on device");
+    server.assert_failure(
+        1,
+        "fifos: writing to stdout: ENOSPC: No space left on device",
+    );
     assert_eq!(server.stderr.lines().count(), 1, "{server}");
 }
 

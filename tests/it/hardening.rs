@@ -108,7 +108,7 @@ fn a_failed_stdout_is_reported_once_not_by_parent_and_child() {
         assert_eq!(status.code(), Some(1), "{program}: {stderr}");
         assert_eq!(
             stderr,
-            format!("{program}: writing to stdout: No space left on device\n"),
+            format!("{program}: writing to stdout: ENOSPC: No space left on device\n"),
             "{program} >/dev/full"
         );
     }

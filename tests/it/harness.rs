@@ -18,6 +18,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ipclab::sysv::Key;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
@@ -574,6 +575,102 @@ fn describe(command: &Command) -> String {
         args.join(" "),
         dir.unwrap_or_default()
     )
+}
+
+/// A program run with `--step` on a pseudo-terminal (`script`), stepped by writing Enter into
+/// it. What appears on the terminal is also written to a file, `typescript`, to look at while it
+/// runs.
+pub struct Stepped {
+    pub script: Running,
+    pub keys: OwnedFd,
+    typescript: PathBuf,
+}
+
+impl Stepped {
+    pub fn start(lab: &Lab, program: &str) -> Stepped {
+        Stepped::start_with(lab, program, &[])
+    }
+
+    /// [`Stepped::start`] with more arguments (words without blanks or quotes).
+    pub fn start_with(lab: &Lab, program: &str, args: &[&str]) -> Stepped {
+        // Close-on-exec: the programs other tests start meanwhile must not inherit our end.
+        let (reader, keys) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let typescript = lab.dir().join(format!("typescript.{program}"));
+        let mut command_line = format!("{} --step", exe(program).unwrap());
+        for arg in args {
+            command_line.push(' ');
+            command_line.push_str(arg);
+        }
+        let mut script = lab.command("script", &["-qfec", &command_line]);
+        script.arg(&typescript).stdin(Stdio::from(reader));
+        Stepped {
+            script: Running::spawn(script),
+            keys,
+            typescript,
+        }
+    }
+
+    /// Everything on the terminal so far, without the terminal's carriage returns.
+    pub fn screen(&self) -> String {
+        let bytes = std::fs::read(&self.typescript).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).replace('\r', "")
+    }
+
+    /// Waits for the `n`-th prompt (counted from 1: `[PROGRAM PID] next: CALL   [Enter: …`) and
+    /// returns the PID and the call it names.
+    pub fn prompt(&self, n: usize) -> (Pid, String) {
+        let mut found = None;
+        wait_until(&format!("prompt {n}"), || {
+            let screen = self.screen();
+            let mut prompts = screen.split("] next: ").skip(1);
+            let before = screen
+                .match_indices("] next: ")
+                .nth(n - 1)
+                .map(|(at, _)| at);
+            found = prompts.nth(n - 1).zip(before).and_then(|(after, at)| {
+                let (call, _) = after.split_once("   [Enter")?;
+                let pid = screen[..at].rsplit_once(' ')?.1.parse().ok()?;
+                Some((Pid::from_raw(pid), call.to_owned()))
+            });
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    pub fn press_enter(&self) {
+        nix::unistd::write(&self.keys, b"\n").unwrap();
+    }
+
+    /// Waits for the program to end: how it ended, and everything its terminal showed.
+    pub fn finish(self) -> (Finished, String) {
+        let run = self.script.finish();
+        let screen = String::from_utf8_lossy(&std::fs::read(&self.typescript).unwrap_or_default())
+            .replace('\r', "");
+        (run, screen)
+    }
+
+    /// Types `c` + Enter: the program runs on to its end without stopping.
+    pub fn run_on(&self) {
+        nix::unistd::write(&self.keys, b"c\n").unwrap();
+    }
+}
+
+/// Steps `stepped` through its first `n - 1` calls, checking each prompt's call name, and
+/// returns the PID at the `n`-th prompt (before `calls[n - 1]`).
+pub fn step_to(stepped: &Stepped, calls: &[&str]) -> Pid {
+    for (i, call) in calls.iter().enumerate() {
+        let (pid, shown) = stepped.prompt(i + 1);
+        assert!(
+            shown.starts_with(call),
+            "prompt {}: {shown:?}, not {call}",
+            i + 1
+        );
+        if i + 1 == calls.len() {
+            return pid;
+        }
+        stepped.press_enter();
+    }
+    unreachable!("no calls")
 }
 
 #[test]

@@ -1,17 +1,20 @@
 //! Memory-mapped files: `mycp3` (a copy through two mappings) and `mipc` (a counter shared
 //! through mmap of /dev/zero).
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
-use crate::harness::{children_of, exe, Finished, Lab, Running};
+use crate::classroom::{press, start_on_a_terminal};
+use crate::harness::{children_of, exe, is_running, wait_until, Finished, Lab, Running};
 
 // ---- helpers ----------------------------------------------------------------------------------
 
@@ -70,14 +73,44 @@ fn assert_refused(lab: &Lab, command: Command, message: &str) -> Finished {
     let before = snapshot(lab.dir());
     let run = Running::spawn(command).finish();
     run.assert_failure(1, message);
-    assert_eq!(
-        run.stderr.lines().count(),
-        1,
-        "one line, starting with the name\n{run}"
-    );
-    assert!(run.stderr.starts_with("mycp3: "), "{run}");
+    assert_one_form(&run.stderr);
     assert_eq!(snapshot(lab.dir()), before, "something changed\n{run}");
     run
+}
+
+/// Asserts that `stderr` is one error line of mycp3's one form: `mycp3: SOURCE 'x': …` or
+/// `mycp3: DEST 'y': …` (`DEST 'y' not created: …`, `DEST 'y' left as it was: …`), every
+/// errno shown as `ENAME: text` and never as Rust's `(os error N)`.
+fn assert_one_form(stderr: &str) {
+    let line = stderr.trim_end_matches(['\r', '\n']);
+    assert!(!line.contains('\n'), "one line: {stderr:?}");
+    let what = ["mycp3: SOURCE '", "mycp3: DEST '"]
+        .iter()
+        .find_map(|role| line.strip_prefix(role)?.split_once('\''))
+        .and_then(|(_, rest)| {
+            [": ", " not created: ", " left as it was: "]
+                .iter()
+                .find_map(|then| rest.strip_prefix(then))
+        });
+    assert!(
+        what.is_some_and(|w| !w.is_empty()),
+        "not the form: {line:?}"
+    );
+    assert!(!line.contains("os error"), "{line:?}");
+    for (at, _) in line.match_indices('E') {
+        let word: String = line[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            .collect();
+        let starts_a_word = !line[..at].ends_with(|c: char| c.is_alphanumeric());
+        if starts_a_word && word.len() >= 3 {
+            let text = &line[at + word.len()..];
+            let named = text
+                .strip_prefix(": ")
+                .is_some_and(|t| t.starts_with(char::is_uppercase));
+            assert!(named, "{word} without its text: {line:?}");
+        }
+    }
 }
 
 fn mycp3(lab: &Lab, args: &[&str]) -> Command {
@@ -199,25 +232,29 @@ fn mycp3_replaces_a_longer_existing_dest_whole() {
 }
 
 #[test]
-fn mycp3_copies_a_sparse_file() {
+fn mycp3_copies_only_the_data_of_a_sparse_file_and_keeps_its_holes() {
+    // 64 MiB long with 12 KiB of data (at the start, in the middle, at the end); and all hole.
     let lab = Lab::new();
-    let path = lab.dir().join("source");
-    let mut file = fs::File::create(&path).unwrap();
-    file.set_len(3 << 20).unwrap();
-    file.seek(SeekFrom::Start(1 << 20)).unwrap();
-    file.write_all(b"an island in the middle of holes").unwrap();
-    drop(file);
-    let meta = fs::metadata(&path).unwrap();
-    assert!(
-        meta.blocks() * 512 < meta.len(),
-        "the source should be sparse"
-    );
-    lab.run("mycp3", &["--window", "1M", "source", "copy"])
-        .assert_success();
-    assert_eq!(
-        fs::read(lab.dir().join("copy")).unwrap(),
-        fs::read(&path).unwrap()
-    );
+    let source = fs::File::create(lab.dir().join("source")).unwrap();
+    source.set_len(64 << 20).unwrap();
+    for (at, seed) in [(0, 1), (32 << 20, 2), ((64 << 20) - 4096, 3)] {
+        source.write_all_at(&content(4096, seed), at).unwrap();
+    }
+    let holes = fs::File::create(lab.dir().join("holes")).unwrap();
+    holes.set_len(64 << 20).unwrap();
+    let allocated = |name: &str| fs::metadata(lab.dir().join(name)).unwrap().blocks() * 512;
+    assert!(allocated("source") < 1 << 20, "the source should be sparse");
+    for (from, to) in [("source", "copy"), ("holes", "holes.copy")] {
+        lab.run("mycp3", &["--window", "1M", from, to])
+            .assert_success();
+        lab.run("cmp", &[from, to]).assert_success();
+        assert!(
+            allocated(to) < 1 << 20,
+            "{to}: {} bytes allocated for {} of data",
+            allocated(to),
+            allocated(from)
+        );
+    }
 }
 
 #[test]
@@ -379,7 +416,7 @@ fn mycp3_refuses_an_unreadable_source() {
     fs::set_permissions(lab.dir().join("source"), fs::Permissions::from_mode(0o000)).unwrap();
     let what = "mycp3_refuses_an_unreadable_source";
     if let Some(command) = unprivileged(&lab, &["source", "new"], what) {
-        assert_refused(&lab, command, "open('source'): EACCES: Permission denied");
+        assert_refused(&lab, command, "SOURCE 'source': EACCES: Permission denied");
     }
 }
 
@@ -450,12 +487,17 @@ fn mycp3_on_a_full_disk_fails_cleanly_and_leaves_no_partial_dest() {
 
     let run = lab.run("mycp3", &["big", "small/copy"]);
     run.assert_failure(1, "DEST 'small/copy' not created: reserving 3145728 bytes");
-    assert!(run.stderr.contains("No space left on device"), "{run}");
+    assert!(
+        run.stderr.contains("ENOSPC: No space left on device"),
+        "{run}"
+    );
+    assert_one_form(&run.stderr);
     assert_eq!(fs::read_dir(&small.0).unwrap().count(), 0, "{run}");
 
     fs::write(small.0.join("copy"), "old").unwrap();
     let run = lab.run("mycp3", &["big", "small/copy"]);
     run.assert_failure(1, "DEST 'small/copy' left as it was");
+    assert_one_form(&run.stderr);
     assert_eq!(fs::read_to_string(small.0.join("copy")).unwrap(), "old");
     assert_eq!(fs::read_dir(&small.0).unwrap().count(), 1, "{run}");
 
@@ -464,6 +506,7 @@ fn mycp3_on_a_full_disk_fails_cleanly_and_leaves_no_partial_dest() {
     fs::remove_file(small.0.join("copy")).unwrap();
     let run = lab.run("mycp3", &["--reserve", "ftruncate", "big", "small/copy"]);
     run.assert_failure(1, "the destination mapping cannot be written (SIGBUS)");
+    assert_one_form(&run.stderr);
     assert_eq!(fs::read_dir(&small.0).unwrap().count(), 0, "{run}");
 
     // What fits, fits.
@@ -472,31 +515,6 @@ fn mycp3_on_a_full_disk_fails_cleanly_and_leaves_no_partial_dest() {
         fs::read(small.0.join("copy")).unwrap(),
         fs::read(lab.dir().join("fits")).unwrap()
     );
-}
-
-#[test]
-fn mycp3_fails_cleanly_when_the_source_shrinks_while_it_is_copied() {
-    let lab = Lab::new();
-    let source = lab.dir().join("source");
-    fs::write(&source, content(16 * 65536, 9)).unwrap();
-    fs::write(lab.dir().join("dest"), "old").unwrap();
-    // Slow motion: a pause before each call, so the source can shrink between two of them.
-    let copy = lab.start(
-        "mycp3",
-        &["--slow", "0.3", "--window", "64K", "source", "dest"],
-    );
-    copy.wait_for_stderr("PROT_READ, MAP_SHARED|MAP_POPULATE");
-    fs::File::options()
-        .write(true)
-        .open(&source)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
-    let run = copy.finish();
-    run.assert_failure(1, "shrank while");
-    assert!(run.stderr.contains("DEST 'dest' left as it was"), "{run}");
-    assert_eq!(fs::read_to_string(lab.dir().join("dest")).unwrap(), "old");
-    assert_only(&lab, &["dest", "source"]);
 }
 
 fn mycp3_stopped_by(signal: Signal, dest_exists: bool) {
@@ -519,29 +537,6 @@ fn mycp3_stopped_by(signal: Signal, dest_exists: bool) {
             assert_only(&lab, &["dest", "source"]);
         }
         false => assert_only(&lab, &["source"]),
-    }
-}
-
-#[test]
-fn mycp3_killed_with_sigkill_leaves_nothing_behind() {
-    // The copy has no name until it is complete (O_TMPFILE): kill -9, which no program can
-    // clean up after, leaves no hidden full-size file.
-    for dest_exists in [false, true] {
-        let lab = Lab::new();
-        fs::write(lab.dir().join("source"), content(4 * 65536, 13)).unwrap();
-        if dest_exists {
-            fs::write(lab.dir().join("dest"), "old").unwrap();
-        }
-        let args = ["--slow", "0.5", "--window", "64K", "source", "dest"];
-        let copy = lab.start("mycp3", &args);
-        copy.wait_for_stderr("posix_fallocate("); // the copy has its full size now
-        copy.signal(Signal::SIGKILL);
-        let run = copy.finish();
-        assert_eq!(run.status.signal(), Some(libc::SIGKILL), "{run}");
-        match dest_exists {
-            true => assert_only(&lab, &["dest", "source"]),
-            false => assert_only(&lab, &["source"]),
-        }
     }
 }
 
@@ -594,10 +589,272 @@ fn mycp3_stopped_by_sigterm_leaves_dest_as_it_was() {
     mycp3_stopped_by(Signal::SIGTERM, true);
 }
 
+// ---- mycp3 step by step: a SIGBUS, a kill -9, a DEST that appears, at a chosen call ----------
+
+/// mycp3 (or strace running it) with `--step` on a terminal of its own (util-linux `script`):
+/// the test presses Enter. Everything it says — prompts, traces, errors — comes out on the
+/// terminal, which is `script`'s stdout.
+struct Stepped {
+    run: Running,
+    keys: OwnedFd,
+    /// How many prompts Enter was pressed at.
+    answered: Cell<usize>,
+}
+
+impl Stepped {
+    /// Starts `mycp3 --step ARGS`, after `before` (a program that runs mycp3, or nothing).
+    fn start(lab: &Lab, before: &str, args: &str) -> Stepped {
+        let line = format!("{before} {} --step {args}", exe("mycp3").unwrap());
+        let (run, keys) = start_on_a_terminal(lab, &line);
+        let answered = Cell::new(0);
+        Stepped {
+            run,
+            keys,
+            answered,
+        }
+    }
+
+    /// The calls announced by the prompts so far.
+    fn prompts(&self) -> Vec<String> {
+        prompts_in(&self.run.stdout_so_far())
+    }
+
+    /// Waits for the prompt not answered yet and returns its call.
+    fn prompt(&self) -> String {
+        let n = self.answered.get();
+        wait_until(&format!("prompt {n}"), || self.prompts().len() > n);
+        self.prompts().swap_remove(n)
+    }
+
+    /// Presses Enter at the prompt.
+    fn enter(&self) {
+        self.prompt();
+        press(&self.keys, "\n");
+        self.answered.set(self.answered.get() + 1);
+    }
+
+    /// Presses Enter at prompts until prompt `n` (from 0) shows.
+    fn to_prompt(&self, n: usize) {
+        while self.answered.get() < n {
+            self.enter();
+        }
+        self.prompt();
+    }
+
+    /// Presses Enter at prompts until one announces a call that contains `call`.
+    fn to_call(&self, call: &str) {
+        while !self.prompt().contains(call) {
+            self.enter();
+        }
+    }
+
+    /// mycp3's PID, as its prompts say.
+    fn pid(&self) -> Pid {
+        wait_until("the first prompt", || !self.prompts().is_empty());
+        let seen = self.run.stdout_so_far();
+        let pid = seen
+            .split("[mycp3 ")
+            .nth(1)
+            .and_then(|s| s.split(']').next());
+        Pid::from_raw(pid.unwrap().parse().unwrap())
+    }
+
+    /// Presses Enter at every prompt until mycp3 ends.
+    fn enter_to_the_end(self) -> Finished {
+        let pid = self.pid();
+        loop {
+            wait_until("a prompt or the end", || {
+                self.prompts().len() > self.answered.get() || !is_running(pid)
+            });
+            if self.prompts().len() == self.answered.get() {
+                return self.run.finish();
+            }
+            self.enter();
+        }
+    }
+}
+
+/// The calls announced by the `--step` prompts in `terminal`.
+fn prompts_in(terminal: &str) -> Vec<String> {
+    let calls = terminal.lines().filter_map(|l| l.split_once("] next: "));
+    calls.map(|(_, call)| call.to_owned()).collect()
+}
+
+/// mycp3's error line among what the terminal showed.
+fn error_line(run: &Finished) -> String {
+    let stdout = run.stdout();
+    let line = stdout.lines().find(|l| l.starts_with("mycp3: "));
+    line.unwrap_or_else(|| panic!("no error line\n{run}"))
+        .trim_end()
+        .to_owned()
+}
+
+#[test]
+fn mycp3_killed_with_sigkill_at_any_step_leaves_no_copy_behind() {
+    // The copy has no name until it is complete (O_TMPFILE), and gets DEST's at once — or a
+    // hidden name and, with no pause between, DEST's: kill -9 at any prompt leaves nothing.
+    let lab = Lab::new();
+    let source = content(3 * 4096 + 1, 13);
+    fs::write(lab.dir().join("source"), &source).unwrap();
+    for dest_exists in [false, true] {
+        let reset = || match dest_exists {
+            true => fs::write(lab.dir().join("dest"), "old").unwrap(),
+            false => drop(fs::remove_file(lab.dir().join("dest"))),
+        };
+        reset();
+        let whole = Stepped::start(&lab, "", "source dest").enter_to_the_end();
+        assert!(whole.status.success(), "{whole}");
+        assert_eq!(fs::read(lab.dir().join("dest")).unwrap(), source);
+        let calls = prompts_in(&whole.stdout());
+        assert!(calls.last().unwrap().starts_with("linkat("), "{whole}");
+        for (n, at) in calls.iter().enumerate() {
+            reset();
+            let copy = Stepped::start(&lab, "", "source dest");
+            copy.to_prompt(n);
+            nix::sys::signal::kill(copy.pid(), Signal::SIGKILL).unwrap();
+            let run = copy.run.finish();
+            match dest_exists {
+                true => {
+                    let dest = fs::read_to_string(lab.dir().join("dest")).unwrap();
+                    assert_eq!(dest, "old", "killed at {at}\n{run}");
+                    assert_only(&lab, &["dest", "source"]);
+                }
+                false => assert_only(&lab, &["source"]),
+            }
+        }
+    }
+}
+
+#[test]
+fn mycp3_ends_cleanly_on_sigbus_when_the_source_shrinks_under_memcpy() {
+    // Truncated while mycp3 waits before its memcpy: reading the mapping raises SIGBUS. The
+    // handler says so and removes the copy — also the named one of a file system without
+    // O_TMPFILE (strace makes that open fail as such a file system would).
+    for without_o_tmpfile in [false, true] {
+        let lab = Lab::new();
+        fs::create_dir(lab.dir().join("out")).unwrap();
+        fs::write(lab.dir().join("source"), content(3 * 65536, 15)).unwrap();
+        fs::write(lab.dir().join("out/dest"), "old").unwrap();
+        let strace = "strace -o /dev/null -P out -e inject=openat:error=EOPNOTSUPP";
+        let before = if without_o_tmpfile { strace } else { "" };
+        let copy = Stepped::start(&lab, before, "--window 64K source out/dest");
+        copy.to_call("memcpy(");
+        let named = fs::read_dir(lab.dir().join("out")).unwrap().count() == 2;
+        assert_eq!(named, without_o_tmpfile, "a hidden copy in out/");
+        fs::File::options()
+            .write(true)
+            .open(lab.dir().join("source"))
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let run = copy.enter_to_the_end();
+        assert_eq!(run.code(), Some(1), "{run}");
+        let line = error_line(&run);
+        let expected = "mycp3: DEST 'out/dest' left as it was: SOURCE 'source': shrank while \
+                        being copied (SIGBUS)";
+        assert_eq!(line, expected, "{run}");
+        assert_one_form(&line);
+        assert_eq!(
+            fs::read_to_string(lab.dir().join("out/dest")).unwrap(),
+            "old"
+        );
+        assert_eq!(
+            fs::read_dir(lab.dir().join("out")).unwrap().count(),
+            1,
+            "{run}"
+        );
+    }
+}
+
+#[test]
+fn mycp3_ends_cleanly_on_sigbus_when_its_copy_is_truncated_under_memcpy() {
+    // Another process truncates the copy (through /proc/PID/fd) while mycp3 waits before its
+    // memcpy: writing the mapping raises SIGBUS, as a page that cannot be allocated does.
+    let lab = Lab::new();
+    fs::write(lab.dir().join("source"), content(2 * 65536, 16)).unwrap();
+    let copy = Stepped::start(&lab, "", "--window 64K source copy");
+    copy.to_call("memcpy(");
+    let seen = copy.run.stdout_so_far();
+    let fd = seen.split("O_TMPFILE, 0600) = ").nth(1).unwrap();
+    let fd: String = fd.chars().take_while(char::is_ascii_digit).collect();
+    let path = format!("/proc/{}/fd/{fd}", copy.pid());
+    let unnamed = fs::File::options().write(true).open(path).unwrap();
+    unnamed.set_len(0).unwrap();
+    drop(unnamed);
+    let run = copy.enter_to_the_end();
+    assert_eq!(run.code(), Some(1), "{run}");
+    let line = error_line(&run);
+    assert!(
+        line.starts_with(
+            "mycp3: DEST 'copy' not created: the destination mapping cannot be \
+                          written (SIGBUS)"
+        ),
+        "{run}"
+    );
+    assert_one_form(&line);
+    assert_only(&lab, &["source"]);
+}
+
+#[test]
+fn mycp3_fails_cleanly_when_the_source_shrinks_between_its_data_ranges() {
+    // Data at 0 and at 1 MiB of 2 MiB; cut to 8 KiB before mycp3 looks for the second range:
+    // no data is found there, and the size says why.
+    let lab = Lab::new();
+    let source = fs::File::create(lab.dir().join("source")).unwrap();
+    source.set_len(2 << 20).unwrap();
+    source.write_all_at(&content(4096, 17), 0).unwrap();
+    source.write_all_at(&content(4096, 18), 1 << 20).unwrap();
+    fs::write(lab.dir().join("dest"), "old").unwrap();
+    let copy = Stepped::start(&lab, "", "source dest");
+    copy.to_call(", 4096, SEEK_DATA)");
+    source.set_len(8192).unwrap();
+    let run = copy.enter_to_the_end();
+    assert_eq!(run.code(), Some(1), "{run}");
+    let line = error_line(&run);
+    let expected = "mycp3: DEST 'dest' left as it was: SOURCE 'source': shrank while being \
+                    copied (from 2097152 to 8192 bytes)";
+    assert_eq!(line, expected, "{run}");
+    assert_one_form(&line);
+    assert_eq!(fs::read_to_string(lab.dir().join("dest")).unwrap(), "old");
+    assert_only(&lab, &["dest", "source"]);
+}
+
+#[test]
+fn mycp3_replaces_a_dest_that_appears_during_the_copy_or_fails_cleanly() {
+    // DEST is new, so the copy is linked straight to it; a file made there meanwhile makes that
+    // linkat fail (EEXIST): the copy is then renamed over it, as over a DEST that was there.
+    let lab = Lab::new();
+    let source = content(5000, 19);
+    fs::write(lab.dir().join("source"), &source).unwrap();
+    let copy = Stepped::start(&lab, "", "source dest");
+    copy.to_call("linkat(");
+    fs::write(lab.dir().join("dest"), "made meanwhile").unwrap();
+    let run = copy.enter_to_the_end();
+    assert!(run.status.success(), "{run}");
+    assert!(run.stdout().contains("= -1 EEXIST (File exists)"), "{run}");
+    assert_eq!(fs::read(lab.dir().join("dest")).unwrap(), source);
+    assert_only(&lab, &["dest", "source"]);
+    // A directory made there cannot be replaced: a clean failure, no hidden copy left.
+    fs::remove_file(lab.dir().join("dest")).unwrap();
+    let copy = Stepped::start(&lab, "", "source dest");
+    copy.to_call("linkat(");
+    fs::create_dir(lab.dir().join("dest")).unwrap();
+    let run = copy.enter_to_the_end();
+    assert_eq!(run.code(), Some(1), "{run}");
+    let line = error_line(&run);
+    assert_eq!(
+        line, "mycp3: DEST 'dest' not created: rename: EISDIR: Is a directory",
+        "{run}"
+    );
+    assert_one_form(&line);
+    assert_only(&lab, &["dest", "source"]);
+    assert_eq!(fs::read_dir(lab.dir().join("dest")).unwrap().count(), 0);
+}
+
 // ---- mycp3: classroom mode --------------------------------------------------------------------
 
 /// Runs `strace -e trace=LIST mycp3 ARGS` on a source of three windows of 64 KiB; returns the
-/// run and strace's lines from the opening of SOURCE up to the `renameat` that ends the copy.
+/// run and strace's lines from the opening of SOURCE up to the `linkat` that names the copy DEST.
 fn strace_mycp3(lab: &Lab, list: &str, args: &[&str]) -> (Finished, Vec<String>) {
     fs::write(lab.dir().join("source"), content(2 * 65536 + 5, 11)).unwrap();
     let log = lab.dir().join("strace.log");
@@ -613,7 +870,7 @@ fn strace_mycp3(lab: &Lab, list: &str, args: &[&str]) -> (Finished, Vec<String>)
         .filter(|l| !l.contains("MAP_PRIVATE|MAP_ANONYMOUS")) // the allocator's memory
         .map(str::to_owned)
         .collect();
-    if let Some(end) = calls.iter().position(|l| l.starts_with("renameat(")) {
+    if let Some(end) = calls.iter().position(|l| l.starts_with("linkat(")) {
         calls.truncate(end + 1);
     }
     (run, calls)
@@ -628,7 +885,7 @@ fn name_and_result(line: &str) -> (&str, &str) {
 #[test]
 fn mycp3_traces_each_call_with_the_values_strace_sees() {
     let lab = Lab::new();
-    let list = "trace=openat,fallocate,mmap,madvise,munmap,fchmod,linkat,renameat";
+    let list = "trace=openat,ftruncate,lseek,fallocate,mmap,madvise,munmap,fchmod,linkat,renameat";
     let (run, strace) = strace_mycp3(&lab, list, &["--trace"]);
     let pid = run.stderr.split(' ').nth(1).unwrap().trim_end_matches(']');
     let prefix = format!("[mycp3 {pid}] ");
@@ -642,8 +899,15 @@ fn mycp3_traces_each_call_with_the_values_strace_sees() {
         .map(name_and_result)
         .collect();
     let window = ["mmap", "mmap", "madvise", "memcpy", "munmap", "munmap"];
-    let start = ["open", "open", "posix_fallocate"];
-    let end = ["fchmod", "linkat", "rename"];
+    let start = [
+        "open",
+        "open",
+        "ftruncate",
+        "lseek",
+        "lseek",
+        "posix_fallocate",
+    ];
+    let end = ["fchmod", "linkat"]; // DEST is new: the copy is linked to it, no rename
     let expected = [&start[..], &window, &window, &window, &end].concat();
     let names: Vec<&str> = traced.iter().map(|(name, _)| *name).collect();
     assert_eq!(names, expected, "{run}");
@@ -670,13 +934,9 @@ fn mycp3_traces_each_call_with_the_values_strace_sees() {
 #[test]
 fn mycp3_moves_the_data_without_read_or_write() {
     let lab = Lab::new();
-    let (run, strace) = strace_mycp3(&lab, "trace=openat,read,write,renameat", &[]);
+    let (run, strace) = strace_mycp3(&lab, "trace=openat,read,write,linkat", &[]);
     let names: Vec<&str> = strace.iter().map(|l| name_and_result(l).0).collect();
-    assert_eq!(
-        names,
-        ["openat", "openat", "renameat"],
-        "{strace:#?}\n{run}"
-    );
+    assert_eq!(names, ["openat", "openat", "linkat"], "{strace:#?}\n{run}");
     assert_eq!(
         fs::read(lab.dir().join("copy")).unwrap(),
         fs::read(lab.dir().join("source")).unwrap()

@@ -1,16 +1,11 @@
 //! System V shared memory: `shm` (where things live in memory) and the `sipc1`/`sipc2` pair,
 //! also against a raw C-shaped peer that the test plays through the library's public wrappers.
 
-use std::os::fd::OwnedFd;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
-use ipclab::shm::{
-    self, shmctl, shmget, Attached, Awaited, Segment, ShmId, ShmStat, Sipc, EMPTY, REQUEST,
-    SIPC_SIZE,
-};
+use ipclab::shm::{self, shmctl, shmget, Attached, Awaited, Segment, ShmId, ShmStat};
+use ipclab::sipc::{Sipc, EMPTY, REQUEST, SIPC_SIZE};
 use ipclab::sysv::Key;
 use ipclab::wait::Deadline;
 use nix::fcntl::OFlag;
@@ -18,7 +13,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use proptest::prelude::*;
 
-use crate::harness::{exe, wait_until, Finished, Lab, Running};
+use crate::harness::{exe, is_running, step_to, wait_until, Finished, Lab, Running, Stepped};
 
 // ---- /proc/sysvipc/shm and /proc/PID/maps ---------------------------------------------------
 
@@ -202,80 +197,6 @@ fn shm_maps_shows_the_mapping_that_holds_each_address() {
     assert!(maps[0].iter().any(|m| m.path == exe), "{run}");
 }
 
-/// A program run with `--step` on a pseudo-terminal (`script`), stepped by writing Enter into
-/// it. What appears on the terminal is also written to a file, `typescript`, to look at while it
-/// runs.
-struct Stepped {
-    script: Running,
-    keys: OwnedFd,
-    typescript: PathBuf,
-}
-
-impl Stepped {
-    fn start(lab: &Lab, program: &str) -> Stepped {
-        // Close-on-exec: the programs other tests start meanwhile must not inherit our end.
-        let (reader, keys) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
-        let typescript = lab.dir().join(format!("typescript.{program}"));
-        let command_line = format!("{} --step", exe(program).unwrap());
-        let mut script = lab.command("script", &["-qfec", &command_line]);
-        script.arg(&typescript).stdin(Stdio::from(reader));
-        Stepped {
-            script: Running::spawn(script),
-            keys,
-            typescript,
-        }
-    }
-
-    /// Everything on the terminal so far, without the terminal's carriage returns.
-    fn screen(&self) -> String {
-        let bytes = std::fs::read(&self.typescript).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).replace('\r', "")
-    }
-
-    /// Waits for the `n`-th prompt (counted from 1: `[PROGRAM PID] next: CALL   [Enter: …`) and
-    /// returns the PID and the call it names.
-    fn prompt(&self, n: usize) -> (Pid, String) {
-        let mut found = None;
-        wait_until(&format!("prompt {n}"), || {
-            let screen = self.screen();
-            let mut prompts = screen.split("] next: ").skip(1);
-            let before = screen
-                .match_indices("] next: ")
-                .nth(n - 1)
-                .map(|(at, _)| at);
-            found = prompts.nth(n - 1).zip(before).and_then(|(after, at)| {
-                let (call, _) = after.split_once("   [Enter")?;
-                let pid = screen[..at].rsplit_once(' ')?.1.parse().ok()?;
-                Some((Pid::from_raw(pid), call.to_owned()))
-            });
-            found.is_some()
-        });
-        found.unwrap()
-    }
-
-    fn press_enter(&self) {
-        nix::unistd::write(&self.keys, b"\n").unwrap();
-    }
-}
-
-/// Steps `stepped` through its first `n - 1` calls, checking each prompt's call name, and
-/// returns the PID at the `n`-th prompt (before `calls[n - 1]`).
-fn step_to(stepped: &Stepped, calls: &[&str]) -> Pid {
-    for (i, call) in calls.iter().enumerate() {
-        let (pid, shown) = stepped.prompt(i + 1);
-        assert!(
-            shown.starts_with(call),
-            "prompt {}: {shown:?}, not {call}",
-            i + 1
-        );
-        if i + 1 == calls.len() {
-            return pid;
-        }
-        stepped.press_enter();
-    }
-    unreachable!("no calls")
-}
-
 #[test]
 fn shm_addresses_lie_in_the_regions_of_the_real_proc_maps() {
     let lab = Lab::new();
@@ -377,7 +298,7 @@ fn shm_with_a_closed_or_full_stdout_fails_cleanly_and_leaves_nothing() {
     assert_eq!(segments_made_by(pid.unwrap()), [], "{run}");
 
     let (run, _) = shm_through_shell(&lab, r#"exec "$0" --trace >/dev/full"#);
-    run.assert_failure(1, "shm: writing to stdout: No space left on device");
+    run.assert_failure(1, "shm: writing to stdout: ENOSPC: No space left on device");
 }
 
 // ---- sipc1 / sipc2: the pair -------------------------------------------------------------------
@@ -451,9 +372,7 @@ impl CPeer {
 
     /// `strcpy(text, bytes)` without the NUL: the caller adds it if it wants one.
     fn write_text(&self, bytes: &[u8]) {
-        for (cell, &byte) in self.area().text.iter().zip(bytes) {
-            cell.store(byte, Relaxed);
-        }
+        self.area().write_bytes(bytes);
     }
 
     fn text(&self) -> Vec<u8> {
@@ -592,22 +511,32 @@ fn server_with_own_lock(lab: &Lab, n: usize, args: &[&str]) -> Running {
 }
 
 #[test]
-fn the_last_one_attached_removes_the_segment() {
+fn a_second_server_with_another_lock_is_refused_naming_the_first() {
+    // A C sipc1, or a sipc1 of another session (another $TMPDIR), takes no lock of ours: the
+    // segment itself shows it waiting there, and two servers would both answer a request.
     let lab = Lab::new();
     let first = lab.start("sipc1", &[] as &[&str]);
     wait_for_attached(&lab, 1);
-    let second = server_with_own_lock(&lab, 2, &[]);
-    wait_for_attached(&lab, 2);
-    first.signal(Signal::SIGTERM);
-    stopped_quietly(&first.finish(), Signal::SIGTERM);
+    let second = server_with_own_lock(&lab, 2, &[]).finish();
+    second.assert_failure(
+        1,
+        &format!(
+            "sipc1: shmget(key {}): the segment is in use by pid {} (sipc1), attached with no \
+             request waiting (another server?); stop it first, or use another --id (or \
+             IPCLAB_ID)",
+            Key::segment(lab.id()),
+            first.pid()
+        ),
+    );
     assert_eq!(
         segment_of(&lab).map(|r| r.nattch),
         Some(1),
-        "left to the second"
+        "left to the first"
     );
-    second.signal(Signal::SIGINT);
-    stopped_quietly(&second.finish(), Signal::SIGINT);
-    assert_eq!(segment_of(&lab), None);
+    let client = lab.run("sipc2", &[] as &[&str]);
+    client.assert_success();
+    assert_eq!(client.lines(), [reply_line(first.pid())]);
+    first.finish().assert_success();
 }
 
 #[test]
@@ -641,7 +570,6 @@ const ORPHANED: &str =
     "the segment was removed (IPC_RMID) and nobody else is attached: no peer can reach it any more";
 const NO_CLIENT: &str = "the segment was removed (IPC_RMID) and holds no request: no client can \
                          reach it any more (another server answered, or it was removed with ipcrm)";
-const TAKEN_FIRST: &str = "another server took the request in segment ";
 
 /// A sipc1 stepped (`--step`) up to the `IPC_RMID` it makes once it has found a live request
 /// of a sipc2: returns both and the server's PID.
@@ -716,8 +644,16 @@ fn a_waiting_server_whose_segment_is_removed_fails_instead_of_waiting_for_ever()
     server.finish().assert_failure(1, &message);
 }
 
+/// Whether `stderr` is the one line of a server that lost the request to another one.
+fn lost_the_claim(stderr: &str, key: Key) -> bool {
+    let line = stderr.trim_end();
+    line.starts_with("sipc1: another server (pid ")
+        && line.ends_with(&format!(") took the request in segment {key} first"))
+        && line.lines().count() == 1
+}
+
 /// What the servers of one request did: each either answered it (the number returned) or
-/// ended with one of the two clear errors of a server that did not — none waits on.
+/// ended with one of the clear errors of a server that did not — none waits on.
 fn answered_once(lab: &Lab, servers: Vec<Running>) -> usize {
     let key = Key::segment(lab.id());
     let mut answered = 0;
@@ -728,11 +664,13 @@ fn answered_once(lab: &Lab, servers: Vec<Running>) -> usize {
             answered += 1;
             continue;
         }
-        let lost = format!("sipc1: {TAKEN_FIRST}{key} first");
         let removed = format!("sipc1: waiting for a request (segment {key}): {NO_CLIENT}");
+        let refused = format!("sipc1: shmget(key {key}): the segment is in use by pid ");
         assert_eq!(server.code(), Some(1), "{server}");
         assert!(
-            [lost, removed].contains(&server.stderr.trim_end().to_string()),
+            lost_the_claim(&server.stderr, key)
+                || server.stderr.trim_end() == removed
+                || server.stderr.starts_with(&refused),
             "{server}"
         );
         assert!(server.stdout.is_empty(), "{server}");
@@ -741,14 +679,17 @@ fn answered_once(lab: &Lab, servers: Vec<Running>) -> usize {
 }
 
 #[test]
-fn several_servers_answer_a_request_once_and_all_end() {
+fn several_servers_started_at_once_answer_a_request_once_and_all_end() {
     // Each round: three servers (C servers, or sipc1s of other sessions: no common lock file)
-    // wait on one segment, and one client asks. Without the claim two could answer; without
-    // ending on a removed segment, those that did not answer stayed attached for ever.
+    // start at once. Those that find another one waiting refuse; those that start side by side
+    // all wait, and the claim lets one of them answer. None waits on.
     for round in 0..3 {
         let lab = Lab::new();
         let servers: Vec<Running> = (0..3).map(|n| server_with_own_lock(&lab, n, &[])).collect();
-        wait_for_attached(&lab, 3);
+        wait_until("each server to wait or to have refused", || {
+            let waiting = servers.iter().filter(|s| is_running(s.pid())).count() as u64;
+            waiting > 0 && segment_of(&lab).is_some_and(|row| row.nattch == waiting)
+        });
         let client = lab.run("sipc2", &[] as &[&str]);
         client.assert_success();
         assert_eq!(answered_once(&lab, servers), 1, "round {round}");
@@ -772,10 +713,9 @@ fn a_request_taken_by_another_server_meanwhile_is_not_answered_twice() {
     assert_eq!(run.code(), Some(1), "{run}");
     let screen = run.stdout().replace('\r', ""); // the terminal: stdout and stderr
     let key = Key::segment(lab.id());
-    assert!(
-        screen.contains(&format!("sipc1: {TAKEN_FIRST}{key} first")),
-        "{screen}"
-    );
+    let lost =
+        format!("sipc1: another server (pid {second_pid}) took the request in segment {key} first");
+    assert!(screen.contains(&lost), "{screen}");
     assert!(!screen.contains("Received request"), "{screen}");
     assert!(segments_made_by(first_pid).is_empty());
 }
@@ -1144,7 +1084,7 @@ fn a_peers_text_reads_the_same_on_stdout_as_in_a_warning() {
 proptest! {
     #[test]
     fn any_bytes_decode_or_are_rejected_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..2100)) {
-        match shm::decode_text(&bytes) {
+        match ipclab::text::decode_text(&bytes) {
             Ok(text) => {
                 prop_assert!(bytes.contains(&0));
                 prop_assert!(!text.chars().any(char::is_control));
@@ -1158,21 +1098,19 @@ proptest! {
     }
 
     #[test]
-    fn any_text_that_fits_is_read_back_as_written(text in "[ -~]{0,1019}") {
+    fn any_text_that_fits_is_read_back_as_written(text in "[ -~]{0,1015}") {
         let area = Sipc::new();
-        area.text.iter().for_each(|b| b.store(b'#', Relaxed)); // garbage after the NUL
-        area.write_text(&text).unwrap();
-        prop_assert_eq!(area.text().unwrap(), text.replace('\\', r"\\")); // C notation
+        area.write_bytes(&[b'#'; SIPC_SIZE - 4]); // garbage after the NUL, up to the end
+        area.put(&text, EMPTY).unwrap();
+        prop_assert_eq!(area.take().1.unwrap(), text.replace('\\', r"\\")); // C notation
     }
 
     #[test]
     fn any_text_field_is_read_within_its_1020_bytes(bytes in prop::collection::vec(any::<u8>(), SIPC_SIZE - 4)) {
         let area = Sipc::new();
-        for (cell, byte) in area.text.iter().zip(&bytes) {
-            cell.store(*byte, Relaxed);
-        }
+        area.write_bytes(&bytes);
         prop_assert_eq!(area.text_bytes().to_vec(), bytes.clone());
-        prop_assert_eq!(area.text(), shm::decode_text(&bytes));
+        prop_assert_eq!(area.take().1, ipclab::text::decode_text(&bytes));
     }
 }
 
@@ -1189,9 +1127,10 @@ fn a_server_whose_stdout_fails_still_answers_and_leaves_nothing() {
     assert!(client
         .stdout()
         .starts_with("Sent a request.....Received reply: This is a reply from "));
-    server
-        .finish()
-        .assert_failure(1, "sipc1: writing to stdout: No space left on device");
+    server.finish().assert_failure(
+        1,
+        "sipc1: writing to stdout: ENOSPC: No space left on device",
+    );
 }
 
 #[test]

@@ -1,0 +1,504 @@
+//! Who is alive, and what is a leftover: the one liveness model of the suite.
+//!
+//! Every server and client (FIFO, queue, segment) decides three things the same way, from facts
+//! the kernel keeps — never from a timer, and never from a PID written in a peer's text:
+//!
+//! 1. **Is my peer alive?** A server of this suite holds a lock for as long as it lives
+//!    ([`ServerLock`]; the kernel drops it however the process ends, even on `kill -9`), and a
+//!    client watches it ([`ServerWatch`]). A FIFO's owner holds a `flock` on it. Beyond that the
+//!    objects themselves say who uses them: `msg_lspid`/`msg_lrpid` of a queue, the processes
+//!    blocked in `msgrcv`/`msgsnd` on it ([`queue_users`]), the processes that have a segment
+//!    attached ([`attached`]), the processes that hold a FIFO open ([`holders`]). A PID alone
+//!    proves only that a process with that number exists now ([`Process::alive`]): PIDs are
+//!    reused, so "alive" may be a stranger, and the suite then errs on the side of waiting or
+//!    refusing, never of removing.
+//! 2. **Is this object a leftover?** Only when proven: nobody holds its server's lock, and no
+//!    process that used it is alive (for a queue never used, its creator — known only when a
+//!    server of this suite recorded it in its lock file). Then it is removed, with a message.
+//! 3. **Otherwise refuse.** What is in use or ambiguous is left alone, with a message naming the
+//!    PID and program in the way (`pid 4711 (msgq1)`) and what to do (stop it, or another `--id`).
+//!
+//! A program talking to the course's C programs only ever shows them values the C protocol has:
+//! what this suite needs beyond it (a server's claim on a request, its liveness lock) lives
+//! outside the C layout's fields.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use crate::sysv::{Key, OTHER_ID_HINT};
+
+// ---- processes ------------------------------------------------------------------------------
+
+/// A process that exists now, with the name the kernel gives it (`/proc/PID/comm`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Its PID.
+    pub pid: Pid,
+    /// Its program's name (`msgq1`), or `?` if the kernel would not say.
+    pub name: String,
+}
+
+impl Process {
+    /// The process `pid`, if one exists (`kill(pid, 0)`: a process of another user counts).
+    pub fn alive(pid: Pid) -> Option<Process> {
+        if pid.as_raw() <= 0 || kill(pid, None) == Err(Errno::ESRCH) {
+            return None;
+        }
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|name| name.trim_end().to_owned())
+            .unwrap_or_else(|_| "?".into());
+        Some(Process { pid, name })
+    }
+
+    /// Whether it runs this very program (the same executable file): another instance of us,
+    /// which takes the same locks.
+    pub fn runs_this_program(&self) -> bool {
+        let inode = |path: String| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
+        let theirs = inode(format!("/proc/{}/exe", self.pid));
+        theirs.is_some() && theirs == inode("/proc/self/exe".into())
+    }
+
+    /// The process from a PID as System V reports it (`msg_lspid`, `shm_cpid`…): 0 is nobody.
+    pub fn from_raw(pid: libc::pid_t) -> Option<Process> {
+        Process::alive(Pid::from_raw(pid))
+    }
+}
+
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} ({})", self.pid, self.name)
+    }
+}
+
+/// `pid 4711 (msgq1), pid 4712 (msgq2)`: processes for a message.
+pub fn listed(processes: &[Process]) -> String {
+    let shown: Vec<String> = processes.iter().map(Process::to_string).collect();
+    shown.join(", ")
+}
+
+/// Adds `process` to `list` unless it is there already or is this process.
+fn add(list: &mut Vec<Process>, process: Option<Process>) {
+    if let Some(process) = process {
+        let me = process.pid == nix::unistd::getpid();
+        if !me && !list.iter().any(|p| p.pid == process.pid) {
+            list.push(process);
+        }
+    }
+}
+
+/// The PIDs of `/proc` other than this process's, and a file of each (`syscall`, `maps`…),
+/// read if readable (another user's may not be: those are skipped).
+fn each_process(file: &str) -> impl Iterator<Item = (Pid, String)> + '_ {
+    let me = nix::unistd::getpid().as_raw();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(move |&pid| pid != me)
+        .filter_map(move |pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+            Some((Pid::from_raw(pid), text))
+        })
+}
+
+/// The processes blocked in `msgrcv` or `msgsnd` on the queue `msqid` now (from
+/// `/proc/PID/syscall`, where the kernel shows the call a process waits in and its arguments;
+/// another user's processes, or all others where ptrace is restricted, cannot be seen).
+pub fn queue_waiters(msqid: libc::c_int) -> Vec<Process> {
+    let calls = [libc::SYS_msgrcv, libc::SYS_msgsnd].map(|call| call.to_string());
+    let mut found = Vec::new();
+    for (pid, syscall) in each_process("syscall") {
+        let mut words = syscall.split_whitespace();
+        let (Some(call), Some(first)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let id = first
+            .strip_prefix("0x")
+            .and_then(|hex| i64::from_str_radix(hex, 16).ok());
+        if calls.iter().any(|c| c == call) && id == Some(i64::from(msqid)) {
+            add(&mut found, Process::alive(pid));
+        }
+    }
+    found
+}
+
+/// The live processes that use the queue `msqid` as its `msqid_ds` and `/proc` say: the last
+/// sender and receiver, and whoever waits in `msgrcv`/`msgsnd` on it now (this process aside).
+pub fn queue_users(msqid: libc::c_int, stat: &libc::msqid_ds) -> Vec<Process> {
+    let mut users = Vec::new();
+    add(&mut users, Process::from_raw(stat.msg_lspid));
+    add(&mut users, Process::from_raw(stat.msg_lrpid));
+    for waiter in queue_waiters(msqid) {
+        add(&mut users, Some(waiter));
+    }
+    users
+}
+
+/// The processes (this one aside) that have the segment `shmid` attached now: `/proc/PID/maps`
+/// shows an attached segment as a `/SYSV<key>` mapping whose inode is the `shmid`.
+pub fn attached(shmid: libc::c_int) -> Vec<Process> {
+    let mut found = Vec::new();
+    for (pid, maps) in each_process("maps") {
+        let holds = maps.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() >= 6
+                && fields[5].starts_with("/SYSV")
+                && fields[4].parse::<i64>().ok() == Some(i64::from(shmid))
+        });
+        if holds {
+            add(&mut found, Process::alive(pid));
+        }
+    }
+    found
+}
+
+/// How a process holds a file open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenFor {
+    /// For reading (`O_RDONLY`).
+    Reading,
+    /// For writing (`O_WRONLY`).
+    Writing,
+    /// Both (`O_RDWR`).
+    Both,
+}
+
+/// The processes (this one aside) that hold the file `(dev, ino)` open, and how: from their
+/// `/proc/PID/fd` (another user's processes cannot be seen).
+pub fn holders(dev: u64, ino: u64) -> Vec<(Process, OpenFor)> {
+    let me = nix::unistd::getpid().as_raw();
+    let mut found: Vec<(Process, OpenFor)> = Vec::new();
+    let pids = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me);
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::metadata(fd.path()) else {
+                continue;
+            };
+            if (target.dev(), target.ino()) != (dev, ino) {
+                continue;
+            }
+            let how = open_for(pid, &fd.file_name().to_string_lossy());
+            if let Some(process) = Process::alive(Pid::from_raw(pid)) {
+                if !found.iter().any(|(p, h)| p.pid == process.pid && *h == how) {
+                    found.push((process, how));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// How descriptor `fd` of `pid` is open, from the `flags:` line (octal) of its `fdinfo`.
+fn open_for(pid: i32, fd: &str) -> OpenFor {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+    let flags = info
+        .lines()
+        .find_map(|line| line.strip_prefix("flags:"))
+        .and_then(|octal| i32::from_str_radix(octal.trim(), 8).ok())
+        .unwrap_or(0);
+    match flags & libc::O_ACCMODE {
+        libc::O_WRONLY => OpenFor::Writing,
+        libc::O_RDWR => OpenFor::Both,
+        _ => OpenFor::Reading,
+    }
+}
+
+// ---- a server's liveness lock ---------------------------------------------------------------
+
+/// A server program, as its lock file and messages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Server {
+    /// The program: `msgq1`.
+    pub program: &'static str,
+    /// The call that makes the object it serves, for messages: `msgget`.
+    pub call: &'static str,
+    /// What it serves: `queue`.
+    pub object: &'static str,
+}
+
+/// Proof that a server is alive and serves a key: a write lock on
+/// `$TMPDIR/ipclab-<UID>-<PROGRAM>-<KEY>.lock`, which the kernel drops however the process
+/// ends. It is an open file description lock (`fcntl(F_OFD_SETLK)`), so that a client can ask
+/// whether it is held (`F_OFD_GETLK`) without taking anything that a starting server could trip
+/// over.
+///
+/// The file holds the server's PID (for messages) and, once made, the ID of the object it serves
+/// ([`ServerLock::record`]): so the next server knows which object its predecessor made, and
+/// can prove a queue never used to be that predecessor's leftover. It is removed when the lock
+/// is dropped. The lock only keeps servers of this suite apart that share a `$TMPDIR`: a C
+/// server holds none.
+#[derive(Debug)]
+pub struct ServerLock {
+    server: Server,
+    path: PathBuf,
+    file: File,
+    previous: Option<i32>,
+}
+
+impl ServerLock {
+    /// Takes the lock of `server` on `key`, or fails if a live one holds it:
+    /// `msgget(key 0x8005): another msgq1 (pid 4711) is already serving this queue; …`.
+    pub fn take(server: Server, key: Key) -> anyhow::Result<ServerLock> {
+        ServerLock::take_at(lock_path(server, key), server, key)
+    }
+
+    fn take_at(path: PathBuf, server: Server, key: Key) -> anyhow::Result<ServerLock> {
+        let shown = path.display();
+        let failed = |call: &str, error: std::io::Error| lock_failed(server, &path, call, error);
+        // A round repeats only if the server before us removed the file after we opened it.
+        for _ in 0..10 {
+            let mut file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| failed("open", e))?;
+            let opened = file.metadata().map_err(|e| failed("fstat", e))?;
+            if opened.uid() != nix::unistd::geteuid().as_raw() {
+                anyhow::bail!(
+                    "{shown} belongs to another user (uid {}): set TMPDIR to a directory of yours",
+                    opened.uid()
+                );
+            }
+            match fcntl(
+                file.as_fd(),
+                FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK)),
+            ) {
+                Ok(_) => {}
+                Err(Errno::EAGAIN | Errno::EACCES) => {
+                    let pid = match Recorded::read(&file).pid {
+                        Some(pid) => format!(" (pid {pid})"),
+                        None => String::new(),
+                    };
+                    let Server {
+                        program,
+                        call,
+                        object,
+                    } = server;
+                    anyhow::bail!(
+                        "{call}(key {key}): another {program}{pid} is already serving this \
+                         {object}; stop it first, or {OTHER_ID_HINT}"
+                    );
+                }
+                Err(errno) => return Err(failed("fcntl(F_OFD_SETLK)", errno.into())),
+            }
+            let named = std::fs::symlink_metadata(&path).ok();
+            if named.is_some_and(|n| (n.dev(), n.ino()) == (opened.dev(), opened.ino())) {
+                let previous = Recorded::read(&file).id;
+                file.set_len(0)
+                    .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
+                    .and_then(|()| writeln!(file, "{}", std::process::id()))
+                    .map_err(|e| failed("write", e))?;
+                return Ok(ServerLock {
+                    server,
+                    path,
+                    file,
+                    previous,
+                });
+            }
+        }
+        anyhow::bail!(
+            "{shown} keeps changing; is another {} starting and stopping?",
+            server.program
+        )
+    }
+
+    /// Where the lock file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The ID of the object the previous holder of this lock made, if it recorded one: a server
+    /// that ended without removing it (`kill -9`) left it behind.
+    pub fn previous(&self) -> Option<i32> {
+        self.previous
+    }
+
+    /// Writes the ID of the object this server made into the lock file, after its PID: a client
+    /// can then tell that this object's server has ended ([`ServerWatch`]).
+    pub fn record(&mut self, id: i32) -> anyhow::Result<()> {
+        let path = &self.path;
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.seek(SeekFrom::Start(0)).map(drop))
+            .and_then(|()| writeln!(self.file, "{} {id}", std::process::id()))
+            .map_err(|e| lock_failed(self.server, path, "write", e))
+    }
+}
+
+impl Drop for ServerLock {
+    fn drop(&mut self) {
+        // Remove the file only while it is still ours (a tmp cleaner may have replaced it).
+        let ours = match (self.file.metadata(), std::fs::symlink_metadata(&self.path)) {
+            (Ok(open), Ok(named)) => (open.dev(), open.ino()) == (named.dev(), named.ino()),
+            _ => false,
+        };
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A `struct flock` covering the whole file, of type `kind` (`F_WRLCK`).
+fn whole_file(kind: libc::c_int) -> libc::flock {
+    // SAFETY: flock is plain integers; all-zero is a valid value (start 0, length 0: the whole
+    // file; pid 0, as F_OFD_* requires).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
+}
+
+/// The error of a call on the lock file, with what the file is for.
+fn lock_failed(server: Server, path: &Path, call: &str, error: std::io::Error) -> anyhow::Error {
+    let reason = match error.raw_os_error() {
+        Some(errno) => crate::error::reason(Errno::from_raw(errno)),
+        None => error.to_string(),
+    };
+    anyhow!(
+        "{call}({}): {reason} (the lock that keeps a second {} off the key): set TMPDIR to a \
+         directory of yours",
+        path.display(),
+        server.program
+    )
+}
+
+/// `$TMPDIR/ipclab-<UID>-<PROGRAM>-<KEY>.lock`: the liveness lock of `server` on `key`.
+pub fn lock_path(server: Server, key: Key) -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    std::env::temp_dir().join(format!("ipclab-{uid}-{}-{key}.lock", server.program))
+}
+
+/// What a lock file says: `PID ID` (the ID once the object is made).
+#[derive(Debug, Default)]
+struct Recorded {
+    pid: Option<String>,
+    id: Option<i32>,
+}
+
+impl Recorded {
+    fn read(mut file: &File) -> Recorded {
+        let mut text = String::new();
+        let _ = file.seek(SeekFrom::Start(0));
+        let _ = file.take(64).read_to_string(&mut text);
+        let mut words = text.split_whitespace();
+        let pid = words
+            .next()
+            .filter(|w| w.bytes().all(|b| b.is_ascii_digit()));
+        Recorded {
+            pid: pid.map(str::to_owned),
+            id: words.next().and_then(|w| w.parse().ok()),
+        }
+    }
+}
+
+/// A client's view of the server's liveness lock ([`ServerLock`]): whether the server that made
+/// the object still runs. Only a lock file that names the very object counts: a C server holds
+/// no lock, and a file left by a killed server names the object of that one.
+#[derive(Debug)]
+pub struct ServerWatch {
+    file: File,
+    pid: String,
+}
+
+impl ServerWatch {
+    /// The lock file of `server` on `key`, if it is ours and names the object `id`.
+    pub fn find(server: Server, key: Key, id: i32) -> Option<ServerWatch> {
+        ServerWatch::find_at(&lock_path(server, key), id)
+    }
+
+    fn find_at(path: &Path, id: i32) -> Option<ServerWatch> {
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ok()?;
+        if file.metadata().ok()?.uid() != nix::unistd::geteuid().as_raw() {
+            return None;
+        }
+        match Recorded::read(&file) {
+            Recorded {
+                pid: Some(pid),
+                id: Some(named),
+            } if named == id => Some(ServerWatch { file, pid }),
+            _ => None,
+        }
+    }
+
+    /// The server's PID, as it wrote it.
+    pub fn pid(&self) -> &str {
+        &self.pid
+    }
+
+    /// Whether the server has ended: nobody holds its lock any more (`F_OFD_GETLK`, which takes
+    /// nothing).
+    pub fn ended(&self) -> bool {
+        let mut probe = whole_file(libc::F_WRLCK);
+        match fcntl(self.file.as_fd(), FcntlArg::F_OFD_GETLK(&mut probe)) {
+            Ok(_) => probe.l_type == libc::F_UNLCK as libc::c_short,
+            Err(_) => false, // cannot tell: assume it lives
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_with_its_name_and_pid_0_is_nobody() {
+        let me = Process::alive(nix::unistd::getpid()).unwrap();
+        assert!(!me.name.is_empty());
+        assert_eq!(Process::from_raw(0), None);
+        assert_eq!(
+            listed(std::slice::from_ref(&me)),
+            format!("pid {} ({})", me.pid, me.name)
+        );
+    }
+
+    #[test]
+    fn a_lock_is_held_until_dropped_and_its_watch_sees_it_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::queue(0xabc);
+        let server = Server {
+            program: "peer-test",
+            call: "msgget",
+            object: "queue",
+        };
+        let path = dir.path().join("lock");
+        let mut lock = ServerLock::take_at(path.clone(), server, key).unwrap();
+        assert_eq!(lock.previous(), None);
+        lock.record(77).unwrap();
+        let watch = ServerWatch::find_at(&path, 77).unwrap();
+        assert!(!watch.ended());
+        assert!(ServerWatch::find_at(&path, 78).is_none());
+        // A second open file description is refused while the first holds it.
+        let second = ServerLock::take_at(path.clone(), server, key).unwrap_err();
+        assert!(
+            second.to_string().contains("is already serving"),
+            "{second}"
+        );
+        drop(lock);
+        assert!(watch.ended());
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,199 @@
+//! The one policy for text that comes from a peer (a FIFO record, a message, the sipc segment)
+//! or goes into a trace: always shown, never refused for its bytes, and never able to drive the
+//! terminal it is shown on.
+//!
+//! * [`printable`]: a peer's text as stdout and warnings show it — C notation for what a terminal
+//!   would obey or hide (control characters `\33`, bytes that are not UTF-8 `\377`, Unicode
+//!   format and bidi controls such as U+202E `\342\200\256`, line and paragraph separators),
+//!   everything else as it is (`é` too).
+//! * [`string`] / [`c_string`]: bytes as a C string literal, as `--trace` and strace show them.
+//! * [`decode_text`]: the C string at the start of a fixed-size field, never read past it.
+//!
+//! Pure functions: no I/O.
+
+use std::fmt;
+
+/// Bytes as a C string literal, cut to `width` characters as strace does:
+/// `"This is a request from 4712."`, `"hello\n"`, `"\0\0\0"...`.
+pub fn string(bytes: &[u8], width: usize) -> String {
+    let mut shown = String::from("\"");
+    for (i, &b) in bytes.iter().enumerate() {
+        if i == width {
+            return shown + "\"...";
+        }
+        match b {
+            b'"' => shown.push_str("\\\""),
+            0x20..=0x7e if b != b'\\' => shown.push(b as char),
+            _ => push_escaped(&mut shown, b),
+        }
+    }
+    shown + "\""
+}
+
+/// A peer's text made printable for the terminal, in the C notation of [`string`] (as warnings
+/// and `--trace` show texts), without quotes and whole: control characters and bytes that are
+/// not UTF-8 escaped (`\n`, `\t`, `\33`, `\377`), a backslash doubled, every other character
+/// as it is (`é` too). So bytes from another process cannot drive the terminal, and the text
+/// reads the same on stdout as in a warning.
+pub fn printable(bytes: &[u8]) -> String {
+    let mut shown = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                c if c == '\\' || hides_or_drives(c) => {
+                    c.encode_utf8(&mut [0; 4])
+                        .bytes()
+                        .for_each(|b| push_escaped(&mut shown, b));
+                }
+                c => shown.push(c),
+            }
+        }
+        chunk
+            .invalid()
+            .iter()
+            .for_each(|&b| push_escaped(&mut shown, b));
+    }
+    shown
+}
+
+/// One byte as a C escape: `\n`, `\t`, `\0`, `\\`, or in octal (`\33`).
+fn push_escaped(shown: &mut String, b: u8) {
+    match b {
+        b'\n' => shown.push_str("\\n"),
+        b'\t' => shown.push_str("\\t"),
+        b'\0' => shown.push_str("\\0"),
+        b'\\' => shown.push_str("\\\\"),
+        _ => shown.push_str(&format!("\\{b:o}")),
+    }
+}
+
+/// The text of a NUL-terminated C string field (up to its first NUL), quoted (see [`string`]).
+pub fn c_string(field: &[u8], width: usize) -> String {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    string(&field[..end], width)
+}
+
+/// Whether a terminal would obey or hide `c` rather than show it: control characters (Cc),
+/// Unicode format characters (Cf: bidi overrides, zero-width space, soft hyphen…) and the line
+/// and paragraph separators.
+fn hides_or_drives(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_format(c)
+}
+
+/// Unicode general category Cf (format characters), Unicode 15.
+fn is_format(c: char) -> bool {
+    const FORMAT: &[(u32, u32)] = &[
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x061C, 0x061C),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200F),
+        (0x202A, 0x202E),
+        (0x2060, 0x2064),
+        (0x2066, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x1343F),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+    ];
+    let c = u32::from(c);
+    FORMAT
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
+}
+
+/// A text field that is not a C string: no NUL in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadText {
+    /// The field's size.
+    pub len: usize,
+    /// The whole field, printable (see [`decode_text`]), to show what was there.
+    pub shown: String,
+}
+
+impl fmt::Display for BadText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "text without NUL in its {} bytes", self.len)
+    }
+}
+
+impl std::error::Error for BadText {}
+
+/// The C string at the start of `field` (up to its first NUL), printable in C notation
+/// ([`printable`]: control characters and bytes that are not UTF-8 escaped), so a peer's
+/// bytes cannot drive the terminal. Reads nothing past `field`; fails if `field` holds no NUL.
+pub fn decode_text(field: &[u8]) -> Result<String, BadText> {
+    match field.iter().position(|&b| b == 0) {
+        Some(end) => Ok(printable(&field[..end])),
+        None => Err(BadText {
+            len: field.len(),
+            shown: printable(field),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_quoted_escaped_and_cut() {
+        assert_eq!(string(b"Hello, World!\n", 40), r#""Hello, World!\n""#);
+        assert_eq!(string(b"abcdef", 3), r#""abc"..."#);
+        assert_eq!(string(b"a\0\x07\"", 10), r#""a\0\7\"""#);
+        assert_eq!(c_string(b"name\0junk", 40), r#""name""#);
+        assert_eq!(string(b"a\\b\xc3\xa9", 10), r#""a\\b\303\251""#);
+    }
+
+    #[test]
+    fn a_peers_text_is_printable_in_c_notation() {
+        assert_eq!(
+            printable(b"This is a request from 42."),
+            "This is a request from 42."
+        );
+        assert_eq!(printable(b"bell\x07 esc\x1b[2J\n"), r"bell\7 esc\33[2J\n");
+        assert_eq!(printable(b"tab\there\\"), r"tab\there\\");
+        assert_eq!(printable(b"\xff\xfe caf\xc3\xa9"), r"\377\376 café");
+        assert_eq!(
+            printable("next line\u{85}".as_bytes()),
+            r"next line\302\205"
+        );
+        // The escapes are those of the quoted form, which traces and warnings show.
+        let bytes = b"\x01\x1b\\\t\n";
+        assert_eq!(format!("\"{}\"", printable(bytes)), string(bytes, 40));
+    }
+
+    #[test]
+    fn texts_are_decoded_up_to_the_nul_and_made_printable() {
+        assert_eq!(decode_text(b"hi\0junk").unwrap(), "hi");
+        assert_eq!(decode_text(b"\0").unwrap(), "");
+        assert_eq!(decode_text(b"a\x1b[2Jb\n\0").unwrap(), r"a\33[2Jb\n");
+        assert_eq!(decode_text(b"\xff\xfe\0").unwrap(), r"\377\376");
+        let bad = decode_text(b"no nul").unwrap_err();
+        assert_eq!(bad.shown, "no nul");
+    }
+
+    #[test]
+    fn format_and_bidi_controls_are_escaped() {
+        assert_eq!(printable("a\u{202e}b".as_bytes()), r"a\342\200\256b");
+        assert_eq!(
+            printable("zero\u{200b}width".as_bytes()),
+            r"zero\342\200\213width"
+        );
+        assert_eq!(printable("\u{feff}".as_bytes()), r"\357\273\277");
+        assert_eq!(printable("line\u{2028}".as_bytes()), r"line\342\200\250");
+        assert_eq!(
+            printable("caf\u{e9} \u{4e2d}".as_bytes()),
+            "caf\u{e9} \u{4e2d}"
+        );
+    }
+}
