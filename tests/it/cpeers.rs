@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -270,6 +270,22 @@ fn c_fifo_clients_queued_at_once_each_get_their_own_reply_from_fifos() {
     served.sort();
     expected.sort();
     assert_eq!(served, expected, "one line per client\n{server}");
+}
+
+/// A live C server's `.fifo` is not a leftover either: fifos must not read it too (the two would
+/// take each other's requests) nor remove it on its way out, but refuse, naming the C server.
+#[test]
+fn fifos_refuses_the_fifo_of_a_live_c_server_and_leaves_it_alone() {
+    let Some(c) = CPeers::get() else { return };
+    let lab = Lab::new();
+    let server = c.start(&lab, "fifo_server", &["1"]);
+    wait_for_fifo_reader(&lab);
+    let fifo = lab.dir().join(".fifo");
+    assert_refused(&lab, "fifos", &server, "fifo_server", || {
+        std::fs::metadata(&fifo).map(|m| m.ino()).ok()
+    });
+    let client = lab.start("fifoc", &[] as &[&str]);
+    assert_exchanged(server, client);
 }
 
 // ---- message queues -------------------------------------------------------------------------
