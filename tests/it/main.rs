@@ -2,6 +2,7 @@
 //! `harness` is the bench; one module per mechanism.
 
 mod classroom;
+mod cpeers;
 mod fifo;
 mod hardening;
 mod harness;
