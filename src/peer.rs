@@ -34,7 +34,7 @@ use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use crate::sysv::{Key, OTHER_ID_HINT};
+use crate::sys::ipc::{Key, OTHER_ID_HINT};
 
 // ---- processes ------------------------------------------------------------------------------
 
@@ -371,7 +371,7 @@ fn whole_file(kind: libc::c_int) -> libc::flock {
 /// The error of a call on the lock file, with what the file is for.
 fn lock_failed(server: Server, path: &Path, call: &str, error: std::io::Error) -> anyhow::Error {
     let reason = match error.raw_os_error() {
-        Some(errno) => crate::error::reason(Errno::from_raw(errno)),
+        Some(errno) => crate::rt::exit::reason(Errno::from_raw(errno)),
         None => error.to_string(),
     };
     anyhow!(

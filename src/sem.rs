@@ -7,7 +7,7 @@
 //! | `semctl(semid, semnum, SETVAL, arg)`   | [`semctl_setval`]                             |
 //! | `semctl(semid, 0, IPC_RMID)`           | dropping the [`SemSet`], or [`semctl_rmid`]   |
 //!
-//! Each call goes through [`crate::trace::call`], so `--trace` shows it in C notation
+//! Each call goes through [`crate::sys::trace::call`], so `--trace` shows it in C notation
 //! (`semop(32769, [{0, -1, 0}], 1) = 0`). [`SemSet`] owns a set it made and removes it when
 //! dropped — on success, on error, and when a caught termination signal travels up through `?`.
 //!
@@ -21,8 +21,8 @@ use std::fmt;
 use anyhow::anyhow;
 use nix::errno::Errno;
 
-use crate::sysv::{self, Key, MODE};
-use crate::trace;
+use crate::sys::ipc::{self as sysv, Key, MODE};
+use crate::sys::trace;
 
 /// A semaphore set identifier, as `semget` returns it (`ipcs -s` lists it as `semid`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -199,7 +199,7 @@ impl SemSet {
 impl Drop for SemSet {
     fn drop(&mut self) {
         if let Err(errno) = semctl_rmid(self.id) {
-            crate::cli::warn(format_args!(
+            crate::rt::out::warn(format_args!(
                 "semctl({}, IPC_RMID): {}; remove it with: ipcrm -s {}",
                 self.id,
                 errno.desc(),

@@ -17,10 +17,13 @@ use nix::unistd::ForkResult;
 
 use super::peer::{self, ChildGuard};
 use super::{links, Context, Latency, Mechanism, Settings, MESSAGE};
-use crate::msg::{msgrcv, msgsnd, MsgBuf, MsqId};
-use crate::shm::Segment;
-use crate::sysv::Key;
-use crate::{process, signals, sys};
+use crate::layout::message::MsgBuf;
+use crate::process;
+use crate::rt::signals;
+use crate::segment::Segment;
+use crate::sys::fd as sys;
+use crate::sys::ipc::Key;
+use crate::sys::msg::{msgrcv, msgsnd, MsqId};
 
 /// The mechanisms that have a bare loop.
 pub const MECHANISMS: [Mechanism; 4] = [
@@ -169,7 +172,7 @@ unsafe fn fork_child(child: impl FnOnce() -> bool) -> anyhow::Result<ChildGuard>
     peer::watch_next_child()?;
     let parent = nix::unistd::getpid();
     // SAFETY: our caller guarantees a single-threaded program.
-    match unsafe { process::fork() }? {
+    match process::fork()? {
         ForkResult::Child => {
             let ready = peer::die_with_parent(parent).unwrap_or(false)
                 && peer::leave_signals_to_parent().is_ok();

@@ -9,8 +9,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use anyhow::{anyhow, Context};
 use nix::poll::PollFlags;
 
-use crate::sys;
-use crate::wait::{self, Deadline};
+use crate::rt::wait::{self, Deadline};
+use crate::sys::fd as sys;
 
 const RECORD: usize = 32;
 

@@ -22,11 +22,13 @@ use nix::errno::Errno;
 
 use super::data::Checksum;
 use super::peer;
-use crate::msg::{self, MsgBuf, MsqId};
+use crate::layout::message::MsgBuf;
+use crate::rt::signals;
+use crate::rt::wait::{self, Deadline};
 use crate::sem::{self, sembuf, SemSet};
-use crate::sysv::{self, Key};
-use crate::wait::{self, Deadline};
-use crate::{signals, sys};
+use crate::sys::fd as sys;
+use crate::sys::ipc::{self as sysv, Key};
+use crate::sys::msg::{self, MsqId};
 
 /// Which process a link end belongs to: the parent sends pings and chunks, the child answers
 /// and receives.
@@ -163,7 +165,7 @@ impl Link for Stream {
 pub fn socketpair() -> nix::Result<(OwnedFd, OwnedFd)> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType};
     use std::os::fd::AsRawFd;
-    crate::trace::call_shown(
+    crate::sys::trace::call_shown(
         || "socketpair(AF_UNIX, SOCK_STREAM, 0, sv)".into(),
         || {
             nix::sys::socket::socketpair(
@@ -484,7 +486,7 @@ impl QueueOwner {
 impl Drop for QueueOwner {
     fn drop(&mut self) {
         if let Err(errno) = msg::ipc_rmid(self.id) {
-            crate::cli::warn(format_args!(
+            crate::rt::out::warn(format_args!(
                 "msgctl({}, IPC_RMID): {}; remove it with: ipcrm -q {}",
                 self.id,
                 errno.desc(),

@@ -41,12 +41,14 @@ use self::control::{Command, Control, End, Report};
 use self::data::{Checksum, Pool, PATTERNS};
 use self::links::{Link, QueueOwner, Shared, Side, Stream, Turns};
 use self::peer::ChildGuard;
-use crate::mman::{self, MAP_SHARED, PROT_READ, PROT_WRITE};
+use crate::process;
+use crate::rt::signals;
+use crate::rt::wait::{self, Deadline};
+use crate::segment::Segment;
 use crate::sem::SemSet;
-use crate::shm::Segment;
-use crate::sysv::Key;
-use crate::wait::{self, Deadline};
-use crate::{process, signals, sys};
+use crate::sys::fd as sys;
+use crate::sys::ipc::Key;
+use crate::sys::mman::{self, MAP_SHARED, PROT_READ, PROT_WRITE};
 
 /// The mechanisms, in the order of the lecture, and `memcpy` last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
@@ -333,7 +335,7 @@ unsafe fn pair<L: Link>(
     peer::watch_next_child()?;
     let parent = nix::unistd::getpid();
     // SAFETY: our caller guarantees a single-threaded program.
-    match unsafe { process::fork() }? {
+    match process::fork()? {
         ForkResult::Child => {
             let served = (|| {
                 if !peer::die_with_parent(parent)? {
@@ -351,7 +353,7 @@ unsafe fn pair<L: Link>(
                 // The parent has stopped (and says why): nothing to add.
                 Err(error) if peer_stopped(&error) => 1,
                 Err(error) => {
-                    crate::cli::warn(format_args!("receiving process: {error:#}"));
+                    crate::rt::out::warn(format_args!("receiving process: {error:#}"));
                     1
                 }
             })
@@ -381,7 +383,7 @@ unsafe fn pair<L: Link>(
 /// Whether the child's `error` only echoes the parent: it has ended or closed its ends, or it
 /// was about to stop on a signal when it forked (the child inherits that it caught one).
 fn peer_stopped(error: &anyhow::Error) -> bool {
-    crate::error::caused_by::<links::PeerEnded>(error) || signals::is_interruption(error)
+    crate::rt::exit::caused_by::<links::PeerEnded>(error) || signals::is_interruption(error)
 }
 
 /// A caught termination signal, if there is one, rather than `error`: what went wrong after
@@ -712,7 +714,7 @@ impl Drop for FifoDir {
             let _ = sys::unlink(path);
         }
         if let Err(e) = std::fs::remove_dir(&self.dir) {
-            crate::cli::warn(format_args!("rmdir({}): {e}", self.dir.display()));
+            crate::rt::out::warn(format_args!("rmdir({}): {e}", self.dir.display()));
         }
     }
 }

@@ -18,7 +18,7 @@ use anyhow::Context;
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 
-use crate::signals::TERMINATION_SIGNALS;
+use crate::rt::signals::TERMINATION_SIGNALS;
 
 /// Set by the `SIGCHLD` handler.
 static CHILD_ENDED: AtomicBool = AtomicBool::new(false);

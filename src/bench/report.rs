@@ -418,7 +418,7 @@ impl Progress {
     /// Shows `text` as the line.
     pub fn show(&self, text: &str) {
         if self.on {
-            crate::out::stderr_bytes(format!("\r\x1b[K{text}").as_bytes());
+            crate::rt::out::stderr_bytes(format!("\r\x1b[K{text}").as_bytes());
         }
     }
 
@@ -436,7 +436,7 @@ impl Progress {
     /// Removes the line.
     pub fn clear(&self) {
         if self.on {
-            crate::out::stderr_bytes(b"\r\x1b[K");
+            crate::rt::out::stderr_bytes(b"\r\x1b[K");
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use ipclab::sysv::Key;
+use ipclab::sys::ipc::Key;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::Value;
