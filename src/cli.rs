@@ -1,8 +1,9 @@
-//! What every binary shares on its command line and at its exit.
+//! The command line, the top layer: the only module that knows clap.
 //!
-//! * The options common to several exercises, each a clap [`Args`] group to `#[command(flatten)]`:
-//!   [`IdOption`] (`--id N`, env `IPCLAB_ID`), [`DirOption`] (`--dir DIR`) and
-//!   [`TimeoutOption`] (`--timeout SECS`).
+//! * The options common to several exercises, each a clap [`Args`] group to
+//!   `#[command(flatten)]`: [`IdOption`] (`--id N`, env `IPCLAB_ID`), [`DirOption`] (`--dir DIR`),
+//!   [`TimeoutOption`] (`--timeout SECS`), [`StatOption`] (`--stat`); and the classroom options
+//!   every binary has ([`ClassroomOptions`]: `--trace`, `--step`, `--slow`).
 //! * [`run`], the one `main` of every binary: it parses the options, runs the exercise and turns
 //!   its outcome into the suite's exit status and error line:
 //!
@@ -21,15 +22,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::FalseyValueParser;
 use clap::error::ErrorKind;
 use clap::{Args, FromArgMatches, Parser};
-
 use nix::sys::signal::Signal;
 
-use crate::error::{self, Exit};
-use crate::sysv::{Key, ID_LIMIT};
-use crate::trace::ClassroomOptions;
-use crate::wait::Deadline;
+use crate::rt::exit::{self, Exit};
+use crate::rt::wait::Deadline;
+use crate::rt::{out, signals};
+use crate::stat::Stat;
+use crate::sys::ipc::{parse_lab_id, Key};
+use crate::sys::trace::Classroom;
 
 /// `--id N`: which set of keys this run uses, so that several students (or tests) on one machine
 /// do not meet in the same queue or segment.
@@ -37,7 +40,7 @@ use crate::wait::Deadline;
 pub struct IdOption {
     /// Lab ID (decimal or 0x-hex, below 0x1000): queue key 0x8000+ID, segment key 0x9000+ID
     #[arg(long = "id", value_name = "ID", env = "IPCLAB_ID", default_value = "0",
-          value_parser = parse_id)]
+          value_parser = parse_lab_id)]
     pub id: u32,
 }
 
@@ -53,30 +56,11 @@ impl IdOption {
     }
 }
 
-/// Parses an ID in decimal or `0x` hex and checks it is below [`ID_LIMIT`].
-pub fn parse_id(text: &str) -> Result<u32, String> {
-    let text = text.trim();
-    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u32::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    match parsed {
-        Ok(id) if id < ID_LIMIT => Ok(id),
-        Ok(_) => Err(format!("must be below {ID_LIMIT:#x}")),
-        Err(_) => Err("expected a number in decimal or 0x-hex".into()),
-    }
-}
-
 /// `--dir DIR`: the directory where the FIFO programs keep `.fifo` and `.fifo<PID>`.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct DirOption {
-    /// The directory of `.fifo` and the clients' `.fifo<PID>`.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = ".",
-        help = "Directory of the FIFOs (.fifo and .fifo<PID>); server and client must use the same one"
-    )]
+    /// Directory of the FIFOs (.fifo and .fifo<PID>); server and client must use the same one
+    #[arg(long, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
 }
 
@@ -96,9 +80,27 @@ impl TimeoutOption {
     }
 }
 
-/// Parses a positive number of seconds such as `10` or `0.5`.
+/// `--stat`: the object's `msqid_ds` or `shmid_ds` after each step ([`crate::stat`]).
+#[derive(Args, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatOption {
+    /// Print the queue's or segment's IPC_STAT (msqid_ds, shmid_ds) after each step
+    #[arg(long = "stat")]
+    pub on: bool,
+}
+
+impl StatOption {
+    /// The printer this option asks for.
+    pub fn printer(&self) -> Stat {
+        Stat::new(self.on)
+    }
+}
+
+/// Parses a positive number of seconds such as `10` or `0.5` (at least a millisecond).
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_infinite() && secs > 0.0 => Err("expected a finite number of \
+                                                             seconds (inf is not one)"
+            .into()),
         Ok(secs) if secs >= 0.001 && secs.is_finite() => Duration::try_from_secs_f64(secs)
             .map_err(|_| "too large a number of seconds".to_string()),
         Ok(secs) if secs > 0.0 => Err("expected at least 0.001 seconds".into()),
@@ -106,17 +108,39 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     }
 }
 
-pub use crate::out::program;
-
-/// Prints a warning that does not stop the program: `NAME: message` on stderr (never panics,
-/// even when stderr is closed or full).
-pub fn warn(message: impl std::fmt::Display) {
-    crate::out::error_line(format_args!("{message}"));
+/// `--slow SECS`: seconds as for `--timeout`, or 0 for no slow motion.
+fn parse_slow(text: &str) -> Result<Duration, String> {
+    match text.trim() {
+        "0" => Ok(Duration::ZERO),
+        seconds => parse_seconds(seconds).map_err(|e| format!("{e} (or 0: no slow motion)")),
+    }
 }
 
-/// The `main` of every binary: parse the options of `A` (plus the classroom options of
-/// [`crate::trace`], which every binary has), run `exercise`, and turn its result into an exit
-/// status (see the table in the module docs).
+// The classroom options every binary has (crate::sys::trace). A plain comment: a doc comment
+// here would become the `about` text of every binary's --help.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+#[command(next_help_heading = "Classroom mode")]
+pub struct ClassroomOptions {
+    /// Print each lecture system call on stderr, in C notation with its real values
+    #[arg(long, env = "IPCLAB_TRACE", value_parser = FalseyValueParser::new())]
+    pub trace: bool,
+
+    /// Show each lecture system call before it is made and wait for Enter on the terminal
+    /// (c + Enter: run to the end)
+    #[arg(long, env = "IPCLAB_STEP", value_parser = FalseyValueParser::new())]
+    pub step: bool,
+
+    /// Pause SECS seconds before each lecture system call, as slow motion, and trace it
+    /// (0: no pause, no trace)
+    #[arg(long, value_name = "SECS", env = "IPCLAB_SLOW", value_parser = parse_slow)]
+    pub slow: Option<Duration>,
+}
+
+/// The variables that, exported empty (`export IPCLAB_ID=`), mean "not set".
+const ENVIRONMENT: [&str; 4] = ["IPCLAB_ID", "IPCLAB_TRACE", "IPCLAB_STEP", "IPCLAB_SLOW"];
+
+/// The `main` of every binary: parse the options of `A` (plus [`ClassroomOptions`]), run
+/// `exercise`, and turn its result into an exit status (see the table in the module docs).
 ///
 /// ```no_run
 /// use clap::Parser;
@@ -135,16 +159,35 @@ pub fn run<A: Parser>(
     name: &'static str,
     exercise: impl FnOnce(A) -> anyhow::Result<()>,
 ) -> ExitCode {
-    crate::out::set_program(name);
+    out::set_program(name);
+    for variable in ENVIRONMENT {
+        if std::env::var_os(variable).is_some_and(|value| value.is_empty()) {
+            std::env::remove_var(variable); // one thread at start: nobody reads it meanwhile
+        }
+    }
     let mut command = ClassroomOptions::augment_args(A::command().name(name).bin_name(name));
     let matches = command.get_matches_mut();
     let options = A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let classroom = ClassroomOptions::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Err(message) = classroom.enable() {
+    let from_environment = !matches!(
+        matches.value_source("step"),
+        Some(clap::parser::ValueSource::CommandLine)
+    );
+    let enabled = Classroom {
+        trace: classroom.trace,
+        step: classroom.step,
+        slow: classroom.slow,
+    }
+    .enable();
+    if let Err(message) = enabled {
+        let message = match from_environment {
+            true => format!("{message} (--step came from IPCLAB_STEP=1 in the environment)"),
+            false => message,
+        };
         command.error(ErrorKind::InvalidValue, message).exit(); // status 2
     }
     let outcome = exercise(options);
-    ExitCode::from(status(outcome, crate::signals::caught()))
+    ExitCode::from(status(outcome, signals::caught()))
 }
 
 /// The exit status of a program whose exercise gave `outcome`, printing its error the suite's
@@ -160,11 +203,11 @@ fn status(outcome: anyhow::Result<()>, caught: Option<Signal>) -> u8 {
         Ok(()) => return signalled.unwrap_or(0),
         Err(error) => error,
     };
-    crate::out::end_partial_line();
-    let exit = error::exit_of(&error);
+    out::end_partial_line();
+    let exit = exit::exit_of(&error);
     let quiet = exit.map_or(signalled.is_some(), Exit::is_quiet);
     if !quiet {
-        crate::out::error_line(format_args!("{error:#}"));
+        out::error_line(format_args!("{error:#}"));
     }
     match (exit, signalled) {
         (Some(exit), _) => exit.status(),
@@ -189,17 +232,6 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_decimal_or_hex_and_below_the_limit() {
-        assert_eq!(parse_id("5"), Ok(5));
-        assert_eq!(parse_id("0x1f"), Ok(31));
-        assert_eq!(parse_id("0xfff"), Ok(0xfff));
-        assert!(parse_id("0x1000").is_err());
-        assert!(parse_id("4096").is_err());
-        assert!(parse_id("-1").is_err());
-        assert!(parse_id("five").is_err());
-    }
-
-    #[test]
     fn keys_are_the_c_headers_keys() {
         let id = IdOption { id: 5 };
         assert_eq!(id.queue_key(), Key::queue(5));
@@ -207,13 +239,15 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_are_positive_seconds() {
+    fn timeouts_are_positive_finite_seconds() {
         assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
         assert!(parse_seconds("0").is_err());
         assert!(parse_seconds("-3").is_err());
-        assert!(parse_seconds("inf").is_err());
+        assert!(parse_seconds("inf").unwrap_err().contains("finite"));
         assert!(parse_seconds("soon").is_err());
         assert!(parse_seconds("1e-12").is_err(), "rounds to nothing");
+        assert_eq!(parse_slow("0"), Ok(Duration::ZERO));
+        assert!(parse_slow("").unwrap_err().contains("or 0"));
     }
 }

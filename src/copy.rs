@@ -23,7 +23,7 @@
 use std::ffi::{c_void, CStr, CString, OsStr};
 use std::fs::File;
 use std::ops::Range;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -31,12 +31,13 @@ use std::sync::atomic::{compiler_fence, AtomicPtr, Ordering};
 
 use anyhow::{anyhow, bail, Context};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, AT_FDCWD};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::Whence;
 
-use crate::mman::{self, kind, Mapping};
-use crate::{out, signals, sys, trace};
+use crate::rt::{out, signals};
+use crate::sys::fd as sys;
+use crate::sys::mman::{self, kind, Mapping};
 
 /// Parses a size such as `65536`, `64K`, `16M` or `1G` (powers of 1024) and rounds it up to whole
 /// pages: a window of a copy (mapping offsets must be multiples of the page size).
@@ -153,7 +154,7 @@ impl SourceFile {
     /// one data range, the whole file. Fails if SOURCE turns out to have shrunk.
     pub fn data_from(&self, offset: u64) -> anyhow::Result<Option<Range<u64>>> {
         let (size, page) = (self.size(), mman::page_size() as u64);
-        let seek = |at: u64, whence, no_holes: u64| match lseek(self.fd(), at as i64, whence) {
+        let seek = |at: u64, whence, no_holes: u64| match sys::lseek(self.fd(), at as i64, whence) {
             Ok(found) => Ok(Some(found as u64)),
             Err(Errno::ENXIO) => Ok(None), // `at` is at or past the end
             Err(Errno::EINVAL | Errno::EOPNOTSUPP) => Ok(Some(no_holes)),
@@ -333,10 +334,10 @@ impl DestFile {
     pub fn commit(mut self, permissions: Mode) -> anyhow::Result<()> {
         signals::check()?; // a signal during the last window: stop before DEST changes
         let failed = |call: &str| format!("{}: {call}", self.untouched);
-        fchmod(self.fd(), permissions).with_context(|| failed("fchmod"))?;
+        sys::fchmod(self.fd(), permissions).with_context(|| failed("fchmod"))?;
         let linked_as_dest = !self.named
             && !self.existed
-            && match link_unnamed(self.fd(), &self.target) {
+            && match sys::link_unnamed(self.fd(), &self.target) {
                 Ok(()) => true,
                 // DEST appeared meanwhile: replace it as if it had been there
                 Err(Errno::EEXIST) => false,
@@ -344,10 +345,10 @@ impl DestFile {
             };
         if !linked_as_dest {
             if !self.named {
-                link_unnamed(self.fd(), &self.hidden).with_context(|| failed("linkat"))?;
+                sys::link_unnamed(self.fd(), &self.hidden).with_context(|| failed("linkat"))?;
                 self.named = true;
             }
-            rename_at_once(&self.hidden, &self.target).with_context(|| failed("rename"))?;
+            sys::rename_at_once(&self.hidden, &self.target).with_context(|| failed("rename"))?;
         }
         self.named = false; // its name is DEST's now
         Ok(())
@@ -422,73 +423,6 @@ fn install_bus_handler() {
     // async-signal-safe calls; it stays valid for the life of the process. If installing
     // fails, SIGBUS keeps its default action: a fault still ends the process, without a word.
     unsafe { libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) };
-}
-
-// ---- the calls of the policy ----------------------------------------------------------------
-
-/// `lseek(fd, offset, SEEK_DATA or SEEK_HOLE)`: where the next data, or hole, of a sparse file
-/// starts at or after `offset` (`ENXIO`: none, `offset` is at or past the end).
-fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: Whence) -> nix::Result<i64> {
-    let name = match whence {
-        Whence::SeekData => "SEEK_DATA",
-        Whence::SeekHole => "SEEK_HOLE",
-        _ => "SEEK_SET",
-    };
-    trace::call(
-        || format!("lseek({}, {offset}, {name})", fd.as_raw_fd()),
-        || nix::unistd::lseek(fd, offset, whence),
-        |at| at.to_string(),
-    )
-}
-
-/// `fchmod(fd, mode)`.
-fn fchmod(fd: BorrowedFd<'_>, mode: Mode) -> nix::Result<()> {
-    trace::call(
-        || format!("fchmod({}, 0{:o})", fd.as_raw_fd(), mode.bits()),
-        || nix::sys::stat::fchmod(fd, mode),
-        |()| "0".into(),
-    )
-}
-
-fn c_path(path: &Path) -> String {
-    trace::string(path.as_os_str().as_bytes(), 80)
-}
-
-/// `linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, path, AT_SYMLINK_FOLLOW)`: gives the file
-/// without a name open as `fd` (`O_TMPFILE`) the name `path` (`EEXIST` if it is taken).
-fn link_unnamed(fd: BorrowedFd<'_>, path: &Path) -> nix::Result<()> {
-    let open_file = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    trace::call(
-        || {
-            let (from, to) = (c_path(&open_file), c_path(path));
-            format!("linkat(AT_FDCWD, {from}, AT_FDCWD, {to}, AT_SYMLINK_FOLLOW)")
-        },
-        || {
-            nix::unistd::linkat(
-                AT_FDCWD,
-                &open_file,
-                AT_FDCWD,
-                path,
-                AtFlags::AT_SYMLINK_FOLLOW,
-            )
-        },
-        |()| "0".into(),
-    )
-}
-
-/// `rename(from, to)` at once: traced like every lecture call, but with no `--step` or `--slow`
-/// pause of its own (the one before the `linkat` that named `from` serves both).
-fn rename_at_once(from: &Path, to: &Path) -> nix::Result<()> {
-    let renamed = nix::fcntl::renameat(AT_FDCWD, from, AT_FDCWD, to);
-    if trace::enabled() {
-        let result = renamed.map_or_else(trace::errno_text, |()| "0".into());
-        trace::line(&format!(
-            "rename({}, {}) = {result}",
-            c_path(from),
-            c_path(to)
-        ));
-    }
-    renamed
 }
 
 #[cfg(test)]

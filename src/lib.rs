@@ -1,48 +1,32 @@
 //! # ipclab — the Unix IPC lab suite
 //!
-//! One binary per exercise of the lecture (`src/bin/*.rs`) and this small library that they
-//! share. The binaries read like the slides; the library holds what would otherwise be written
-//! twelve times, and every `unsafe` block of the exercises. (The benchmark `ipcbench`, with its
-//! System V semaphores, is a package of its own in `bench/` that uses this library.)
+//! One binary per exercise of the lecture (`src/bin/*.rs`) and this library that they share.
+//! The binaries read like the slides; the library holds what would otherwise be written twelve
+//! times, and all `unsafe` code of the suite but none of the binaries'. It is cut by layer; a
+//! module uses only the layers above it in this table (ARCHITECTURE.md tells where a new
+//! mechanism's pieces go):
 //!
-//! | module        | concern                                                                 |
-//! |---------------|-------------------------------------------------------------------------|
-//! | [`cli`]       | common options (`--id`, `--dir`, `--timeout`), the shared `main` runner, the error format |
-//! | [`error`]     | an error that carries its own exit status ([`error::Exit`])             |
-//! | [`out`](mod@out) | printing a whole or partial line and flushing it at once ([`out!`], [`outln!`]) |
-//! | [`signals`]   | catching SIGHUP/SIGINT/SIGQUIT/SIGTERM… so that waits end and owned objects are removed |
-//! | [`wait`]      | deadlines and waiting for a file descriptor without missing a signal   |
-//! | [`process`]   | `fork`, waiting for children, finding and `exec`ing a program           |
-//! | [`fifo`]      | the FIFO client–server pair: paths and the 160-byte record              |
-//! | [`msg`]       | System V message queues: msgget/msgsnd/msgrcv/msgctl, the 136-byte message, the server's queue |
-//! | [`shm`]       | System V shared memory: shmget/shmat/shmdt/shmctl, the segment owners |
-//! | [`sipc`]      | the sipc1/sipc2 pair: the 1024-byte layout, the hand-off, the server and client sides |
-//! | [`peer`]      | the liveness model: who is alive (a server's lock, kernel facts), what is a leftover, what is refused |
-//! | [`text`]      | the one policy for a peer's text: shown in C notation, never refused for its bytes |
-//! | [`sysv`]      | System V keys (`0x8000 + ID`, `0x9000 + ID`) and the ownership check of an object found by key |
-//! | [`sys`]       | the lecture's calls on pipes, FIFOs and files (`pipe`, `read`, `write`, `open`, `mkfifo`…), traced |
-//! | [`trace`]     | classroom mode: `--trace`, `--step`, `--slow` around each lecture call  |
-//! | [`sync`]      | the course's *synclib*: TELL_WAIT, TELL_PARENT, WAIT_PARENT, TELL_CHILD, WAIT_CHILD |
-//! | [`mman`]      | memory-mapped files: `mmap`/`munmap`, a `memcpy` between mappings, mipc's shared counter |
-//! | [`copy`]      | mycp3's copy policy: SOURCE and its data ranges, the unnamed copy that becomes DEST whole or not at all, the SIGBUS handler |
+//! | layer | modules | what it is |
+//! |-------|---------|------------|
+//! | runtime | [`rt`]: [`exit`](rt::exit), [`out`](rt::out), [`signals`](rt::signals), [`wait`](rt::wait), [`clock`](rt::clock) | how a program ends, prints, catches signals and waits |
+//! | C layouts | [`layout`]: [`record`](layout::record), [`message`](layout::message), [`sipc`](layout::sipc), [`text`](layout::text) | the bytes shared with the C programs; the one policy for a peer's text. No I/O |
+//! | system calls | [`sys`]: [`fd`](sys::fd), [`proc`](sys::proc), [`ipc`](sys::ipc), [`msg`](sys::msg), [`shm`](sys::shm), [`mman`](sys::mman), [`trace`](sys::trace) | the lecture's calls under their C names, each said by classroom mode |
+//! | liveness | [`peer`] | who is alive, what is a leftover, what is refused: kernel facts only |
+//! | owners | [`fifo`], [`queue`], [`segment`], [`sipc`], [`sync`], [`process`], [`copy`], [`stat`] | the objects of each exercise, removed when dropped, and their protocols |
+//! | command line | [`cli`] | the options, the one `main` of every binary; the only module that knows clap |
 //!
 //! The lab manual (`labs.md`) explains the concepts; the code points to it.
 
 pub mod cli;
 pub mod copy;
-pub mod error;
 pub mod fifo;
-pub mod mman;
-pub mod msg;
-pub mod out;
+pub mod layout;
 pub mod peer;
 pub mod process;
-pub mod shm;
-pub mod signals;
+pub mod queue;
+pub mod rt;
+pub mod segment;
 pub mod sipc;
+pub mod stat;
 pub mod sync;
 pub mod sys;
-pub mod sysv;
-pub mod text;
-pub mod trace;
-pub mod wait;

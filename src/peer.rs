@@ -34,7 +34,7 @@ use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use crate::sysv::{Key, OTHER_ID_HINT};
+use crate::sys::ipc::{Key, OTHER_ID_HINT};
 
 // ---- processes ------------------------------------------------------------------------------
 
@@ -65,6 +65,27 @@ impl Process {
         let inode = |path: String| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
         let theirs = inode(format!("/proc/{}/exe", self.pid));
         theirs.is_some() && theirs == inode("/proc/self/exe".into())
+    }
+
+    /// Whether it started before this process (`starttime` of `/proc/PID/stat`, in clock ticks
+    /// since boot; the lower PID first within one tick): of two servers that meet, the older
+    /// one stays.
+    pub fn started_before_me(&self) -> bool {
+        let start = |pid: Pid| -> Option<u64> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // pid (comm) state ppid … : field 22, counted after comm's ')'.
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(19)?
+                .parse()
+                .ok()
+        };
+        let me = nix::unistd::getpid();
+        match (start(self.pid), start(me)) {
+            (Some(theirs), Some(mine)) => (theirs, self.pid.as_raw()) < (mine, me.as_raw()),
+            _ => true, // cannot tell: let it stay
+        }
     }
 
     /// The process from a PID as System V reports it (`msg_lspid`, `shm_cpid`…): 0 is nobody.
@@ -371,7 +392,7 @@ fn whole_file(kind: libc::c_int) -> libc::flock {
 /// The error of a call on the lock file, with what the file is for.
 fn lock_failed(server: Server, path: &Path, call: &str, error: std::io::Error) -> anyhow::Error {
     let reason = match error.raw_os_error() {
-        Some(errno) => crate::error::reason(Errno::from_raw(errno)),
+        Some(errno) => crate::rt::exit::reason(Errno::from_raw(errno)),
         None => error.to_string(),
     };
     anyhow!(

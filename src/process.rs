@@ -1,5 +1,6 @@
-//! Processes: `fork`, waiting for a child, and `exec` of a program, with
-//! the parent told whether the child's `exec` worked ([`ExecCheck`]).
+//! Processes: waiting for a child (and reporting its failure once), and `exec` of a program,
+//! with the parent told whether the child's `exec` worked ([`ExecCheck`]). `fork` is
+//! [`crate::sys::proc::fork`].
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
@@ -14,28 +15,13 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::WaitStatus;
-use nix::unistd::{pipe2, ForkResult, Pid};
+use nix::unistd::{pipe2, Pid};
 
-use crate::error::{self, Exit};
-use crate::out::StdoutFailed;
-use crate::sync::PeerGone;
-use crate::wait::TimedOut;
+use crate::rt::exit::{self, Exit};
+use crate::rt::wait::TimedOut;
+use crate::sys::proc;
 
-/// `fork(2)`, traced. Nothing needs flushing first: [`crate::out`](mod@crate::out) buffers nothing (each line
-/// goes straight to the descriptor), so the child has no pending text to print a second time.
-/// The child gets a signal self-pipe of its own ([`crate::signals::renew_after_fork`]).
-///
-/// # Safety
-/// As for [`nix::unistd::fork`]: the calling program must be single-threaded (all the
-/// exercises are), or the child may only call async-signal-safe functions.
-pub unsafe fn fork() -> anyhow::Result<ForkResult> {
-    // SAFETY: the caller guarantees the conditions of nix::unistd::fork (see above).
-    let forked = unsafe { crate::sys::traced_fork() }.context("fork")?;
-    if let ForkResult::Child = forked {
-        crate::signals::renew_after_fork()?;
-    }
-    Ok(forked)
-}
+pub use crate::sys::proc::fork;
 
 /// `waitpid(2)` for `child`; fails unless it exited with status 0 (as a shell's `&&` would).
 pub fn wait_child(child: Pid) -> anyhow::Result<()> {
@@ -45,7 +31,7 @@ pub fn wait_child(child: Pid) -> anyhow::Result<()> {
 /// `waitpid(2)` for `child`, until it has ended.
 fn reap(child: Pid) -> anyhow::Result<WaitStatus> {
     loop {
-        match crate::sys::waitpid(child) {
+        match proc::waitpid(child) {
             // Even after a termination signal: the child gets the same Ctrl-C, and must still be
             // reaped.
             Err(nix::errno::Errno::EINTR) => continue,
@@ -77,15 +63,12 @@ fn succeeded(child: Pid, status: WaitStatus) -> anyhow::Result<()> {
 /// still waiting on one of them sees end-of-file and stops, instead of being waited for forever.
 ///
 /// A child that exited with an error status has said why on stderr. A parent error that is
-/// only the echo of that failure — the child went away ([`PeerGone`]), or the stdout they share
-/// failed for the parent too ([`StdoutFailed`]: `./pipe >/dev/full`) — then ends the parent with
-/// status 1 but without a second message. A child stopped by a signal said nothing: then the
+/// only the echo of that failure ([`Exit::echo`]: the child went away, or the stdout they share
+/// failed for the parent too, `./pipe >/dev/full`) then ends the parent with status 1 but
+/// without a second message. A child stopped by a signal said nothing: then the
 /// parent says that (`child 4712 was stopped by SIGTERM`) instead of its echo.
 pub fn wait_child_after(child: Pid, parent_part: anyhow::Result<()>) -> anyhow::Result<()> {
-    if parent_part
-        .as_ref()
-        .is_err_and(error::caused_by::<TimedOut>)
-    {
+    if parent_part.as_ref().is_err_and(exit::caused_by::<TimedOut>) {
         // We gave up on the child (`--timeout`): it may be stuck, even stopped; end it rather
         // than wait for it for ever. (SIGCONT lets a stopped child receive the SIGTERM.)
         let _ = kill(child, Signal::SIGTERM);
@@ -93,9 +76,7 @@ pub fn wait_child_after(child: Pid, parent_part: anyhow::Result<()>) -> anyhow::
     }
     let status = reap(child)?;
     let child_result = succeeded(child, status);
-    let echo = |error: &anyhow::Error| {
-        error::caused_by::<PeerGone>(error) || error::caused_by::<StdoutFailed>(error)
-    };
+    let echo = exit::is_echo;
     match (parent_part, child_result, status) {
         // The child said why (status 1 or 127: our programs' errors come with a message).
         (Err(parent), Err(child_failed), WaitStatus::Exited(_, 1..=128)) if echo(&parent) => {
@@ -225,7 +206,7 @@ impl Program {
         if let Err(errno) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
             return errno;
         }
-        crate::sys::execv(&self.path, &self.argv)
+        proc::execv(&self.path, &self.argv)
     }
 
     /// The error for an `exec` of this program that failed with `errno`, in words a student can

@@ -36,8 +36,9 @@ use anyhow::Context;
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 
-use crate::error::Exit;
-use crate::wait::{self, Deadline};
+use crate::rt::exit::Exit;
+use crate::rt::wait::{self, Deadline};
+use crate::sys::fd as sys;
 
 /// The byte the parent sends to the child (`TELL_CHILD`).
 pub const PARENT_BYTE: u8 = b'p';
@@ -55,8 +56,8 @@ impl TellWait {
     /// `TELL_WAIT()`: creates the two pipes. Call it before `fork`.
     pub fn new() -> anyhow::Result<TellWait> {
         Ok(TellWait {
-            parent_to_child: crate::sys::pipe().context("pipe (TELL_WAIT)")?,
-            child_to_parent: crate::sys::pipe().context("pipe (TELL_WAIT)")?,
+            parent_to_child: sys::pipe().context("pipe (TELL_WAIT)")?,
+            child_to_parent: sys::pipe().context("pipe (TELL_WAIT)")?,
         })
     }
 
@@ -187,15 +188,15 @@ impl Channel {
     /// the calls in `--trace`, where the lecture wants them seen). A failed close of a pipe
     /// end we never used loses nothing.
     fn close(self) {
-        let _ = crate::sys::close(self.from_peer);
-        let _ = crate::sys::close(self.to_peer);
+        let _ = sys::close(self.from_peer);
+        let _ = sys::close(self.to_peer);
     }
 
     fn tell(&self, byte: u8, call: &str) -> anyhow::Result<()> {
         loop {
-            match crate::sys::write(&self.to_peer, &[byte]) {
+            match sys::write(&self.to_peer, &[byte]) {
                 Ok(_) => return Ok(()),
-                Err(Errno::EINTR) => crate::signals::check()?,
+                Err(Errno::EINTR) => crate::rt::signals::check()?,
                 Err(Errno::EPIPE) => return Err(self.gone(false).context(call.to_string())),
                 Err(e) => return Err(e).context(format!("{call}: write")),
             }
@@ -211,7 +212,7 @@ impl Channel {
                 Deadline::within(self.timeout),
             )
             .context(call.to_string())?;
-            match crate::sys::read(&self.from_peer, &mut byte) {
+            match sys::read(&self.from_peer, &mut byte) {
                 Ok(0) => return Err(self.gone(true).context(call.to_string())),
                 Ok(_) if byte[0] == expected => return Ok(()),
                 Ok(_) => anyhow::bail!(
@@ -233,9 +234,9 @@ impl Channel {
             peer: self.peer,
             waiting,
         };
-        match crate::out::stdout_is_closed() {
+        match crate::rt::out::stdout_is_closed() {
             true => Exit::quiet(0, gone).into(),
-            false => gone.into(),
+            false => Exit::echo(gone).into(), // the peer says why it went
         }
     }
 }
@@ -269,7 +270,7 @@ mod tests {
             format!("{error:#}"),
             "WAIT_CHILD: child exited before telling"
         );
-        assert!(crate::error::caused_by::<PeerGone>(&error));
+        assert!(crate::rt::exit::caused_by::<PeerGone>(&error));
     }
 
     #[test]

@@ -17,10 +17,13 @@ use std::sync::atomic::{
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _};
-use ipclab::msg::{msgrcv, msgsnd, MsgBuf, MsqId};
-use ipclab::shm::Segment;
-use ipclab::sysv::Key;
-use ipclab::{process, signals, sys};
+use ipclab::layout::message::MsgBuf;
+use ipclab::process;
+use ipclab::rt::signals;
+use ipclab::segment::Segment;
+use ipclab::sys::fd as sys;
+use ipclab::sys::ipc::Key;
+use ipclab::sys::msg::{msgrcv, msgsnd, MsqId};
 use nix::unistd::ForkResult;
 
 use crate::data::Pool;
@@ -226,7 +229,7 @@ unsafe fn fork_child(child: impl FnOnce() -> bool) -> anyhow::Result<ChildGuard>
     peer::watch_next_child()?;
     let parent = nix::unistd::getpid();
     // SAFETY: our caller guarantees a single-threaded program.
-    match unsafe { process::fork() }? {
+    match process::fork()? {
         ForkResult::Child => {
             let ready = peer::die_with_parent(parent).unwrap_or(false)
                 && peer::leave_signals_to_parent().is_ok();

@@ -7,8 +7,8 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{anyhow, Context};
-use ipclab::sys;
-use ipclab::wait::{self, Deadline};
+use ipclab::rt::wait::{self, Deadline};
+use ipclab::sys::fd as sys;
 use nix::poll::PollFlags;
 
 const RECORD: usize = 32;

@@ -43,12 +43,14 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{ForkResult, UnlinkatFlags};
 
-use ipclab::error::Exit;
-use ipclab::mman::{self, MAP_SHARED, PROT_READ, PROT_WRITE};
-use ipclab::shm::Segment;
-use ipclab::sysv::Key;
-use ipclab::wait::{self, Deadline};
-use ipclab::{process, signals, sys};
+use ipclab::process;
+use ipclab::rt::exit::Exit;
+use ipclab::rt::signals;
+use ipclab::rt::wait::{self, Deadline};
+use ipclab::segment::Segment;
+use ipclab::sys::fd as sys;
+use ipclab::sys::ipc::Key;
+use ipclab::sys::mman::{self, MAP_SHARED, PROT_READ, PROT_WRITE};
 
 use self::control::{Command, Control, End, Report};
 use self::data::{Checksum, Pool, PATTERNS};
@@ -401,7 +403,7 @@ unsafe fn pair<L: Link>(
     peer::watch_next_child()?;
     let parent = nix::unistd::getpid();
     // SAFETY: our caller guarantees a single-threaded program.
-    match unsafe { process::fork() }? {
+    match process::fork()? {
         ForkResult::Child => {
             let served = (|| {
                 if !peer::die_with_parent(parent)? {
@@ -419,7 +421,7 @@ unsafe fn pair<L: Link>(
                 // The parent has stopped (and says why): nothing to add.
                 Err(error) if peer_stopped(&error) => 1,
                 Err(error) => {
-                    ipclab::cli::warn(format_args!("receiving process: {error:#}"));
+                    ipclab::rt::out::warn(format_args!("receiving process: {error:#}"));
                     1
                 }
             })
@@ -451,7 +453,7 @@ unsafe fn pair<L: Link>(
 /// object was removed under both (the parent says it), or it was about to stop on a signal
 /// when it forked (the child inherits that it caught one).
 fn peer_stopped(error: &anyhow::Error) -> bool {
-    use ipclab::error::caused_by;
+    use ipclab::rt::exit::caused_by;
     caused_by::<links::PeerEnded>(error)
         || caused_by::<links::Removed>(error)
         || signals::is_interruption(error)
@@ -761,7 +763,7 @@ pub fn key_in_use(call: String, what: &str, id: u32) -> anyhow::Error {
         "{what} with this key exists already (another program's, or left by one killed with \
          kill -9: {}); {}",
         cleanup_hint(id),
-        ipclab::sysv::OTHER_ID_HINT
+        ipclab::sys::ipc::OTHER_ID_HINT
     )
     .context(call)
 }
@@ -771,7 +773,7 @@ pub fn key_in_use(call: String, what: &str, id: u32) -> anyhow::Error {
 /// the measurement has reported).
 pub fn warn_not_removed(call: &str, errno: Errno, id: u32) {
     if !matches!(errno, Errno::EINVAL | Errno::EIDRM) {
-        ipclab::cli::warn(format_args!(
+        ipclab::rt::out::warn(format_args!(
             "{call}: {errno}; remove it with: {}",
             cleanup_hint(id)
         ));
@@ -834,7 +836,7 @@ impl Drop for FifoDir {
             let _ = sys::unlink(path);
         }
         if let Err(errno) = rmdir(&self.dir) {
-            ipclab::cli::warn(format_args!(
+            ipclab::rt::out::warn(format_args!(
                 "rmdir({}): {errno}; remove it with: {}",
                 self.dir.display(),
                 cleanup_hint(self.id)

@@ -18,9 +18,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Release};
 
 use anyhow::Context;
-use ipclab::msg::{self, MsgBuf, MsqId};
-use ipclab::sysv::{self, Key};
-use ipclab::{signals, sys};
+use ipclab::layout::message::MsgBuf;
+use ipclab::rt::signals;
+use ipclab::sys::fd as sys;
+use ipclab::sys::ipc::{self as sysv, Key};
+use ipclab::sys::msg::{self, MsqId};
 use nix::errno::Errno;
 
 use crate::data::Checksum;
@@ -181,7 +183,7 @@ impl Link for Stream {
 pub fn socketpair() -> nix::Result<(OwnedFd, OwnedFd)> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType};
     use std::os::fd::AsRawFd;
-    ipclab::trace::call_shown(
+    ipclab::sys::trace::call_shown(
         || "socketpair(AF_UNIX, SOCK_STREAM, 0, sv)".into(),
         || {
             nix::sys::socket::socketpair(

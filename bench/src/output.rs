@@ -14,8 +14,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use ipclab::error::Exit;
-use ipclab::sys;
+use ipclab::rt::exit::Exit;
+use ipclab::sys::fd as sys;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode, SFlag};
@@ -150,7 +150,7 @@ impl Drop for Temporary {
     fn drop(&mut self) {
         if !self.renamed {
             if let Err(errno) = sys::unlink(&self.path) {
-                ipclab::cli::warn(format_args!("unlink({}): {errno}", self.path.display()));
+                ipclab::rt::out::warn(format_args!("unlink({}): {errno}", self.path.display()));
             }
         }
     }

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use ipclab::signals::TERMINATION_SIGNALS;
+use ipclab::rt::signals::TERMINATION_SIGNALS;
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 
@@ -45,7 +45,7 @@ pub fn spin_then_yield(mut ready: impl FnMut() -> bool) -> bool {
             spins += 1;
         } else {
             std::thread::yield_now();
-            if child_ended() || ipclab::signals::caught().is_some() {
+            if child_ended() || ipclab::rt::signals::caught().is_some() {
                 return ready();
             }
         }

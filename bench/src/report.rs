@@ -460,14 +460,14 @@ impl Progress {
     /// Shows `text` as the line.
     pub fn show(&self, text: &str) {
         if self.on {
-            ipclab::out::stderr_bytes(format!("\r\x1b[K{text}").as_bytes());
+            ipclab::rt::out::stderr_bytes(format!("\r\x1b[K{text}").as_bytes());
         }
     }
 
     /// Removes the line.
     pub fn clear(&self) {
         if self.on {
-            ipclab::out::stderr_bytes(b"\r\x1b[K");
+            ipclab::rt::out::stderr_bytes(b"\r\x1b[K");
         }
     }
 }
@@ -488,7 +488,7 @@ impl Observer for Progress {
     /// `ipcbench: skipped msgq: msgget(key 0x8000): …` on a line of its own.
     fn skipped(&self, mechanism: Mechanism, error: &anyhow::Error) {
         self.clear();
-        ipclab::cli::warn(format_args!("skipped {}: {error:#}", mechanism.name()));
+        ipclab::rt::out::warn(format_args!("skipped {}: {error:#}", mechanism.name()));
     }
 }
 

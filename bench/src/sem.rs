@@ -7,7 +7,7 @@
 //! | `semctl(semid, semnum, SETVAL, arg)`   | [`semctl_setval`]                             |
 //! | `semctl(semid, 0, IPC_RMID)`           | dropping the [`SemSet`], or [`semctl_rmid`]   |
 //!
-//! Each call goes through [`ipclab::trace::call`], so `--trace` shows it in C notation
+//! Each call goes through [`ipclab::sys::trace::call`], so `--trace` shows it in C notation
 //! (`semop(32769, [{0, -1, 0}], 1) = 0`). [`SemSet`] owns a set it made and removes it when
 //! dropped — on success, on error, and when a caught termination signal travels up through `?`.
 //!
@@ -19,8 +19,8 @@
 use std::fmt;
 
 use anyhow::Context;
-use ipclab::sysv::{Key, MODE};
-use ipclab::trace;
+use ipclab::sys::ipc::{Key, MODE};
+use ipclab::sys::trace;
 use nix::errno::Errno;
 
 /// A semaphore set identifier, as `semget` returns it (`ipcs -s` lists it as `semid`).

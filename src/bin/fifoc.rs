@@ -14,8 +14,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ipclab::cli::{DirOption, TimeoutOption};
-use ipclab::fifo::{ClientFifo, Record, ToServer};
-use ipclab::{out, outln, signals};
+use ipclab::fifo::{ClientFifo, ToServer};
+use ipclab::layout::record::Record;
+use ipclab::rt::signals;
+use ipclab::{out, outln};
 use nix::unistd::getpid;
 
 /// FIFO client: sends one request to fifos through .fifo and prints the reply.

@@ -15,9 +15,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ipclab::cli::{self, DirOption, TimeoutOption};
+use ipclab::cli::{DirOption, TimeoutOption};
 use ipclab::fifo::ServerFifo;
-use ipclab::signals;
+use ipclab::rt::out::warn;
+use ipclab::rt::signals;
 use ipclab::{out, outln};
 
 /// FIFO server: answers each request that fifoc sends through .fifo, until Ctrl-C.
@@ -50,7 +51,7 @@ fn serve(options: Options) -> anyhow::Result<()> {
     // Stopped while printing (stdout gone): the requests already read still get their reply.
     for request in server.take_unanswered() {
         if let Err(e) = server.send_reply(&request, &reply) {
-            cli::warn(format_args!("no reply sent: {e:#}"));
+            warn(format_args!("no reply sent: {e:#}"));
         }
     }
     served
@@ -64,7 +65,7 @@ fn answer_requests(server: &mut ServerFifo, reply: &str, options: &Options) -> a
             Ok(request) => request,
             Err(bad) => {
                 // A bad record is the client's problem, never the server's end.
-                cli::warn(format_args!("bad request skipped: {bad}"));
+                warn(format_args!("bad request skipped: {bad}"));
                 continue;
             }
         };
@@ -79,7 +80,7 @@ fn answer_requests(server: &mut ServerFifo, reply: &str, options: &Options) -> a
             }
             Err(e) => {
                 outln!()?; // end the line, then say why on stderr
-                cli::warn(format_args!("no reply sent: {e:#}"));
+                warn(format_args!("no reply sent: {e:#}"));
             }
         }
     }

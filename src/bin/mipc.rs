@@ -19,11 +19,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use ipclab::cli::TimeoutOption;
-use ipclab::error::caused_by;
-use ipclab::mman::{self, SharedLong, MAP_SHARED, PROT_READ, PROT_WRITE};
+use ipclab::rt::exit::caused_by;
+use ipclab::rt::signals;
 use ipclab::sync::{ChildSide, ParentSide, PeerGone, TellWait};
-use ipclab::sys;
-use ipclab::{outln, process, signals};
+use ipclab::sys::fd as sys;
+use ipclab::sys::mman::{self, SharedLong, MAP_SHARED, PROT_READ, PROT_WRITE};
+use ipclab::{outln, process};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
@@ -58,8 +59,7 @@ fn count(options: Options) -> anyhow::Result<()> {
 
     let tell_wait = TellWait::new()?; // TELL_WAIT()
     let (loops, timeout) = (options.loops, options.timeout.timeout);
-    // SAFETY: this program is single-threaded.
-    match unsafe { process::fork() }? {
+    match process::fork()? {
         ForkResult::Parent { child } => {
             let sync = tell_wait.into_parent().with_timeout(timeout);
             let turns = parent(&sync, &counter, loops);

@@ -14,9 +14,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ipclab::cli::{self, IdOption, TimeoutOption};
-use ipclab::msg::{self, Message, Queue, Request, StatOption, REPLY};
-use ipclab::{out, outln, signals};
+use ipclab::cli::{IdOption, StatOption, TimeoutOption};
+use ipclab::queue::{Message, Queue, Request, REPLY};
+use ipclab::rt::out::warn;
+use ipclab::rt::signals;
+use ipclab::stat::Stat;
+use ipclab::{out, outln};
 use nix::unistd::getpid;
 
 /// Message queue server: answers one request that msgq2 sends through the queue 0x8000+ID.
@@ -39,16 +42,16 @@ fn main() -> ExitCode {
 
 fn serve(options: Options) -> anyhow::Result<()> {
     signals::catch_termination()?; // so that Ctrl-C ends a wait and the queue is removed
-    let deadline = options.timeout.deadline();
+    let (deadline, stat) = (options.timeout.deadline(), options.stat.printer());
     let queue = Queue::create(options.id.queue_key())?; // msgget(key, IPC_CREAT|IPC_EXCL|0600)
-    options.stat.after(&queue, "msgget")?;
+    stat.after(&queue, "msgget")?;
 
     // Type 1 only: a reply (type 2) waiting in the queue is not ours to take.
     let request = queue.receive_request(deadline)?; // msgrcv(id, &msg, 128, 1, ...)
-    let received = options.stat.line(&queue, "msgrcv")?;
-    let reply = Message::new(REPLY, &msg::reply_text(getpid()))?;
+    let received = stat.block(&queue, "msgrcv")?;
+    let reply = Message::new(REPLY, &format!("This is a reply from {}.", getpid()))?;
     queue.send(&reply, deadline)?; // msgsnd(id, &msg, 128, ...): answer first, then print
-    let replied = options.stat.line(&queue, "msgsnd")?;
+    let replied = stat.block(&queue, "msgsnd")?;
 
     // Even if printing fails, the reply stays until it has been taken.
     let printed = report(&request, received, replied);
@@ -58,9 +61,9 @@ fn serve(options: Options) -> anyhow::Result<()> {
     let finished = queue.wait_until_taken(request.sender, deadline)?;
     printed?;
     if let Some(warning) = finished.outcome()? {
-        cli::warn(warning);
+        warn(warning);
     }
-    options.stat.after(&queue, "the reply was taken")
+    stat.after(&queue, "the reply was taken")
 } // `queue` is dropped here: msgctl(id, IPC_RMID, NULL)
 
 /// What the server prints once it has answered (`--stat` blocks taken before).
@@ -69,16 +72,11 @@ fn report(
     received: Option<String>,
     replied: Option<String>,
 ) -> anyhow::Result<()> {
-    if let Some(block) = received {
-        outln!("{block}")?;
-    }
+    Stat::print(received)?;
     out!("Received request: {}.....", request.shown())?;
     outln!("Replied.")?;
     if let Err(bad) = &request.text {
-        cli::warn(format_args!("request: {bad}; answered anyway"));
+        warn(format_args!("request: {bad}; answered anyway"));
     }
-    if let Some(block) = replied {
-        outln!("{block}")?;
-    }
-    Ok(())
+    Stat::print(replied)
 }

@@ -13,9 +13,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ipclab::cli::{self, IdOption, TimeoutOption};
-use ipclab::msg::{self, Message, Queue, StatOption, REQUEST};
-use ipclab::{out, outln, signals};
+use ipclab::cli::{IdOption, StatOption, TimeoutOption};
+use ipclab::queue::{Message, Queue, REQUEST};
+use ipclab::rt::out::warn;
+use ipclab::rt::signals;
+use ipclab::{out, outln};
 use nix::unistd::getpid;
 
 /// Message queue client: sends one request to msgq1 through the queue 0x8000+ID and prints the
@@ -39,32 +41,31 @@ fn main() -> ExitCode {
 
 fn ask_server(options: Options) -> anyhow::Result<()> {
     signals::catch_termination()?; // so that Ctrl-C ends the wait for the reply
-    let deadline = options.timeout.deadline();
+    let (deadline, stat) = (options.timeout.deadline(), options.stat.printer());
     let queue = Queue::open(options.id.queue_key())?; // msgget(key, 0)
-    options.stat.after(&queue, "msgget")?;
+    stat.after(&queue, "msgget")?;
 
     // Any reply already waiting is an earlier exchange's, and msgrcv would take it first.
     let earlier_replies = queue.replies_waiting()?; // msgrcv(..., MSG_COPY): look, do not take
-    let request = Message::new(REQUEST, &msg::request_text(getpid()))?;
+    let request = Message::new(REQUEST, &format!("This is a request from {}.", getpid()))?;
     queue.send(&request, deadline)?; // msgsnd(id, &msg, 128, ...)
-    options.stat.after(&queue, "msgsnd")?;
+    stat.after(&queue, "msgsnd")?;
     out!("Sent a request.....")?;
 
     let reply = queue.receive_reply(deadline)?; // msgrcv(id, &msg, 128, 2, ...)
-    let text = reply.text();
     outln!(
         "Received reply: {}",
-        text.as_ref().unwrap_or_else(|bad| &bad.shown)
+        reply.as_ref().unwrap_or_else(|bad| &bad.shown)
     )?;
     if earlier_replies > 0 {
-        cli::warn(format_args!(
+        warn(format_args!(
             "{earlier_replies} reply(ies) already waited in queue {} before this request was \
              sent: the reply above may be an earlier exchange's, not the answer to this request",
             queue.key()
         ));
     }
-    if let Err(bad) = text {
-        cli::warn(format_args!("reply: {bad}")); // after the line, which stays the C's
+    if let Err(bad) = reply {
+        warn(format_args!("reply: {bad}")); // after the line, which stays the C's
     }
-    options.stat.after(&queue, "msgrcv")
+    stat.after(&queue, "msgrcv")
 }

@@ -18,8 +18,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ipclab::copy::{self, DestFile, SourceFile};
-use ipclab::mman::{self, MAP_POPULATE, MAP_SHARED, PROT_READ, PROT_WRITE};
-use ipclab::signals;
+use ipclab::rt::signals;
+use ipclab::sys::mman::{self, MAP_POPULATE, MAP_SHARED, PROT_READ, PROT_WRITE};
 
 /// Copies SOURCE to DEST through memory mappings (mmap, memcpy, munmap).
 #[derive(Parser)]

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use ipclab::process::{self, ExecCheck, Program};
-use ipclab::sys::{close, dup2_stdin, dup2_stdout, pipe};
+use ipclab::sys::fd::{close, dup2_stdin, dup2_stdout, pipe};
 use nix::unistd::ForkResult;
 
 /// Pages the output of a command through a pipe, as the shell's `ls -l | more` does.
@@ -51,8 +51,7 @@ fn page_through_pipe(options: Options) -> anyhow::Result<()> {
     let (read_end, write_end) = pipe().context("pipe")?;
     let exec_check = ExecCheck::new()?; // the child's exec closes it, or reports why it failed
 
-    // SAFETY: this program is single-threaded.
-    match unsafe { process::fork() }? {
+    match process::fork()? {
         ForkResult::Child => {
             close(read_end).context("close")?;
             dup2_stdout(&write_end).context("dup2 (pipe onto stdout)")?;

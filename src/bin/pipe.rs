@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ipclab::sys::{close, pipe, read, write_all};
+use ipclab::sys::fd::{close, pipe, read, write_all};
 use ipclab::{out, outln, process};
 use nix::unistd::ForkResult;
 
@@ -32,8 +32,7 @@ fn main() -> ExitCode {
 fn parent_sends_to_child() -> anyhow::Result<()> {
     let (read_end, write_end) = pipe().context("pipe")?;
 
-    // SAFETY: this program is single-threaded.
-    match unsafe { process::fork() }? {
+    match process::fork()? {
         ForkResult::Parent { child } => {
             close(read_end).context("close")?; // the parent only writes
             let sent = send(write_end);
@@ -66,5 +65,5 @@ fn receive(read_end: OwnedFd) -> anyhow::Result<()> {
     }
     close(read_end).context("close")?;
     out!("Child : Received data from parent: ")?;
-    ipclab::out::write_bytes(&data)
+    ipclab::rt::out::write_bytes(&data)
 }

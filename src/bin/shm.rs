@@ -12,8 +12,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ipclab::shm::{self, Segment};
-use ipclab::{outln, signals};
+use ipclab::outln;
+use ipclab::rt::signals;
+use ipclab::segment::Segment;
+use ipclab::stat::maps_lines;
 
 /// The C's `char array[ARRAY_SIZE]`: a global that starts as zeros, so it lives in the bss.
 /// `static mut` (never written here) keeps it writable; an immutable static of zeros could end
@@ -41,7 +43,7 @@ fn show_memory(options: Options) -> anyhow::Result<()> {
     let show = |what: String, start: *const u8, size: usize| -> anyhow::Result<()> {
         outln!("{what}")?;
         if options.maps {
-            for line in shm::maps_lines(start as usize, start as usize + size.max(1))? {
+            for line in maps_lines(start as usize, start as usize + size.max(1))? {
                 outln!("    {line}")?;
             }
         }

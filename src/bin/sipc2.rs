@@ -14,34 +14,43 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ipclab::shm::{Segment, StatReport};
-use ipclab::sipc::{self, SipcOptions, SIPC_SIZE};
-use ipclab::{cli, out, outln, signals};
+use ipclab::cli::{IdOption, StatOption, TimeoutOption};
+use ipclab::rt::out::warn;
+use ipclab::rt::signals;
+use ipclab::segment::Segment;
+use ipclab::sipc::{self, SIPC_SIZE};
+use ipclab::{out, outln};
 
 /// Shared memory client: leaves one request for sipc1 in segment 0x9000+ID, prints the reply.
 #[derive(Parser)]
 #[command(version)]
 struct Options {
     #[command(flatten)]
-    sipc: SipcOptions,
+    id: IdOption,
+
+    #[command(flatten)]
+    timeout: TimeoutOption,
+
+    #[command(flatten)]
+    stat: StatOption,
 }
 
 fn main() -> ExitCode {
     ipclab::cli::run(env!("CARGO_BIN_NAME"), ask_server)
 }
 
-fn ask_server(Options { sipc: options }: Options) -> anyhow::Result<()> {
+fn ask_server(options: Options) -> anyhow::Result<()> {
     signals::catch_termination()?; // so that Ctrl-C ends the wait and the segment is cleaned up
     let key = options.id.segment_key();
     let segment = Segment::get_or_create(key, SIPC_SIZE)?; // shmget(key, 1024, IPC_CREAT|0600)
-    let stat = StatReport::new(&segment, options.stat);
-    stat.after("shmget")?;
+    let stat = options.stat.printer();
+    stat.after(&segment, "shmget")?;
     let attached = segment.attach()?; // shmat(shmid, NULL, 0)
-    stat.after("shmat")?;
+    stat.after(&segment, "shmat")?;
     let client = sipc::Client::new(&segment, &attached)?;
 
     client.send(&format!("This is a request from {}.", std::process::id()))?; // then *flag = 1
-    stat.after("the request")?;
+    stat.after(&segment, "the request")?;
     out!("Sent a request.....")?;
 
     let reply = client.receive(options.timeout.deadline())?; // until *flag == 0
@@ -50,7 +59,7 @@ fn ask_server(Options { sipc: options }: Options) -> anyhow::Result<()> {
         reply.as_ref().unwrap_or_else(|bad| &bad.shown)
     )?;
     if let Err(bad) = reply {
-        cli::warn(format_args!("reply: {bad}")); // after the line, which stays the C's
+        warn(format_args!("reply: {bad}")); // after the line, which stays the C's
     }
-    stat.after("the reply")
+    stat.after(&segment, "the reply")
 } // `attached` is dropped here (shmdt); on an error or a signal, the last one out removes it

@@ -37,8 +37,7 @@ fn take_turns(options: Options) -> anyhow::Result<()> {
     let tell_wait = TellWait::new()?; // TELL_WAIT()
     let timeout = options.timeout.timeout;
 
-    // SAFETY: this program is single-threaded.
-    match unsafe { process::fork() }? {
+    match process::fork()? {
         ForkResult::Parent { child } => {
             let turns = parent(tell_wait.into_parent().with_timeout(timeout), options.loops);
             process::wait_child_after(child, turns)

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::thread;
 
-use ipclab::sysv::Key;
+use ipclab::sys::ipc::Key;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
@@ -311,8 +311,8 @@ fn msgq2_gets_its_reply_from_a_c_msgq_server() {
 }
 
 /// The lab's queue ID, as a C peer opens it.
-fn queue_id(lab: &Lab) -> ipclab::msg::MsqId {
-    ipclab::msg::msgget(Key::queue(lab.id()), 0).unwrap()
+fn queue_id(lab: &Lab) -> ipclab::sys::msg::MsqId {
+    ipclab::sys::msg::msgget(Key::queue(lab.id()), 0).unwrap()
 }
 
 /// Issue 15, item 2: a live C server's queue is not a leftover. msgq1 must leave it alone and

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipclab::fifo::{split_requests, BadRecord, Request, RECORD_LEN};
+use ipclab::layout::record::{split_requests, BadRecord, Request, RECORD_LEN};
 use nix::errno::Errno;
 use nix::fcntl::{open, Flock, FlockArg, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -962,7 +962,7 @@ fn decode_in_reads(stream: &[u8], reads: &[usize]) -> Result<(Vec<String>, usize
 }
 
 fn check_decoder(bytes: &[u8]) -> Result<(), TestCaseError> {
-    use ipclab::fifo::{is_reply_fifo_name, Record};
+    use ipclab::layout::record::{is_reply_fifo_name, Record};
     if let Ok(record) = Record::decode(bytes) {
         prop_assert_eq!(bytes.len(), 160);
         let again = Record::decode(&record.encode()).unwrap();

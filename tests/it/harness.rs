@@ -27,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipclab::sysv::Key;
+use ipclab::sys::ipc::Key;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;

@@ -1,6 +1,6 @@
 //! The Makefile's helpers that tests can run without building twice: `make ipcclean`.
 
-use ipclab::sysv::Key;
+use ipclab::sys::ipc::Key;
 
 use crate::harness::Lab;
 

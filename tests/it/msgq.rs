@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipclab::msg::{self, MsgBuf, MsqId, REPLY, REQUEST};
-use ipclab::sysv::Key;
+use ipclab::layout::message::{self, MsgBuf, REPLY, REQUEST};
+use ipclab::sys::ipc::Key;
+use ipclab::sys::msg::{self, MsqId};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -74,7 +75,7 @@ fn send_raw<const N: usize>(queue: MsqId, mtype: i64, bytes: &[u8], size: usize)
 
 /// The C client's request: `This is a request from <pid>.` in 128 bytes.
 fn send_request(queue: MsqId, pid: Pid) {
-    send_raw::<128>(queue, REQUEST, msg::request_text(pid).as_bytes(), 128);
+    send_raw::<128>(queue, REQUEST, message::request_text(pid).as_bytes(), 128);
 }
 
 /// Takes the first message of `mtype` (as a C peer with a buffer of N bytes), waiting for it.
@@ -217,7 +218,7 @@ fn a_c_shaped_136_byte_request_gets_a_type_2_reply_of_128_bytes() {
     // As the C client sends it: sizeof(msg) = 136 bytes of "text", the last 8 from its stack
     // (there, by luck, the queue ID).
     let mut c_bytes = [0u8; 136];
-    let text = msg::request_text(me());
+    let text = message::request_text(me());
     c_bytes[..text.len()].copy_from_slice(text.as_bytes());
     c_bytes[128..132].copy_from_slice(&queue.0.to_ne_bytes());
     send_raw::<136>(queue, REQUEST, &c_bytes, 136);
@@ -226,7 +227,7 @@ fn a_c_shaped_136_byte_request_gets_a_type_2_reply_of_128_bytes() {
     let (reply, len) = receive_raw::<136>(queue, REPLY); // the C client's msgrcv(…, 136, 2, 0)
     assert_eq!(len, 128, "the reply is sent as 128 bytes, not the C's 136");
     assert_eq!(reply.mtype, 2);
-    let expected = MsgBuf::<136>::with_bytes(REPLY, msg::reply_text(server.pid()).as_bytes());
+    let expected = MsgBuf::<136>::with_bytes(REPLY, message::reply_text(server.pid()).as_bytes());
     assert_eq!(Some(reply), expected, "NUL-terminated, NUL-padded");
     assert_served(&lab, server, me()).assert_success();
 }
@@ -238,7 +239,8 @@ fn the_client_sends_128_bytes_and_reads_a_c_shaped_136_byte_reply() {
     let client = lab.start("msgq2", &[] as &[&str]);
     let (request, len) = receive_raw::<136>(fake.queue, REQUEST); // the C server's msgrcv
     assert_eq!(len, 128);
-    let expected = MsgBuf::<136>::with_bytes(REQUEST, msg::request_text(client.pid()).as_bytes());
+    let expected =
+        MsgBuf::<136>::with_bytes(REQUEST, message::request_text(client.pid()).as_bytes());
     assert_eq!(Some(request), expected);
 
     let mut c_reply = [0xaau8; 136]; // garbage after the NUL, as C's stack leaves it
@@ -268,7 +270,7 @@ fn the_server_takes_type_1_only_and_a_stray_reply_stays() {
 
     let (first, _) = receive_raw::<128>(queue, REPLY);
     assert_eq!(
-        ipclab::text::decode_text(first.received(14)),
+        ipclab::layout::text::decode_text(first.received(14)),
         Ok("a stray reply".to_string())
     );
     // The stray message was taken in place of the reply, which msgq1 cannot tell apart: it
@@ -379,7 +381,7 @@ fn served_raw(bytes: &[u8], size: usize) -> crate::harness::Finished {
     let queue = open(&lab);
     send_raw::<200>(queue, REQUEST, bytes, size);
     let (reply, len) = receive_raw::<128>(queue, REPLY);
-    let reply = ipclab::text::decode_text(reply.received(len)).unwrap();
+    let reply = ipclab::layout::text::decode_text(reply.received(len)).unwrap();
     assert_eq!(reply, format!("This is a reply from {}.", server.pid()));
     let pid = server.pid();
     let server = server.finish();
@@ -1081,7 +1083,7 @@ proptest! {
         if let Some(buffer) = MsgBuf::<128>::with_bytes(REQUEST, &bytes) {
             let received = buffer.received(len);
             prop_assert_eq!(received.len(), len.min(128));
-            match ipclab::text::decode_text(received) {
+            match ipclab::layout::text::decode_text(received) {
                 Ok(text) => prop_assert!(!text.chars().any(char::is_control)),
                 Err(bad) => prop_assert_eq!(bad.len, received.len()),
             }
@@ -1090,8 +1092,8 @@ proptest! {
 
     #[test]
     fn every_request_text_round_trips(pid in 1i32..i32::MAX) {
-        let text = msg::request_text(Pid::from_raw(pid));
-        let message = msg::Message::new(REQUEST, &text).unwrap();
-        prop_assert_eq!(ipclab::text::decode_text(message.received(128)), Ok(text));
+        let text = message::request_text(Pid::from_raw(pid));
+        let message = message::Message::new(REQUEST, &text).unwrap();
+        prop_assert_eq!(ipclab::layout::text::decode_text(message.received(128)), Ok(text));
     }
 }

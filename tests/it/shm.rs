@@ -4,10 +4,11 @@
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
-use ipclab::shm::{self, shmctl, shmget, Attached, Awaited, Segment, ShmId, ShmStat};
+use ipclab::rt::wait::Deadline;
+use ipclab::segment::{Attached, Awaited, Segment, ShmStat};
 use ipclab::sipc::{Sipc, EMPTY, REQUEST, SIPC_SIZE};
-use ipclab::sysv::Key;
-use ipclab::wait::Deadline;
+use ipclab::sys::ipc::Key;
+use ipclab::sys::shm::{self, shmctl, shmget, ShmId};
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -917,7 +918,8 @@ fn a_segment_larger_than_the_system_allows_gets_a_hint() {
         run.assert_failure(
             1,
             &format!(
-                "{program}: {call}: Invalid argument: this system allows segments of at most 512 \
+                "{program}: {call}: EINVAL: Invalid argument: this system allows segments of at \
+                 most 512 \
                  bytes (kernel.shmmax); raise the limit (as root: sysctl -w kernel.shmmax={size})"
             ),
         );
@@ -1084,7 +1086,7 @@ fn a_peers_text_reads_the_same_on_stdout_as_in_a_warning() {
 proptest! {
     #[test]
     fn any_bytes_decode_or_are_rejected_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..2100)) {
-        match ipclab::text::decode_text(&bytes) {
+        match ipclab::layout::text::decode_text(&bytes) {
             Ok(text) => {
                 prop_assert!(bytes.contains(&0));
                 prop_assert!(!text.chars().any(char::is_control));
@@ -1110,7 +1112,7 @@ proptest! {
         let area = Sipc::new();
         area.write_bytes(&bytes);
         prop_assert_eq!(area.text_bytes().to_vec(), bytes.clone());
-        prop_assert_eq!(area.take().1, ipclab::text::decode_text(&bytes));
+        prop_assert_eq!(area.take().1, ipclab::layout::text::decode_text(&bytes));
     }
 }
 
@@ -1196,20 +1198,39 @@ fn bad_options_are_usage_errors() {
     }
 }
 
-/// The `name=value` fields of `--stat`'s report after `step` in `out`.
+/// The fields of `--stat`'s block after `step` in `out` (see `ipclab::stat`), as (name, value):
+/// `shm_perm.key 0x9005` and the like for the `ipc_perm` row, `shm_nattch 1` for the others. The
+/// header's snapshot time must be a time of day to the microsecond.
 fn stat_fields(out: &str, step: &str) -> Vec<(String, String)> {
-    let head = format!("shmid_ds after {step}: ");
+    let head = format!("  [shmid_ds after {step}] shmid ");
     let at = out
         .find(&head)
         .unwrap_or_else(|| panic!("no {head:?} in\n{out}"));
-    let mut lines = out[at + head.len()..].lines();
-    let two = format!("{} {}", lines.next().unwrap(), lines.next().unwrap());
-    two.split_whitespace()
-        .map(|field| {
-            let (name, value) = field.split_once('=').unwrap();
-            (name.to_owned(), value.to_owned())
-        })
-        .collect()
+    let mut lines = out[at..].lines();
+    let header = lines.next().unwrap();
+    let time = header.rsplit_once(", at ").unwrap().1;
+    assert!(
+        is_clock(&time[..8]) && time.len() == 15 && &time[8..9] == ".",
+        "{header}"
+    );
+    let mut fields = Vec::new();
+    for row in lines.take(4) {
+        let mut perm = None;
+        for item in row.trim().split(", ") {
+            let words: Vec<&str> = item.split_whitespace().collect();
+            let (name, value) = match (words.as_slice(), perm) {
+                ([group, name, value], _) => {
+                    perm = Some(*group);
+                    (format!("{group}.{name}"), *value)
+                }
+                ([name, value], Some(group)) => (format!("{group}.{name}"), *value),
+                ([name, value], None) => (name.to_string(), *value),
+                _ => panic!("{item:?} in {row:?}"),
+            };
+            fields.push((name, value.to_owned()));
+        }
+    }
+    fields
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
@@ -1238,7 +1259,9 @@ fn stat_prints_the_slides_fields_after_each_step() {
     let key = Key::segment(lab.id()).to_string();
 
     let names = [
-        "shm_perm.__key",
+        "shm_perm.key",
+        "shm_perm.uid",
+        "shm_perm.cuid",
         "shm_perm.mode",
         "shm_segsz",
         "shm_nattch",
@@ -1259,10 +1282,7 @@ fn stat_prints_the_slides_fields_after_each_step() {
             assert_eq!(field(fields, name), *value, "{name}\n{out}");
         }
     };
-    expect(
-        &made,
-        &[("shm_perm.__key", &key), ("shm_perm.mode", "0600")],
-    );
+    expect(&made, &[("shm_perm.key", &key), ("shm_perm.mode", "0600")]);
     expect(
         &made,
         &[
@@ -1292,7 +1312,7 @@ fn stat_prints_the_slides_fields_after_each_step() {
     expect(
         &replied,
         &[
-            ("shm_perm.__key", "IPC_PRIVATE"),
+            ("shm_perm.key", "IPC_PRIVATE"),
             ("shm_perm.mode", "0600|SHM_DEST"),
         ],
     );

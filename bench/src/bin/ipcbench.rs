@@ -81,7 +81,7 @@ fn main() -> ExitCode {
 }
 
 fn bench(options: Options) -> anyhow::Result<()> {
-    ipclab::signals::catch_termination()?;
+    ipclab::rt::signals::catch_termination()?;
     // Before minutes of measuring: a chart that cannot be written fails now.
     let svg = options.svg.as_deref().map(OutputFile::check).transpose()?;
     let settings = Settings {

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ::ipcbench::bare::{RING_CHUNK, RING_SLOTS, ROUNDS, ROUND_TRIPS};
-use ipclab::sysv::Key;
+use ipclab::sys::ipc::Key;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::Value;

@@ -3,8 +3,12 @@
 //! Most errors end a program with status 1 and a message. A few decide otherwise: a termination
 //! signal (128+signal, nothing to say: the shell knows why), a closed stdout (0, quietly), a
 //! program that cannot be run (127). Such an error is wrapped in an [`Exit`] where it is made,
-//! so [`crate::cli::run`] needs to know no error type of any mechanism (the model is uutils'
-//! `UError::code`): it looks for an `Exit` among the causes and does what it says.
+//! so the runner ([`crate::cli::run`]) needs to know no error type of any mechanism (the model is
+//! uutils' `UError::code`): it looks for an `Exit` among the causes and does what it says.
+//!
+//! An error may also be marked an **echo** ([`Exit::echo`]): the consequence in one process of
+//! another one's failure (the child that went away, the stdout both share that failed). A parent
+//! whose error only echoes its child's says nothing more ([`crate::process::wait_child_after`]).
 
 use std::error::Error;
 use std::fmt;
@@ -15,6 +19,7 @@ use std::fmt;
 pub struct Exit {
     status: u8,
     quiet: bool,
+    echo: bool,
     cause: Box<dyn Error + Send + Sync + 'static>,
 }
 
@@ -24,8 +29,23 @@ impl Exit {
         Exit {
             status,
             quiet: false,
+            echo: false,
             cause: Box::new(cause),
         }
+    }
+
+    /// `cause`, ending the program with status 1 and a message — unless it only echoes a peer's
+    /// failure that the peer reports itself (see the module docs).
+    pub fn echo(cause: impl Error + Send + Sync + 'static) -> Exit {
+        Exit {
+            echo: true,
+            ..Exit::new(1, cause)
+        }
+    }
+
+    /// Whether it only echoes a peer's failure.
+    pub fn is_echo(&self) -> bool {
+        self.echo
     }
 
     /// `cause`, ending the program with `status` and no message.
@@ -82,6 +102,11 @@ pub fn find<E: Error + 'static>(error: &anyhow::Error) -> Option<&E> {
 /// Whether an error of type `E` is anywhere in `error`'s chain of causes.
 pub fn caused_by<E: Error + 'static>(error: &anyhow::Error) -> bool {
     find::<E>(error).is_some()
+}
+
+/// Whether `error` only echoes a peer's failure ([`Exit::echo`]).
+pub fn is_echo(error: &anyhow::Error) -> bool {
+    exit_of(error).is_some_and(Exit::is_echo)
 }
 
 /// An errno as every message of the suite shows it: its name and its text,

@@ -1,221 +1,27 @@
-//! System V shared memory: `shm` (where a segment lands in a process's memory) and the
-//! `sipc1`/`sipc2` client–server pair.
-//!
-//! * The calls of the slides, under their C names and in the C argument order, each traced in
-//!   classroom mode ([`crate::trace`]): [`shmget`], [`shmat`], [`shmdt`], [`shmctl`].
-//! * Two owners, so that no path (success, error, a caught signal) leaves anything behind:
-//!   [`Segment`], a segment found or created by key, which removes itself when dropped as its
-//!   [`Removal`] rule says; [`Attached`], one attachment, detached (`shmdt`) when dropped.
-//! * The `sipc1`/`sipc2` protocol lives in [`crate::sipc`].
+//! The owners of System V shared memory, so that no path (success, error, a caught signal)
+//! leaves anything behind: [`Segment`], a segment found or created by key, which removes itself
+//! when dropped as its [`Removal`] rule says; [`Attached`], one attachment, detached (`shmdt`)
+//! when dropped. A wait on a segment ([`Segment::wait_until`]) ends when no peer can reach it any
+//! more. Used by `shm` and by the `sipc1`/`sipc2` pair ([`crate::sipc`]).
 
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use nix::errno::Errno;
 
+use crate::layout::sipc::{Sipc, SIPC_SIZE};
 use crate::peer;
-use crate::signals;
-use crate::sipc::{Sipc, SIPC_SIZE};
-use crate::sysv::{self, Key, MODE};
-use crate::trace;
-use crate::wait::{Deadline, Wait};
-
-// ---- the calls of the slides ----------------------------------------------------------------
-
-/// A shared memory identifier, as `shmget` returns it (`ipcs -m` lists it as `shmid`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ShmId(libc::c_int);
-
-impl ShmId {
-    /// The identifier as the kernel gives it.
-    pub fn raw(self) -> libc::c_int {
-        self.0
-    }
-}
-
-impl fmt::Display for ShmId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// `shm_perm.mode` bit: the segment is marked for removal (IPC_RMID) and goes when the last
-/// process detaches (`ipcs -m` says `dest`). Not in the `libc` crate.
-pub const SHM_DEST: u32 = 0o1000;
-
-const GET_FLAGS: [(i64, &str); 2] = [
-    (libc::IPC_CREAT as i64, "IPC_CREAT"),
-    (libc::IPC_EXCL as i64, "IPC_EXCL"),
-];
-
-const AT_FLAGS: [(i64, &str); 4] = [
-    (libc::SHM_RDONLY as i64, "SHM_RDONLY"),
-    (libc::SHM_RND as i64, "SHM_RND"),
-    (libc::SHM_REMAP as i64, "SHM_REMAP"),
-    (libc::SHM_EXEC as i64, "SHM_EXEC"),
-];
-
-/// `shmget(key, size, shmflg)`: the segment with `key`, made if `shmflg` has `IPC_CREAT`
-/// (with `IPC_EXCL`: only if it does not exist yet). The low 9 bits of `shmflg` are the mode of
-/// a new segment.
-pub fn shmget(key: Key, size: usize, shmflg: libc::c_int) -> nix::Result<ShmId> {
-    trace::call(
-        || {
-            let flags = trace::flags(shmflg.into(), &GET_FLAGS, "0");
-            format!("shmget({key}, {size}, {flags})")
-        },
-        || {
-            // SAFETY: shmget takes integers only and touches no memory of this process.
-            let id = unsafe { libc::shmget(key.raw(), size, shmflg) };
-            Errno::result(id).map(ShmId)
-        },
-        ShmId::to_string,
-    )
-}
-
-/// `shmat(shmid, NULL, shmflg)`: attaches the segment at an address the kernel chooses (the
-/// course always passes NULL; a chosen address could replace memory in use) and returns it.
-///
-/// Use the memory through [`Attached`], which detaches it when dropped.
-pub fn shmat(shmid: ShmId, shmflg: libc::c_int) -> nix::Result<NonNull<c_void>> {
-    trace::call(
-        || {
-            let flags = trace::flags(shmflg.into(), &AT_FLAGS, "0");
-            format!("shmat({shmid}, NULL, {flags})")
-        },
-        || {
-            // SAFETY: with a NULL address the kernel places the segment where nothing is
-            // mapped, so no memory of this process changes; shmat returns (void *) -1 on error.
-            let addr = unsafe { libc::shmat(shmid.0, std::ptr::null(), shmflg) };
-            if addr as isize == -1 {
-                Err(Errno::last())
-            } else {
-                NonNull::new(addr).ok_or(Errno::EINVAL)
-            }
-        },
-        |addr| format!("{:p}", addr.as_ptr()),
-    )
-}
-
-/// `shmdt(shmaddr)`: detaches the segment attached at `shmaddr`.
-///
-/// # Safety
-/// `shmaddr` must be an address [`shmat`] returned and that is still attached, and nothing may
-/// use the memory there afterwards (no reference into it may outlive this call).
-pub unsafe fn shmdt(shmaddr: *const c_void) -> nix::Result<()> {
-    // SAFETY: the caller's guarantee (see above).
-    unsafe { detach(shmaddr, false) }
-}
-
-/// `shmctl(shmid, cmd, buf)` for the commands of the slides: `IPC_STAT` (fills `buf`),
-/// `IPC_SET` (takes the owner and mode from `buf`) and `IPC_RMID` (`buf` unused: `None`, the C's
-/// NULL). Another command fails with `EINVAL` (they fill other structures than `shmid_ds`).
-pub fn shmctl(
-    shmid: ShmId,
-    cmd: libc::c_int,
-    buf: Option<&mut libc::shmid_ds>,
-) -> nix::Result<libc::c_int> {
-    let (result, filled) = control(shmid, cmd, buf.as_deref().copied(), false)?;
-    if let Some(buf) = buf {
-        *buf = filled; // as it was, unless IPC_STAT filled it
-    }
-    Ok(result)
-}
-
-/// Makes a lecture call through [`trace::call`], or [`trace::cleanup_call`] for a `cleanup`
-/// call (a drop that detaches or removes), which a termination signal does not stop.
-fn lecture_call<T>(
-    cleanup: bool,
-    describe: impl FnOnce() -> String,
-    make: impl FnOnce() -> nix::Result<T>,
-    show: impl FnOnce(&T) -> String,
-) -> nix::Result<T> {
-    match cleanup {
-        true => trace::cleanup_call(describe, make, show),
-        false => trace::call(describe, make, show),
-    }
-}
-
-/// [`shmdt`], also as a `cleanup` call (see [`lecture_call`]).
-///
-/// # Safety
-/// As for [`shmdt`].
-unsafe fn detach(shmaddr: *const c_void, cleanup: bool) -> nix::Result<()> {
-    lecture_call(
-        cleanup,
-        || format!("shmdt({shmaddr:p})"),
-        // SAFETY: the caller guarantees that nothing uses this memory any more.
-        || Errno::result(unsafe { libc::shmdt(shmaddr) }).map(drop),
-        |_| "0".into(),
-    )
-}
-
-/// [`shmctl`] with `buf` passed by value and returned (filled by `IPC_STAT`), also as a
-/// `cleanup` call (see [`lecture_call`]).
-fn control(
-    shmid: ShmId,
-    cmd: libc::c_int,
-    buf: Option<libc::shmid_ds>,
-    cleanup: bool,
-) -> nix::Result<(libc::c_int, libc::shmid_ds)> {
-    let ds = buf.unwrap_or_else(zeroed_shmid_ds);
-    let describe = move || {
-        let (name, shown) = match cmd {
-            libc::IPC_STAT => ("IPC_STAT", "&buf".to_string()),
-            libc::IPC_SET => (
-                "IPC_SET",
-                format!(
-                    "{{uid={}, gid={}, mode={:04o}}}",
-                    ds.shm_perm.uid, ds.shm_perm.gid, ds.shm_perm.mode
-                ),
-            ),
-            libc::IPC_RMID => ("IPC_RMID", "NULL".to_string()),
-            _ => return format!("shmctl({shmid}, {cmd}, ...)"),
-        };
-        let shown = if buf.is_some() { shown } else { "NULL".into() };
-        format!("shmctl({shmid}, {name}, {shown})")
-    };
-    let make = move || {
-        let mut ds = ds;
-        if !matches!(cmd, libc::IPC_STAT | libc::IPC_SET | libc::IPC_RMID) {
-            return Err(Errno::EINVAL);
-        }
-        let pointer = match buf {
-            Some(_) => &mut ds as *mut libc::shmid_ds,
-            None => std::ptr::null_mut(),
-        };
-        // SAFETY: for these three commands the kernel reads or writes at most one shmid_ds at
-        // `pointer`, a valid local one, or NULL (then it fails with EFAULT where it needs one).
-        let result = Errno::result(unsafe { libc::shmctl(shmid.0, cmd, pointer) })?;
-        Ok((result, ds))
-    };
-    let show = |(result, ds): &(libc::c_int, libc::shmid_ds)| match cmd {
-        libc::IPC_STAT => format!("{result} {}", ShmStat(*ds).brief()),
-        _ => result.to_string(),
-    };
-    lecture_call(cleanup, describe, make, show)
-}
-
-fn zeroed_shmid_ds() -> libc::shmid_ds {
-    // SAFETY: shmid_ds is plain integers; all-zero bytes are a valid value for each field.
-    unsafe { MaybeUninit::zeroed().assume_init() }
-}
-
-/// The error of a call that failed with `errno`: `what` and errno's reason — or, when the call
-/// was not made because a termination signal ended the classroom-mode pause before it, the
-/// signal (a quiet exit with status 128+signal).
-fn failed(errno: Errno, what: impl fmt::Display) -> anyhow::Error {
-    match signals::check() {
-        Err(exit) if errno == Errno::EINTR => exit.into(),
-        _ => anyhow!(errno.desc()).context(what.to_string()),
-    }
-}
+use crate::rt::exit;
+use crate::rt::wait::{Deadline, Wait};
+use crate::sys::failed;
+use crate::sys::ipc::{self, Key, MODE};
+use crate::sys::shm::{self, control, empty_stat, shmat, shmget, ShmId, SHM_DEST};
+use crate::sys::trace::Pause;
 
 /// The error of a `shmget` that could not make a segment of `size` bytes: as [`failed`], with
 /// the system's limit when `EINVAL` comes from it (`kernel.shmmax`, per IPC namespace).
@@ -227,14 +33,12 @@ fn not_made(errno: Errno, size: usize, what: impl fmt::Display) -> anyhow::Error
         Some(max) if errno == Errno::EINVAL && size as u64 > max => anyhow!(
             "{}: this system allows segments of at most {max} bytes (kernel.shmmax); raise the \
              limit (as root: sysctl -w kernel.shmmax={size})",
-            errno.desc()
+            exit::reason(errno)
         )
         .context(what.to_string()),
         _ => failed(errno, what),
     }
 }
-
-// ---- the owners -----------------------------------------------------------------------------
 
 /// Who removes a [`Segment`], and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +87,7 @@ impl Segment {
             Err(Errno::EEXIST) => Err(anyhow!(
                 "a segment with this key exists already (another program's, or left by one \
                  killed with kill -9: ipcrm -M {key}); {}",
-                sysv::OTHER_ID_HINT
+                ipc::OTHER_ID_HINT
             )
             .context(format!("shmget(key {key})"))),
             Err(e) => Err(failed(e, format_args!("shmget(key {key}, {size} bytes)"))),
@@ -295,7 +99,7 @@ impl Segment {
     /// ([`Removal::IfLastOut`]).
     ///
     /// A segment that exists already must be the current user's, with no access for the group
-    /// or others ([`sysv::check_ours`]): another user could have made the key first to read or
+    /// or others ([`ipc::check_ours`]): another user could have made the key first to read or
     /// forge every message. The error then names `--id`, and suggests `ipcrm` only for a
     /// segment of the user's own.
     pub fn get_or_create(key: Key, size: usize) -> anyhow::Result<Segment> {
@@ -316,16 +120,17 @@ impl Segment {
                 Err(Errno::EINVAL) => {
                     let reason = format!("it exists with fewer than {size} bytes");
                     // Only the owner may remove it: say whose it is before suggesting that.
-                    let found = shmget(key, 0, 0)
-                        .and_then(|id| control(id, libc::IPC_STAT, Some(zeroed_shmid_ds()), false));
+                    let found = shmget(key, 0, 0).and_then(|id| {
+                        control(id, libc::IPC_STAT, Some(empty_stat()), Pause::EndedBySignal)
+                    });
                     let foreign = match found {
-                        Ok((_, ds)) => sysv::check_ours(&ds.shm_perm).err().map(|f| f.to_string()),
+                        Ok((_, ds)) => ipc::check_ours(&ds.shm_perm).err().map(|f| f.to_string()),
                         Err(Errno::EACCES) => Some("it belongs to another user".into()),
                         Err(_) => None,
                     };
                     return Err(match foreign {
                         Some(foreign) => {
-                            refuse(&format!("{reason}, and {foreign}"), sysv::OTHER_ID_HINT)
+                            refuse(&format!("{reason}, and {foreign}"), ipc::OTHER_ID_HINT)
                         }
                         None => refuse(
                             &reason,
@@ -334,7 +139,7 @@ impl Segment {
                     });
                 }
                 Err(Errno::EACCES) => {
-                    return Err(refuse(&"it belongs to another user", sysv::OTHER_ID_HINT))
+                    return Err(refuse(&"it belongs to another user", ipc::OTHER_ID_HINT))
                 }
                 Err(e) => return Err(failed(e, what())),
             };
@@ -344,7 +149,7 @@ impl Segment {
                 Err(e) if e.is::<Gone>() => continue,
                 other => other?.0.shm_perm,
             };
-            sysv::check_ours(&perm).map_err(|foreign| refuse(&foreign, sysv::OTHER_ID_HINT))?;
+            ipc::check_ours(&perm).map_err(|foreign| refuse(&foreign, ipc::OTHER_ID_HINT))?;
             segment.removal.set(Removal::IfLastOut);
             return Ok(segment);
         }
@@ -400,7 +205,7 @@ impl Segment {
     /// If a signal stops it first, dropping the segment marks it.
     pub fn remove(&self) -> anyhow::Result<()> {
         self.removal.set(Removal::WhenDropped);
-        control(self.id, libc::IPC_RMID, None, false)
+        control(self.id, libc::IPC_RMID, None, Pause::EndedBySignal)
             .map_err(|e| failed(e, format_args!("shmctl({}, IPC_RMID)", self.name())))?;
         self.removal.set(Removal::NotHere);
         Ok(())
@@ -426,7 +231,7 @@ impl Segment {
     ) -> anyhow::Result<()> {
         let mut next_look = Instant::now() + ORPHAN_LOOK;
         let mut orphaned = false;
-        let shmid = self.id.0;
+        let shmid = self.id.raw();
         let peers = move || match peer::attached(shmid) {
             attached if attached.is_empty() => "a peer (nobody else is attached)".to_string(),
             attached => peer::listed(&attached),
@@ -469,7 +274,7 @@ impl Segment {
         let row = table.lines().skip(1).find_map(|line| {
             // key shmid perms size cpid lpid nattch …
             let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.get(1)?.parse::<i32>().ok()? == self.id.0).then_some(fields)
+            (fields.get(1)?.parse::<i32>().ok()? == self.id.raw()).then_some(fields)
         });
         let Some(fields) = row else {
             return true;
@@ -491,7 +296,12 @@ impl Segment {
     /// Whether nobody is attached and the segment is still there under its key (cleanup: a
     /// failure counts as no).
     fn abandoned(&self) -> bool {
-        match control(self.id, libc::IPC_STAT, Some(zeroed_shmid_ds()), true) {
+        match control(
+            self.id,
+            libc::IPC_STAT,
+            Some(empty_stat()),
+            Pause::NeverEnds,
+        ) {
             Ok((_, ds)) => {
                 ds.shm_nattch == 0
                     && ds.shm_perm.__key == self.key.raw()
@@ -512,11 +322,11 @@ impl Drop for Segment {
             Removal::IfLastOut => self.abandoned(),
         };
         if remove {
-            if let Err(errno) = control(self.id, libc::IPC_RMID, None, true) {
-                crate::cli::warn(format_args!(
+            if let Err(errno) = control(self.id, libc::IPC_RMID, None, Pause::NeverEnds) {
+                crate::rt::out::warn(format_args!(
                     "shmctl({}, IPC_RMID): {}; remove it with: ipcrm -m {}",
                     self.name(),
-                    errno.desc(),
+                    exit::reason(errno),
                     self.id
                 ));
             }
@@ -575,12 +385,50 @@ impl std::error::Error for Gone {}
 
 /// `IPC_STAT` of `shmid`, called `name` in an error message.
 fn stat(shmid: ShmId, name: &str) -> anyhow::Result<ShmStat> {
-    match control(shmid, libc::IPC_STAT, Some(zeroed_shmid_ds()), false) {
+    match control(
+        shmid,
+        libc::IPC_STAT,
+        Some(empty_stat()),
+        Pause::EndedBySignal,
+    ) {
         Ok((_, ds)) => Ok(ShmStat(ds)),
         Err(Errno::EINVAL | Errno::EIDRM) => {
             Err(anyhow::Error::new(Gone).context(format!("shmctl({name}, IPC_STAT)")))
         }
         Err(e) => Err(failed(e, format_args!("shmctl({name}, IPC_STAT)"))),
+    }
+}
+
+/// A segment's `shmid_ds`, as `IPC_STAT` gave it ([`crate::stat`] shows it).
+#[derive(Clone, Copy)]
+pub struct ShmStat(pub libc::shmid_ds);
+
+impl ShmStat {
+    /// `shmctl(shmid, IPC_STAT, &buf)` of any segment (such as one a test made with
+    /// [`shmget`] to play a C peer).
+    pub fn of(shmid: ShmId) -> anyhow::Result<ShmStat> {
+        stat(shmid, &shmid.to_string())
+    }
+
+    /// The number of attachments (`shm_nattch`).
+    pub fn nattch(&self) -> u64 {
+        self.0.shm_nattch
+    }
+
+    /// Whether the segment is marked for removal ([`SHM_DEST`]).
+    pub fn removed(&self) -> bool {
+        u32::from(self.0.shm_perm.mode) & SHM_DEST != 0
+    }
+}
+
+impl fmt::Debug for ShmStat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ShmStat({}, nattch {})",
+            shm::mode(&self.0),
+            self.0.shm_nattch
+        )
     }
 }
 
@@ -643,147 +491,8 @@ impl Drop for Attached<'_> {
     fn drop(&mut self) {
         // SAFETY: `addr` came from shmat and is detached only here; every borrow of the memory
         // (`sipc()`) borrows `self`, so none outlives this.
-        let _ = unsafe { detach(self.addr.as_ptr(), true) };
+        let _ = unsafe { shm::detach(self.addr.as_ptr(), Pause::NeverEnds) };
     }
-}
-
-// ---- shmid_ds, as the slides show it --------------------------------------------------------
-
-/// A segment's `shmid_ds` (from `IPC_STAT`), displayed with the fields of the slides.
-#[derive(Clone, Copy)]
-pub struct ShmStat(pub libc::shmid_ds);
-
-impl ShmStat {
-    /// `shmctl(shmid, IPC_STAT, &buf)` of any segment (such as one a test made with [`shmget`]
-    /// to play a C peer).
-    pub fn of(shmid: ShmId) -> anyhow::Result<ShmStat> {
-        stat(shmid, &shmid.to_string())
-    }
-
-    /// The number of attachments (`shm_nattch`).
-    pub fn nattch(&self) -> u64 {
-        self.0.shm_nattch
-    }
-
-    /// Whether the segment is marked for removal ([`SHM_DEST`]).
-    pub fn removed(&self) -> bool {
-        u32::from(self.0.shm_perm.mode) & SHM_DEST != 0
-    }
-
-    /// The mode, with `SHM_DEST` named: `0600|SHM_DEST`.
-    fn mode(&self) -> String {
-        let mode = u32::from(self.0.shm_perm.mode);
-        let dest = if mode & SHM_DEST != 0 {
-            "|SHM_DEST"
-        } else {
-            ""
-        };
-        format!("{:04o}{dest}", mode & 0o777)
-    }
-
-    /// What a trace line shows: `{shm_perm.mode=0600, shm_segsz=1024, shm_nattch=2}`.
-    fn brief(&self) -> String {
-        format!(
-            "{{shm_perm.mode={}, shm_segsz={}, shm_nattch={}}}",
-            self.mode(),
-            self.0.shm_segsz,
-            self.0.shm_nattch
-        )
-    }
-}
-
-impl fmt::Debug for ShmStat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ShmStat({self})")
-    }
-}
-
-/// Two lines: `shm_perm.__key=0x9005 shm_perm.mode=0600 shm_segsz=1024 shm_nattch=1`, then
-/// `shm_cpid=… shm_lpid=… shm_atime=… shm_dtime=… shm_ctime=…` (times as `HH:MM:SS`, `-` for
-/// never).
-impl fmt::Display for ShmStat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ds = &self.0;
-        let key = Key::from_raw(ds.shm_perm.__key);
-        write!(
-            f,
-            "shm_perm.__key={key} shm_perm.mode={} shm_segsz={} shm_nattch={}\n  \
-             shm_cpid={} shm_lpid={} shm_atime={} shm_dtime={} shm_ctime={}",
-            self.mode(),
-            ds.shm_segsz,
-            ds.shm_nattch,
-            ds.shm_cpid,
-            ds.shm_lpid,
-            clock(ds.shm_atime),
-            clock(ds.shm_dtime),
-            clock(ds.shm_ctime)
-        )
-    }
-}
-
-/// A time of day as `HH:MM:SS` (local time), `-` for 0 (never).
-fn clock(time: libc::time_t) -> String {
-    if time == 0 {
-        return "-".into();
-    }
-    let mut tm = MaybeUninit::<libc::tm>::zeroed();
-    // SAFETY: localtime_r reads `time` and writes only the tm it is given, a valid one.
-    if unsafe { libc::localtime_r(&time, tm.as_mut_ptr()) }.is_null() {
-        return time.to_string();
-    }
-    // SAFETY: localtime_r succeeded, so it filled `tm` (and it was zeroed before anyway).
-    let tm = unsafe { tm.assume_init() };
-    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
-}
-
-/// `--stat`: prints the segment's `shmid_ds` after each step, as `shmid_ds after STEP: …`.
-pub struct StatReport<'a> {
-    segment: &'a Segment,
-    on: bool,
-}
-
-impl<'a> StatReport<'a> {
-    /// Reports on `segment` if `on` (the program's `--stat`), else does nothing.
-    pub fn new(segment: &'a Segment, on: bool) -> StatReport<'a> {
-        StatReport { segment, on }
-    }
-
-    /// Prints the `shmid_ds` as it is after `step`.
-    pub fn after(&self, step: &str) -> anyhow::Result<()> {
-        match self.line(step)? {
-            Some(line) => crate::outln!("{line}"),
-            None => Ok(()),
-        }
-    }
-
-    /// What [`StatReport::after`] prints, to print later (when printing could block the peer).
-    pub fn line(&self, step: &str) -> anyhow::Result<Option<String>> {
-        if !self.on {
-            return Ok(None);
-        }
-        let stat = self.segment.stat()?;
-        Ok(Some(format!("shmid_ds after {step}: {stat}")))
-    }
-}
-
-// ---- where an address lives ------------------------------------------------------------------
-
-/// The lines of `/proc/self/maps` whose address ranges overlap `start..end`: the mappings that
-/// hold those bytes, as the kernel describes them (trailing blanks removed).
-pub fn maps_lines(start: usize, end: usize) -> anyhow::Result<Vec<String>> {
-    let maps = std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?;
-    Ok(maps
-        .lines()
-        .filter(|line| {
-            let range = line.split(' ').next().and_then(|r| r.split_once('-'));
-            let bound = |hex: &str| usize::from_str_radix(hex, 16).ok();
-            match range.and_then(|(lo, hi)| Some((bound(lo)?, bound(hi)?))) {
-                Some((lo, hi)) => lo < end && start < hi,
-                None => false,
-            }
-        })
-        .map(|line| line.trim_end().to_owned())
-        .collect())
 }
 
 #[cfg(test)]
@@ -797,7 +506,9 @@ mod tests {
         {
             let attached = segment.attach().unwrap();
             assert_eq!(segment.stat().unwrap().nattch(), 1);
-            let lines = maps_lines(attached.addr() as usize, attached.addr() as usize + 1).unwrap();
+            let lines =
+                crate::stat::maps_lines(attached.addr() as usize, attached.addr() as usize + 1)
+                    .unwrap();
             assert_eq!(lines.len(), 1, "{lines:?}");
             assert!(lines[0].contains("/SYSV"), "{lines:?}");
             attached.sipc().unwrap().put("hello", 0).unwrap();
@@ -805,18 +516,5 @@ mod tests {
         assert_eq!(segment.stat().unwrap().nattch(), 0);
         drop(segment);
         assert!(stat(id, "test").unwrap_err().is::<Gone>());
-    }
-
-    #[test]
-    fn unknown_shmctl_commands_are_refused() {
-        assert_eq!(shmctl(ShmId(0), libc::IPC_INFO, None), Err(Errno::EINVAL));
-    }
-
-    #[test]
-    fn times_are_clock_times() {
-        assert_eq!(clock(0), "-");
-        let shown = clock(1_700_000_000);
-        assert_eq!(shown.len(), 8, "{shown}");
-        assert_eq!(shown.as_bytes()[2], b':');
     }
 }

@@ -7,8 +7,8 @@
 //! | `--slow SECS`  | `IPCLAB_SLOW`    | before it, a pause of SECS seconds (slow motion for a projector) |
 //!
 //! Every binary has these options ([`crate::cli::run`] adds them). The lines are made by the
-//! library's wrappers **where the call is made** ([`call`]): the mechanism modules
-//! ([`crate::sys`], `msg`, `shm`, `mman`) name each call as the slides do, with the real
+//! wrappers of [`crate::sys`] **where the call is made** ([`call`]): they name each call as the
+//! slides do, with the real
 //! arguments and result, so the trace cannot disagree with what the program really did. When
 //! classroom mode is off a wrapper costs one branch: no formatting, no extra system call.
 //!
@@ -24,13 +24,12 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use clap::builder::FalseyValueParser;
-use clap::Args;
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 
-use crate::out;
-use crate::wait::{self, Deadline};
+use crate::rt::out;
+use crate::rt::signals;
+use crate::rt::wait::{self, Deadline};
 
 /// Whether any of the three modes is on: the one flag a wrapper reads when it is off.
 static ON: AtomicBool = AtomicBool::new(false);
@@ -44,27 +43,18 @@ static SLOW_MICROS: AtomicU64 = AtomicU64::new(0);
 /// The terminal `--step` reads, opened at start.
 static TTY: Mutex<Option<File>> = Mutex::new(None);
 
-// The classroom options every binary has (see the module docs). A plain comment: a doc comment
-// here would become the `about` text of every binary's --help.
-#[derive(Args, Debug, Clone, Default, PartialEq)]
-#[command(next_help_heading = "Classroom mode")]
-pub struct ClassroomOptions {
-    /// Print each lecture system call on stderr, in C notation with its real values
-    #[arg(long, env = "IPCLAB_TRACE", value_parser = FalseyValueParser::new())]
+/// What classroom mode is asked to do (the command line's `--trace`, `--step`, `--slow`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Classroom {
+    /// Print each lecture call as it returns.
     pub trace: bool,
-
-    /// Show each lecture system call before it is made and wait for Enter on the terminal
-    /// (c + Enter: run to the end)
-    #[arg(long, env = "IPCLAB_STEP", value_parser = FalseyValueParser::new())]
+    /// Stop before each lecture call until Enter.
     pub step: bool,
-
-    /// Pause SECS seconds before each lecture system call (slow motion; implies --trace)
-    #[arg(long, value_name = "SECS", env = "IPCLAB_SLOW",
-          value_parser = parse_slow)]
+    /// Pause this long before each lecture call (`None` or zero: no pause).
     pub slow: Option<Duration>,
 }
 
-impl ClassroomOptions {
+impl Classroom {
     /// Turns classroom mode on as the options say. `--step` needs a terminal to read Enter
     /// from: without one it is an error (a usage error, for the caller to report).
     pub fn enable(&self) -> Result<(), String> {
@@ -101,14 +91,6 @@ impl ClassroomOptions {
         }
         ON.store(self.trace || self.step || slow.is_some(), Ordering::Relaxed);
         Ok(())
-    }
-}
-
-/// `--slow SECS`: seconds as for `--timeout`, or 0 (and an empty IPCLAB_SLOW) for none.
-fn parse_slow(text: &str) -> Result<Duration, String> {
-    match text.trim() {
-        "" | "0" => Ok(Duration::ZERO),
-        seconds => crate::cli::parse_seconds(seconds),
     }
 }
 
@@ -174,15 +156,32 @@ pub fn cleanup_call<T>(
     traced(describe, make, show, Pause::NeverEnds)
 }
 
-/// Whether a termination signal during the pause before a call stops the call.
-#[derive(PartialEq)]
-enum Pause {
-    EndedBySignal,
-    NeverEnds,
+/// Like [`call`], with no `--step` or `--slow` pause of its own: for the second of two calls
+/// that must follow each other at once (mycp3's `linkat` and `rename`, between which a
+/// `kill -9` would leave a name behind): the pause before the first serves both.
+#[inline]
+pub fn call_unpaused<T>(
+    describe: impl FnOnce() -> String,
+    make: impl FnOnce() -> nix::Result<T>,
+    show: impl FnOnce(&T) -> String,
+) -> nix::Result<T> {
+    traced(describe, make, show, Pause::None)
 }
 
+/// The pause before a call, and whether a termination signal during it stops the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// A lecture call ([`call`]): a signal during the pause stops it.
+    EndedBySignal,
+    /// A cleanup call ([`cleanup_call`]): made whatever happens during the pause.
+    NeverEnds,
+    /// No pause ([`call_unpaused`]).
+    None,
+}
+
+/// [`call`], [`cleanup_call`] or [`call_unpaused`], as `pause` says.
 #[inline]
-fn traced<T>(
+pub fn traced<T>(
     describe: impl FnOnce() -> String,
     make: impl FnOnce() -> nix::Result<T>,
     show: impl FnOnce(&T) -> String,
@@ -192,9 +191,11 @@ fn traced<T>(
         return make();
     }
     let text = describe();
-    let paused = pause_before(&text);
-    if pause == Pause::EndedBySignal {
-        paused?;
+    if pause != Pause::None {
+        let paused = pause_before(&text);
+        if pause == Pause::EndedBySignal {
+            paused?;
+        }
     }
     let result = make();
     let shown = match &result {
@@ -264,17 +265,17 @@ pub fn errno_text(errno: Errno) -> String {
 /// has been caught there is no pause at all, and the call is made: it is the cleanup on the
 /// signal's path (an `unlink`, an `IPC_RMID` when an owner is dropped).
 fn pause_before(text: &str) -> nix::Result<()> {
-    if crate::signals::caught().is_some() {
+    if signals::caught().is_some() {
         return Ok(());
     }
     let slow = SLOW_MICROS.load(Ordering::Relaxed);
     if slow > 0 {
         let _ = wait::poll(&[], Deadline::within(Some(Duration::from_micros(slow))));
     }
-    if stepping().load(Ordering::Relaxed) && crate::signals::caught().is_none() {
+    if stepping().load(Ordering::Relaxed) && signals::caught().is_none() {
         wait_for_enter(text);
     }
-    match crate::signals::caught() {
+    match signals::caught() {
         Some(_) => Err(Errno::EINTR),
         None => Ok(()),
     }
@@ -292,7 +293,7 @@ fn wait_for_enter(text: &str) {
         "[{}] next: {text}   [Enter: run it, c Enter: run to the end]\n",
         whose()
     );
-    if crate::out::write_to(tty.as_fd(), prompt.as_bytes()).is_err() {
+    if out::write_to(tty.as_fd(), prompt.as_bytes()).is_err() {
         return;
     }
     let mut answer = [0u8; 256];
@@ -308,7 +309,7 @@ fn wait_for_enter(text: &str) {
             },
             Err(_) => {
                 // A signal (see pause_before): end the prompt's line before anything else.
-                let _ = crate::out::write_to(tty.as_fd(), b"\n");
+                let _ = out::write_to(tty.as_fd(), b"\n");
                 return;
             }
         }
@@ -329,8 +330,6 @@ fn wait_for_enter(text: &str) {
         }
     }
 }
-
-pub use crate::text::{c_string, printable, string};
 
 /// A set of flags as C writes it: the names of the bits set in `value`, joined by `|`
 /// (`IPC_CREAT|IPC_EXCL`), then any bits left over in octal (`|0600`); `zero` if none.
@@ -356,14 +355,6 @@ pub fn flags(value: i64, names: &[(i64, &str)], zero: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slow_motion_of_zero_or_nothing_is_none() {
-        assert_eq!(parse_slow("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_slow(""), Ok(Duration::ZERO));
-        assert_eq!(parse_slow("0.5"), Ok(Duration::from_millis(500)));
-        assert!(parse_slow("-1").is_err());
-    }
 
     #[test]
     fn flags_are_named_then_octal() {

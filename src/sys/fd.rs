@@ -9,19 +9,17 @@
 //!
 //! Each is a thin wrapper over nix that keeps the C name and argument order; descriptors are
 //! owned (`OwnedFd`), so one that is not closed by hand is closed when dropped.
-//! `fork`, `execv` and `waitpid` live in [`crate::process`], which uses [`traced_fork`] & co.
 
-use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{AtFlags, OFlag, AT_FDCWD};
 use nix::sys::stat::Mode;
-use nix::sys::wait::WaitStatus;
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Whence;
 
-use crate::trace;
+use super::trace;
+use crate::layout::text;
 
 /// How much of a buffer a trace line shows.
 const SHOWN: usize = 40;
@@ -47,7 +45,7 @@ pub fn close(fd: OwnedFd) -> nix::Result<()> {
 
 /// `read(fd, buf, sizeof buf)`: the number of bytes read, 0 at end-of-file.
 pub fn read(fd: impl AsFd, buf: &mut [u8]) -> nix::Result<usize> {
-    read_shown(fd, buf, |data| trace::string(data, SHOWN))
+    read_shown(fd, buf, |data| text::string(data, SHOWN))
 }
 
 /// [`read()`] whose trace shows the bytes read as `show` says (a record decoded, say).
@@ -66,7 +64,7 @@ pub fn read_shown(fd: impl AsFd, buf: &mut [u8], show: fn(&[u8]) -> String) -> n
 
 /// `write(fd, buf, count)`: the number of bytes written.
 pub fn write(fd: impl AsFd, buf: &[u8]) -> nix::Result<usize> {
-    write_shown(fd, buf, |data| trace::string(data, SHOWN))
+    write_shown(fd, buf, |data| text::string(data, SHOWN))
 }
 
 /// [`write()`] whose trace shows the bytes as `show` says (a record decoded, say).
@@ -84,7 +82,7 @@ pub fn write_all(fd: impl AsFd, mut buf: &[u8]) -> nix::Result<()> {
     while !buf.is_empty() {
         match write(fd.as_fd(), buf) {
             Ok(n) => buf = &buf[n..],
-            Err(Errno::EINTR) => crate::signals::check().map_err(|_| Errno::EINTR)?,
+            Err(Errno::EINTR) => crate::rt::signals::check().map_err(|_| Errno::EINTR)?,
             Err(e) => return Err(e),
         }
     }
@@ -148,7 +146,7 @@ pub fn unlink(path: &Path) -> nix::Result<()> {
 pub fn rename(from: &Path, to: &Path) -> nix::Result<()> {
     trace::call(
         || format!("rename({}, {})", quoted(from), quoted(to)),
-        || nix::fcntl::renameat(nix::fcntl::AT_FDCWD, from, nix::fcntl::AT_FDCWD, to),
+        || nix::fcntl::renameat(AT_FDCWD, from, AT_FDCWD, to),
         |()| "0".into(),
     )
 }
@@ -165,75 +163,73 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
             )
         },
         || {
-            nix::fcntl::renameat2(
-                nix::fcntl::AT_FDCWD,
-                from,
-                nix::fcntl::AT_FDCWD,
-                to,
-                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-            )
+            let noreplace = nix::fcntl::RenameFlags::RENAME_NOREPLACE;
+            nix::fcntl::renameat2(AT_FDCWD, from, AT_FDCWD, to, noreplace)
         },
         |()| "0".into(),
     )
 }
 
-/// `fork()`, traced in both processes: the parent sees the child's PID, the child 0.
-///
-/// # Safety
-/// As for [`nix::unistd::fork`]: the program must be single-threaded.
-pub unsafe fn traced_fork() -> nix::Result<ForkResult> {
+/// `lseek(fd, offset, SEEK_DATA or SEEK_HOLE)`: where the next data, or hole, of a sparse file
+/// starts at or after `offset` (`ENXIO`: none, `offset` is at or past the end).
+pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: Whence) -> nix::Result<i64> {
+    let name = match whence {
+        Whence::SeekData => "SEEK_DATA",
+        Whence::SeekHole => "SEEK_HOLE",
+        Whence::SeekCur => "SEEK_CUR",
+        Whence::SeekEnd => "SEEK_END",
+        _ => "SEEK_SET",
+    };
     trace::call(
-        || "fork()".into(),
-        // SAFETY: the caller guarantees the conditions of nix::unistd::fork.
-        || unsafe { nix::unistd::fork() },
-        |forked| match forked {
-            ForkResult::Parent { child } => child.to_string(),
-            ForkResult::Child => "0".into(),
-        },
+        || format!("lseek({}, {offset}, {name})", fd.as_raw_fd()),
+        || nix::unistd::lseek(fd, offset, whence),
+        |at| at.to_string(),
     )
 }
 
-/// `waitpid(pid, &status, 0)`.
-pub fn waitpid(pid: Pid) -> nix::Result<WaitStatus> {
+/// `fchmod(fd, mode)`.
+pub fn fchmod(fd: BorrowedFd<'_>, mode: Mode) -> nix::Result<()> {
     trace::call(
-        || format!("waitpid({pid}, &status, 0)"),
-        || nix::sys::wait::waitpid(pid, None),
-        |status| match status {
-            WaitStatus::Exited(_, code) => format!("{pid} (exited with {code})"),
-            WaitStatus::Signaled(_, signal, _) => format!("{pid} (killed by {signal})"),
-            other => format!("{pid} ({other:?})"),
-        },
+        || format!("fchmod({}, 0{:o})", fd.as_raw_fd(), mode.bits()),
+        || nix::sys::stat::fchmod(fd, mode),
+        |()| "0".into(),
     )
 }
 
-/// `execv(path, argv)`: returns only if it failed.
-pub fn execv(path: &CStr, argv: &[CString]) -> Errno {
-    trace::call_no_return(
+/// `linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, path, AT_SYMLINK_FOLLOW)`: gives the file
+/// without a name open as `fd` (`O_TMPFILE`) the name `path` (`EEXIST` if it is taken).
+pub fn link_unnamed(fd: BorrowedFd<'_>, path: &Path) -> nix::Result<()> {
+    let open_file = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    trace::call(
         || {
-            let args: Vec<String> = argv
-                .iter()
-                .map(|a| trace::string(a.as_bytes(), SHOWN))
-                .collect();
-            format!(
-                "execv({}, [{}])",
-                trace::string(path.to_bytes(), SHOWN * 2),
-                args.join(", ")
-            )
+            let (from, to) = (quoted(&open_file), quoted(path));
+            format!("linkat(AT_FDCWD, {from}, AT_FDCWD, {to}, AT_SYMLINK_FOLLOW)")
         },
-        || match nix::unistd::execv(path, argv) {
-            Err(errno) => errno,
-            Ok(never) => match never {},
+        || {
+            let follow = AtFlags::AT_SYMLINK_FOLLOW;
+            nix::unistd::linkat(AT_FDCWD, &open_file, AT_FDCWD, path, follow)
         },
+        |()| "0".into(),
     )
 }
 
-fn raw(fd: &impl AsFd) -> i32 {
+/// `rename(from, to)` at once after the call before it, with no classroom pause of its own (see
+/// [`trace::call_unpaused`]).
+pub fn rename_at_once(from: &Path, to: &Path) -> nix::Result<()> {
+    trace::call_unpaused(
+        || format!("rename({}, {})", quoted(from), quoted(to)),
+        || nix::fcntl::renameat(AT_FDCWD, from, AT_FDCWD, to),
+        |()| "0".into(),
+    )
+}
+
+pub(crate) fn raw(fd: &impl AsFd) -> i32 {
     fd.as_fd().as_raw_fd()
 }
 
-fn quoted(path: &Path) -> String {
+pub(crate) fn quoted(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    trace::string(path.as_os_str().as_bytes(), SHOWN * 2)
+    text::string(path.as_os_str().as_bytes(), SHOWN * 2)
 }
 
 /// `O_WRONLY|O_NONBLOCK`: the access mode, then the flags the lecture talks about.

@@ -3,18 +3,18 @@
 //! Every blocking wait of the suite goes through here, so `--timeout` and Ctrl-C behave the same
 //! in every program:
 //! * [`poll`] waits until a file descriptor is ready, the [`Deadline`] passes ([`TimedOut`]), or
-//!   a termination signal arrives ([`crate::signals::Interrupted`]);
+//!   a termination signal arrives ([`super::signals::Interrupted`]);
 //! * [`spin_until`] waits for a change in shared memory, pausing politely ([`Backoff`]) between
 //!   looks, under the same two limits.
 
 use std::fmt;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::signals;
+use super::signals;
 
 /// The moment a wait gives up, or never (the C programs' behaviour, the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ pub const MOMENT: Duration = Duration::from_secs(2);
 
 /// One wait for a peer, as every wait of the suite is made: it ends at its [`Deadline`]
 /// ([`TimedOut`]) and as soon as a termination signal has been caught
-/// ([`crate::signals::Interrupted`]), and once it has lasted a [`MOMENT`] it says what it waits
+/// ([`super::signals::Interrupted`]), and once it has lasted a [`MOMENT`] it says what it waits
 /// for (`msgq2: waiting for the reply from pid 4711 (msgq1)`), if told ([`Wait::saying`]).
 /// A wait for a file descriptor uses [`Wait::poll`]; a wait for a change no descriptor announces
 /// (shared memory, a call made with `IPC_NOWAIT`) looks, then [`Wait::pause`]s politely.
@@ -130,7 +130,7 @@ impl<'a> Wait<'a> {
         if let (Some(at), Some(what)) = (self.say_at, self.what) {
             if Instant::now() >= at {
                 self.say_at = None;
-                crate::out::notice(format_args!("waiting for {}", what()));
+                super::out::notice(format_args!("waiting for {}", what()));
             }
         }
         Ok(())
@@ -160,19 +160,21 @@ impl<'a> Wait<'a> {
     ) -> anyhow::Result<Vec<PollFlags>> {
         loop {
             self.check()?;
-            let mut fds: Vec<PollFd> = watched
-                .iter()
-                .map(|&(fd, events)| PollFd::new(fd, events))
-                .collect();
-            if let Some(wake) = signals::wake_fd() {
-                fds.push(PollFd::new(wake, PollFlags::POLLIN));
-            }
             let until = match self.say_at.map(|at| Deadline::at(at, self.deadline)) {
                 Some(sooner) => sooner,
                 None => self.deadline,
             };
+            let wake = signals::wake_fd();
+            let mut fds: Vec<PollFd> = watched
+                .iter()
+                .map(|&(fd, events)| PollFd::new(fd, events))
+                .chain(
+                    wake.as_ref()
+                        .map(|w| PollFd::new(w.as_fd(), PollFlags::POLLIN)),
+                )
+                .collect();
             match nix::poll::poll(&mut fds, poll_timeout(until)) {
-                Ok(0) | Err(Errno::EINTR) => continue, // deadline, moment or signal: see check
+                Ok(0) | Err(Errno::EINTR) => continue, // see check
                 Ok(_) => {}
                 Err(e) => return Err(anyhow::Error::new(e).context("poll")),
             }
@@ -180,11 +182,14 @@ impl<'a> Wait<'a> {
                 .iter()
                 .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
                 .collect();
-            if ready.iter().any(|events| !events.is_empty()) {
-                return Ok(ready);
+            if ready.iter().all(PollFlags::is_empty) {
+                // Only the self-pipe woke us: the signal is recorded, check ends the wait.
+                if let Some(wake) = &wake {
+                    signals::drain(wake.as_fd());
+                }
+                continue;
             }
-            // Only the self-pipe woke us: the signal is recorded, the check ends the wait.
-            signals::drain_wake_fd();
+            return Ok(ready);
         }
     }
 }

@@ -1,8 +1,8 @@
 //! What System V message queues and shared memory have in common: keys and permissions.
 //!
 //! The C headers define `MY_ID`; the queue's key is `0x8000 + MY_ID` and the segment's
-//! `0x9000 + MY_ID`. Here `--id N` plays `MY_ID`'s role ([`crate::cli::IdOption`]), so that
-//! several students (or tests) on one machine each have their own objects.
+//! `0x9000 + MY_ID`. Here `--id N` plays `MY_ID`'s role ([`parse_lab_id`]), so that several
+//! students (or tests) on one machine each have their own objects.
 
 use std::fmt;
 
@@ -15,6 +15,26 @@ pub const ID_LIMIT: u32 = 0x1000;
 /// The only mode the suite creates objects with. One it finds may be wider for its owner (0700),
 /// never for the group or others ([`check_ours`]).
 pub const MODE: u32 = 0o600;
+
+/// Parses a lab ID as the programs, `make ipcclean` and the scripts all take it: decimal digits
+/// or `0x` and hex digits — nothing else, no sign, no blanks — below [`ID_LIMIT`].
+pub fn parse_lab_id(text: &str) -> Result<u32, String> {
+    let (digits, radix) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None => (text, 10),
+    };
+    let number = match digits.chars().all(|c| c.is_digit(radix)) && !digits.is_empty() {
+        true => u32::from_str_radix(digits, radix).ok(),
+        false => None,
+    };
+    match number {
+        Some(id) if id < ID_LIMIT => Ok(id),
+        Some(_) | None if digits.chars().all(|c| c.is_digit(radix)) && !digits.is_empty() => {
+            Err(format!("must be below {ID_LIMIT:#x} (4096)"))
+        }
+        _ => Err("expected a number in decimal or 0x-hex (0 to 0xfff)".into()),
+    }
+}
 
 /// A System V IPC key (`key_t`), shown as the slides and `ipcs` show it: `0x8000`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,6 +133,27 @@ pub const OTHER_ID_HINT: &str = "use another --id (or IPCLAB_ID)";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lab_ids_are_decimal_or_hex_and_below_the_limit() {
+        assert_eq!(parse_lab_id("5"), Ok(5));
+        assert_eq!(parse_lab_id("0x1f"), Ok(31));
+        assert_eq!(parse_lab_id("0XFFF"), Ok(0xfff));
+        for too_big in ["0x1000", "4096", "99999999999999"] {
+            assert!(
+                parse_lab_id(too_big).unwrap_err().contains("below"),
+                "{too_big}"
+            );
+        }
+        for bad in [
+            "-1", "+721", " 721 ", "721 ", "five", "", "0x", "0x-1", "1e3",
+        ] {
+            assert!(
+                parse_lab_id(bad).unwrap_err().contains("expected"),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn keys_are_the_c_headers_keys() {

@@ -5,7 +5,7 @@
 //! by accident or on purpose ([`TERMINATION_SIGNALS`]: SIGHUP when the terminal is closed,
 //! SIGINT for Ctrl-C, SIGQUIT for Ctrl-\\, SIGTERM from `kill`, and SIGUSR1, SIGUSR2, SIGALRM)
 //! no longer kill it on the spot: the handler only records the signal, and every wait of the
-//! suite ([`crate::wait::poll`], every write of [`crate::out`](mod@crate::out)) then fails with [`Interrupted`].
+//! suite ([`crate::rt::wait::Wait::poll`], every write of [`crate::rt::out`](mod@crate::rt::out)) then fails with [`Interrupted`].
 //! That error travels up through `?` like any other, the owners of the objects are dropped on
 //! the way and remove them, and [`crate::cli::run`] exits with status 128+signal.
 //!
@@ -18,7 +18,7 @@
 //!   that pipe too, so the wait wakes up at once instead of sleeping through it.
 //!
 //! After `fork` the child must not share the parent's self-pipe (a wake-up meant for one could be
-//! drained by the other): [`crate::process::fork`] calls [`renew_after_fork`] in the child.
+//! drained by the other): [`crate::sys::proc::fork`] calls [`renew_after_fork`] in the child.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -29,7 +29,7 @@ use anyhow::Context;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
-use crate::error::Exit;
+use super::exit::Exit;
 
 /// The signals that end a wait and run the cleanup (see the module docs).
 pub const TERMINATION_SIGNALS: [Signal; 7] = [
@@ -61,8 +61,6 @@ static WAKE_WRITER: AtomicI32 = AtomicI32::new(-1);
 /// Both ends of the self-pipe, kept open for the life of the process (replaced in a forked
 /// child by [`renew_after_fork`]).
 static WAKE_PIPE: Mutex<Option<(OwnedFd, OwnedFd)>> = Mutex::new(None);
-/// The read end of the self-pipe, for [`wake_fd`] (-1 while there is none).
-static WAKE_READER: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_termination(signal: libc::c_int) {
     CAUGHT.store(signal, Ordering::SeqCst);
@@ -99,7 +97,7 @@ pub fn catch_termination() -> anyhow::Result<()> {
 
 /// Gives a forked child a self-pipe of its own, if its parent had one: otherwise a signal to one
 /// process could wake the other, or one could drain the other's wake-up. Called by
-/// [`crate::process::fork`] in the child.
+/// [`crate::sys::proc::fork`] in the child.
 pub fn renew_after_fork() -> anyhow::Result<()> {
     make_wake_pipe(true)
 }
@@ -116,7 +114,6 @@ fn make_wake_pipe(renew: bool) -> anyhow::Result<()> {
     }
     let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
         .context("pipe (for signal wake-ups)")?;
-    WAKE_READER.store(reader.as_raw_fd(), Ordering::SeqCst);
     WAKE_WRITER.store(writer.as_raw_fd(), Ordering::SeqCst);
     let old = pipe.replace((reader, writer));
     drop(old);
@@ -133,7 +130,7 @@ pub fn caught() -> Option<Signal> {
 }
 
 /// Fails with [`Interrupted`] (exit status 128+signal, no message) if a termination signal has
-/// been caught. Call it in any loop that waits without [`crate::wait::poll`] (a spin on shared
+/// been caught. Call it in any loop that waits without [`crate::rt::wait::Wait::poll`] (a spin on shared
 /// memory, a retry loop).
 pub fn check() -> Result<(), Exit> {
     caught().map_or(Ok(()), |signal| Err(interrupted(signal)))
@@ -148,7 +145,7 @@ pub fn interrupted(signal: Signal) -> Exit {
 /// Whether `error` is (or was caused by) a caught termination signal — for a program whose
 /// normal way to stop is Ctrl-C, such as a server.
 pub fn is_interruption(error: &anyhow::Error) -> bool {
-    crate::error::caused_by::<Interrupted>(error)
+    super::exit::caused_by::<Interrupted>(error)
 }
 
 /// For a server whose normal way to stop is SIGINT (Ctrl-C) or SIGTERM (`kill`): a result ended
@@ -163,45 +160,38 @@ pub fn stop_on_ctrl_c(result: anyhow::Result<()>) -> anyhow::Result<()> {
     }
 }
 
-/// The read end of the self-pipe, readable once a signal was caught; `None` before
-/// [`catch_termination`].
-pub fn wake_fd() -> Option<BorrowedFd<'static>> {
-    let raw = WAKE_READER.load(Ordering::SeqCst);
-    // SAFETY: a descriptor stored in WAKE_READER stays open for the life of the process, except
-    // in a child between `fork` and `renew_after_fork`, where the old one is closed only after
-    // the new one is stored (make_wake_pipe); the program is single-threaded when it forks.
-    (raw >= 0).then(|| unsafe { BorrowedFd::borrow_raw(raw) })
+/// A descriptor of its own for the read end of the self-pipe (readable once a signal was
+/// caught), for one wait to watch; `None` before [`catch_termination`]. A duplicate, so that
+/// [`renew_after_fork`] may replace the pipe whatever a caller still holds.
+pub fn wake_fd() -> Option<OwnedFd> {
+    let pipe = WAKE_PIPE.lock().unwrap_or_else(|p| p.into_inner());
+    pipe.as_ref()
+        .and_then(|(reader, _)| reader.try_clone().ok())
 }
 
 /// Empties the self-pipe after a wake-up (the signal itself stays recorded in [`caught`]).
-pub fn drain_wake_fd() {
-    if let Some(reader) = wake_fd() {
-        let mut sink = [0u8; 64];
-        while matches!(nix::unistd::read(reader, &mut sink), Ok(n) if n > 0) {}
-    }
+pub fn drain(reader: BorrowedFd<'_>) {
+    let mut sink = [0u8; 64];
+    while matches!(nix::unistd::read(reader, &mut sink), Ok(n) if n > 0) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn a_forked_child_gets_a_self_pipe_of_its_own() {
         // (Global state: the test leaves no signal marked as caught, which would end the waits
         // of the unit tests running beside it.)
         catch_termination().unwrap();
-        let parents = wake_fd().unwrap().as_raw_fd();
+        let inode = |fd: &OwnedFd| nix::sys::stat::fstat(fd).unwrap().st_ino;
+        let parents = inode(&wake_fd().unwrap());
         renew_after_fork().unwrap();
         let childs = wake_fd().unwrap();
-        assert_ne!(
-            childs.as_raw_fd(),
-            parents,
-            "the child must not share the pipe"
-        );
+        assert_ne!(inode(&childs), parents, "the child must not share the pipe");
         let mut byte = [0u8; 1];
         assert_eq!(
-            nix::unistd::read(childs, &mut byte),
+            nix::unistd::read(&childs, &mut byte),
             Err(nix::errno::Errno::EAGAIN)
         );
     }

@@ -38,7 +38,7 @@ use nix::sys::stat::{FileStat, SFlag};
 
 pub use nix::sys::mman::{MapFlags, ProtFlags};
 
-use crate::trace;
+use super::trace;
 
 /// Pages may be read.
 pub const PROT_READ: ProtFlags = ProtFlags::PROT_READ;

@@ -20,14 +20,14 @@ use std::sync::OnceLock;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::error::Exit;
-use crate::signals;
+use super::exit::Exit;
+use super::signals;
 
 /// Prints a partial line and flushes it: `out!("Sent a request.....")?;`
 #[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {
-        $crate::out::print(format_args!($($arg)*), false)
+        $crate::rt::out::print(format_args!($($arg)*), false)
     };
 }
 
@@ -35,10 +35,10 @@ macro_rules! out {
 #[macro_export]
 macro_rules! outln {
     () => {
-        $crate::out::print(format_args!(""), true)
+        $crate::rt::out::print(format_args!(""), true)
     };
     ($($arg:tt)*) => {
-        $crate::out::print(format_args!($($arg)*), true)
+        $crate::rt::out::print(format_args!($($arg)*), true)
     };
 }
 
@@ -92,7 +92,8 @@ pub fn write_bytes(bytes: &[u8]) -> anyhow::Result<()> {
     write_to(io::stdout().as_fd(), bytes).map_err(|e| match e {
         WriteError::Interrupted(exit) => exit.into(),
         WriteError::Failed(Errno::EPIPE) => Exit::quiet(0, StdoutClosed).into(),
-        WriteError::Failed(errno) => StdoutFailed(errno).into(),
+        // A parent and its child share their stdout: it failed for both.
+        WriteError::Failed(errno) => Exit::echo(StdoutFailed(errno)).into(),
     })
 }
 
@@ -102,7 +103,7 @@ pub struct StdoutFailed(pub Errno);
 
 impl fmt::Display for StdoutFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "writing to stdout: {}", crate::error::reason(self.0))
+        write!(f, "writing to stdout: {}", super::exit::reason(self.0))
     }
 }
 
@@ -115,6 +116,12 @@ pub fn error_line(message: fmt::Arguments<'_>) {
     end_partial_line();
     let line = format!("{}: {message}\n", program());
     let _ = write_to(io::stderr().as_fd(), line.as_bytes());
+}
+
+/// Prints a warning that does not stop the program: `NAME: message` on stderr (see
+/// [`error_line`]).
+pub fn warn(message: impl fmt::Display) {
+    error_line(format_args!("{message}"));
 }
 
 /// Writes a trace or prompt line to stderr as it is, ignoring failures (see [`error_line`]).

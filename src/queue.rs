@@ -1,0 +1,412 @@
+//! The `msgq1` server's queue and its `msgq2` client: one System V message queue, key
+//! `0x8000 + ID`, mode 0600, made by msgq1; requests of type 1, replies of type 2, as
+//! [`crate::layout::message`] lays them out.
+//!
+//! [`Queue`] is the owner: msgq1's queue is removed when it is dropped — on success, on error,
+//! and on a caught termination signal, which travels up through `?` like any error. Who is alive
+//! and what is a leftover follows the one model of [`crate::peer`]: a queue is removed only when
+//! proven a leftover, a client's waits end when its server's lock is free, and no timer decides
+//! an outcome.
+
+use std::ffi::c_long;
+
+use anyhow::anyhow;
+use libc::msqid_ds;
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+pub use crate::layout::message::{Message, REPLY, REQUEST};
+use crate::layout::message::{C_MSG_SIZE, MSG_SIZE};
+use crate::layout::text::{self, BadText};
+use crate::peer::{self, Process, Server, ServerLock, ServerWatch};
+use crate::rt::wait::{Deadline, Wait};
+use crate::rt::{exit, out, signals};
+use crate::sys::failed_hinting;
+use crate::sys::ipc::{self, Key, OTHER_ID_HINT};
+use crate::sys::msg::{self, MsqId};
+
+/// msgq1, as its liveness lock ([`ServerLock`]) names it.
+const MSGQ1: Server = Server {
+    program: "msgq1",
+    call: "msgget",
+    object: "queue",
+};
+
+/// A message queue in use: msgq1's, which it made and removes when dropped, or one msgq2
+/// found by key.
+#[derive(Debug)]
+pub struct Queue {
+    key: Key,
+    id: MsqId,
+    /// The server's liveness lock: only the queue's creator holds one. Released after the
+    /// queue is removed (fields are dropped after [`Queue::drop`] runs).
+    server: Option<ServerLock>,
+    /// A client's watch on the server that made the queue, if it is one of this suite.
+    watch: Option<ServerWatch>,
+}
+
+/// A request msgq1 answers: its text, and the process that sent it as the kernel says
+/// (`msg_lspid` just after it was received).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The text, printable; what is wrong with it, if anything (it is answered all the same).
+    pub text: Result<String, BadText>,
+    /// The sender, if it still exists.
+    pub sender: Option<Process>,
+}
+
+impl Request {
+    /// The text as stdout shows it (a text without NUL: all its bytes).
+    pub fn shown(&self) -> &str {
+        self.text.as_ref().unwrap_or_else(|bad| &bad.shown)
+    }
+}
+
+/// How msgq1's wait for its reply to be taken ended, and the messages still in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterReply {
+    /// Who took it (`msg_lrpid`), or `None`: the process that asked ended without taking it.
+    pub taken_by: Option<Pid>,
+    /// The process that sent the request, if known.
+    pub requester: Option<Process>,
+    /// Messages still in the queue (`msg_qnum`), lost when it is removed.
+    pub unread: u64,
+}
+
+impl AfterReply {
+    /// The result of the exchange: a warning to print if the reply went to someone else or
+    /// messages are lost with the queue, or an error if nobody took the reply (the queue, and
+    /// the reply in it, are removed all the same).
+    pub fn outcome(&self) -> anyhow::Result<Option<String>> {
+        let lost = (self.unread > 0)
+            .then(|| format!("removing the queue with {} unread message(s)", self.unread));
+        match (self.taken_by, &self.requester) {
+            (None, asked) => {
+                let who = asked
+                    .as_ref()
+                    .map_or("the client".into(), Process::to_string);
+                anyhow::bail!(
+                    "{who} ended without taking the reply; {}",
+                    lost.unwrap_or_default()
+                )
+            }
+            (Some(by), Some(asked)) if by != asked.pid => {
+                let lost = lost.map(|lost| format!("; {lost}")).unwrap_or_default();
+                Ok(Some(format!(
+                    "the reply was taken by pid {by}, not by {asked} who asked (a reply of type 2 \
+                     is for whoever waits first){lost}"
+                )))
+            }
+            (Some(_), _) => Ok(lost),
+        }
+    }
+}
+
+impl Queue {
+    /// msgq1's queue: `msgget(key, IPC_CREAT|IPC_EXCL|0600)`, removed when dropped.
+    ///
+    /// First takes the server's liveness lock ([`ServerLock`]), so a second msgq1 on the key is
+    /// refused instead of stealing requests. A queue that exists already is removed only when it
+    /// is proven a leftover (see [`remove_if_leftover`]); otherwise msgq1 refuses, naming who
+    /// uses it.
+    pub fn create(key: Key) -> anyhow::Result<Queue> {
+        let server = ServerLock::take(MSGQ1, key)?;
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | ipc::MODE as libc::c_int;
+        for _ in 0..3 {
+            match msg::msgget(key, flags) {
+                Ok(id) => {
+                    let mut queue = Queue {
+                        key,
+                        id,
+                        server: Some(server),
+                        watch: None,
+                    };
+                    if let Some(lock) = &mut queue.server {
+                        lock.record(id.0)?; // on failure `queue` is dropped: removed
+                    }
+                    return Ok(queue);
+                }
+                Err(Errno::EEXIST) => remove_if_leftover(key, server.previous())?,
+                Err(errno) => return Err(access_error(format!("msgget(key {key})"), errno)),
+            }
+        }
+        anyhow::bail!("msgget(key {key}): a queue with this key keeps reappearing; {OTHER_ID_HINT}")
+    }
+
+    /// msgq2's queue: `msgget(key, 0)`, the existing one (never made here), checked to be ours
+    /// ([`ipc::check_ours`]) even though the open succeeded: on a shared machine another user
+    /// could have made the key first, mode 0666, to read every request.
+    pub fn open(key: Key) -> anyhow::Result<Queue> {
+        let context = format!("msgget(key {key})");
+        let id = match msg::msgget(key, 0) {
+            Ok(id) => id,
+            Err(Errno::ENOENT) => anyhow::bail!("{context}: no such queue; start msgq1 first"),
+            Err(errno) => return Err(access_error(context, errno)),
+        };
+        let stat = msg::ipc_stat(id)
+            .map_err(|errno| access_error(format!("msgctl(key {key}, IPC_STAT)"), errno))?;
+        ipc::check_ours(&stat.msg_perm).map_err(|foreign| {
+            anyhow!("{context}: the queue is not yours: {foreign}; {OTHER_ID_HINT}")
+        })?;
+        let queue = Queue {
+            key,
+            id,
+            server: None,
+            watch: ServerWatch::find(MSGQ1, key, id.0),
+        };
+        if let Some(gone) = queue.server_gone() {
+            anyhow::bail!(
+                "{context}: no server: the queue was left by {gone}, which was killed; start \
+                 msgq1 first (it replaces the queue)"
+            );
+        }
+        Ok(queue)
+    }
+
+    /// The msgq1 that made this queue, if it is known to have ended ([`ServerWatch`]).
+    fn server_gone(&self) -> Option<String> {
+        let watch = self.watch.as_ref().filter(|watch| watch.ended())?;
+        Some(format!("msgq1 (pid {})", watch.pid()))
+    }
+
+    /// Who a client waits for, for the note of a long wait.
+    fn server(&self) -> String {
+        match &self.watch {
+            Some(watch) => format!("msgq1 (pid {})", watch.pid()),
+            None => format!("the server of queue {}", self.key),
+        }
+    }
+
+    /// The queue's key.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// The queue's ID (`msqid`).
+    pub fn id(&self) -> MsqId {
+        self.id
+    }
+
+    /// `msgctl(id, IPC_STAT, &buf)`.
+    pub fn stat(&self) -> anyhow::Result<msqid_ds> {
+        msg::ipc_stat(self.id).map_err(|e| self.failed("msgctl", "IPC_STAT", e))
+    }
+
+    /// `msgsnd(id, message, 128, ...)`, waiting while the queue is full (until `deadline`, a
+    /// termination signal, or its server's end: see [`msg::msgsnd_waiting`]).
+    pub fn send(&self, message: &Message, deadline: Deadline) -> anyhow::Result<()> {
+        let what = || {
+            format!(
+                "room in queue {} (it is full), for {}",
+                self.key,
+                self.server()
+            )
+        };
+        let mut wait = Wait::new(deadline).saying(&what);
+        let gone = || self.server_gone().is_some();
+        msg::msgsnd_waiting(self.id, message, MSG_SIZE, &mut wait, gone).map_err(|errno| {
+            let call = format!("msgsnd(queue {}, type {})", self.key, message.mtype);
+            self.wait_failed(errno, deadline, call)
+        })
+    }
+
+    /// `msgrcv(id, &msg, 128, mtype, ...)`: waits for the first message of type `mtype` as
+    /// `wait` does (see [`msg::msgrcv_waiting`]), and returns its text.
+    fn receive(
+        &self,
+        mtype: c_long,
+        mut wait: Wait<'_>,
+    ) -> anyhow::Result<Result<String, BadText>> {
+        let mut message = Message::empty();
+        let gone = || self.server_gone().is_some();
+        let len = msg::msgrcv_waiting(self.id, &mut message, mtype, &mut wait, gone).map_err(
+            |errno| {
+                let call = format!("msgrcv(queue {}, type {mtype})", self.key);
+                self.wait_failed(errno, wait.deadline(), call)
+            },
+        )?;
+        Ok(text::decode_text(message.received(len)))
+    }
+
+    /// msgq2's wait for its reply, and the reply's text.
+    pub fn receive_reply(&self, deadline: Deadline) -> anyhow::Result<Result<String, BadText>> {
+        let what = || format!("the reply from {}", self.server());
+        self.receive(REPLY, Wait::new(deadline).saying(&what))
+    }
+
+    /// msgq1's wait for a request: the first message of type 1, and who sent it (`msg_lspid`,
+    /// as the `IPC_STAT` just after the receive reports it). A request whose sender no longer
+    /// exists is reported and skipped: nobody would take its reply. A server waits for requests
+    /// by nature: its wait says nothing.
+    pub fn receive_request(&self, deadline: Deadline) -> anyhow::Result<Request> {
+        loop {
+            let text = self.receive(REQUEST, Wait::new(deadline))?;
+            let sent_by = self.stat()?.msg_lspid;
+            match Process::from_raw(sent_by) {
+                None if sent_by > 0 => out::warn(format_args!(
+                    "request \"{}\" skipped: its sender, pid {sent_by}, no longer exists",
+                    text.as_ref().unwrap_or_else(|bad| &bad.shown)
+                )),
+                sender => return Ok(Request { text, sender }),
+            }
+        }
+    }
+
+    /// How many replies (type 2) wait in the queue now — left by an earlier exchange, if a
+    /// client asks before it sends its request: its `msgrcv` would take the oldest of them. Looks
+    /// at each message without taking it (`MSG_COPY`, Linux 3.8 with checkpoint/restore); 0
+    /// where that cannot be done.
+    pub fn replies_waiting(&self) -> anyhow::Result<u64> {
+        let mut replies = 0;
+        for index in 0..self.stat()?.msg_qnum {
+            let mut copy = Message::empty();
+            let flags = libc::IPC_NOWAIT | libc::MSG_NOERROR | libc::MSG_COPY;
+            match msg::msgrcv(self.id, &mut copy, MSG_SIZE, index as c_long, flags) {
+                Ok(_) => replies += u64::from(copy.mtype == REPLY),
+                // Taken meanwhile (ENOMSG), or no MSG_COPY in this kernel (ENOSYS, EINVAL).
+                Err(_) => break,
+            }
+        }
+        Ok(replies)
+    }
+
+    /// msgq1 after its reply: polls `IPC_STAT` until a client has taken it — someone else has
+    /// received from the queue since (`msg_lrpid` is no longer this process), or it is empty —
+    /// or `requester`, the process that asked, has ended. No timer decides: a client paused at
+    /// a `--step` prompt for minutes still gets its reply. Ends like every wait on a termination
+    /// signal and at `deadline`.
+    pub fn wait_until_taken(
+        &self,
+        requester: Option<Process>,
+        deadline: Deadline,
+    ) -> anyhow::Result<AfterReply> {
+        let me = std::process::id() as libc::pid_t;
+        let mut requester_gone = false;
+        let what = || match &requester {
+            Some(asked) => format!("{asked} to take the reply from queue {}", self.key),
+            None => format!("a client to take the reply from queue {}", self.key),
+        };
+        let mut wait = Wait::new(deadline).saying(&what);
+        let stat = msg::ipc_stat_until(self.id, &mut wait, |ds| {
+            // Whether the requester has ended is asked *before* the next snapshot: one that
+            // took the reply and then ended shows in it as having taken it.
+            let taken = ds.msg_lrpid != me || ds.msg_qnum == 0;
+            let done = taken || requester_gone;
+            requester_gone = requester
+                .as_ref()
+                .is_some_and(|r| Process::alive(r.pid).is_none());
+            done
+        })
+        .map_err(|errno| {
+            let call = format!("waiting for the reply to be taken (queue {})", self.key);
+            self.wait_failed(errno, deadline, call)
+        })?;
+        let taken = stat.msg_lrpid != me || stat.msg_qnum == 0;
+        Ok(AfterReply {
+            taken_by: taken.then(|| Pid::from_raw(stat.msg_lrpid)),
+            requester,
+            unread: stat.msg_qnum,
+        })
+    }
+
+    /// Why a wait ended without its message: a caught signal (exit 128+signal), the deadline,
+    /// the server gone, the queue removed under it, or another failure of `call`.
+    fn wait_failed(&self, errno: Errno, deadline: Deadline, call: String) -> anyhow::Error {
+        if let Err(interrupted) = signals::check() {
+            return anyhow::Error::new(interrupted).context(call);
+        }
+        if let (Errno::ETIMEDOUT, Err(timed_out)) = (errno, deadline.check()) {
+            return anyhow::Error::new(timed_out).context(call);
+        }
+        let queue_left = || msg::ipc_stat(self.id).is_ok();
+        match (errno, self.server_gone()) {
+            (Errno::ENOMSG | Errno::EAGAIN, Some(gone)) if queue_left() => anyhow!(
+                "{call}: {gone} ended without replying (killed?) and left its queue behind: make \
+                 ipcclean"
+            ),
+            // Removed while blocked in the call: EIDRM; removed between two tries: the ID is gone.
+            (Errno::EIDRM | Errno::EINVAL | Errno::ENOMSG | Errno::EAGAIN, _) => anyhow!(
+                "{call}: the queue was removed while waiting (by its server, or with ipcrm)"
+            ),
+            (other, _) => anyhow!("{call}: {}", exit::reason(other)),
+        }
+    }
+
+    fn failed(&self, call: &str, what: &str, errno: Errno) -> anyhow::Error {
+        access_error(format!("{call}(queue {}, {what})", self.key), errno)
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            let _ = msg::ipc_rmid(self.id);
+        }
+    }
+}
+
+/// The error of a call refused on an object: with the hint to use another ID when the key
+/// belongs to someone else.
+fn access_error(call: String, errno: Errno) -> anyhow::Error {
+    let hint = match errno {
+        Errno::EACCES | Errno::EPERM => format!(" (another user's queue?); {OTHER_ID_HINT}"),
+        Errno::ENOSPC => " (the machine's limit of queues is reached: see ipcs -q)".into(),
+        Errno::EIDRM | Errno::EINVAL => return anyhow!("{call}: the queue was removed meanwhile"),
+        _ => String::new(),
+    };
+    failed_hinting(errno, call, &hint)
+}
+
+/// A queue found under msgq1's key while it holds the liveness lock (so no msgq1 of ours serves
+/// it): removed only if it is proven a leftover ([`crate::peer`]) — ours, no process that used
+/// it alive (`msg_lspid`, `msg_lrpid`, whoever waits in `msgrcv`/`msgsnd` on it now), and, for
+/// a queue never used, made by the previous holder of our lock (`made_by_last` is the ID it
+/// recorded). Otherwise refused, naming who uses it (a C msgq1, ipcbench, a waiting client).
+fn remove_if_leftover(key: Key, made_by_last: Option<i32>) -> anyhow::Result<()> {
+    let context = format!("msgget(key {key})");
+    let id = match msg::msgget(key, 0) {
+        Ok(id) => id,
+        Err(Errno::ENOENT) => return Ok(()), // gone meanwhile: make ours
+        Err(errno) => return Err(access_error(context, errno)),
+    };
+    let stat = match msg::ipc_stat(id) {
+        Ok(stat) => stat,
+        Err(Errno::EIDRM | Errno::EINVAL) => return Ok(()),
+        Err(errno) => return Err(access_error(format!("msgctl(key {key}, IPC_STAT)"), errno)),
+    };
+    ipc::check_ours(&stat.msg_perm).map_err(|foreign| {
+        anyhow!("{context}: a queue with this key exists, but {foreign}; {OTHER_ID_HINT}")
+    })?;
+    let users = peer::queue_users(id.0, &stat);
+    if !users.is_empty() {
+        anyhow::bail!(
+            "{context}: a queue with this key exists already (msqid {id}, used by {}); stop \
+             it first, or {OTHER_ID_HINT}",
+            peer::listed(&users)
+        );
+    }
+    let used = stat.msg_lspid != 0 || stat.msg_lrpid != 0;
+    if !used && made_by_last != Some(id.0) {
+        anyhow::bail!(
+            "{context}: a queue with this key exists already (msqid {id}, never used, made by \
+             a program that is not msgq1 of this suite: a C msgq1 stopped with Ctrl-C?); if it \
+             is a leftover, make ipcclean ID=<your ID> removes it; or {OTHER_ID_HINT}"
+        );
+    }
+    let last = match (stat.msg_lspid, stat.msg_lrpid) {
+        (0, 0) => "made by a msgq1".to_string(),
+        (sent, 0) => format!("last sent to by pid {sent}"),
+        (sent, received) => format!("last used by pids {sent} and {received}"),
+    };
+    out::warn(format_args!(
+        "found a leftover queue (key {key}, msqid {id}) with {} message(s), {last}, which no \
+         longer exist(s); removing it",
+        stat.msg_qnum
+    ));
+    match msg::ipc_rmid(id) {
+        Ok(()) | Err(Errno::EIDRM | Errno::EINVAL) => Ok(()),
+        Err(errno) => Err(access_error(format!("msgctl(key {key}, IPC_RMID)"), errno)),
+    }
+}
+
+const _: () = assert!(C_MSG_SIZE == 136);
