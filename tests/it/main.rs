@@ -12,6 +12,7 @@ mod manual;
 mod mman;
 mod msgq;
 mod pipes;
+mod projector;
 mod shm;
 
 /// The exercises, as cargo built them for this test run (see [`harness::exe`]).
