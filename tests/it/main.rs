@@ -3,6 +3,7 @@
 
 mod classroom;
 mod cpeers;
+mod errors;
 mod fifo;
 mod hardening;
 mod harness;

@@ -101,10 +101,15 @@ fn the_tool_check_names_what_is_missing_and_make_setup() {
     let mut command = lab.command("bash", &[check, "--check"]);
     command.env("PATH", &bin);
     let run = crate::harness::Running::spawn(command).finish();
-    run.assert_failure(1, "setup: missing: strace. Run make setup (it installs them)");
+    run.assert_failure(
+        1,
+        "setup: missing: strace. Run make setup (it installs them)",
+    );
     let mut command = lab.command("bash", &[check, "--check"]);
     command.env("PATH", std::env::var_os("PATH").unwrap());
-    crate::harness::Running::spawn(command).finish().assert_success();
+    crate::harness::Running::spawn(command)
+        .finish()
+        .assert_success();
 }
 
 /// Where `tool` is on `$PATH`.
