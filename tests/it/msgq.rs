@@ -339,8 +339,9 @@ fn a_requester_that_ends_without_taking_the_reply_fails_the_server_which_removes
     server.assert_failure(
         1,
         &format!(
-            "msgq1: pid {requester_pid} (perl) ended without taking the reply; removing the \
-             queue with 1 unread message(s)"
+            "msgq1: waiting for the reply to be taken (queue {}): pid {requester_pid} (perl) \
+             ended without taking it; removing the queue with 1 unread message(s)",
+            key(&lab)
         ),
     );
     assert!(!queue_exists(&lab));
