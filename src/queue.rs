@@ -24,6 +24,9 @@ use crate::sys::failed_hinting;
 use crate::sys::ipc::{self, Key, OTHER_ID_HINT, QUEUE_KEY_BASE};
 use crate::sys::msg::{self, MsqId};
 
+/// The flags of every receive: wait by polling, cut a C peer's 136-byte message to 128.
+const NOWAIT_NOERROR: libc::c_int = libc::IPC_NOWAIT | libc::MSG_NOERROR;
+
 /// msgq1, as its liveness lock ([`ServerLock`]) names it.
 const MSGQ1: Server = Server {
     program: "msgq1",
@@ -58,19 +61,6 @@ impl Request {
     /// The text as stdout shows it (a text without NUL: all its bytes).
     pub fn shown(&self) -> &str {
         self.text.as_ref().unwrap_or_else(|bad| &bad.shown)
-    }
-}
-
-/// How msgq1's wait for its reply to be taken ended ([`Queue::wait_until_taken`]).
-#[derive(Debug)]
-pub struct AfterReply(Result<Option<String>, String>);
-
-impl AfterReply {
-    /// A warning to give (the reply was taken by another process than the one that asked, or
-    /// messages are left unread), or the error of a requester that ended without taking its
-    /// reply (the queue, and the reply in it, are removed all the same).
-    pub fn outcome(self) -> anyhow::Result<Option<String>> {
-        self.0.map_err(anyhow::Error::msg)
     }
 }
 
@@ -156,39 +146,33 @@ impl Queue {
         msg::ipc_stat(self.id).map_err(|errno| access_error(call(), errno))
     }
 
-    /// `msgsnd(id, message, 128, ...)`, waiting while the queue is full (until `deadline`, a
-    /// termination signal, or its server's end: see [`msg::msgsnd_waiting`]).
+    /// `msgsnd(id, message, 128, IPC_NOWAIT)`, waiting while the queue is full (see
+    /// [`Queue::waiting`]).
     pub fn send(&self, message: &Message, deadline: Deadline) -> anyhow::Result<()> {
-        let what = || {
-            format!(
-                "room in queue {} (it is full), for {}",
-                self.key,
-                self.server()
-            )
-        };
-        let mut wait = Wait::new(deadline).saying(&what);
-        let gone = || self.server_gone().is_some();
-        msg::msgsnd_waiting(self.id, message, MSG_SIZE, &mut wait, gone).map_err(|errno| {
-            let call = format!("msgsnd(queue {}, type {})", self.key, message.mtype);
-            self.wait_failed(errno, deadline, call)
+        let (key, mtype) = (self.key, message.mtype);
+        let what = || format!("room in queue {key} (it is full), for {}", self.server());
+        let call = format!("msgsnd(queue {key}, type {mtype})");
+        self.waiting(Wait::new(deadline).saying(&what), call, |polling| {
+            msg::msgsnd_waiting(self.id, message, MSG_SIZE, libc::IPC_NOWAIT, polling)
         })
     }
 
-    /// `msgrcv(id, &msg, 128, mtype, ...)`: waits for the first message of type `mtype` as
-    /// `wait` does (see [`msg::msgrcv_waiting`]), and returns its text.
-    fn receive(
-        &self,
-        mtype: c_long,
-        mut wait: Wait<'_>,
-    ) -> anyhow::Result<Result<String, BadText>> {
+    /// `msgrcv(id, &msg, 128, mtype, IPC_NOWAIT|MSG_NOERROR)`: waits for the first message of
+    /// type `mtype` as `wait` does (see [`Queue::waiting`]), and returns its text. `MSG_NOERROR`
+    /// cuts a C peer's 136-byte message to the 128 bytes of its text.
+    fn receive(&self, mtype: c_long, wait: Wait<'_>) -> anyhow::Result<Result<String, BadText>> {
         let mut message = Message::empty();
-        let gone = || self.server_gone().is_some();
-        let len = msg::msgrcv_waiting(self.id, &mut message, mtype, &mut wait, gone).map_err(
-            |errno| {
-                let call = format!("msgrcv(queue {}, type {mtype})", self.key);
-                self.wait_failed(errno, wait.deadline(), call)
-            },
-        )?;
+        let call = format!("msgrcv(queue {}, type {mtype})", self.key);
+        let len = self.waiting(wait, call, |polling| {
+            msg::msgrcv_waiting(
+                self.id,
+                &mut message,
+                MSG_SIZE,
+                mtype,
+                NOWAIT_NOERROR,
+                polling,
+            )
+        })?;
         Ok(text::decode_text(message.received(len)))
     }
 
@@ -206,13 +190,17 @@ impl Queue {
         loop {
             let text = self.receive(REQUEST, Wait::new(deadline))?;
             let sent_by = self.stat()?.msg_lspid;
-            match Process::from_raw(sent_by) {
-                None if sent_by > 0 => out::warn(format_args!(
-                    "request \"{}\" skipped: its sender, pid {sent_by}, no longer exists",
-                    text.as_ref().unwrap_or_else(|bad| &bad.shown)
-                )),
-                sender => return Ok(Request { text, sender }),
+            let request = Request {
+                text,
+                sender: Process::from_raw(sent_by),
+            };
+            if request.sender.is_some() || sent_by <= 0 {
+                return Ok(request);
             }
+            out::warn(format_args!(
+                "request \"{}\" skipped: its sender, pid {sent_by}, no longer exists",
+                request.shown()
+            ));
         }
     }
 
@@ -224,7 +212,7 @@ impl Queue {
         let mut replies = 0;
         for index in 0..self.stat()?.msg_qnum {
             let mut copy = Message::empty();
-            let flags = libc::IPC_NOWAIT | libc::MSG_NOERROR | libc::MSG_COPY;
+            let flags = NOWAIT_NOERROR | libc::MSG_COPY;
             match msg::msgrcv(self.id, &mut copy, MSG_SIZE, index as c_long, flags) {
                 Ok(_) => replies += u64::from(copy.mtype == REPLY),
                 // Taken meanwhile (ENOMSG), or no MSG_COPY in this kernel (ENOSYS, EINVAL).
@@ -237,47 +225,44 @@ impl Queue {
     /// msgq1 after its reply: polls `IPC_STAT` until a client has taken it — someone else has
     /// received from the queue since (`msg_lrpid` is no longer this process), or it is empty —
     /// or `requester`, the process that asked, has ended. No timer decides: a client paused at
-    /// a `--step` prompt for minutes still gets its reply. Ends like every wait on a termination
-    /// signal and at `deadline`.
+    /// a `--step` prompt for minutes still gets its reply. Returns what to say then: a warning
+    /// (the reply was taken by another process than the one that asked, messages are left
+    /// unread), or the error of a requester that ended without taking it.
     pub fn wait_until_taken(
         &self,
         requester: Option<Process>,
         deadline: Deadline,
-    ) -> anyhow::Result<AfterReply> {
-        let me = std::process::id() as libc::pid_t;
+    ) -> anyhow::Result<anyhow::Result<Option<String>>> {
+        let (key, me) = (self.key, std::process::id() as libc::pid_t);
         let taken = |ds: &msqid_ds| ds.msg_lrpid != me || ds.msg_qnum == 0;
-        let mut requester_gone = false;
         let what = || match &requester {
-            Some(asked) => format!("{asked} to take the reply from queue {}", self.key),
-            None => format!("a client to take the reply from queue {}", self.key),
+            Some(asked) => format!("{asked} to take the reply from queue {key}"),
+            None => format!("a client to take the reply from queue {key}"),
         };
-        let call = format!("waiting for the reply to be taken (queue {})", self.key);
-        let mut wait = Wait::new(deadline).saying(&what);
-        let stat = msg::ipc_stat_until(self.id, &mut wait, |ds| {
-            // Whether the requester has ended is asked *before* the next snapshot: one that
-            // took the reply and then ended shows in it as having taken it.
-            let done = taken(ds) || requester_gone;
-            requester_gone = requester
-                .as_ref()
-                .is_some_and(|r| Process::alive(r.pid).is_none());
-            done
-        })
-        .map_err(|errno| self.wait_failed(errno, deadline, call.clone()))?;
-        let lost = (stat.msg_qnum > 0).then(|| {
-            format!(
-                "removing the queue with {} unread message(s)",
-                stat.msg_qnum
-            )
-        });
-        Ok(AfterReply(match (taken(&stat), &requester) {
+        let call = format!("waiting for the reply to be taken (queue {key})");
+        let mut requester_gone = false;
+        let wait = Wait::new(deadline).saying(&what);
+        let stat = self.waiting(wait, call.clone(), |polling| {
+            msg::ipc_stat_until(self.id, polling, |ds| {
+                // Whether the requester has ended is asked *before* the next snapshot: one
+                // that took the reply and then ended shows in it as having taken it.
+                let done = taken(ds) || requester_gone;
+                requester_gone = requester
+                    .as_ref()
+                    .is_some_and(|r| Process::alive(r.pid).is_none());
+                done
+            })
+        })?;
+        let unread = stat.msg_qnum;
+        let lost =
+            (unread > 0).then(|| format!("removing the queue with {unread} unread message(s)"));
+        Ok(match (taken(&stat), &requester) {
             (false, asked) => {
                 let who = asked
                     .as_ref()
                     .map_or("the client".into(), Process::to_string);
-                Err(format!(
-                    "{call}: {who} ended without taking it; {}",
-                    lost.unwrap_or_default()
-                ))
+                let lost = lost.unwrap_or_default();
+                Err(anyhow!("{call}: {who} ended without taking it; {lost}"))
             }
             (true, Some(asked)) if stat.msg_lrpid != asked.pid.as_raw() => Ok(Some(format!(
                 "the reply was taken by pid {}, not by {asked} who asked (a reply of type 2 is \
@@ -286,20 +271,32 @@ impl Queue {
                 lost.map(|lost| format!("; {lost}")).unwrap_or_default()
             ))),
             (true, _) => Ok(lost),
-        }))
+        })
     }
 
-    /// Why a wait ended without its message: a caught signal (exit 128+signal), the deadline,
-    /// the server gone, the queue removed under it, or another failure of `call`.
-    fn wait_failed(&self, errno: Errno, deadline: Deadline, call: String) -> anyhow::Error {
+    /// A wait on the queue: `make` with `wait` (see [`msg::Polling`]), which also ends when the
+    /// msgq1 that made the queue is known to have ended. Why it failed: a caught signal (exit
+    /// 128+signal), the deadline, the server gone, the queue removed under it, or another
+    /// failure of `call`.
+    fn waiting<T>(
+        &self,
+        mut wait: Wait<'_>,
+        call: String,
+        make: impl FnOnce(msg::Polling<'_, '_>) -> nix::Result<T>,
+    ) -> anyhow::Result<T> {
+        let gone = || self.server_gone().is_some();
+        let errno = match make(Some((&mut wait, &gone))) {
+            Ok(done) => return Ok(done),
+            Err(errno) => errno,
+        };
         if let Err(interrupted) = signals::check() {
-            return anyhow::Error::new(interrupted).context(call);
+            return Err(anyhow::Error::new(interrupted).context(call));
         }
-        if let (Errno::ETIMEDOUT, Err(timed_out)) = (errno, deadline.check()) {
-            return anyhow::Error::new(timed_out).context(call);
+        if let (Errno::ETIMEDOUT, Err(timed_out)) = (errno, wait.deadline().check()) {
+            return Err(anyhow::Error::new(timed_out).context(call));
         }
         let queue_left = || msg::ipc_stat(self.id).is_ok();
-        match (errno, self.server_gone()) {
+        Err(match (errno, self.server_gone()) {
             (Errno::ENOMSG | Errno::EAGAIN, Some(gone)) if queue_left() => anyhow!(
                 "{call}: {gone} ended without replying (killed?) and left its queue behind: {}",
                 ipcclean(self.key)
@@ -309,7 +306,7 @@ impl Queue {
                 "{call}: the queue was removed while waiting (by its server, or with ipcrm)"
             ),
             (other, _) => anyhow!("{call}: {}", exit::reason(other)),
-        }
+        })
     }
 }
 

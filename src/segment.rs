@@ -119,25 +119,29 @@ impl Segment {
                 Err(e) => return Err(failed(e, call)),
             };
             let (small, foreign) = match shm::ipc_stat(id) {
-                Ok(ds) => (ds.shm_segsz < size, ipc::check_ours(&ds.shm_perm).err()),
-                Err(Errno::EINVAL | Errno::EIDRM) => continue,
-                Err(Errno::EACCES) => {
-                    anyhow::bail!("{call}: it belongs to another user; {OTHER_ID_HINT}")
+                Ok(ds) => {
+                    let foreign = ipc::check_ours(&ds.shm_perm).err();
+                    (
+                        ds.shm_segsz < size,
+                        foreign.map(|foreign| foreign.to_string()),
+                    )
                 }
+                Err(Errno::EINVAL | Errno::EIDRM) => continue,
+                Err(Errno::EACCES) => (false, Some("it belongs to another user".into())),
                 Err(e) => return Err(failed(e, format_args!("shmctl(key {key}, IPC_STAT)"))),
             };
-            let fewer = format!("it exists with fewer than {size} bytes");
-            match (small, foreign) {
-                (false, None) => return Ok(Segment::new(id, key, size, Removal::IfLastOut)),
-                // Only the owner may remove it: say whose it is before suggesting that.
-                (false, Some(foreign)) => anyhow::bail!("{call}: {foreign}; {OTHER_ID_HINT}"),
-                (true, Some(foreign)) => {
-                    anyhow::bail!("{call}: {fewer}, and {foreign}; {OTHER_ID_HINT}")
+            let fewer = small.then(|| format!("it exists with fewer than {size} bytes"));
+            match (fewer, foreign) {
+                (None, None) => return Ok(Segment::new(id, key, size, Removal::IfLastOut)),
+                (Some(fewer), None) => {
+                    let clean = ipcclean(key);
+                    anyhow::bail!("{call}: {fewer}; remove it ({clean}) or use another --id")
                 }
-                (true, None) => anyhow::bail!(
-                    "{call}: {fewer}; remove it ({}) or use another --id",
-                    ipcclean(key)
-                ),
+                // Only the owner may remove it: say whose it is, suggest nothing of the kind.
+                (fewer, Some(foreign)) => {
+                    let fewer = fewer.map(|fewer| fewer + ", and ").unwrap_or_default();
+                    anyhow::bail!("{call}: {fewer}{foreign}; {OTHER_ID_HINT}")
+                }
             }
         }
         anyhow::bail!("{call}: the segment keeps disappearing; try again")
@@ -217,7 +221,7 @@ impl Segment {
         awaited: Awaited,
         mut condition: impl FnMut() -> bool,
     ) -> anyhow::Result<()> {
-        let shmid = self.id.raw();
+        let shmid = self.id.0;
         let what = move || match peer::attached(shmid) {
             attached if attached.is_empty() => {
                 "the reply from a peer (nobody else is attached)".into()

@@ -62,7 +62,7 @@ impl<'a> Server<'a> {
     /// Of servers started side by side, the oldest stays.
     pub fn new(segment: &'a Segment, attached: &'a Attached<'a>) -> anyhow::Result<Server<'a>> {
         let side = Side::new(segment, attached)?;
-        let others: Vec<Process> = peer::attached(segment.id().raw())
+        let others: Vec<Process> = peer::attached(segment.id().0)
             .into_iter()
             .filter(|process| process.name != "sipc2" && process.started_before_me())
             .collect();

@@ -58,9 +58,9 @@ fn serve(options: Options) -> anyhow::Result<()> {
 
     // Removing the queue now would destroy the reply before the client has read it: wait
     // until it has been taken (msgctl IPC_STAT), not a fixed sleep(1).
-    let finished = queue.wait_until_taken(request.sender, deadline)?;
+    let taken = queue.wait_until_taken(request.sender, deadline)?;
     printed?;
-    if let Some(warning) = finished.outcome()? {
+    if let Some(warning) = taken? {
         warn(warning);
     }
     stat.after(&queue, "the reply was taken")

@@ -45,7 +45,7 @@ impl<const N: usize> MsgBuf<N> {
     pub fn with_bytes(mtype: c_long, bytes: &[u8]) -> Option<MsgBuf<N>> {
         let mut message = MsgBuf {
             mtype,
-            mtext: [0; N],
+            ..MsgBuf::empty()
         };
         message.mtext.get_mut(..bytes.len())?.copy_from_slice(bytes);
         Some(message)

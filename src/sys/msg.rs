@@ -7,7 +7,7 @@
 //! before the call would be slept through. So the waits of the suite ([`msgsnd_waiting`],
 //! [`msgrcv_waiting`], [`ipc_stat_until`]) make the call with `IPC_NOWAIT` and, while there is
 //! nothing yet, try again after a polite pause ([`Wait`]), ending on a termination signal
-//! (`EINTR`) and at the deadline (`ETIMEDOUT`). In classroom mode such a wait shows as **one**
+//! (`EINTR`) and at the deadline (`ETIMEDOUT`). Classroom mode shows such a wait as **one**
 //! call, with the number of tries (labs.md, msgq).
 
 use std::cell::Cell;
@@ -67,9 +67,9 @@ pub fn msgget(key: Key, msgflg: c_int) -> nix::Result<MsqId> {
     )
 }
 
-/// How a call waits: not at all (`None`), or again after each pause of the [`Wait`] while it
-/// finds nothing yet, unless the function says that whoever would come has ended.
-type Polling<'w, 'a> = Option<(&'w mut Wait<'a>, &'w dyn Fn() -> bool)>;
+/// How a call waits (see the module docs): not at all (`None`), or again after each pause of
+/// the [`Wait`] while it finds nothing yet, unless the function says whoever would come has ended.
+pub type Polling<'w, 'a> = Option<(&'w mut Wait<'a>, &'w dyn Fn() -> bool)>;
 
 /// Makes `call` as one traced call, said by `describe`, its result by `show`. With `polling`,
 /// a `not_yet` failure (`EAGAIN`, `ENOMSG`) means "try again" until the wait ends (`EINTR` on
@@ -110,22 +110,12 @@ pub fn msgsnd<const N: usize>(
     msgsz: usize,
     msgflg: c_int,
 ) -> nix::Result<()> {
-    send(msqid, msgp, msgsz, msgflg, None)
+    msgsnd_waiting(msqid, msgp, msgsz, msgflg, None)
 }
 
-/// `msgsnd(msqid, msgp, msgsz, IPC_NOWAIT)` until the queue has room, as `wait` does (see the
-/// module docs), or `gone()` says whoever empties it has ended (then `EAGAIN`).
+/// [`msgsnd`], as a wait with `polling` (`msgflg` with `IPC_NOWAIT`): while the queue is full,
+/// until its reader is gone (then `EAGAIN`).
 pub fn msgsnd_waiting<const N: usize>(
-    msqid: MsqId,
-    msgp: &MsgBuf<N>,
-    msgsz: usize,
-    wait: &mut Wait<'_>,
-    gone: impl Fn() -> bool,
-) -> nix::Result<()> {
-    send(msqid, msgp, msgsz, libc::IPC_NOWAIT, Some((wait, &gone)))
-}
-
-fn send<const N: usize>(
     msqid: MsqId,
     msgp: &MsgBuf<N>,
     msgsz: usize,
@@ -133,11 +123,8 @@ fn send<const N: usize>(
     polling: Polling<'_, '_>,
 ) -> nix::Result<()> {
     let describe = || {
-        format!(
-            "msgsnd({msqid}, {}, {msgsz}, {})",
-            shown(msgp, msgsz),
-            flags(msgflg)
-        )
+        let message = shown(msgp, msgsz);
+        format!("msgsnd({msqid}, {message}, {msgsz}, {})", flags(msgflg))
     };
     let call = || {
         if msgsz > N {
@@ -162,24 +149,12 @@ pub fn msgrcv<const N: usize>(
     msgtyp: c_long,
     msgflg: c_int,
 ) -> nix::Result<usize> {
-    receive(msqid, msgp, msgsz, msgtyp, msgflg, None)
+    msgrcv_waiting(msqid, msgp, msgsz, msgtyp, msgflg, None)
 }
 
-/// `msgrcv(msqid, msgp, N, msgtyp, IPC_NOWAIT|MSG_NOERROR)` until a message of `msgtyp` comes,
-/// as `wait` does (see the module docs), or `gone()` says its sender has ended (then `ENOMSG`).
-/// `MSG_NOERROR` cuts a C peer's 136-byte message to the buffer. Returns the text's length.
+/// [`msgrcv`], as a wait with `polling` (`msgflg` with `IPC_NOWAIT`): until a message of
+/// `msgtyp` comes, or its sender is gone (then `ENOMSG`).
 pub fn msgrcv_waiting<const N: usize>(
-    msqid: MsqId,
-    msgp: &mut MsgBuf<N>,
-    msgtyp: c_long,
-    wait: &mut Wait<'_>,
-    gone: impl Fn() -> bool,
-) -> nix::Result<usize> {
-    let flags = libc::IPC_NOWAIT | libc::MSG_NOERROR;
-    receive(msqid, msgp, N, msgtyp, flags, Some((wait, &gone)))
-}
-
-fn receive<const N: usize>(
     msqid: MsqId,
     msgp: &mut MsgBuf<N>,
     msgsz: usize,
@@ -214,20 +189,11 @@ fn receive<const N: usize>(
 
 /// `msgctl(msqid, IPC_STAT, &buf)`: the queue's state.
 pub fn ipc_stat(msqid: MsqId) -> nix::Result<msqid_ds> {
-    stat(msqid, None, |_| true)
+    ipc_stat_until(msqid, None, |_| true)
 }
 
-/// `msgctl(msqid, IPC_STAT, &buf)` until `done(&buf)`, as `wait` does (see the module docs);
-/// the last state.
+/// [`ipc_stat`], as a wait with `polling`: until `done(&buf)`. Returns the last state.
 pub fn ipc_stat_until(
-    msqid: MsqId,
-    wait: &mut Wait<'_>,
-    done: impl FnMut(&msqid_ds) -> bool,
-) -> nix::Result<msqid_ds> {
-    stat(msqid, Some((wait, &|| false)), done)
-}
-
-fn stat(
     msqid: MsqId,
     polling: Polling<'_, '_>,
     mut done: impl FnMut(&msqid_ds) -> bool,

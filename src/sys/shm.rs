@@ -14,14 +14,7 @@ use super::trace::{self, Pause};
 
 /// A shared memory identifier, as `shmget` returns it (`ipcs -m` lists it as `shmid`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ShmId(c_int);
-
-impl ShmId {
-    /// The identifier as the kernel gives it.
-    pub fn raw(self) -> c_int {
-        self.0
-    }
-}
+pub struct ShmId(pub c_int);
 
 impl fmt::Display for ShmId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -600,8 +600,10 @@ fn a_client_waiting_for_room_fails_at_once_when_its_server_is_killed() {
     let queue = open(&lab);
     server.signal(Signal::SIGSTOP); // alive, holding its lock, taking nothing
     fill(queue);
-    let client = lab.start("msgq2", &["--trace"]);
-    client.wait_for_stderr("msgctl("); // open's IPC_STAT: the wait to send comes next
+    let client = lab.start("msgq2", &[] as &[&str]);
+    // The note a wait gives after two seconds: the client is in its wait to send (its open,
+    // which refuses a server known to be gone, is over).
+    client.wait_for_stderr("msgq2: waiting for room in queue ");
     let server_pid = server.pid();
     server.signal(Signal::SIGKILL);
     server.finish();

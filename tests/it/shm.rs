@@ -412,10 +412,7 @@ fn a_raw_c_request_gets_a_reply_and_the_segment_is_removed_at_once() {
     assert_eq!(client.text()[..reply.len()], reply);
     // Marked for removal before the reply: the key is free, the memory still ours to read.
     assert_eq!(segment_of(&lab), None);
-    let row = rows()
-        .into_iter()
-        .find(|r| r.shmid == client.id.raw())
-        .unwrap();
+    let row = rows().into_iter().find(|r| r.shmid == client.id.0).unwrap();
     assert_ne!(row.perms & shm::SHM_DEST, 0, "{row:?}");
 
     let server = server.finish();
@@ -426,7 +423,7 @@ fn a_raw_c_request_gets_a_reply_and_the_segment_is_removed_at_once() {
     );
     let id = client.id;
     drop(client); // the last detach frees it
-    assert!(rows().iter().all(|r| r.shmid != id.raw()));
+    assert!(rows().iter().all(|r| r.shmid != id.0));
 }
 
 #[test]
