@@ -69,7 +69,7 @@ impl Queue {
     ///
     /// First takes the server's liveness lock ([`ServerLock`]), so a second msgq1 on the key is
     /// refused instead of stealing requests. A queue that exists already is removed only when it
-    /// is proven a leftover (see [`remove_if_leftover`]); otherwise msgq1 refuses, naming who
+    /// is proven a leftover (see `remove_if_leftover`); otherwise msgq1 refuses, naming who
     /// uses it.
     pub fn create(key: Key) -> anyhow::Result<Queue> {
         let server = ServerLock::take(MSGQ1, key)?;
@@ -96,7 +96,7 @@ impl Queue {
     }
 
     /// msgq2's queue: `msgget(key, 0)`, the existing one (never made here), checked to be ours
-    /// ([`find`]), and refused if the msgq1 that made it is known to have ended.
+    /// (`find`), and refused if the msgq1 that made it is known to have ended.
     pub fn open(key: Key) -> anyhow::Result<Queue> {
         let Some((id, _)) = find(key)? else {
             anyhow::bail!("msgget(key {key}): no such queue; start msgq1 first");
@@ -118,8 +118,10 @@ impl Queue {
 
     /// The msgq1 that made this queue, if it is known to have ended ([`ServerWatch`]).
     fn server_gone(&self) -> Option<String> {
-        let watch = self.watch.as_ref().filter(|watch| watch.ended())?;
-        Some(format!("msgq1 (pid {})", watch.pid()))
+        self.watch
+            .as_ref()
+            .is_some_and(ServerWatch::ended)
+            .then(|| self.server())
     }
 
     /// Who a client waits for, for the note of a long wait.
@@ -146,8 +148,8 @@ impl Queue {
         msg::ipc_stat(self.id).map_err(|errno| access_error(call(), errno))
     }
 
-    /// `msgsnd(id, message, 128, IPC_NOWAIT)`, waiting while the queue is full (see
-    /// [`Queue::waiting`]).
+    /// `msgsnd(id, message, 128, IPC_NOWAIT)`, waiting while the queue is full, until a
+    /// termination signal, `deadline`, or the end of the msgq1 that made the queue.
     pub fn send(&self, message: &Message, deadline: Deadline) -> anyhow::Result<()> {
         let (key, mtype) = (self.key, message.mtype);
         let what = || format!("room in queue {key} (it is full), for {}", self.server());

@@ -49,8 +49,9 @@ enum Removal {
     NotHere,
 }
 
-/// A shared memory segment, removed when dropped as its [`Removal`] rule says — on success,
-/// on error and, with [`crate::rt::signals::catch_termination`], when a signal ends a wait.
+/// A shared memory segment, removed when dropped if it is this process's to remove — on
+/// success, on error and, with [`crate::rt::signals::catch_termination`], when a signal ends a
+/// wait.
 #[derive(Debug)]
 pub struct Segment {
     id: ShmId,
@@ -63,15 +64,10 @@ impl Segment {
     /// `shmget(IPC_PRIVATE, size, IPC_CREAT|0600)`: a new segment that only this process knows
     /// (by its id); removed when dropped.
     pub fn create_private(size: usize) -> anyhow::Result<Segment> {
-        let flags = libc::IPC_CREAT | MODE as libc::c_int;
-        let id = shmget(Key::IPC_PRIVATE, size, flags)
+        let (key, flags) = (Key::IPC_PRIVATE, libc::IPC_CREAT | MODE as libc::c_int);
+        let id = shmget(key, size, flags)
             .map_err(|e| not_made(e, size, format!("shmget(IPC_PRIVATE, {size} bytes)")))?;
-        Ok(Segment::new(
-            id,
-            Key::IPC_PRIVATE,
-            size,
-            Removal::WhenDropped,
-        ))
+        Ok(Segment::new(id, key, size, Removal::WhenDropped))
     }
 
     /// `shmget(key, size, IPC_CREAT|IPC_EXCL|0600)`: a new segment with `key`, removed when

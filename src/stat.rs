@@ -60,41 +60,32 @@ fn block(head: String, perm: (&str, &libc::ipc_perm, String), rows: [String; 3])
     let key = Key::from_raw(perm.__key);
     let (uid, cuid) = (perm.uid, perm.cuid);
     let perm = format!("{name}   key {key}, uid {uid}, cuid {cuid}, mode {mode}");
-    let rows = [perm]
-        .into_iter()
-        .chain(rows)
-        .map(|row| format!("\n    {row}"));
-    format!("{head}, at {}{}", now(), rows.collect::<String>())
+    let rows: String = [perm]
+        .iter()
+        .chain(&rows)
+        .map(|row| format!("\n    {row}"))
+        .collect();
+    format!("{head}, at {}{rows}", now())
 }
 
 impl Stated for Queue {
     fn stat_block(&self, step: &str) -> anyhow::Result<String> {
         let head = format!("  [msqid_ds after {step}] msqid {}", self.id());
+        let call = || format!("msgctl(queue {}, IPC_STAT)", self.key());
         let ds = match msg::ipc_stat(self.id()) {
-            Ok(ds) => ds,
             // msgq1 removes its queue as soon as the reply is taken: msgq2 may find it gone.
             Err(Errno::EINVAL | Errno::EIDRM) => {
                 return Ok(format!("{head}: the queue is gone (its server removed it)"));
             }
-            Err(e) => {
-                return Err(failed(
-                    e,
-                    format_args!("msgctl(queue {}, IPC_STAT)", self.key()),
-                ))
-            }
+            found => found.map_err(|e| failed(e, call()))?,
         };
         let mode = format!("{:04o}", ds.msg_perm.mode & 0o777);
-        let (stime, rtime) = (time_of_day(ds.msg_stime), time_of_day(ds.msg_rtime));
+        let [stime, rtime, ctime] = [ds.msg_stime, ds.msg_rtime, ds.msg_ctime].map(time_of_day);
+        let (qnum, cbytes, qbytes) = (ds.msg_qnum, ds.__msg_cbytes, ds.msg_qbytes);
         let rows = [
-            format!(
-                "msg_qnum {}, msg_cbytes {}, msg_qbytes {}",
-                ds.msg_qnum, ds.__msg_cbytes, ds.msg_qbytes
-            ),
+            format!("msg_qnum {qnum}, msg_cbytes {cbytes}, msg_qbytes {qbytes}"),
             format!("msg_lspid {}, msg_lrpid {}", ds.msg_lspid, ds.msg_lrpid),
-            format!(
-                "msg_stime {stime}, msg_rtime {rtime}, msg_ctime {}",
-                time_of_day(ds.msg_ctime)
-            ),
+            format!("msg_stime {stime}, msg_rtime {rtime}, msg_ctime {ctime}"),
         ];
         Ok(block(head, ("msg_perm", &ds.msg_perm, mode), rows))
     }
@@ -104,20 +95,14 @@ impl Stated for Segment {
     fn stat_block(&self, step: &str) -> anyhow::Result<String> {
         let head = format!("  [shmid_ds after {step}] shmid {}", self.id());
         let ds = self.stat()?;
-        let (atime, dtime) = (time_of_day(ds.shm_atime), time_of_day(ds.shm_dtime));
+        let [atime, dtime, ctime] = [ds.shm_atime, ds.shm_dtime, ds.shm_ctime].map(time_of_day);
         let rows = [
             format!("shm_segsz {}, shm_nattch {}", ds.shm_segsz, ds.shm_nattch),
             format!("shm_cpid {}, shm_lpid {}", ds.shm_cpid, ds.shm_lpid),
-            format!(
-                "shm_atime {atime}, shm_dtime {dtime}, shm_ctime {}",
-                time_of_day(ds.shm_ctime)
-            ),
+            format!("shm_atime {atime}, shm_dtime {dtime}, shm_ctime {ctime}"),
         ];
-        Ok(block(
-            head,
-            ("shm_perm", &ds.shm_perm, shm::mode(&ds)),
-            rows,
-        ))
+        let mode = shm::mode(&ds);
+        Ok(block(head, ("shm_perm", &ds.shm_perm, mode), rows))
     }
 }
 

@@ -123,7 +123,7 @@ pub fn shmctl_as(
         }
         let pointer = buf
             .as_deref_mut()
-            .map_or(std::ptr::null_mut(), |buf| buf as *mut _);
+            .map_or(std::ptr::null_mut(), std::ptr::from_mut);
         // SAFETY: for these three commands the kernel reads or writes at most one shmid_ds at
         // `pointer`, a live one borrowed for the call, or NULL (then it fails with EFAULT
         // where it needs one).
@@ -132,12 +132,10 @@ pub fn shmctl_as(
         Ok((result, filled.map(|ds| -> &shmid_ds { ds })))
     };
     let show = |(result, ds): &(c_int, Option<&shmid_ds>)| match ds {
-        Some(ds) => format!(
-            "{result} {{shm_perm.mode={}, shm_segsz={}, shm_nattch={}}}",
-            mode(ds),
-            ds.shm_segsz,
-            ds.shm_nattch
-        ),
+        Some(ds) => {
+            let (mode, segsz, nattch) = (mode(ds), ds.shm_segsz, ds.shm_nattch);
+            format!("{result} {{shm_perm.mode={mode}, shm_segsz={segsz}, shm_nattch={nattch}}}")
+        }
         None => result.to_string(),
     };
     trace::traced(describe, make, show, pause).map(|(result, _)| result)
@@ -159,12 +157,8 @@ pub fn ipc_stat_as(shmid: ShmId, pause: Pause) -> nix::Result<shmid_ds> {
 /// The mode, with `SHM_DEST` named: `0600|SHM_DEST`.
 pub fn mode(ds: &shmid_ds) -> String {
     let mode = u32::from(ds.shm_perm.mode);
-    let dest = if mode & SHM_DEST != 0 {
-        "|SHM_DEST"
-    } else {
-        ""
-    };
-    format!("{:04o}{dest}", mode & 0o777)
+    let dest = (mode & SHM_DEST != 0).then_some("|SHM_DEST");
+    format!("{:04o}{}", mode & 0o777, dest.unwrap_or_default())
 }
 
 #[cfg(test)]
