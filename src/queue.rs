@@ -98,22 +98,23 @@ impl Queue {
     /// msgq2's queue: `msgget(key, 0)`, the existing one (never made here), checked to be ours
     /// (`find`), and refused if the msgq1 that made it is known to have ended.
     pub fn open(key: Key) -> anyhow::Result<Queue> {
-        let Some((id, _)) = find(key)? else {
-            anyhow::bail!("msgget(key {key}): no such queue; start msgq1 first");
-        };
+        let no_queue = || anyhow!("msgget(key {key}): no such queue; start msgq1 first");
+        let (id, _) = find(key)?.ok_or_else(no_queue)?;
         let queue = Queue {
             key,
             id,
             server: None,
             watch: ServerWatch::find(MSGQ1, key, id.0),
         };
-        if let Some(gone) = queue.server_gone() {
-            anyhow::bail!(
+        // msgq1 removes its queue before its lock goes: one still there was left by a killed one.
+        match queue.server_gone() {
+            Some(gone) if msg::ipc_stat(id).is_ok() => anyhow::bail!(
                 "msgget(key {key}): no server: the queue was left by {gone}, which was killed; \
                  start msgq1 first (it replaces the queue)"
-            );
+            ),
+            Some(_) => Err(no_queue()),
+            None => Ok(queue),
         }
-        Ok(queue)
     }
 
     /// The msgq1 that made this queue, if it is known to have ended ([`ServerWatch`]).
