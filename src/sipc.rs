@@ -14,6 +14,7 @@ use crate::rt::out::warn;
 use crate::rt::wait::Deadline;
 use crate::segment::{Attached, Awaited, Segment};
 use crate::sys::ipc::OTHER_ID_HINT;
+use crate::sys::{self, trace};
 
 /// sipc1, as its liveness lock ([`crate::peer::ServerLock`]) names it.
 pub const SIPC1: peer::Server = peer::Server {
@@ -38,6 +39,44 @@ impl<'a> Side<'a> {
     fn unknown_flag(&self, value: i32) -> String {
         let key = self.segment.key();
         format!("the flag of segment {key} holds {value}, neither 0 (empty) nor 1 (a request)")
+    }
+
+    /// The hand-off ([`Sipc::put`]) as the lecture's two events, each said and stepped in
+    /// classroom mode: `strcpy(shm + 4, "…")`, then `*flag = 1` (or 0).
+    fn hand_over(&self, text: &str, flag: i32) -> anyhow::Result<()> {
+        let area = self.area;
+        let said = || {
+            format!(
+                "strcpy(shm + 4, {})",
+                crate::layout::text::string(text.as_bytes(), 40)
+            )
+        };
+        trace::event(said, || area.put_text(text), |_| String::new())
+            .map_err(|e| sys::failed(e, "strcpy"))??;
+        trace::event(
+            || format!("*flag = {flag}"),
+            || area.set_flag(flag),
+            |()| String::new(),
+        )
+        .map_err(|e| sys::failed(e, "*flag"))
+    }
+
+    /// Waits (as [`Segment::wait_until`]) until the flag is no longer `was`, and says in
+    /// classroom mode what was seen after how many looks: `*flag == 1 seen after 1502 looks`.
+    fn wait_for_flag_change(
+        &self,
+        was: i32,
+        deadline: Deadline,
+        awaited: Awaited,
+    ) -> anyhow::Result<()> {
+        let mut looks = 0u64;
+        self.segment.wait_until(deadline, awaited, || {
+            looks += 1;
+            self.area.flag.load(Acquire) != was
+        })?;
+        let now = self.area.flag.load(Acquire);
+        trace::seen(|| format!("*flag == {now} seen after {looks} looks"));
+        Ok(())
     }
 
     /// The error of a flag value that neither program of the pair writes, found while a
@@ -84,10 +123,8 @@ impl<'a> Server<'a> {
         let Side { segment, area } = &self.0;
         let key = segment.key();
         loop {
-            segment
-                .wait_until(deadline, Awaited::NewPeer, || {
-                    area.flag.load(Acquire) != EMPTY
-                })
+            self.0
+                .wait_for_flag_change(EMPTY, deadline, Awaited::NewPeer)
                 .with_context(|| format!("waiting for a request (segment {key})"))?;
             let client_attached = segment.others_attached()?; // shmctl(IPC_STAT): nattch > 1
             let (flag, text) = area.take(); // after the look: it may have changed meanwhile
@@ -126,7 +163,7 @@ impl<'a> Server<'a> {
                 segment.key()
             );
         }
-        area.put(text, EMPTY)
+        self.0.hand_over(text, EMPTY)
     }
 }
 
@@ -165,7 +202,7 @@ impl<'a> Client<'a> {
                 )),
             }
         }
-        area.put(text, REQUEST)
+        self.0.hand_over(text, REQUEST)
     }
 
     /// Waits until the server has answered (`*flag == 0`) and returns the reply. Removing the
@@ -173,10 +210,8 @@ impl<'a> Client<'a> {
     pub fn receive(&self, deadline: Deadline) -> anyhow::Result<Result<String, BadText>> {
         let Side { segment, area } = &self.0;
         let waiting = "waiting for the reply";
-        segment
-            .wait_until(deadline, Awaited::AttachedPeer, || {
-                area.flag.load(Acquire) != REQUEST
-            })
+        self.0
+            .wait_for_flag_change(REQUEST, deadline, Awaited::AttachedPeer)
             .with_context(|| format!("{waiting} (segment {})", segment.key()))?;
         let (flag, reply) = area.take();
         if flag != EMPTY {

@@ -12,7 +12,7 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::AtomicIsize;
 
 use anyhow::Context;
 use clap::Parser;
@@ -74,7 +74,7 @@ fn count(options: Options) -> anyhow::Result<()> {
 
 fn parent(sync: &ParentSide, counter: &AtomicIsize, loops: u32) -> anyhow::Result<()> {
     for expected in (0..loops).step_by(2) {
-        let value = check(counter.fetch_add(1, Ordering::SeqCst), expected, "parent")?; // (*ptr)++
+        let value = check(mman::post_increment(counter)?, expected, "parent")?; // (*ptr)++
         outln!("Parent: counter={value}")?;
         if expected + 1 < loops {
             sync.tell_child()?; // TELL_CHILD()
@@ -87,7 +87,7 @@ fn parent(sync: &ParentSide, counter: &AtomicIsize, loops: u32) -> anyhow::Resul
 fn child(sync: &ChildSide, counter: &AtomicIsize, loops: u32) -> anyhow::Result<()> {
     for expected in (1..loops).step_by(2) {
         sync.wait_parent()?; // WAIT_PARENT()
-        let value = check(counter.fetch_add(1, Ordering::SeqCst), expected, "child")?; // (*ptr)++
+        let value = check(mman::post_increment(counter)?, expected, "child")?; // (*ptr)++
         outln!("Child : counter={value}")?;
         sync.tell_parent()?; // TELL_PARENT()
     }

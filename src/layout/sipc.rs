@@ -59,6 +59,13 @@ impl Sipc {
     /// `Release`: whoever sees the new flag sees the whole text. Fails if the text does not fit
     /// or holds a NUL itself.
     pub fn put(&self, text: &str, flag: i32) -> anyhow::Result<()> {
+        self.put_text(text)?;
+        self.set_flag(flag);
+        Ok(())
+    }
+
+    /// The first half of [`Sipc::put`]: `strcpy(text, …)`.
+    pub fn put_text(&self, text: &str) -> anyhow::Result<()> {
         anyhow::ensure!(
             text.len() < WRITABLE && !text.contains('\0'),
             "text of {} bytes does not fit the {WRITABLE}-byte field with its NUL",
@@ -67,8 +74,12 @@ impl Sipc {
         for (cell, byte) in self.text.iter().zip(text.bytes().chain([0])) {
             cell.store(byte, Ordering::Relaxed);
         }
-        self.flag.store(flag, Ordering::Release);
         Ok(())
+    }
+
+    /// The second half of [`Sipc::put`]: `*flag = flag`, with `Release`.
+    pub fn set_flag(&self, flag: i32) {
+        self.flag.store(flag, Ordering::Release);
     }
 
     /// **The hand-off, reading:** the flag, with `Acquire`, *then* the text written before it

@@ -12,7 +12,7 @@ use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicIsize;
+use std::sync::atomic::{AtomicIsize, Ordering};
 
 use anyhow::{bail, Context};
 use nix::errno::Errno;
@@ -189,6 +189,15 @@ impl Mapping {
         // (checked above), and outlives the reference; every access through it is atomic.
         Ok(unsafe { AtomicIsize::from_ptr(self.addr.as_ptr().cast()) })
     }
+}
+
+/// `(*counter)++` on a counter in shared memory (mipc's `update()`): adds one atomically and
+/// returns the value before, as C's post-increment does; said and stepped in classroom mode as
+/// an event of its own, `(*counter)++ = 4` (it is no system call).
+pub fn post_increment(counter: &AtomicIsize) -> anyhow::Result<isize> {
+    let add = || counter.fetch_add(1, Ordering::SeqCst);
+    trace::event(|| "(*counter)++".into(), add, isize::to_string)
+        .map_err(|e| super::failed(e, "(*counter)++"))
 }
 
 // `long` is as wide as a pointer on every Linux target, so it is an `AtomicIsize`.

@@ -23,8 +23,14 @@ pub fn fork() -> anyhow::Result<ForkResult> {
     );
     let forked = trace::call(
         || "fork()".into(),
-        // SAFETY: this process has a single thread (checked above), the one calling.
-        || unsafe { nix::unistd::fork() },
+        || {
+            // SAFETY: this process has a single thread (checked above), the one calling.
+            let forked = unsafe { nix::unistd::fork() };
+            if let Ok(ForkResult::Child) = forked {
+                trace::after_fork(); // before its first line: a colour of its own
+            }
+            forked
+        },
         |forked| match forked {
             ForkResult::Parent { child } => child.to_string(),
             ForkResult::Child => "0".into(),

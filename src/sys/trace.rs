@@ -25,7 +25,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -349,28 +349,49 @@ pub fn call_no_return(describe: impl FnOnce() -> String, make: impl FnOnce() -> 
     errno
 }
 
-/// An event of the lecture that is no system call — `*flag = 1` in the sipc segment, `*flag ==
-/// 1 seen after 1502 looks`, mipc's `counter++` — said and stepped like a call (`--step-at`
-/// names it by the word before its first blank, `*flag` or `counter++`). A termination signal
-/// during the pause fails it with `EINTR`, the event not made.
-pub fn event(text: impl FnOnce() -> String) -> nix::Result<()> {
+/// An event of the lecture that is no system call — `strcpy(shm + 4, "…")` and `*flag = 1` in
+/// the sipc segment, mipc's `(*counter)++` — made by `act`, said and stepped like a call
+/// (`--step-at` names it by its first word: `strcpy`, `*flag`, `(*counter)++`), its result said
+/// by `show` (nothing if it says nothing). A termination signal during the pause fails it with
+/// `EINTR`, the event not made.
+pub fn event<T>(
+    describe: impl FnOnce() -> String,
+    act: impl FnOnce() -> T,
+    show: impl FnOnce(&T) -> String,
+) -> nix::Result<T> {
     if !enabled() {
-        return Ok(());
+        return Ok(act());
     }
-    let text = text();
+    let text = describe();
     pause_before(&text)?;
-    line(&text);
-    Ok(())
+    let done = act();
+    match show(&done) {
+        shown if shown.is_empty() => line(&text),
+        shown => line(&format!("{text} = {shown}")),
+    }
+    Ok(done)
+}
+
+/// Something a process has seen, said as a trace line with no pause (it has happened already):
+/// `*flag == 1 seen after 1502 looks`.
+pub fn seen(text: impl FnOnce() -> String) {
+    if enabled() {
+        line(&text());
+    }
 }
 
 fn settings() -> Option<&'static Settings> {
     SETTINGS.get()
 }
 
-/// The name of the call in `text`: `msgrcv` for `msgrcv(65538, …)`, `*flag` for `*flag = 1`.
+/// The name of the call in `text`: `msgrcv` for `msgrcv(65538, …)`, `*flag` for `*flag = 1`,
+/// `(*counter)++` for itself.
 fn name_of(text: &str) -> &str {
-    let end = text.find(['(', ' ']).unwrap_or(text.len());
-    &text[..end]
+    let end = match text.starts_with('(') {
+        true => text.find(' '),
+        false => text.find(['(', ' ']),
+    };
+    &text[..end.unwrap_or(text.len())]
 }
 
 /// Prints one trace line, `[PROGRAM PID] text` (after the time of day with `--trace-time`), on
@@ -389,16 +410,34 @@ pub fn line(text: &str) {
     }
 }
 
-/// `[PROGRAM PID]`: whose call a line or prompt is, in its process's colour if `colour`.
-fn whose(colour: bool) -> String {
+/// Six colours that read on dark and light backgrounds.
+const COLOURS: [u8; 6] = [36, 33, 35, 32, 34, 31];
+/// This process's colour, an index into [`COLOURS`] (`usize::MAX`: not chosen yet).
+static COLOUR: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// This process's colour: chosen from its PID, or the one after its parent's ([`after_fork`]).
+fn colour() -> u8 {
+    let index = match COLOUR.load(Ordering::Relaxed) {
+        usize::MAX => std::process::id() as usize % COLOURS.len(),
+        index => index,
+    };
+    COLOUR.store(index, Ordering::Relaxed);
+    COLOURS[index]
+}
+
+/// In a child just forked: a colour other than its parent's, and the keys said again at its
+/// first prompt.
+pub fn after_fork() {
+    let parents = COLOURS.iter().position(|&c| c == colour()).unwrap_or(0);
+    COLOUR.store((parents + 1) % COLOURS.len(), Ordering::Relaxed);
+    PROMPTED.store(false, Ordering::Relaxed);
+}
+
+/// `[PROGRAM PID]`: whose call a line or prompt is, in its process's colour if `colour_on`.
+fn whose(colour_on: bool) -> String {
     let (program, pid) = (out::program(), std::process::id());
-    match colour {
-        // Six colours that read on dark and light backgrounds; a parent and its child (PIDs
-        // one apart) get two different ones.
-        true => format!(
-            "\x1b[{}m[{program} {pid}]\x1b[0m",
-            [36, 33, 35, 32, 34, 31][pid as usize % 6]
-        ),
+    match colour_on {
+        true => format!("\x1b[{}m[{program} {pid}]\x1b[0m", colour()),
         false => format!("[{program} {pid}]"),
     }
 }
@@ -559,6 +598,6 @@ mod tests {
         );
         assert_eq!(name_of("msgrcv(1, &msg, 128, 2, 0)"), "msgrcv");
         assert_eq!(name_of("*flag = 1"), "*flag");
-        assert_eq!(name_of("counter++ = 3"), "counter++");
+        assert_eq!(name_of("(*counter)++ = 3"), "(*counter)++");
     }
 }

@@ -249,3 +249,62 @@ fn a_prompt_on_the_terminal_of_an_unfinished_line_starts_a_line_of_its_own() {
     assert!(run.status.success(), "{run}");
     server.finish().assert_success();
 }
+
+#[test]
+fn the_sipc_hand_off_is_traced_and_stepped_as_events() {
+    let lab = Lab::new();
+    let server = lab.start("sipc1", &["--trace"]);
+    let client = Stepped::start_with(&lab, "sipc2", &["--step-at", "'*flag'"]);
+    let (_, event) = client.prompt(1);
+    assert_eq!(event, "*flag = 1");
+    // Stopped before the flag: the text is in the segment already, the flag still 0.
+    let key = ipclab::sys::ipc::Key::segment(lab.id());
+    let shmid = ipclab::sys::shm::shmget(key, 0, 0).unwrap();
+    let peek = ipclab::segment::Attached::attach(shmid).unwrap();
+    let area = peek.sipc().unwrap();
+    let (flag, text) = area.take();
+    assert_eq!(flag, 0);
+    assert!(text.unwrap().starts_with("This is a request from "));
+    drop(peek);
+    client.run_on();
+    let (run, screen) = client.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert!(
+        screen.contains("] strcpy(shm + 4, \"This is a request from "),
+        "{screen}"
+    );
+    assert!(screen.contains("] *flag = 1"), "{screen}");
+    assert!(screen.contains("] *flag == 0 seen after "), "{screen}");
+    let server = server.finish();
+    assert_eq!(server.code(), Some(0), "{server}");
+    for event in [
+        "*flag == 1 seen after ",
+        "strcpy(shm + 4, \"This is a reply from ",
+        "*flag = 0",
+    ] {
+        assert!(server.stderr.contains(event), "{event}\n{server}");
+    }
+}
+
+#[test]
+fn mipc_s_counter_is_an_event_that_step_at_stops_before() {
+    let lab = Lab::new();
+    let run = Stepped::start_with(
+        &lab,
+        "mipc",
+        &["--loops", "2", "--step-at", "'(*counter)++'"],
+    );
+    let (_, event) = run.prompt(1);
+    assert_eq!(event, "(*counter)++");
+    assert!(!run.screen().contains("counter=0"), "{}", run.screen());
+    run.press_enter();
+    let (_, event) = run.prompt(2); // the child's turn
+    assert_eq!(event, "(*counter)++");
+    run.press_enter();
+    let (done, screen) = run.finish();
+    assert_eq!(done.code(), Some(0), "{done}");
+    assert!(
+        screen.contains("] (*counter)++ = 0") && screen.contains("] (*counter)++ = 1"),
+        "{screen}"
+    );
+}
