@@ -26,7 +26,7 @@ use crate::sys::ipc::{self, Key, OTHER_ID_HINT};
 use crate::sys::msg::{self, MsqId};
 
 /// msgq1, as its liveness lock ([`ServerLock`]) names it.
-const MSGQ1: Server = Server {
+pub const MSGQ1: Server = Server {
     program: "msgq1",
     call: "msgget",
     object: "queue",
