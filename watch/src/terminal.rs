@@ -29,15 +29,16 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// Takes the controlling terminal (`/dev/tty`), or `None` if there is none this process
-    /// may read from: no terminal, or the program runs in the background (`&`).
+    /// Takes the controlling terminal (`/dev/tty`), or `None` if the process has none. Fails if
+    /// the program runs in the background (`&`): it would draw over the shell's lines.
     pub fn take() -> anyhow::Result<Option<Keys>> {
         let Ok(tty) = File::options().read(true).open("/dev/tty") else {
             return Ok(None);
         };
-        if !in_foreground(&tty) {
-            return Ok(None);
-        }
+        anyhow::ensure!(
+            in_foreground(&tty),
+            "the live view needs the terminal in the foreground: run it without &, or with --once"
+        );
         let saved = termios::tcgetattr(&tty).context("tcgetattr(/dev/tty)")?;
         let mut raw = saved.clone();
         raw.local_flags
