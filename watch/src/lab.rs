@@ -254,7 +254,7 @@ impl Lab {
         let server_locks = self.server_locks();
         let mut users: Vec<Pid> = Vec::new();
         if let Ok(Some(queue)) = &queue {
-            users.extend(named(&[&queue.sender.0, &queue.receiver.0]));
+            users.extend(alive([&queue.sender.0, &queue.receiver.0]));
             users.extend(queue.waiting.iter().map(|p| p.pid));
         }
         for segment in segments.iter().flatten() {
@@ -262,7 +262,7 @@ impl Lab {
         }
         for fifo in fifos.iter().flatten() {
             users.extend(fifo.open.iter().map(|(p, _)| p.pid));
-            users.extend(named(&fifo.locked_by.iter().collect::<Vec<_>>()));
+            users.extend(alive(&fifo.locked_by));
         }
         for lock in &server_locks {
             if let LockState::Held(holders) = &lock.state {
@@ -470,9 +470,9 @@ impl Lab {
 }
 
 /// The PIDs of the processes that `named` still names.
-fn named(named: &[&Named]) -> Vec<Pid> {
+fn alive<'a>(named: impl IntoIterator<Item = &'a Named>) -> Vec<Pid> {
     named
-        .iter()
+        .into_iter()
         .filter_map(|n| n.process.as_ref().map(|p| p.pid))
         .collect()
 }
