@@ -21,6 +21,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use ipclab::layout::sipc::SIPC_SIZE;
+use ipclab::layout::text::printable;
 use ipclab::peer::{self, OpenFor, Process};
 use ipclab::sys::ipc::{parse_lab_id, Key};
 use ipclab::sys::shm::SHM_DEST;
@@ -354,9 +355,8 @@ impl Lab {
     }
 
     fn fifos(&self) -> Looked<Vec<Fifo>> {
-        let shown = self.dir.display();
         let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| procfs::io_failed("opendir", &shown.to_string(), e).to_string())?;
+            .map_err(|e| procfs::io_failed("opendir", &self.dir, e).to_string())?;
         let mut found = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -549,7 +549,7 @@ fn contents(size: u64, nattch: u64, attachments: &[&SysvMapping]) -> Contents {
 /// How the lock file at `path` stands, or `None` if there is none.
 fn lock_state(path: &Path) -> Option<LockState> {
     let meta = std::fs::symlink_metadata(path).ok()?;
-    let shown = path.display().to_string();
+    let shown = printable(path.as_os_str().as_bytes());
     if !meta.is_file() {
         return Some(LockState::Unknown(format!("{shown} is not a regular file")));
     }
@@ -561,7 +561,7 @@ fn lock_state(path: &Path) -> Option<LockState> {
         Ok(file) => file,
         Err(e) => {
             return Some(LockState::Unknown(
-                procfs::io_failed("open", &shown, e).to_string(),
+                procfs::io_failed("open", path, e).to_string(),
             ))
         }
     };

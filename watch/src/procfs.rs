@@ -10,9 +10,11 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use ipclab::layout::text::printable;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
@@ -71,12 +73,14 @@ pub fn sysv_table(table: &str) -> anyhow::Result<Vec<Row>> {
         .collect())
 }
 
-/// `CALL(PATH): ENAME: text`, the suite's form of a failed call.
-pub fn io_failed(call: &str, path: &str, error: std::io::Error) -> anyhow::Error {
+/// `CALL(PATH): ENAME: text`, the suite's form of a failed call, the path escaped as a peer's
+/// text is (a directory's name may hold anything).
+pub fn io_failed(call: &str, path: impl AsRef<Path>, error: std::io::Error) -> anyhow::Error {
     let reason = match error.raw_os_error() {
         Some(errno) => ipclab::rt::exit::reason(Errno::from_raw(errno)),
         None => error.to_string(),
     };
+    let path = printable(path.as_ref().as_os_str().as_bytes());
     anyhow::anyhow!("{call}({path}): {reason}")
 }
 

@@ -78,7 +78,7 @@ fn watch(options: Options) -> anyhow::Result<()> {
 fn once(lab: &Lab) -> anyhow::Result<()> {
     let mut lines = vec![screen::header(lab, &clock(), WIDTH)];
     lines.extend(screen::draw(lab, &lab.look(), WIDTH));
-    ipclab::out!("{}\n", lines.join("\n"))
+    ipclab::outln!("{}", lines.join("\n"))
 }
 
 /// A snapshot every `interval`, one after the other, each line that was not in the one before
@@ -94,7 +94,7 @@ fn snapshots(lab: &Lab, interval: Duration) -> anyhow::Result<()> {
             text.push_str(line);
             text.push('\n');
         }
-        ipclab::out!("{text}\n")?;
+        ipclab::outln!("{text}")?; // a blank line between two snapshots
         previous = Some(lines);
         pause(interval, None)?;
     }

@@ -377,7 +377,7 @@ fn objects_and_processes_that_vanish_between_two_looks_are_normal() {
 }
 
 #[test]
-fn bad_options_are_usage_errors_and_a_failing_stdout_is_an_error() {
+fn bad_options_are_usage_errors_and_a_failing_stdout_or_directory_is_said() {
     let lab = Lab::new();
     for args in [
         &["--id", "0x1000"][..],
@@ -406,13 +406,14 @@ fn bad_options_are_usage_errors_and_a_failing_stdout_is_an_error() {
         ("0\n".into(), ""),
         "{early}"
     );
-    let missing = lab.run("ipcwatch", &["--dir", "/nonexistent/dir"]);
+    let missing = lab.run("ipcwatch", &["--dir", "/nonexistent/\x1b[2J"]);
     missing.assert_success();
-    has(&missing.lines(), "FIFOs in /nonexistent/dir: not shown");
+    has(&missing.lines(), "FIFOs in /nonexistent/\\33[2J: not shown");
     has(
         &missing.lines(),
-        "  opendir(/nonexistent/dir): ENOENT: No such file or directory",
+        "  opendir(/nonexistent/\\33[2J): ENOENT: No such file or directory",
     );
+    lacks(&missing.lines(), "\x1b");
 }
 
 #[test]
