@@ -16,7 +16,7 @@ BIN_DIR    := $(TARGET_DIR)/release
 # The lab ID for `make ipcclean` and `make watch` (as --id): ID=5, else $IPCLAB_ID, else 0.
 ID         ?= $(or $(IPCLAB_ID),0)
 
-.PHONY: all help demo test bench ipcclean watch clean $(PROGRAMS)
+.PHONY: all help demo test setup bench ipcclean watch clean $(PROGRAMS)
 
 all:
 	$(CARGO) build --release --workspace --bins
@@ -33,8 +33,16 @@ $(EXTRAS):
 demo: all
 	@./scripts/demo.sh
 
+# The tests mostly wait for the programs they run (each has its own lab ID and directory), so
+# more of them run at once than there are CPUs.
+TEST_THREADS ?= 8
+
 test:
-	$(CARGO) test --workspace
+	@./scripts/setup.sh --check
+	$(CARGO) test --workspace -- --test-threads=$(TEST_THREADS)
+
+setup:
+	@./scripts/setup.sh
 
 # Timings depend on the machine and its load: not part of `make test`.
 bench:
@@ -55,7 +63,8 @@ help:
 	@echo "make NAME         build one exercise: $(EXERCISES)"
 	@echo "                  (or a program beside them: $(EXTRAS))"
 	@echo "make demo         run every exercise once, in lecture order (pairs included)"
-	@echo "make test         run the whole test suite"
+	@echo "make test         run the whole test suite (it checks the tools it needs first)"
+	@echo "make setup        install the system tools the tests and labs.md use (strace, script, …)"
 	@echo "make bench        every benchmark (the pairs, mycp3 against cp, ipcbench and its"
 	@echo "                  bare loops) and one table of all figures (BENCH_SIZE_MIB=256 for"
 	@echo "                  a smaller mycp3 file)"

@@ -134,10 +134,37 @@ pub struct ClassroomOptions {
     /// (0: no pause, no trace)
     #[arg(long, value_name = "SECS", env = "IPCLAB_SLOW", value_parser = parse_slow)]
     pub slow: Option<Duration>,
+
+    /// Like --trace, each line after the time of day to the microsecond, and a call that waits
+    /// also when it starts (IPCLAB_TRACE=time)
+    #[arg(long)]
+    pub trace_time: bool,
+
+    /// Print the trace lines into PATH (another terminal such as /dev/pts/3, or a file) instead
+    /// of stderr; implies --trace
+    #[arg(long, value_name = "PATH", env = "IPCLAB_TRACE_TO")]
+    pub trace_to: Option<PathBuf>,
+
+    /// Stop only before these calls (and events such as *flag), e.g. msgrcv,shmctl; trace
+    /// the others
+    #[arg(
+        long,
+        value_name = "CALLS",
+        env = "IPCLAB_STEP_AT",
+        value_delimiter = ','
+    )]
+    pub step_at: Vec<String>,
 }
 
 /// The variables that, exported empty (`export IPCLAB_ID=`), mean "not set".
-const ENVIRONMENT: [&str; 4] = ["IPCLAB_ID", "IPCLAB_TRACE", "IPCLAB_STEP", "IPCLAB_SLOW"];
+const ENVIRONMENT: [&str; 6] = [
+    "IPCLAB_ID",
+    "IPCLAB_TRACE",
+    "IPCLAB_TRACE_TO",
+    "IPCLAB_STEP",
+    "IPCLAB_STEP_AT",
+    "IPCLAB_SLOW",
+];
 
 /// The `main` of every binary: parse the options of `A` (plus [`ClassroomOptions`]), run
 /// `exercise`, and turn its result into an exit status (see the table in the module docs).
@@ -169,19 +196,22 @@ pub fn run<A: Parser>(
     let matches = command.get_matches_mut();
     let options = A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let classroom = ClassroomOptions::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let from_environment = !matches!(
-        matches.value_source("step"),
-        Some(clap::parser::ValueSource::CommandLine)
-    );
+    let from_environment = ["step", "step_at"]
+        .iter()
+        .any(|id| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable));
+    let time = classroom.trace_time || std::env::var("IPCLAB_TRACE").is_ok_and(|v| v == "time");
     let enabled = Classroom {
-        trace: classroom.trace,
+        trace: classroom.trace || time || classroom.trace_to.is_some(),
+        time,
+        trace_to: classroom.trace_to,
         step: classroom.step,
+        step_at: classroom.step_at,
         slow: classroom.slow,
     }
     .enable();
     if let Err(message) = enabled {
         let message = match from_environment {
-            true => format!("{message} (--step came from IPCLAB_STEP=1 in the environment)"),
+            true => format!("{message} (stepping comes from IPCLAB_STEP or IPCLAB_STEP_AT in the environment: unset it)"),
             false => message,
         };
         command.error(ErrorKind::InvalidValue, message).exit(); // status 2

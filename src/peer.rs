@@ -34,6 +34,7 @@ use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
+use crate::rt::aside::aside;
 use crate::sys::ipc::{Key, OTHER_ID_HINT};
 
 // ---- processes ------------------------------------------------------------------------------
@@ -292,6 +293,7 @@ impl ServerLock {
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
+                .map(|file| File::from(aside(file.into())))
                 .map_err(|e| failed("open", e))?;
             let opened = file.metadata().map_err(|e| failed("fstat", e))?;
             if opened.uid() != nix::unistd::geteuid().as_raw() {
@@ -452,6 +454,7 @@ impl ServerWatch {
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
+            .map(|file| File::from(aside(file.into())))
             .ok()?;
         if file.metadata().ok()?.uid() != nix::unistd::geteuid().as_raw() {
             return None;

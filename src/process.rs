@@ -153,7 +153,7 @@ impl Program {
             return Err(cannot("empty command"));
         }
         let path = search_path(first).ok_or_else(|| cannot("command not found"))?;
-        nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK).map_err(|e| cannot(e.desc()))?;
+        nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK).map_err(|e| cannot(&exit::reason(e)))?;
         let c_string =
             |s: &OsStr| CString::new(s.as_bytes()).map_err(|_| cannot("NUL in argument"));
         Ok(Program {
@@ -219,13 +219,13 @@ impl Program {
                 Some(interpreter) => {
                     format!(
                         "bad interpreter '{interpreter}' in its #! line: {}",
-                        errno.desc()
+                        exit::reason(errno)
                     )
                 }
-                None => format!("bad interpreter: {}", errno.desc()),
+                None => format!("bad interpreter: {}", exit::reason(errno)),
             },
             Errno::EACCES if path.is_dir() => "Is a directory".to_string(),
-            _ => errno.desc().to_string(),
+            _ => exit::reason(errno),
         };
         CannotRun {
             name: self.name.clone(),

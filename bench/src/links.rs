@@ -200,6 +200,7 @@ pub fn socketpair() -> nix::Result<(OwnedFd, OwnedFd)> {
                 b.as_raw_fd()
             )
         },
+        false,
     )
 }
 

@@ -124,35 +124,49 @@ pub fn warn(message: impl fmt::Display) {
     error_line(format_args!("{message}"));
 }
 
-/// Writes a trace or prompt line to stderr as it is, ignoring failures (see [`error_line`]).
-/// When stdout and stderr are one terminal or file and stdout's last line is not finished
-/// (`Sent a request.....`), the line starts on a line of its own there — without a byte added
-/// to stdout, which stays what the program prints.
+/// Writes a trace line or a note to stderr (see [`line_to`]), ignoring failures.
 pub fn stderr_bytes(bytes: &[u8]) {
+    line_to(io::stderr().as_fd(), bytes);
+}
+
+/// Writes a whole line (a trace line, a `--step` prompt, a note) to `fd`, ignoring failures
+/// (see [`error_line`]). When `fd` reaches the same terminal or file as stdout, and stdout's
+/// last line is not finished (`Sent a request.....`), the line starts on a line of its own
+/// there — without a byte added to stdout, which stays what the program prints.
+pub fn line_to(fd: BorrowedFd<'_>, bytes: &[u8]) {
     let mut line = Vec::with_capacity(bytes.len() + 1);
-    if MID_LINE.swap(false, Ordering::Relaxed) && same_output() {
+    if MID_LINE.load(Ordering::Relaxed) && same_place(fd, io::stdout().as_fd()) {
+        MID_LINE.store(false, Ordering::Relaxed);
         line.push(b'\n');
     }
     line.extend_from_slice(bytes);
-    let _ = write_to(io::stderr().as_fd(), &line);
+    let _ = write_to(fd, &line);
 }
 
 /// Prints `NAME: message` on stderr, on a line of its own, without ending a partial line of
-/// stdout (see [`stderr_bytes`]): a note on what the program does, such as a long wait.
+/// stdout (see [`line_to`]): a note on what the program does, such as a long wait.
 pub fn notice(message: fmt::Arguments<'_>) {
     stderr_bytes(format!("{}: {message}\n", program()).as_bytes());
 }
 
-/// Whether stdout and stderr are the same terminal, pipe or file (the same inode).
+/// Whether `a` and `b` are the same terminal, pipe or file (the same inode).
+pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    let inode =
+        |fd: BorrowedFd<'_>| nix::sys::stat::fstat(fd).map(|s| (s.st_dev, s.st_rdev, s.st_ino));
+    matches!((inode(a), inode(b)), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Whether `a` and `b` reach the same terminal, pipe or file: the same inode, or both the
+/// controlling terminal (`/dev/tty`, which `--step` opens, is the terminal stdout may be).
+fn same_place(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    let controlling = |fd| nix::unistd::tcgetpgrp(fd).is_ok();
+    same_file(a, b) || (controlling(a) && controlling(b))
+}
+
+/// Whether stdout and stderr are the same terminal, pipe or file.
 fn same_output() -> bool {
     static SAME: OnceLock<bool> = OnceLock::new();
-    *SAME.get_or_init(|| {
-        let inode = |fd: BorrowedFd<'_>| nix::sys::stat::fstat(fd).map(|s| (s.st_dev, s.st_ino));
-        match (inode(io::stdout().as_fd()), inode(io::stderr().as_fd())) {
-            (Ok(out), Ok(err)) => out == err,
-            _ => false,
-        }
-    })
+    *SAME.get_or_init(|| same_place(io::stdout().as_fd(), io::stderr().as_fd()))
 }
 
 /// Ends a partial line left by [`out!`](crate::out!) (`Sent a request.....`), so that an error

@@ -29,6 +29,7 @@ use anyhow::Context;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
+use super::aside::{aside, duplicate_aside};
 use super::exit::Exit;
 
 /// The signals that end a wait and run the cleanup (see the module docs).
@@ -114,6 +115,7 @@ fn make_wake_pipe(renew: bool) -> anyhow::Result<()> {
     }
     let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
         .context("pipe (for signal wake-ups)")?;
+    let (reader, writer) = (aside(reader), aside(writer)); // not among the lecture's numbers
     WAKE_WRITER.store(writer.as_raw_fd(), Ordering::SeqCst);
     let old = pipe.replace((reader, writer));
     drop(old);
@@ -166,7 +168,7 @@ pub fn stop_on_ctrl_c(result: anyhow::Result<()>) -> anyhow::Result<()> {
 pub fn wake_fd() -> Option<OwnedFd> {
     let pipe = WAKE_PIPE.lock().unwrap_or_else(|p| p.into_inner());
     pipe.as_ref()
-        .and_then(|(reader, _)| reader.try_clone().ok())
+        .and_then(|(reader, _)| duplicate_aside(reader))
 }
 
 /// Empties the self-pipe after a wake-up (the signal itself stays recorded in [`caught`]).

@@ -30,6 +30,7 @@ pub fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
         || "pipe(fd)".to_string(),
         nix::unistd::pipe,
         |(read_end, write_end)| format!("pipe([{}, {}]) = 0", raw(read_end), raw(write_end)),
+        false,
     )
 }
 
@@ -58,6 +59,7 @@ pub fn read_shown(fd: impl AsFd, buf: &mut [u8], show: fn(&[u8]) -> String) -> n
         || format!("read({number}, buf, {size})"),
         || nix::unistd::read(fd.as_fd(), buf).map(|n| (n, show(&buf[..n]))),
         |(n, data)| format!("read({number}, {data}, {size}) = {n}"),
+        true, // it may wait for the writer
     )
     .map(|(n, _)| n)
 }

@@ -43,7 +43,7 @@ pub fn fork() -> anyhow::Result<ForkResult> {
 
 /// `waitpid(pid, &status, 0)`.
 pub fn waitpid(pid: Pid) -> nix::Result<WaitStatus> {
-    trace::call(
+    trace::blocking_call(
         || format!("waitpid({pid}, &status, 0)"),
         || nix::sys::wait::waitpid(pid, None),
         |status| match status {

@@ -1,97 +1,170 @@
 //! Classroom mode: each system call of the lecture, said in C notation as it happens.
 //!
-//! | option         | environment      | what happens around each lecture call                     |
-//! |----------------|------------------|-----------------------------------------------------------|
-//! | `--trace`      | `IPCLAB_TRACE=1` | one line on stderr as it returns: `[msgq1 4711] msgget(0x8000, IPC_CREAT\|0600) = 65538` |
-//! | `--step`       | `IPCLAB_STEP=1`  | before it, the call is shown on the terminal and waits for Enter (`c` + Enter: run on without stopping) |
-//! | `--slow SECS`  | `IPCLAB_SLOW`    | before it, a pause of SECS seconds (slow motion for a projector) |
+//! | option           | environment          | what happens around each lecture call      |
+//! |------------------|----------------------|--------------------------------------------|
+//! | `--trace`        | `IPCLAB_TRACE=1`     | one line as it returns: `[msgq1 4711] msgget(0x8000, IPC_CREAT\|0600) = 65538` |
+//! | `--trace-time`   | `IPCLAB_TRACE=time`  | the same, each line after the time of day to the microsecond; a call that waits also says when it starts (`<unfinished …>`) |
+//! | `--trace-to PATH`| `IPCLAB_TRACE_TO`    | the lines go to PATH (another terminal, a file) instead of stderr |
+//! | `--step`         | `IPCLAB_STEP=1`      | before it, the call is shown on the terminal and waits for Enter (`c` + Enter: run to the end) |
+//! | `--step-at CALLS`| `IPCLAB_STEP_AT`     | the same, only before the calls named (`msgrcv,shmctl`); the others are traced |
+//! | `--slow SECS`    | `IPCLAB_SLOW`        | before it, a pause of SECS seconds (slow motion for a projector) |
 //!
 //! Every binary has these options ([`crate::cli::run`] adds them). The lines are made by the
 //! wrappers of [`crate::sys`] **where the call is made** ([`call`]): they name each call as the
-//! slides do, with the real
-//! arguments and result, so the trace cannot disagree with what the program really did. When
-//! classroom mode is off a wrapper costs one branch: no formatting, no extra system call.
+//! slides do, with the real arguments and result, so the trace cannot disagree with what the
+//! program really did. Events that are no system call — the sipc flag, mipc's counter — are said
+//! the same way ([`event`]). When classroom mode is off a wrapper costs one branch: no
+//! formatting, no extra system call, stdout and stderr byte for byte as without it.
 //!
-//! `--step` reads the terminal (`/dev/tty`), not stdin (mymore's stdin is a pipe). A parent and
-//! its child on one terminal each wait for a line: each Enter releases one pending call, and the
-//! prompt names the process (program and PID) whose call it is.
+//! A line starts at column 0 even when stdout's last line is unfinished on the same terminal
+//! (`Sent a request.....`). On a terminal each process's `[NAME PID]` has a colour of its own
+//! (not with `NO_COLOR`). `--step` reads the terminal (`/dev/tty`), not stdin (mymore's stdin is
+//! a pipe); a parent and its child on one terminal each wait for a line, and each Enter
+//! releases one pending call. A prompt fits 80 columns: a long call is cut (its line after the
+//! call shows it whole), and the keys are said once, at a process's first prompt.
 
-use std::fs::File;
-use std::io::Read;
-use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::poll::PollFlags;
+use nix::sys::stat::Mode;
 
-use crate::rt::out;
-use crate::rt::signals;
+use crate::rt::aside::aside;
 use crate::rt::wait::{self, Deadline};
+use crate::rt::{clock, out, signals};
 
-/// Whether any of the three modes is on: the one flag a wrapper reads when it is off.
+/// Whether classroom mode is on: the one flag a wrapper reads when it is off.
 static ON: AtomicBool = AtomicBool::new(false);
-/// `--step`, until `c` + Enter turns it off: a flag in memory shared with the processes this one
-/// forks later (a parent and its child on one terminal stop stepping together), or this
-/// process's own flag if the shared page cannot be had.
+/// `--step` (or `--step-at`), until `c` + Enter turns it off: a flag in memory shared with the
+/// processes this one forks later (a parent and its child on one terminal stop stepping
+/// together), or this process's own flag if the shared page cannot be had.
 static STEP: AtomicPtr<AtomicBool> = AtomicPtr::new(std::ptr::null_mut());
 static STEP_HERE: AtomicBool = AtomicBool::new(false);
+/// Whether this process has shown its first prompt (with the keys).
+static PROMPTED: AtomicBool = AtomicBool::new(false);
 /// `--slow`, in microseconds (0: off).
 static SLOW_MICROS: AtomicU64 = AtomicU64::new(0);
-/// The terminal `--step` reads, opened at start.
-static TTY: Mutex<Option<File>> = Mutex::new(None);
+/// The rest of the settings, made once at start.
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
-/// What classroom mode is asked to do (the command line's `--trace`, `--step`, `--slow`).
+struct Settings {
+    /// The terminal `--step` reads and prompts on.
+    tty: Option<OwnedFd>,
+    /// Where trace lines go instead of stderr (`--trace-to`).
+    trace_to: Option<OwnedFd>,
+    /// `--step-at`: the calls to stop before; empty: all.
+    step_at: Vec<String>,
+    /// `--trace-time`.
+    time: bool,
+    /// Colours for `[NAME PID]` in trace lines, and in prompts.
+    colour_lines: bool,
+    colour_prompts: bool,
+}
+
+/// What classroom mode is asked to do (the command line's options, see the module docs).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Classroom {
     /// Print each lecture call as it returns.
     pub trace: bool,
+    /// Print the time of day before each line, and blocking calls when they start too.
+    pub time: bool,
+    /// Where to print the lines: `None` for stderr.
+    pub trace_to: Option<PathBuf>,
     /// Stop before each lecture call until Enter.
     pub step: bool,
+    /// Stop only before these calls (implies `step` and `trace`).
+    pub step_at: Vec<String>,
     /// Pause this long before each lecture call (`None` or zero: no pause).
     pub slow: Option<Duration>,
 }
 
 impl Classroom {
-    /// Turns classroom mode on as the options say. `--step` needs a terminal to read Enter
-    /// from: without one it is an error (a usage error, for the caller to report).
+    /// Turns classroom mode on as the options say. A usage error (for the caller to report) if
+    /// `--step` has no terminal to read Enter from, or `--trace-to` cannot be opened.
     pub fn enable(&self) -> Result<(), String> {
-        if self.step {
-            // Non-blocking: when the other process of a pair takes the line first, our read
-            // finds nothing (EAGAIN) instead of waiting for the next line.
-            let tty = File::options()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open("/dev/tty")
-                .map_err(|e| {
-                    format!("--step needs a terminal to read Enter from (/dev/tty: {e})")
-                })?;
-            // A program started in the background (`./fifos &`) would be stopped (SIGTTIN) the
-            // moment it read the terminal: say so now instead.
-            let foreground = nix::unistd::tcgetpgrp(&tty) == Ok(nix::unistd::getpgrp());
-            if !foreground {
-                return Err(
-                    "--step needs the terminal in the foreground: run the program in a \
-                            terminal of its own, not in the background with &"
-                        .into(),
-                );
-            }
-            *TTY.lock().unwrap_or_else(|p| p.into_inner()) = Some(tty);
-            STEP.store(shared_flag(), Ordering::Relaxed);
-            stepping().store(true, Ordering::Relaxed);
-        }
-        // `--slow 0` (or IPCLAB_SLOW=0) is no slow motion.
+        let step = self.step || !self.step_at.is_empty();
+        let tty = match step {
+            true => Some(open_terminal()?),
+            false => None,
+        };
+        let trace_to = match &self.trace_to {
+            Some(path) => Some(open_trace_to(path)?),
+            None => None,
+        };
         let slow = self.slow.filter(|slow| !slow.is_zero());
         if let Some(slow) = slow {
             let micros = u64::try_from(slow.as_micros()).unwrap_or(u64::MAX);
             SLOW_MICROS.store(micros.max(1), Ordering::Relaxed);
         }
-        ON.store(self.trace || self.step || slow.is_some(), Ordering::Relaxed);
+        let on = self.trace || self.time || trace_to.is_some() || step || slow.is_some();
+        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let colour_lines = !no_colour
+            && match &trace_to {
+                Some(fd) => is_terminal(fd.as_fd()),
+                None => is_terminal(std::io::stderr().as_fd()),
+            };
+        let settings = Settings {
+            colour_prompts: !no_colour && tty.is_some(),
+            colour_lines,
+            tty,
+            trace_to,
+            step_at: self.step_at.clone(),
+            time: self.time,
+        };
+        let _ = SETTINGS.set(settings);
+        if step {
+            STEP.store(shared_flag(), Ordering::Relaxed);
+            stepping().store(true, Ordering::Relaxed);
+        }
+        ON.store(on, Ordering::Relaxed);
         Ok(())
     }
+}
+
+fn is_terminal(fd: BorrowedFd<'_>) -> bool {
+    nix::unistd::isatty(fd).unwrap_or(false)
+}
+
+/// `/dev/tty`, for `--step`: non-blocking (when the other process of a pair takes a line first,
+/// our read finds nothing instead of waiting for the next one), and in the foreground (a
+/// program started with `&` would be stopped, SIGTTIN, the moment it read it).
+fn open_terminal() -> Result<OwnedFd, String> {
+    let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    let tty = nix::fcntl::open("/dev/tty", flags, Mode::empty()).map_err(|e| {
+        format!(
+            "--step needs a terminal to read Enter from (/dev/tty: {})",
+            e.desc()
+        )
+    })?;
+    if nix::unistd::tcgetpgrp(&tty) != Ok(nix::unistd::getpgrp()) {
+        return Err(
+            "--step needs the terminal in the foreground: run the program in a \
+                    terminal of its own, not in the background with &"
+                .into(),
+        );
+    }
+    Ok(aside(tty))
+}
+
+/// `--trace-to PATH`: a terminal (another pane's `/dev/pts/N`) or a file, appended to (a
+/// parent and its child write their lines into one file), made 0600 if new.
+fn open_trace_to(path: &std::path::Path) -> Result<OwnedFd, String> {
+    let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_NOCTTY;
+    let opened = nix::fcntl::open(
+        path,
+        flags | OFlag::O_CLOEXEC,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    );
+    let fd = opened.map_err(|e| {
+        let reason = crate::rt::exit::reason(e);
+        format!("--trace-to {}: {reason}", path.display())
+    })?;
+    Ok(aside(fd))
 }
 
 /// The `--step` flag: the shared one if there is one, else this process's own.
@@ -102,24 +175,27 @@ fn stepping() -> &'static AtomicBool {
     unsafe { shared.as_ref() }.unwrap_or(&STEP_HERE)
 }
 
-/// A flag in an anonymous `MAP_SHARED` page, shared with children forked later; null if the page
-/// cannot be had (then each process steps on its own).
+/// A flag in a shared page, shared with children forked later; null if the page cannot be had
+/// (then each process steps on its own). The page is a memfd named `ipclab-step`, so that
+/// `/proc/PID/maps` names it (`/memfd:ipclab-step (deleted)`) instead of showing a second
+/// `/dev/zero` beside mipc's counter.
 fn shared_flag() -> *mut AtomicBool {
-    use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    use nix::sys::mman::{mmap, MapFlags, ProtFlags};
     let size = std::num::NonZeroUsize::new(std::mem::size_of::<AtomicBool>())
         .unwrap_or(std::num::NonZeroUsize::MIN);
-    // SAFETY: a new anonymous mapping, at an address the kernel chooses: it overlaps nothing.
-    // It is never unmapped, so the pointer stays valid for the life of the process (and of the
-    // children that inherit it); the kernel fills it with zeros, a valid `AtomicBool` (false).
-    match unsafe {
-        mmap_anonymous(
-            None,
-            size,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_SHARED,
-        )
-    } {
-        Ok(page) => page.as_ptr().cast(),
+    let Ok(memfd) = memfd_create(c"ipclab-step", MFdFlags::MFD_CLOEXEC) else {
+        return std::ptr::null_mut();
+    };
+    if nix::unistd::ftruncate(&memfd, size.get() as i64).is_err() {
+        return std::ptr::null_mut();
+    }
+    let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+    // SAFETY: a new mapping of the memfd, at an address the kernel chooses: it overlaps
+    // nothing. It is never unmapped, so the pointer stays valid for the life of the process
+    // (and of the children that inherit it); the memfd is zero-filled, a valid `AtomicBool`.
+    match unsafe { mmap(None, size, prot, MapFlags::MAP_SHARED, &memfd, 0) } {
+        Ok(page) => page.as_ptr().cast(), // the memfd closes here; the mapping stays
         Err(_) => std::ptr::null_mut(),
     }
 }
@@ -134,7 +210,7 @@ pub fn enabled() -> bool {
 /// `msgget(0x8000, IPC_CREAT|0600)`), with its result said by `show` (e.g. the queue ID).
 ///
 /// When classroom mode is on: pauses first (`--step`, `--slow`), then prints
-/// `[PROGRAM PID] CALL = RESULT` on stderr, or `= -1 ENOENT (No such file or directory)`.
+/// `[PROGRAM PID] CALL = RESULT`, or `= -1 ENOENT (No such file or directory)`.
 #[inline]
 pub fn call<T>(
     describe: impl FnOnce() -> String,
@@ -168,18 +244,33 @@ pub fn call_unpaused<T>(
     traced(describe, make, show, Pause::None)
 }
 
+/// Like [`call`], for a call that may wait for a peer (a `read`, a `msgrcv`, a `waitpid`): with
+/// `--trace-time` it is also said when it starts, `CALL <unfinished …>`, and then again with
+/// its result, `<… resumed> CALL = RESULT`, so that the lines of two processes read in the
+/// order things happened.
+#[inline]
+pub fn blocking_call<T>(
+    describe: impl FnOnce() -> String,
+    make: impl FnOnce() -> nix::Result<T>,
+    show: impl FnOnce(&T) -> String,
+) -> nix::Result<T> {
+    traced(describe, make, show, Pause::Blocking)
+}
+
 /// The pause before a call, and whether a termination signal during it stops the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pause {
     /// A lecture call ([`call`]): a signal during the pause stops it.
     EndedBySignal,
+    /// A lecture call that may wait ([`blocking_call`]).
+    Blocking,
     /// A cleanup call ([`cleanup_call`]): made whatever happens during the pause.
     NeverEnds,
     /// No pause ([`call_unpaused`]).
     None,
 }
 
-/// [`call`], [`cleanup_call`] or [`call_unpaused`], as `pause` says.
+/// [`call`], [`blocking_call`], [`cleanup_call`] or [`call_unpaused`], as `pause` says.
 #[inline]
 pub fn traced<T>(
     describe: impl FnOnce() -> String,
@@ -191,38 +282,53 @@ pub fn traced<T>(
         return make();
     }
     let text = describe();
-    if pause != Pause::None {
-        let paused = pause_before(&text);
-        if pause == Pause::EndedBySignal {
-            paused?;
-        }
+    let paused = match pause {
+        Pause::None => Ok(()),
+        _ => pause_before(&text),
+    };
+    if pause != Pause::NeverEnds {
+        paused?;
+    }
+    let unfinished = pause == Pause::Blocking && settings().is_some_and(|s| s.time);
+    if unfinished {
+        line(&format!("{text} <unfinished …>"));
     }
     let result = make();
     let shown = match &result {
         Ok(value) => show(value),
         Err(errno) => errno_text(*errno),
     };
-    line(&format!("{text} = {shown}"));
+    match unfinished {
+        true => line(&format!("<… resumed> {text} = {shown}")),
+        false => line(&format!("{text} = {shown}")),
+    }
     result
 }
 
 /// Like [`call`], for a call whose line is best written once its result is known: `after`
 /// gives the whole line (`pipe([3, 4]) = 0`, `read(3, "Hello", 4096) = 5`); `describe` is
-/// what `--step` shows before the call and what a failure is printed with.
+/// what `--step` shows before the call and what a failure is printed with. A `blocking` call
+/// also says when it starts, with `--trace-time` (see [`blocking_call`]).
 pub fn call_shown<T>(
     describe: impl FnOnce() -> String,
     make: impl FnOnce() -> nix::Result<T>,
     after: impl FnOnce(&T) -> String,
+    blocking: bool,
 ) -> nix::Result<T> {
     if !enabled() {
         return make();
     }
     let text = describe();
     pause_before(&text)?;
+    let unfinished = blocking && settings().is_some_and(|s| s.time);
+    if unfinished {
+        line(&format!("{text} <unfinished …>"));
+    }
     let result = make();
-    match &result {
-        Ok(value) => line(&after(value)),
-        Err(errno) => line(&format!("{text} = {}", errno_text(*errno))),
+    match (&result, unfinished) {
+        (Ok(value), false) => line(&after(value)),
+        (Ok(value), true) => line(&format!("<… resumed> {}", after(value))),
+        (Err(errno), _) => line(&format!("{text} = {}", errno_text(*errno))),
     }
     result
 }
@@ -243,14 +349,58 @@ pub fn call_no_return(describe: impl FnOnce() -> String, make: impl FnOnce() -> 
     errno
 }
 
-/// Prints one trace line, `[PROGRAM PID] text`, on stderr.
-pub fn line(text: &str) {
-    out::stderr_bytes(format!("[{}] {text}\n", whose()).as_bytes());
+/// An event of the lecture that is no system call — `*flag = 1` in the sipc segment, `*flag ==
+/// 1 seen after 1502 looks`, mipc's `counter++` — said and stepped like a call (`--step-at`
+/// names it by the word before its first blank, `*flag` or `counter++`). A termination signal
+/// during the pause fails it with `EINTR`, the event not made.
+pub fn event(text: impl FnOnce() -> String) -> nix::Result<()> {
+    if !enabled() {
+        return Ok(());
+    }
+    let text = text();
+    pause_before(&text)?;
+    line(&text);
+    Ok(())
 }
 
-/// `PROGRAM PID`: whose call a line or prompt is.
-fn whose() -> String {
-    format!("{} {}", out::program(), std::process::id())
+fn settings() -> Option<&'static Settings> {
+    SETTINGS.get()
+}
+
+/// The name of the call in `text`: `msgrcv` for `msgrcv(65538, …)`, `*flag` for `*flag = 1`.
+fn name_of(text: &str) -> &str {
+    let end = text.find(['(', ' ']).unwrap_or(text.len());
+    &text[..end]
+}
+
+/// Prints one trace line, `[PROGRAM PID] text` (after the time of day with `--trace-time`), on
+/// stderr or where `--trace-to` says.
+pub fn line(text: &str) {
+    let settings = settings();
+    let colour = settings.is_some_and(|s| s.colour_lines);
+    let time = match settings.is_some_and(|s| s.time) {
+        true => format!("{} ", clock::now()),
+        false => String::new(),
+    };
+    let line = format!("{time}{} {text}\n", whose(colour));
+    match settings.and_then(|s| s.trace_to.as_ref()) {
+        Some(fd) => out::line_to(fd.as_fd(), line.as_bytes()),
+        None => out::stderr_bytes(line.as_bytes()),
+    }
+}
+
+/// `[PROGRAM PID]`: whose call a line or prompt is, in its process's colour if `colour`.
+fn whose(colour: bool) -> String {
+    let (program, pid) = (out::program(), std::process::id());
+    match colour {
+        // Six colours that read on dark and light backgrounds; a parent and its child (PIDs
+        // one apart) get two different ones.
+        true => format!(
+            "\x1b[{}m[{program} {pid}]\x1b[0m",
+            [36, 33, 35, 32, 34, 31][pid as usize % 6]
+        ),
+        false => format!("[{program} {pid}]"),
+    }
 }
 
 /// `-1 ENOENT (No such file or directory)`, as strace and the slides show a failed call.
@@ -272,7 +422,10 @@ fn pause_before(text: &str) -> nix::Result<()> {
     if slow > 0 {
         let _ = wait::poll(&[], Deadline::within(Some(Duration::from_micros(slow))));
     }
-    if stepping().load(Ordering::Relaxed) && signals::caught().is_none() {
+    let stop_here = settings().is_some_and(|s| {
+        s.step_at.is_empty() || s.step_at.iter().any(|name| name == name_of(text))
+    });
+    if stop_here && stepping().load(Ordering::Relaxed) && signals::caught().is_none() {
         wait_for_enter(text);
     }
     match signals::caught() {
@@ -281,27 +434,44 @@ fn pause_before(text: &str) -> nix::Result<()> {
     }
 }
 
+/// The widest a prompt line is: a pane of a projector's screen.
+const PROMPT_WIDTH: usize = 80;
+
+/// `[msgq2 4711] next: msgsnd(65538, {type 1, "This is a request…`: the prompt for `text`, cut
+/// to [`PROMPT_WIDTH`] columns.
+fn prompt(text: &str, colour: bool) -> String {
+    let head = format!("[{} {}] next: ", out::program(), std::process::id());
+    let room = PROMPT_WIDTH.saturating_sub(head.chars().count()).max(10);
+    let call = match text.chars().count() > room {
+        true => text.chars().take(room - 1).collect::<String>() + "…",
+        false => text.to_string(),
+    };
+    format!("{} next: {call}\n", whose(colour))
+}
+
 /// Shows the call about to be made on the terminal and waits for a line typed there (or a
 /// termination signal).
 fn wait_for_enter(text: &str) {
-    let mut tty = TTY.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(tty) = tty.as_mut() else {
+    let Some(settings) = settings() else { return };
+    let Some(tty) = settings.tty.as_ref().map(OwnedFd::as_fd) else {
         return;
     };
-    // A line of its own, so that two processes' prompts on one terminal never share one.
-    let prompt = format!(
-        "[{}] next: {text}   [Enter: run it, c Enter: run to the end]\n",
-        whose()
-    );
-    if out::write_to(tty.as_fd(), prompt.as_bytes()).is_err() {
-        return;
+    let colour = settings.colour_prompts;
+    // Each on a line of its own, so that two processes' prompts on one terminal never share one.
+    if !PROMPTED.swap(true, Ordering::Relaxed) {
+        let keys = format!(
+            "{} Enter: run the call shown. c Enter: run to the end.\n",
+            whose(colour)
+        );
+        out::line_to(tty, keys.as_bytes());
     }
+    out::line_to(tty, prompt(text, colour).as_bytes());
     let mut answer = [0u8; 256];
     loop {
         // Look again now and then: `c` typed to the other process of a parent and child on one
         // terminal ends the stepping of both (the flag is shared).
         let a_while = Deadline::within(Some(Duration::from_millis(100)));
-        match wait::poll(&[(tty.as_fd(), PollFlags::POLLIN)], a_while) {
+        match wait::poll(&[(tty, PollFlags::POLLIN)], a_while) {
             Ok(_) => {}
             Err(e) if e.is::<wait::TimedOut>() => match stepping().load(Ordering::Relaxed) {
                 true => continue,
@@ -309,14 +479,13 @@ fn wait_for_enter(text: &str) {
             },
             Err(_) => {
                 // A signal (see pause_before): end the prompt's line before anything else.
-                let _ = out::write_to(tty.as_fd(), b"\n");
+                let _ = out::write_to(tty, b"\n");
                 return;
             }
         }
-        match tty.read(&mut answer) {
+        match nix::unistd::read(tty, &mut answer) {
             // Another process on this terminal took the line: wait for the next one.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(Errno::EAGAIN | Errno::EINTR) => continue,
             Err(_) | Ok(0) => {
                 stepping().store(false, Ordering::Relaxed); // the terminal is gone: run on
                 return;
@@ -372,5 +541,24 @@ mod tests {
             errno_text(Errno::ENOENT),
             "-1 ENOENT (No such file or directory)"
         );
+    }
+
+    #[test]
+    fn a_prompt_fits_80_columns_and_a_call_has_a_name() {
+        let long = format!("msgsnd(65538, {{type 1, \"{}\"}}, 128, 0)", "x".repeat(100));
+        let shown = prompt(&long, false);
+        assert!(shown.trim_end().chars().count() <= 80, "{shown}");
+        assert!(shown.trim_end().ends_with('…'), "{shown}");
+        assert_eq!(
+            prompt("pipe(fd)", false)
+                .trim_end()
+                .rsplit_once(' ')
+                .unwrap()
+                .1,
+            "pipe(fd)"
+        );
+        assert_eq!(name_of("msgrcv(1, &msg, 128, 2, 0)"), "msgrcv");
+        assert_eq!(name_of("*flag = 1"), "*flag");
+        assert_eq!(name_of("counter++ = 3"), "counter++");
     }
 }

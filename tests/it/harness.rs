@@ -119,6 +119,7 @@ impl Lab {
             .args(args)
             .current_dir(self.dir())
             .env("IPCLAB_ID", self.id.to_string())
+            .env("NO_COLOR", "1") // classroom mode's colours: a test that wants them unsets it
             .env_remove("PAGER")
             .stdin(Stdio::null());
         command
@@ -643,7 +644,7 @@ impl Stepped {
         String::from_utf8_lossy(&bytes).replace('\r', "")
     }
 
-    /// Waits for the `n`-th prompt (counted from 1: `[PROGRAM PID] next: CALL   [Enter: …`) and
+    /// Waits for the `n`-th prompt (counted from 1: `[PROGRAM PID] next: CALL`, a line) and
     /// returns the PID and the call it names.
     pub fn prompt(&self, n: usize) -> (Pid, String) {
         let mut found = None;
@@ -655,7 +656,7 @@ impl Stepped {
                 .nth(n - 1)
                 .map(|(at, _)| at);
             found = prompts.nth(n - 1).zip(before).and_then(|(after, at)| {
-                let (call, _) = after.split_once("   [Enter")?;
+                let (call, _) = after.split_once('\n')?;
                 let pid = screen[..at].rsplit_once(' ')?.1.parse().ok()?;
                 Some((Pid::from_raw(pid), call.to_owned()))
             });

@@ -3,6 +3,7 @@
 
 mod classroom;
 mod cpeers;
+mod errors;
 mod fifo;
 mod hardening;
 mod harness;
@@ -12,6 +13,7 @@ mod manual;
 mod mman;
 mod msgq;
 mod pipes;
+mod projector;
 mod shm;
 
 /// The exercises, as cargo built them for this test run (see [`harness::exe`]).

@@ -866,6 +866,7 @@ fn of_many_clients_at_once_one_gets_the_reply_and_each_other_a_clear_error() {
                 client
                     .stderr
                     .contains("the queue was removed while waiting")
+                    || client.stderr.contains("the queue was removed meanwhile")
                     || client.stderr.contains("no such queue; start msgq1 first"),
                 "{client}"
             );

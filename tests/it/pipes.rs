@@ -271,7 +271,7 @@ fn mymore_with_a_bad_interpreter_line_fails_with_127_before_the_pager_starts() {
     mymore_cannot_run(
         &lab,
         &script,
-        "bad interpreter '/no/such/shell' in its #! line: No such file or directory",
+        "bad interpreter '/no/such/shell' in its #! line: ENOENT: No such file or directory",
     );
 }
 
@@ -282,16 +282,16 @@ fn mymore_with_random_bytes_as_command_fails_with_127_before_the_pager_starts() 
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let noise = file_with_mode(&lab, "noise", &noise, 0o755);
-    mymore_cannot_run(&lab, &noise, "Exec format error");
+    mymore_cannot_run(&lab, &noise, "ENOEXEC: Exec format error");
     let elf = file_with_mode(&lab, "bad-elf", b"\x7fELF\x02\x01\x01\0truncated", 0o755);
-    mymore_cannot_run(&lab, &elf, "Exec format error");
+    mymore_cannot_run(&lab, &elf, "ENOEXEC: Exec format error");
 }
 
 #[test]
 fn mymore_with_a_file_that_is_not_executable_fails_with_127() {
     let lab = Lab::new();
     let script = file_with_mode(&lab, "script", b"#!/bin/sh\necho hi\n", 0o644);
-    mymore_cannot_run(&lab, &script, "Permission denied");
+    mymore_cannot_run(&lab, &script, "EACCES: Permission denied");
 }
 
 #[test]

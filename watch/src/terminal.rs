@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use anyhow::Context;
+use ipclab::sys::failed;
 use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices, Termios};
 
 use crate::screen::cut;
@@ -39,13 +39,14 @@ impl Keys {
             in_foreground(&tty),
             "the live view needs the terminal in the foreground: run it without &, or with --once"
         );
-        let saved = termios::tcgetattr(&tty).context("tcgetattr(/dev/tty)")?;
+        let saved = termios::tcgetattr(&tty).map_err(|e| failed(e, "tcgetattr(/dev/tty)"))?;
         let mut raw = saved.clone();
         raw.local_flags
             .remove(LocalFlags::ICANON | LocalFlags::ECHO);
         raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
         raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
-        termios::tcsetattr(&tty, SetArg::TCSANOW, &raw).context("tcsetattr(/dev/tty)")?;
+        termios::tcsetattr(&tty, SetArg::TCSANOW, &raw)
+            .map_err(|e| failed(e, "tcsetattr(/dev/tty)"))?;
         Ok(Some(Keys { tty, saved, raw }))
     }
 

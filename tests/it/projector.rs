@@ -1,0 +1,251 @@
+//! Classroom mode on a projector: trace lines that start at column 0, prompts that fit 80
+//! columns, `--step-at`, `--trace-to`, `--trace-time`, colours, and the lecture's descriptors at
+//! the numbers the C gets.
+
+use std::path::Path;
+
+use crate::classroom::{press, start_on_a_terminal};
+use crate::harness::{exe, wait_until, Lab, Running, Stepped};
+
+/// Starts msgq1 and waits until its queue is there.
+fn msgq1(lab: &Lab) -> Running {
+    let server = lab.start("msgq1", &[] as &[&str]);
+    let key = ipclab::sys::ipc::Key::queue(lab.id());
+    wait_until("msgq1's queue", || ipclab::sys::msg::msgget(key, 0).is_ok());
+    server
+}
+
+#[test]
+fn trace_lines_start_at_column_0_when_stdout_and_stderr_share_a_file() {
+    let lab = Lab::new();
+    let server = msgq1(&lab);
+    let both = lab.dir().join("both");
+    let msgq2 = exe("msgq2").unwrap();
+    let run = lab.run("sh", &["-c", r#"exec "$0" --trace >both 2>&1"#, msgq2]);
+    run.assert_success();
+    server.finish().assert_success();
+    let text = std::fs::read_to_string(&both).unwrap();
+    // The trace line that follows "Sent a request....." starts a line of its own there ...
+    assert!(text.contains("Sent a request.....\n[msgq2 "), "{text}");
+    for line in text.lines() {
+        assert!(
+            line.starts_with("[msgq2 ")
+                || line.starts_with("Sent a request")
+                || line.starts_with("Received reply"),
+            "a line that does not start at column 0: {line:?}\n{text}"
+        );
+    }
+    // ... while stdout alone is byte for byte the C's.
+    let alone = lab.run("sh", &["-c", r#"exec "$0" --trace 2>/dev/null"#, msgq2]);
+    assert_eq!(alone.code(), Some(1), "no server any more: {alone}");
+}
+
+#[test]
+fn trace_to_sends_the_lines_to_a_file_and_leaves_stderr_empty() {
+    let lab = Lab::new();
+    let pipe = lab.run("pipe", &["--trace-to", "calls"]);
+    pipe.assert_success();
+    let calls = std::fs::read_to_string(lab.dir().join("calls")).unwrap();
+    assert!(calls.contains("] pipe(["), "{calls}");
+    assert!(
+        calls.contains("] fork() = 0"),
+        "the child's lines too: {calls}"
+    );
+    assert!(!calls.contains('\x1b'), "no colour in a file: {calls:?}");
+    let mode = std::fs::metadata(lab.dir().join("calls")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    let bad = lab.run("pipe", &["--trace-to", "no/such/dir/calls"]);
+    bad.assert_failure(
+        2,
+        "--trace-to no/such/dir/calls: ENOENT: No such file or directory",
+    );
+}
+
+#[test]
+fn trace_time_stamps_each_line_and_says_when_a_wait_starts() {
+    let lab = Lab::new();
+    let sync = lab.run("sync", &["--loops", "1", "--trace-time"]);
+    assert_eq!(sync.code(), Some(0), "{sync}");
+    for line in sync.stderr.lines() {
+        let (time, rest) = line.split_once(' ').unwrap();
+        assert!(is_time_to_the_microsecond(time), "{line}");
+        assert!(rest.starts_with("[sync "), "{line}");
+    }
+    // A read that waits for the peer shows when it starts and when it returns.
+    assert!(sync.stderr.contains(") <unfinished …>"), "{}", sync.stderr);
+    assert!(
+        sync.stderr.contains("<… resumed> read(3, \"p\", 1) = 1"),
+        "{}",
+        sync.stderr
+    );
+    let env = lab.command("sync", &["--loops", "1"]);
+    let mut env = env;
+    env.env("IPCLAB_TRACE", "time");
+    let by_env = Running::spawn(env).finish();
+    assert!(
+        is_time_to_the_microsecond(by_env.stderr.split(' ').next().unwrap()),
+        "{by_env}"
+    );
+}
+
+/// `10:31:22.483211`.
+fn is_time_to_the_microsecond(text: &str) -> bool {
+    let (clock, micros) = text.split_once('.').unwrap_or_default();
+    micros.len() == 6
+        && micros.bytes().all(|b| b.is_ascii_digit())
+        && clock.split(':').count() == 3
+        && clock
+            .split(':')
+            .all(|p| p.len() == 2 && p.parse::<u8>().is_ok())
+}
+
+#[test]
+fn prompts_fit_80_columns_and_say_the_keys_once_per_process() {
+    let lab = Lab::new();
+    let server = msgq1(&lab);
+    let client = Stepped::start(&lab, "msgq2");
+    for _ in 0..10 {
+        let screen = client.screen();
+        if screen.contains("Received reply") {
+            break;
+        }
+        client.press_enter();
+        wait_until("the next prompt or the end", || {
+            client.screen().len() > screen.len()
+        });
+    }
+    let (run, screen) = client.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    server.finish().assert_success();
+    let prompts: Vec<&str> = screen.lines().filter(|l| l.contains("] next: ")).collect();
+    assert!(prompts.len() >= 4, "{screen}");
+    for prompt in &prompts {
+        assert!(
+            prompt.chars().count() <= 80,
+            "{} columns: {prompt}",
+            prompt.chars().count()
+        );
+    }
+    assert!(
+        prompts.iter().any(|p| p.ends_with('…')),
+        "the msgsnd prompt is cut: {screen}"
+    );
+    let keys = screen.matches("c Enter: run to the end").count();
+    assert_eq!(keys, 1, "{screen}");
+    // The call cut in its prompt is whole in its trace line.
+    assert!(screen.contains("\"This is a request from "), "{screen}");
+}
+
+#[test]
+fn step_at_stops_only_before_the_calls_named_and_traces_the_rest() {
+    let lab = Lab::new();
+    let server = msgq1(&lab);
+    let client = Stepped::start_with(&lab, "msgq2", &["--step-at", "msgrcv"]);
+    let (_, call) = client.prompt(1);
+    assert!(call.starts_with("msgrcv("), "{call}");
+    let screen = client.screen();
+    // msgget, msgctl, msgsnd were made and traced without a stop.
+    assert!(
+        screen.contains("] msgsnd(") && screen.contains(") = 0"),
+        "{screen}"
+    );
+    assert_eq!(screen.matches("] next: ").count(), 1, "{screen}");
+    client.press_enter();
+    let (run, _) = client.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    server.finish().assert_success();
+}
+
+#[test]
+fn each_process_has_a_colour_on_a_terminal_and_none_with_no_color() {
+    let lab = Lab::new();
+    let sync = exe("sync").unwrap();
+    let mut command = lab.command(
+        "script",
+        &["-qfec", &format!("{sync} --loops 1 --trace"), "/dev/null"],
+    );
+    command.env_remove("NO_COLOR");
+    let coloured = Running::spawn(command).finish();
+    let screen = coloured.stdout();
+    let colours: std::collections::BTreeSet<&str> = screen
+        .match_indices("\x1b[")
+        .filter_map(|(at, _)| screen[at..].split_once('m').map(|(code, _)| code))
+        .filter(|code| *code != "\x1b[0")
+        .collect();
+    assert_eq!(
+        colours.len(),
+        2,
+        "parent and child each a colour: {colours:?}\n{screen}"
+    );
+    let (plain, _) = start_on_a_terminal(&lab, &format!("{sync} --loops 1 --trace"));
+    let plain = plain.finish(); // the harness sets NO_COLOR
+    assert!(!plain.stdout().contains('\x1b'), "{plain}");
+}
+
+/// The numbers of a process's open descriptors (`/proc/PID/fd`).
+fn descriptors(pid: nix::unistd::Pid) -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort();
+    fds
+}
+
+#[test]
+fn the_lecture_s_descriptors_get_the_c_numbers_and_the_step_page_its_own_name() {
+    let lab = Lab::new();
+    let server = Stepped::start_with(&lab, "fifos", &["--step-at", "read", "--count", "1"]);
+    wait_until(".fifo", || lab.dir().join(".fifo").exists());
+    let client = lab.start("fifoc", &[] as &[&str]);
+    let (pid, call) = server.prompt(1); // a request came: the server is about to read it
+    assert!(call.starts_with("read(3, "), "{call}");
+    // 3 and 4 are the FIFO's two ends, as in C; nothing of the suite's own (the terminal,
+    // the signal self-pipe) sits among the low numbers. (The harness's terminal may pass on a
+    // descriptor or two of its own, such as /dev/null.)
+    let link = |fd: i32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+    for fd in [3, 4] {
+        assert!(
+            link(fd).to_string_lossy().ends_with("/.fifo"),
+            "{fd}: {:?}",
+            link(fd)
+        );
+    }
+    for fd in descriptors(pid)
+        .into_iter()
+        .filter(|&fd| (5..100).contains(&fd))
+    {
+        let target = link(fd).to_string_lossy().into_owned();
+        let ours = ["/dev/tty", "/dev/pts", "pipe:", "memfd:", ".fifo"];
+        assert!(!ours.iter().any(|o| target.contains(o)), "{fd} -> {target}");
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(maps.contains("/memfd:ipclab-step"), "{maps}");
+    assert!(!maps.contains("/dev/zero"), "{maps}");
+    server.run_on();
+    let (run, _) = server.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    client.finish().assert_success();
+    assert!(!Path::new(&lab.dir().join(".fifo")).exists());
+}
+
+#[test]
+fn a_prompt_on_the_terminal_of_an_unfinished_line_starts_a_line_of_its_own() {
+    let lab = Lab::new();
+    let server = msgq1(&lab);
+    let msgq2 = exe("msgq2").unwrap();
+    let (run, keys) = start_on_a_terminal(&lab, &format!("{msgq2} --step-at msgrcv"));
+    run.wait_for_stdout("next: msgrcv(");
+    let screen = run.stdout_so_far().replace('\r', "");
+    assert!(
+        screen.contains("Sent a request.....\n[msgq2 "),
+        "{screen:?}"
+    );
+    press(&keys, "\n");
+    let run = run.finish();
+    assert!(run.status.success(), "{run}");
+    server.finish().assert_success();
+}
