@@ -153,7 +153,8 @@ impl Program {
             return Err(cannot("empty command"));
         }
         let path = search_path(first).ok_or_else(|| cannot("command not found"))?;
-        nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK).map_err(|e| cannot(&exit::reason(e)))?;
+        nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK)
+            .map_err(|e| cannot(&exit::reason(e)))?;
         let c_string =
             |s: &OsStr| CString::new(s.as_bytes()).map_err(|_| cannot("NUL in argument"));
         Ok(Program {

@@ -275,27 +275,33 @@ mod tests {
     #[test]
     fn a_process_is_seen_with_its_arguments_environment_directory_and_state() {
         let me = nix::unistd::getpid();
-        let mut child = std::process::Command::new("sleep")
-            .args(["30", "--", "a b"])
+        // cat waits for its stdin, a pipe nobody writes to, until killed.
+        let mut child = std::process::Command::new("cat")
+            .args(["--", "-", "a b"])
             .env("IPCWATCH_TEST", "x=1")
+            .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let pid = Pid::from_raw(child.id() as i32);
         let args = loop {
-            // until the exec has happened: the arguments are sleep's
+            // until the exec has happened: the arguments are cat's
             if let Some(args) = arguments(pid).filter(|a| a.len() == 3) {
                 break args;
             }
             std::thread::yield_now();
         };
-        assert_eq!(args, ["30", "--", "a b"]);
+        assert_eq!(args, ["--", "-", "a b"]);
         assert_eq!(
             environment(pid, "IPCWATCH_TEST").unwrap(),
             Some("x=1".into())
         );
         assert_eq!(environment(pid, "IPCWATCH_NOT_SET").unwrap(), None);
         assert_eq!(cwd(pid), std::env::current_dir().ok());
-        assert!(matches!(state(pid), Some('S' | 'R')));
+        assert!(
+            matches!(state(pid), Some('S' | 'R' | 'D')),
+            "{:?}",
+            state(pid)
+        );
         assert!(pids().any(|p| p == pid) && !pids().any(|p| p == me));
         child.kill().unwrap();
         child.wait().unwrap();
