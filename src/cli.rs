@@ -59,7 +59,7 @@ impl IdOption {
 /// `--dir DIR`: the directory where the FIFO programs keep `.fifo` and `.fifo<PID>`.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct DirOption {
-    /// Directory of the FIFOs (.fifo and .fifo<PID>); server and client must use the same one
+    /// Directory of the FIFOs (`.fifo` and `.fifo<PID>`); server and client must use the same one
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
 }

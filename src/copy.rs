@@ -1,24 +1,15 @@
-//! mycp3's copy policy: which files it copies, where the copy is made, and how the copy becomes
-//! DEST — so that DEST is only ever the old file or the whole copy.
+//! mycp3's copy policy: which files it copies, where the copy is made, and how it becomes DEST,
+//! so that DEST is only ever the old file or the whole copy (labs.md, exercise 8, says why).
 //!
-//! - [`SourceFile`]: SOURCE, checked to be a regular file that `mmap` can copy, and where its
-//!   data lies ([`SourceFile::data_from`]: `lseek` with `SEEK_DATA`/`SEEK_HOLE`), so that the
-//!   holes of a sparse file are neither read nor written.
-//! - [`DestFile`]: the copy, made *without a name* (`O_TMPFILE`) in DEST's directory, so that
-//!   no end of mycp3, not even `kill -9`, leaves an unfinished copy behind. Complete, it gets
-//!   its name ([`DestFile::commit`]): `linkat` straight to DEST when there is none, else `linkat`
-//!   to a hidden name beside DEST and at once `rename` over DEST. Where the file system cannot
-//!   make a file without a name, the copy has the hidden name `.NAME.mycp3-PID` from the start,
-//!   and is unlinked on every end but `kill -9`.
+//! The copy is made *without a name* (`O_TMPFILE`) in DEST's directory, so that no end of
+//! mycp3, not even `kill -9`, leaves an unfinished copy behind; complete, it gets its name
+//! ([`DestFile::commit`]). Where the file system cannot make a file without a name, it has the
+//! hidden name `.NAME.mycp3-PID` from the start, unlinked on every end but `kill -9`.
 //!
-//! **SIGBUS.** A `memcpy` that reads a page of SOURCE past its end (SOURCE shrank after `mmap`)
-//! or writes a page of the copy that cannot be allocated (a full disk, without
-//! `posix_fallocate`) gets no error code but the signal SIGBUS. [`DestFile::memcpy`] copies with
-//! a handler armed for exactly its two mappings, which ends mycp3 the way any other error does,
-//! with async-signal-safe calls only (POSIX): `write(2)` of the error line made before the copy,
-//! `unlink(2)` of the copy's hidden name if it has one, `_exit(1)`. A copy without a name goes
-//! with the process. The handler neither returns to the `memcpy` (it would fault again) nor
-//! repairs the mapping (`mmap` is not async-signal-safe).
+//! A `memcpy` gets SIGBUS instead of an error code for a page it cannot read or write:
+//! [`DestFile::memcpy`] arms a handler that ends mycp3 as any other error does, with
+//! async-signal-safe calls only: `write(2)` of a line made beforehand, `unlink(2)` of the
+//! hidden name if the copy has one, `_exit(1)` (`mmap`, to repair the mapping, is not safe).
 
 use std::ffi::{c_void, CStr, CString, OsStr};
 use std::fs::File;
@@ -27,17 +18,18 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{compiler_fence, AtomicPtr, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicPtr, Ordering::SeqCst};
 
 use anyhow::{anyhow, bail, Context};
-use nix::errno::Errno;
+use nix::errno::Errno::{self, EINVAL, EISDIR, EOPNOTSUPP};
 use nix::fcntl::OFlag;
-use nix::sys::stat::{FileStat, Mode, SFlag};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::stat::{fstat, stat, FileStat, Mode, SFlag};
 use nix::unistd::Whence;
 
 use crate::rt::{out, signals};
-use crate::sys::fd as sys;
-use crate::sys::mman::{self, kind, Mapping};
+use crate::sys::fd::{self as sys, other_kind};
+use crate::sys::mman::{self, Mapping};
 
 /// Parses a size such as `65536`, `64K`, `16M` or `1G` (powers of 1024) and rounds it up to whole
 /// pages: a window of a copy (mapping offsets must be multiples of the page size).
@@ -66,15 +58,14 @@ fn quoted(path: &Path) -> String {
 /// Fails unless `stat` is a regular file's: `NAME: is a directory; mycp3 copies regular files
 /// only` (`does`: copies, writes).
 fn check_regular(stat: &FileStat, name: &str, does: &str) -> anyhow::Result<()> {
-    if stat.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
-        bail!("{name}: is {}; mycp3 {does} regular files only", kind(stat));
+    match other_kind(stat, SFlag::S_IFREG) {
+        Some(kind) => bail!("{name}: is {kind}; mycp3 {does} regular files only"),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// Whether `file` is a pseudo-file whose content the kernel makes when it is read: on `/proc`,
-/// `/sys` and their kin, or saying it is empty while it is not. Its size says nothing about its
-/// content, and `mmap` refuses it (`ENODEV`) or maps nothing.
+/// Whether `file` is a pseudo-file whose content is made when it is read (`/proc`, `/sys` and
+/// their kin, or empty by its size but not): `mmap` refuses it or maps nothing.
 fn is_made_when_read(file: &File, stat: &FileStat) -> bool {
     use nix::sys::statfs::*;
     let pseudo = [
@@ -89,15 +80,6 @@ fn is_made_when_read(file: &File, stat: &FileStat) -> bool {
         || (stat.st_size == 0 && file.read_at(&mut [0u8], 0).is_ok_and(|n| n > 0))
 }
 
-/// Whether `path` ends with the name of a file: not with `/`, `/.`, `..` or nothing — the
-/// name of a directory, where no copy can be renamed to.
-fn ends_with_a_name(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|name| path.as_os_str().as_bytes().ends_with(name.as_bytes()))
-}
-
-// ---- SOURCE ---------------------------------------------------------------------------------
-
 /// The file to copy: a regular file, open for reading.
 #[derive(Debug)]
 pub struct SourceFile {
@@ -108,20 +90,15 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// Opens `path` for reading and checks that it is a regular file that `mmap` can copy.
-    ///
-    /// A directory, FIFO, device or socket is refused before it is opened (opening a FIFO
-    /// would wait for a writer; opening a device can have effects). So is a file that says it
-    /// is empty but is not (`/proc/...`: its content is made when it is read, and cannot be
-    /// mapped).
+    /// Opens `path` for reading, if it is a regular file that `mmap` can copy: other kinds are
+    /// refused before they are opened (a FIFO would block, a device can have effects).
     pub fn open(path: &Path) -> anyhow::Result<SourceFile> {
         let name = format!("SOURCE {}", quoted(path));
-        let stat = nix::sys::stat::stat(path).context(name.clone())?;
-        check_regular(&stat, &name, "copies")?;
+        check_regular(&stat(path).context(name.clone())?, &name, "copies")?;
         // O_NONBLOCK: should the path be swapped for a FIFO meanwhile, open does not block.
         let fd = sys::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty());
         let file = File::from(fd.context(name.clone())?);
-        let stat = nix::sys::stat::fstat(&file).context(name.clone())?;
+        let stat = fstat(&file).context(name.clone())?;
         check_regular(&stat, &name, "copies")?;
         if is_made_when_read(&file, &stat) {
             bail!(
@@ -147,11 +124,10 @@ impl SourceFile {
         Mode::from_bits_truncate(self.stat.st_mode & 0o777)
     }
 
-    /// The next range that holds data, from `offset` (a multiple of the page size) on:
-    /// `lseek(fd, offset, SEEK_DATA)` and `lseek(fd, start, SEEK_HOLE)`, widened to whole pages
-    /// (mapping offsets are multiples of a page) and cut at [`SourceFile::size`]. `None` when
-    /// only a hole is left. A file system that cannot tell where the holes are (`EINVAL`) has
-    /// one data range, the whole file. Fails if SOURCE turns out to have shrunk.
+    /// The next range that holds data from `offset` (a multiple of the page size) on, by
+    /// `lseek` with `SEEK_DATA` and `SEEK_HOLE`, in whole pages up to [`SourceFile::size`];
+    /// `None` when only a hole is left. Without holes (`EINVAL`): the whole file. Fails if
+    /// SOURCE has shrunk.
     pub fn data_from(&self, offset: u64) -> anyhow::Result<Option<Range<u64>>> {
         let (size, page) = (self.size(), mman::page_size() as u64);
         let seek = |at: u64, whence, no_holes: u64| match sys::lseek(self.fd(), at as i64, whence) {
@@ -165,14 +141,10 @@ impl SourceFile {
         }
         let Some(data) = seek(offset, Whence::SeekData, offset)? else {
             // Nothing but a hole up to the end — unless the end moved.
-            let now = nix::sys::stat::fstat(&self.file).context(self.name.clone())?;
-            if now.st_size < self.stat.st_size {
-                let (was, name) = (self.stat.st_size, &self.name);
-                bail!(
-                    "{name}: shrank while being copied (from {was} to {} bytes)",
-                    now.st_size
-                );
-            }
+            let (name, was) = (&self.name, self.stat.st_size);
+            let now = fstat(&self.file).context(name.clone())?.st_size;
+            let shrank = format!("{name}: shrank while being copied (from {was} to {now} bytes)");
+            anyhow::ensure!(now >= was, shrank);
             return Ok(None);
         };
         let start = (data / page * page).max(offset);
@@ -182,14 +154,11 @@ impl SourceFile {
     }
 }
 
-// ---- DEST -----------------------------------------------------------------------------------
-
-/// The copy being made: a new file in DEST's directory that gets its name only by
-/// [`DestFile::commit`], once complete, and is removed if it is dropped before (an error, or a
-/// termination signal on its way up). See the module docs.
+/// The copy being made, in DEST's directory: named by [`DestFile::commit`], removed if dropped
+/// before.
 #[derive(Debug)]
 pub struct DestFile {
-    /// `DEST 'x' left as it was` or `DEST 'x' not created`: see [`DestFile::untouched`].
+    /// See [`DestFile::untouched`].
     untouched: String,
     /// Where the copy goes: DEST, or the file a symbolic link DEST points to.
     target: PathBuf,
@@ -200,77 +169,68 @@ pub struct DestFile {
     /// Whether the copy has the hidden name now (from the start, without `O_TMPFILE`).
     named: bool,
     file: File,
-    /// What the SIGBUS handler writes for a fault in SOURCE's mapping and in the copy's, and
-    /// the hidden name it unlinks: made beforehand, as a handler may neither format nor allocate.
+    /// The SIGBUS handler's error line for a fault in SOURCE's mapping and in the copy's.
     last_words: [Vec<u8>; 2],
-    hidden_c: Option<CString>,
 }
 
 impl DestFile {
-    /// Checks that `dest` may receive a copy of `source` and creates the new file beside it
-    /// (mode 0600, until [`DestFile::commit`]).
-    ///
-    /// Refused, with nothing changed: DEST is SOURCE (also through a hard link, a symbolic link,
-    /// or another path: same device and inode); DEST is a directory or not a regular file; DEST
-    /// exists but may not be written; DEST is a symbolic link to nowhere; DEST's directory does
-    /// not exist or may not be written.
+    /// Creates the copy of `source` (mode 0600) beside `dest`, unless DEST is SOURCE (same device
+    /// and inode), no regular file, a directory's name, not writable, or a symbolic link to
+    /// nowhere, or its directory is missing or read-only: then nothing changes.
     pub fn create(dest: &Path, source: &SourceFile) -> anyhow::Result<DestFile> {
         let name = format!("DEST {}", quoted(dest));
-        let existing = nix::sys::stat::stat(dest);
+        let existing = stat(dest);
+        // Not ending with `/`, `/.`, `..` or nothing, which name a directory.
+        let names_a_file = (dest.file_name())
+            .is_some_and(|file| dest.as_os_str().as_bytes().ends_with(file.as_bytes()));
         let target = match existing {
+            Ok(stat) if (stat.st_dev, stat.st_ino) == (source.stat.st_dev, source.stat.st_ino) => {
+                let source = &source.name;
+                bail!(
+                    "{name}: is the same file as {source} (same device and inode); nothing changed"
+                )
+            }
             Ok(stat) => {
-                if (stat.st_dev, stat.st_ino) == (source.stat.st_dev, source.stat.st_ino) {
-                    let source = &source.name;
-                    bail!(
-                        "{name}: is the same file as {source} (same device and inode); nothing \
-                         changed"
-                    );
-                }
                 check_regular(&stat, &name, "writes")?;
                 nix::unistd::access(dest, nix::unistd::AccessFlags::W_OK).context(name.clone())?;
-                match nix::sys::stat::lstat(dest) {
-                    // A symbolic link stays one: the copy replaces the file it points to.
-                    Ok(link) if link.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() => {
-                        std::fs::canonicalize(dest)
-                            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
-                            .context(name.clone())?
-                    }
-                    _ => dest.to_owned(),
+                // A symbolic link stays one: the copy replaces the file it points to.
+                let link = std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_symlink());
+                let real = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(0));
+                match link {
+                    true => std::fs::canonicalize(dest)
+                        .map_err(real)
+                        .context(name.clone())?,
+                    false => dest.to_owned(),
                 }
             }
-            Err(Errno::ENOENT) if !ends_with_a_name(dest) => {
+            Err(Errno::ENOENT) if !names_a_file => {
                 bail!("{name}: names a directory; give the name of the copy")
             }
-            Err(Errno::ENOENT) if nix::sys::stat::lstat(dest).is_ok() => {
+            Err(Errno::ENOENT) if std::fs::symlink_metadata(dest).is_ok() => {
                 bail!("{name}: is a symbolic link to nowhere; not writing through it")
             }
             Err(Errno::ENOENT) => dest.to_owned(),
             Err(e) => return Err(e).context(name),
         };
-        let dir = match target.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let file_name = target.file_name().map_or(&b"copy"[..], OsStr::as_bytes);
+        let dir = target.parent().filter(|dir| !dir.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new("."));
         // Hidden, named after DEST and this process; cut so that it stays a valid name.
-        let mut hidden_name = b".".to_vec();
-        hidden_name.extend_from_slice(&file_name[..file_name.len().min(200)]);
-        hidden_name.extend_from_slice(format!(".mycp3-{}", std::process::id()).as_bytes());
-        let hidden = dir.join(OsStr::from_bytes(&hidden_name));
+        let file_name = target.file_name().map_or(&b"copy"[..], OsStr::as_bytes);
+        let pid = format!(".mycp3-{}", std::process::id());
+        let hidden = [b".", &file_name[..file_name.len().min(200)], pid.as_bytes()].concat();
+        let hidden = dir.join(OsStr::from_bytes(&hidden));
         let mode = Mode::from_bits_truncate(0o600);
         // linkat names an O_TMPFILE file through /proc/self/fd.
         let unnamed = match Path::new("/proc/self/fd").is_dir() {
             true => sys::open(dir, OFlag::O_TMPFILE | OFlag::O_RDWR, mode),
             false => Err(Errno::EOPNOTSUPP),
         };
-        let (fd, named) = match unnamed {
-            Ok(fd) => (Ok(fd), false),
-            // The file system (or kernel) cannot make a file without a name.
-            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {
-                let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL;
-                (sys::open(&hidden, flags, mode), true)
-            }
-            Err(e) => (Err(e), true),
+        // The file system (or kernel) cannot make a file without a name: give it the hidden one.
+        let named = matches!(unnamed, Err(EOPNOTSUPP | EISDIR | EINVAL));
+        let new = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL;
+        let fd = match named {
+            true => sys::open(&hidden, new, mode),
+            false => unnamed,
         };
         let fd = fd.map_err(|errno| match (errno, quoted(dir)) {
             (Errno::ENOENT, dir) => anyhow!("{name}: directory {dir} does not exist"),
@@ -282,18 +242,17 @@ impl DestFile {
         let untouched = format!("{name} {left}");
         let line = |what: &str| format!("{}: {untouched}: {what}\n", out::program()).into_bytes();
         let shrank = format!("{}: shrank while being copied (SIGBUS)", source.name);
+        let last_words = [line(&shrank), line(mman::CANNOT_WRITE)];
         install_bus_handler();
+        let file = File::from(fd);
         Ok(DestFile {
-            last_words: [line(&shrank), line(mman::CANNOT_WRITE)],
-            hidden_c: CString::new(hidden.as_os_str().as_bytes())
-                .ok()
-                .filter(|_| named),
             untouched,
             target,
             existed,
             hidden,
             named,
-            file: File::from(fd),
+            file,
+            last_words,
         })
     }
 
@@ -309,28 +268,23 @@ impl DestFile {
     }
 
     /// `memcpy(to, from, len)` ([`Mapping::copy_from`]) from a window of SOURCE into the same
-    /// window of this copy, with the SIGBUS handler of the module docs armed for the two
-    /// mappings: a fault in them ends mycp3 (status 1) with the error line, and nothing left.
+    /// window of the copy, with the SIGBUS handler armed for the two mappings.
     pub fn memcpy(&self, to: &mut Mapping, from: &Mapping) -> anyhow::Result<()> {
         let range = |m: &Mapping| m.addr() as usize..m.addr() as usize + m.len();
-        let armed = Armed {
-            ranges: [range(from), range(to)],
-            said: &self.last_words,
-            unlink: self.hidden_c.as_deref(),
-        };
-        let armed_here = std::ptr::from_ref(&armed).cast_mut().cast();
-        ARMED.store(armed_here, Ordering::SeqCst);
+        let hidden = CString::new(self.hidden.as_os_str().as_bytes()).ok();
+        let unlink = hidden.as_deref().filter(|_| self.named);
+        let armed = Armed([range(from), range(to)], &self.last_words, unlink);
+        ARMED.store(std::ptr::from_ref(&armed).cast_mut().cast(), SeqCst);
         // Dropped before `armed`, even by a panic. The handler runs on this thread: the fences
         // keep the copy between arming and disarming.
         let _disarm = Disarm;
-        compiler_fence(Ordering::SeqCst);
+        compiler_fence(SeqCst);
         to.copy_from(from)
     }
 
-    /// Gives the complete copy its permission bits, and its name: `linkat` straight to DEST if
-    /// there was none; else (or if one appeared meanwhile) `linkat` to the hidden name and,
-    /// with no pause between (not even under `--step`: a `kill -9` there would leave the
-    /// hidden name), `rename` over DEST.
+    /// Gives the complete copy `permissions` and its name: `linkat` to DEST if there was none;
+    /// else `linkat` to the hidden name and at once, with no `--step` pause (a `kill -9` there
+    /// would leave the hidden name), `rename` over DEST.
     pub fn commit(mut self, permissions: Mode) -> anyhow::Result<()> {
         signals::check()?; // a signal during the last window: stop before DEST changes
         let failed = |call: &str| format!("{}: {call}", self.untouched);
@@ -339,8 +293,7 @@ impl DestFile {
             && !self.existed
             && match sys::link_unnamed(self.fd(), &self.target) {
                 Ok(()) => true,
-                // DEST appeared meanwhile: replace it as if it had been there
-                Err(Errno::EEXIST) => false,
+                Err(Errno::EEXIST) => false, // DEST appeared meanwhile: replace it
                 Err(e) => return Err(e).with_context(|| failed("linkat")),
             };
         if !linked_as_dest {
@@ -363,15 +316,9 @@ impl Drop for DestFile {
     }
 }
 
-// ---- the SIGBUS handler ---------------------------------------------------------------------
-
 /// While [`DestFile::memcpy`] runs: `[start, end)` of SOURCE's mapping and of the copy's, the
-/// error line for a fault in each, and what to unlink.
-struct Armed<'a> {
-    ranges: [Range<usize>; 2],
-    said: &'a [Vec<u8>; 2],
-    unlink: Option<&'a CStr>,
-}
+/// error line for a fault in each, and the hidden name to unlink.
+struct Armed<'a>([Range<usize>; 2], &'a [Vec<u8>; 2], Option<&'a CStr>);
 
 /// The [`Armed`] on the stack of the `memcpy` running now; null otherwise.
 static ARMED: AtomicPtr<Armed<'static>> = AtomicPtr::new(std::ptr::null_mut());
@@ -380,49 +327,46 @@ struct Disarm;
 
 impl Drop for Disarm {
     fn drop(&mut self) {
-        compiler_fence(Ordering::SeqCst);
-        ARMED.store(std::ptr::null_mut(), Ordering::SeqCst);
+        compiler_fence(SeqCst);
+        ARMED.store(std::ptr::null_mut(), SeqCst);
     }
 }
 
 extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut c_void) {
-    // SAFETY: the kernel passes a valid siginfo_t to a handler installed with SA_SIGINFO.
-    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    // SAFETY: a non-null ARMED points to the Armed of the memcpy that this signal interrupts
-    // (it runs on this thread, and ARMED is null again before that Armed goes).
-    let armed = unsafe { ARMED.load(Ordering::SeqCst).as_ref() };
+    // SAFETY: the kernel passes a valid siginfo_t to a handler installed with SA_SIGINFO. A
+    // non-null ARMED points to the Armed of the memcpy this signal interrupts (it runs on this
+    // thread, and ARMED is null again before that Armed goes).
+    let (code, addr, armed) = unsafe {
+        let armed = ARMED.load(SeqCst).as_ref();
+        ((*info).si_code, (*info).si_addr() as usize, armed)
+    };
     // si_code > 0: raised by the kernel for a memory access, not sent with kill.
-    if let Some(armed) = armed.filter(|_| code > 0) {
-        let side = armed.ranges.iter().position(|range| range.contains(&addr));
-        if let Some(said) = side.map(|i| &armed.said[i]) {
+    if let Some(Armed(ranges, said, unlink)) = armed.filter(|_| code > 0) {
+        let side = ranges.iter().position(|range| range.contains(&addr));
+        if let Some(said) = side.map(|i| &said[i]) {
             // SAFETY: write, unlink and _exit are async-signal-safe (POSIX); the bytes and the
             // path are those of the Armed above. _exit does not return to the faulting memcpy.
             unsafe {
                 libc::write(libc::STDERR_FILENO, said.as_ptr().cast(), said.len());
-                if let Some(hidden) = armed.unlink {
+                if let Some(hidden) = unlink {
                     libc::unlink(hidden.as_ptr());
                 }
                 libc::_exit(1);
             }
         }
     }
-    // Not ours: what SIGBUS does without a handler, end the process.
-    // SAFETY: signal(2) with SIG_DFL and raise(3) are async-signal-safe.
-    unsafe {
-        libc::signal(signal, libc::SIG_DFL);
-        libc::raise(signal);
-    }
+    // Not ours: SA_RESETHAND has put SIGBUS's default action back, which ends the process.
+    // SAFETY: raise(3) is async-signal-safe.
+    unsafe { libc::raise(signal) };
 }
 
 fn install_bus_handler() {
-    // SAFETY: an all-zero sigaction is a valid starting point (empty mask, no flags).
-    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-    action.sa_sigaction = on_sigbus as *const () as usize;
-    action.sa_flags = libc::SA_SIGINFO;
+    let handler = SigHandler::SigAction(on_sigbus);
+    let action = SigAction::new(handler, SaFlags::SA_RESETHAND, SigSet::empty());
     // SAFETY: the handler only reads what ARMED points to while it is valid, and makes
     // async-signal-safe calls; it stays valid for the life of the process. If installing
     // fails, SIGBUS keeps its default action: a fault still ends the process, without a word.
-    unsafe { libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) };
+    let _ = unsafe { sigaction(Signal::SIGBUS, &action) };
 }
 
 #[cfg(test)]

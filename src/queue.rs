@@ -13,17 +13,19 @@ use std::ffi::c_long;
 use anyhow::anyhow;
 use libc::msqid_ds;
 use nix::errno::Errno;
-use nix::unistd::Pid;
 
-pub use crate::layout::message::{Message, REPLY, REQUEST};
-use crate::layout::message::{C_MSG_SIZE, MSG_SIZE};
+use crate::layout::message::MSG_SIZE;
+pub use crate::layout::message::{reply_text, request_text, Message, REPLY, REQUEST};
 use crate::layout::text::{self, BadText};
 use crate::peer::{self, Process, Server, ServerLock, ServerWatch};
 use crate::rt::wait::{Deadline, Wait};
 use crate::rt::{exit, out, signals};
 use crate::sys::failed_hinting;
-use crate::sys::ipc::{self, Key, OTHER_ID_HINT};
+use crate::sys::ipc::{self, Key, OTHER_ID_HINT, QUEUE_KEY_BASE};
 use crate::sys::msg::{self, MsqId};
+
+/// The flags of every receive: wait by polling, cut a C peer's 136-byte message to 128.
+const NOWAIT_NOERROR: libc::c_int = libc::IPC_NOWAIT | libc::MSG_NOERROR;
 
 /// msgq1, as its liveness lock ([`ServerLock`]) names it.
 pub const MSGQ1: Server = Server {
@@ -38,10 +40,10 @@ pub const MSGQ1: Server = Server {
 pub struct Queue {
     key: Key,
     id: MsqId,
-    /// The server's liveness lock: only the queue's creator holds one. Released after the
-    /// queue is removed (fields are dropped after [`Queue::drop`] runs).
+    /// msgq1's liveness lock: released after the queue is removed (fields are dropped after
+    /// [`Queue::drop`] runs).
     server: Option<ServerLock>,
-    /// A client's watch on the server that made the queue, if it is one of this suite.
+    /// msgq2's watch on the msgq1 that made the queue, if it is one of this suite.
     watch: Option<ServerWatch>,
 }
 
@@ -62,52 +64,12 @@ impl Request {
     }
 }
 
-/// How msgq1's wait for its reply to be taken ended, and the messages still in the queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AfterReply {
-    /// Who took it (`msg_lrpid`), or `None`: the process that asked ended without taking it.
-    pub taken_by: Option<Pid>,
-    /// The process that sent the request, if known.
-    pub requester: Option<Process>,
-    /// Messages still in the queue (`msg_qnum`), lost when it is removed.
-    pub unread: u64,
-}
-
-impl AfterReply {
-    /// The result of the exchange: a warning to print if the reply went to someone else or
-    /// messages are lost with the queue, or an error if nobody took the reply (the queue, and
-    /// the reply in it, are removed all the same).
-    pub fn outcome(&self) -> anyhow::Result<Option<String>> {
-        let lost = (self.unread > 0)
-            .then(|| format!("removing the queue with {} unread message(s)", self.unread));
-        match (self.taken_by, &self.requester) {
-            (None, asked) => {
-                let who = asked
-                    .as_ref()
-                    .map_or("the client".into(), Process::to_string);
-                anyhow::bail!(
-                    "{who} ended without taking the reply; {}",
-                    lost.unwrap_or_default()
-                )
-            }
-            (Some(by), Some(asked)) if by != asked.pid => {
-                let lost = lost.map(|lost| format!("; {lost}")).unwrap_or_default();
-                Ok(Some(format!(
-                    "the reply was taken by pid {by}, not by {asked} who asked (a reply of type 2 \
-                     is for whoever waits first){lost}"
-                )))
-            }
-            (Some(_), _) => Ok(lost),
-        }
-    }
-}
-
 impl Queue {
     /// msgq1's queue: `msgget(key, IPC_CREAT|IPC_EXCL|0600)`, removed when dropped.
     ///
     /// First takes the server's liveness lock ([`ServerLock`]), so a second msgq1 on the key is
     /// refused instead of stealing requests. A queue that exists already is removed only when it
-    /// is proven a leftover (see [`remove_if_leftover`]); otherwise msgq1 refuses, naming who
+    /// is proven a leftover (see `remove_if_leftover`); otherwise msgq1 refuses, naming who
     /// uses it.
     pub fn create(key: Key) -> anyhow::Result<Queue> {
         let server = ServerLock::take(MSGQ1, key)?;
@@ -134,39 +96,33 @@ impl Queue {
     }
 
     /// msgq2's queue: `msgget(key, 0)`, the existing one (never made here), checked to be ours
-    /// ([`ipc::check_ours`]) even though the open succeeded: on a shared machine another user
-    /// could have made the key first, mode 0666, to read every request.
+    /// (`find`), and refused if the msgq1 that made it is known to have ended.
     pub fn open(key: Key) -> anyhow::Result<Queue> {
-        let context = format!("msgget(key {key})");
-        let id = match msg::msgget(key, 0) {
-            Ok(id) => id,
-            Err(Errno::ENOENT) => anyhow::bail!("{context}: no such queue; start msgq1 first"),
-            Err(errno) => return Err(access_error(context, errno)),
-        };
-        let stat = msg::ipc_stat(id)
-            .map_err(|errno| access_error(format!("msgctl(key {key}, IPC_STAT)"), errno))?;
-        ipc::check_ours(&stat.msg_perm).map_err(|foreign| {
-            anyhow!("{context}: the queue is not yours: {foreign}; {OTHER_ID_HINT}")
-        })?;
+        let no_queue = || anyhow!("msgget(key {key}): no such queue; start msgq1 first");
+        let (id, _) = find(key)?.ok_or_else(no_queue)?;
         let queue = Queue {
             key,
             id,
             server: None,
             watch: ServerWatch::find(MSGQ1, key, id.0),
         };
-        if let Some(gone) = queue.server_gone() {
-            anyhow::bail!(
-                "{context}: no server: the queue was left by {gone}, which was killed; start \
-                 msgq1 first (it replaces the queue)"
-            );
+        // msgq1 removes its queue before its lock goes: one still there was left by a killed one.
+        match queue.server_gone() {
+            Some(gone) if msg::ipc_stat(id).is_ok() => anyhow::bail!(
+                "msgget(key {key}): no server: the queue was left by {gone}, which was killed; \
+                 start msgq1 first (it replaces the queue)"
+            ),
+            Some(_) => Err(no_queue()),
+            None => Ok(queue),
         }
-        Ok(queue)
     }
 
     /// The msgq1 that made this queue, if it is known to have ended ([`ServerWatch`]).
     fn server_gone(&self) -> Option<String> {
-        let watch = self.watch.as_ref().filter(|watch| watch.ended())?;
-        Some(format!("msgq1 (pid {})", watch.pid()))
+        self.watch
+            .as_ref()
+            .is_some_and(ServerWatch::ended)
+            .then(|| self.server())
     }
 
     /// Who a client waits for, for the note of a long wait.
@@ -189,42 +145,37 @@ impl Queue {
 
     /// `msgctl(id, IPC_STAT, &buf)`.
     pub fn stat(&self) -> anyhow::Result<msqid_ds> {
-        msg::ipc_stat(self.id).map_err(|e| self.failed("msgctl", "IPC_STAT", e))
+        let call = || format!("msgctl(queue {}, IPC_STAT)", self.key);
+        msg::ipc_stat(self.id).map_err(|errno| access_error(call(), errno))
     }
 
-    /// `msgsnd(id, message, 128, ...)`, waiting while the queue is full (until `deadline`, a
-    /// termination signal, or its server's end: see [`msg::msgsnd_waiting`]).
+    /// `msgsnd(id, message, 128, IPC_NOWAIT)`, waiting while the queue is full, until a
+    /// termination signal, `deadline`, or the end of the msgq1 that made the queue.
     pub fn send(&self, message: &Message, deadline: Deadline) -> anyhow::Result<()> {
-        let what = || {
-            format!(
-                "room in queue {} (it is full), for {}",
-                self.key,
-                self.server()
-            )
-        };
-        let mut wait = Wait::new(deadline).saying(&what);
-        let gone = || self.server_gone().is_some();
-        msg::msgsnd_waiting(self.id, message, MSG_SIZE, &mut wait, gone).map_err(|errno| {
-            let call = format!("msgsnd(queue {}, type {})", self.key, message.mtype);
-            self.wait_failed(errno, deadline, call)
+        let (key, mtype) = (self.key, message.mtype);
+        let what = || format!("room in queue {key} (it is full), for {}", self.server());
+        let call = format!("msgsnd(queue {key}, type {mtype})");
+        self.waiting(Wait::new(deadline).saying(&what), call, |polling| {
+            msg::msgsnd_waiting(self.id, message, MSG_SIZE, libc::IPC_NOWAIT, polling)
         })
     }
 
-    /// `msgrcv(id, &msg, 128, mtype, ...)`: waits for the first message of type `mtype` as
-    /// `wait` does (see [`msg::msgrcv_waiting`]), and returns its text.
-    fn receive(
-        &self,
-        mtype: c_long,
-        mut wait: Wait<'_>,
-    ) -> anyhow::Result<Result<String, BadText>> {
+    /// `msgrcv(id, &msg, 128, mtype, IPC_NOWAIT|MSG_NOERROR)`: waits for the first message of
+    /// type `mtype` as `wait` does (see [`Queue::waiting`]), and returns its text. `MSG_NOERROR`
+    /// cuts a C peer's 136-byte message to the 128 bytes of its text.
+    fn receive(&self, mtype: c_long, wait: Wait<'_>) -> anyhow::Result<Result<String, BadText>> {
         let mut message = Message::empty();
-        let gone = || self.server_gone().is_some();
-        let len = msg::msgrcv_waiting(self.id, &mut message, mtype, &mut wait, gone).map_err(
-            |errno| {
-                let call = format!("msgrcv(queue {}, type {mtype})", self.key);
-                self.wait_failed(errno, wait.deadline(), call)
-            },
-        )?;
+        let call = format!("msgrcv(queue {}, type {mtype})", self.key);
+        let len = self.waiting(wait, call, |polling| {
+            msg::msgrcv_waiting(
+                self.id,
+                &mut message,
+                MSG_SIZE,
+                mtype,
+                NOWAIT_NOERROR,
+                polling,
+            )
+        })?;
         Ok(text::decode_text(message.received(len)))
     }
 
@@ -242,13 +193,17 @@ impl Queue {
         loop {
             let text = self.receive(REQUEST, Wait::new(deadline))?;
             let sent_by = self.stat()?.msg_lspid;
-            match Process::from_raw(sent_by) {
-                None if sent_by > 0 => out::warn(format_args!(
-                    "request \"{}\" skipped: its sender, pid {sent_by}, no longer exists",
-                    text.as_ref().unwrap_or_else(|bad| &bad.shown)
-                )),
-                sender => return Ok(Request { text, sender }),
+            let request = Request {
+                text,
+                sender: Process::from_raw(sent_by),
+            };
+            if request.sender.is_some() || sent_by <= 0 {
+                return Ok(request);
             }
+            out::warn(format_args!(
+                "request \"{}\" skipped: its sender, pid {sent_by}, no longer exists",
+                request.shown()
+            ));
         }
     }
 
@@ -260,7 +215,7 @@ impl Queue {
         let mut replies = 0;
         for index in 0..self.stat()?.msg_qnum {
             let mut copy = Message::empty();
-            let flags = libc::IPC_NOWAIT | libc::MSG_NOERROR | libc::MSG_COPY;
+            let flags = NOWAIT_NOERROR | libc::MSG_COPY;
             match msg::msgrcv(self.id, &mut copy, MSG_SIZE, index as c_long, flags) {
                 Ok(_) => replies += u64::from(copy.mtype == REPLY),
                 // Taken meanwhile (ENOMSG), or no MSG_COPY in this kernel (ENOSYS, EINVAL).
@@ -273,67 +228,88 @@ impl Queue {
     /// msgq1 after its reply: polls `IPC_STAT` until a client has taken it — someone else has
     /// received from the queue since (`msg_lrpid` is no longer this process), or it is empty —
     /// or `requester`, the process that asked, has ended. No timer decides: a client paused at
-    /// a `--step` prompt for minutes still gets its reply. Ends like every wait on a termination
-    /// signal and at `deadline`.
+    /// a `--step` prompt for minutes still gets its reply. Returns what to say then: a warning
+    /// (the reply was taken by another process than the one that asked, messages are left
+    /// unread), or the error of a requester that ended without taking it.
     pub fn wait_until_taken(
         &self,
         requester: Option<Process>,
         deadline: Deadline,
-    ) -> anyhow::Result<AfterReply> {
-        let me = std::process::id() as libc::pid_t;
-        let mut requester_gone = false;
+    ) -> anyhow::Result<anyhow::Result<Option<String>>> {
+        let (key, me) = (self.key, std::process::id() as libc::pid_t);
+        let taken = |ds: &msqid_ds| ds.msg_lrpid != me || ds.msg_qnum == 0;
         let what = || match &requester {
-            Some(asked) => format!("{asked} to take the reply from queue {}", self.key),
-            None => format!("a client to take the reply from queue {}", self.key),
+            Some(asked) => format!("{asked} to take the reply from queue {key}"),
+            None => format!("a client to take the reply from queue {key}"),
         };
-        let mut wait = Wait::new(deadline).saying(&what);
-        let stat = msg::ipc_stat_until(self.id, &mut wait, |ds| {
-            // Whether the requester has ended is asked *before* the next snapshot: one that
-            // took the reply and then ended shows in it as having taken it.
-            let taken = ds.msg_lrpid != me || ds.msg_qnum == 0;
-            let done = taken || requester_gone;
-            requester_gone = requester
-                .as_ref()
-                .is_some_and(|r| Process::alive(r.pid).is_none());
-            done
-        })
-        .map_err(|errno| {
-            let call = format!("waiting for the reply to be taken (queue {})", self.key);
-            self.wait_failed(errno, deadline, call)
+        let call = format!("waiting for the reply to be taken (queue {key})");
+        let mut requester_gone = false;
+        let wait = Wait::new(deadline).saying(&what);
+        let stat = self.waiting(wait, call.clone(), |polling| {
+            msg::ipc_stat_until(self.id, polling, |ds| {
+                // Whether the requester has ended is asked *before* the next snapshot: one
+                // that took the reply and then ended shows in it as having taken it.
+                let done = taken(ds) || requester_gone;
+                requester_gone = requester
+                    .as_ref()
+                    .is_some_and(|r| Process::alive(r.pid).is_none());
+                done
+            })
         })?;
-        let taken = stat.msg_lrpid != me || stat.msg_qnum == 0;
-        Ok(AfterReply {
-            taken_by: taken.then(|| Pid::from_raw(stat.msg_lrpid)),
-            requester,
-            unread: stat.msg_qnum,
+        let unread = stat.msg_qnum;
+        let lost =
+            (unread > 0).then(|| format!("removing the queue with {unread} unread message(s)"));
+        Ok(match (taken(&stat), &requester) {
+            (false, asked) => {
+                let who = asked
+                    .as_ref()
+                    .map_or("the client".into(), Process::to_string);
+                let lost = lost.unwrap_or_default();
+                Err(anyhow!("{call}: {who} ended without taking it; {lost}"))
+            }
+            (true, Some(asked)) if stat.msg_lrpid != asked.pid.as_raw() => Ok(Some(format!(
+                "the reply was taken by pid {}, not by {asked} who asked (a reply of type 2 is \
+                 for whoever waits first){}",
+                stat.msg_lrpid,
+                lost.map(|lost| format!("; {lost}")).unwrap_or_default()
+            ))),
+            (true, _) => Ok(lost),
         })
     }
 
-    /// Why a wait ended without its message: a caught signal (exit 128+signal), the deadline,
-    /// the server gone, the queue removed under it, or another failure of `call`.
-    fn wait_failed(&self, errno: Errno, deadline: Deadline, call: String) -> anyhow::Error {
+    /// A wait on the queue: `make` with `wait` (see [`msg::Polling`]), which also ends when the
+    /// msgq1 that made the queue is known to have ended. Why it failed: a caught signal (exit
+    /// 128+signal), the deadline, the server gone, the queue removed under it, or another
+    /// failure of `call`.
+    fn waiting<T>(
+        &self,
+        mut wait: Wait<'_>,
+        call: String,
+        make: impl FnOnce(msg::Polling<'_, '_>) -> nix::Result<T>,
+    ) -> anyhow::Result<T> {
+        let gone = || self.server_gone().is_some();
+        let errno = match make(Some((&mut wait, &gone))) {
+            Ok(done) => return Ok(done),
+            Err(errno) => errno,
+        };
         if let Err(interrupted) = signals::check() {
-            return anyhow::Error::new(interrupted).context(call);
+            return Err(anyhow::Error::new(interrupted).context(call));
         }
-        if let (Errno::ETIMEDOUT, Err(timed_out)) = (errno, deadline.check()) {
-            return anyhow::Error::new(timed_out).context(call);
+        if let (Errno::ETIMEDOUT, Err(timed_out)) = (errno, wait.deadline().check()) {
+            return Err(anyhow::Error::new(timed_out).context(call));
         }
         let queue_left = || msg::ipc_stat(self.id).is_ok();
-        match (errno, self.server_gone()) {
+        Err(match (errno, self.server_gone()) {
             (Errno::ENOMSG | Errno::EAGAIN, Some(gone)) if queue_left() => anyhow!(
-                "{call}: {gone} ended without replying (killed?) and left its queue behind: make \
-                 ipcclean"
+                "{call}: {gone} ended without replying (killed?) and left its queue behind: {}",
+                ipcclean(self.key)
             ),
             // Removed while blocked in the call: EIDRM; removed between two tries: the ID is gone.
             (Errno::EIDRM | Errno::EINVAL | Errno::ENOMSG | Errno::EAGAIN, _) => anyhow!(
                 "{call}: the queue was removed while waiting (by its server, or with ipcrm)"
             ),
             (other, _) => anyhow!("{call}: {}", exit::reason(other)),
-        }
-    }
-
-    fn failed(&self, call: &str, what: &str, errno: Errno) -> anyhow::Error {
-        access_error(format!("{call}(queue {}, {what})", self.key), errno)
+        })
     }
 }
 
@@ -343,6 +319,11 @@ impl Drop for Queue {
             let _ = msg::ipc_rmid(self.id);
         }
     }
+}
+
+/// `make ipcclean ID=5`: what removes a leftover under `key` (queue key `0x8000 + ID`).
+fn ipcclean(key: Key) -> String {
+    format!("make ipcclean ID={}", key.raw() - QUEUE_KEY_BASE)
 }
 
 /// The error of a call refused on an object: with the hint to use another ID when the key
@@ -357,43 +338,50 @@ fn access_error(call: String, errno: Errno) -> anyhow::Error {
     failed_hinting(errno, call, &hint)
 }
 
+/// The queue under `key` and its state (`msgget(key, 0)`, `IPC_STAT`), if there is one. One
+/// that is not ours is refused ([`ipc::check_ours`]), even when it lets us in: on a shared
+/// machine another user could have made the key first, mode 0666, to read every request.
+fn find(key: Key) -> anyhow::Result<Option<(MsqId, msqid_ds)>> {
+    let context = format!("msgget(key {key})");
+    let id = match msg::msgget(key, 0) {
+        Ok(id) => id,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(errno) => return Err(access_error(context, errno)),
+    };
+    let stat = match msg::ipc_stat(id) {
+        Ok(stat) => stat,
+        Err(Errno::EIDRM | Errno::EINVAL) => return Ok(None), // removed meanwhile
+        Err(errno) => return Err(access_error(format!("msgctl(key {key}, IPC_STAT)"), errno)),
+    };
+    ipc::check_ours(&stat.msg_perm).map_err(|foreign| {
+        anyhow!("{context}: the queue is not yours: {foreign}; {OTHER_ID_HINT}")
+    })?;
+    Ok(Some((id, stat)))
+}
+
 /// A queue found under msgq1's key while it holds the liveness lock (so no msgq1 of ours serves
 /// it): removed only if it is proven a leftover ([`crate::peer`]) — ours, no process that used
 /// it alive (`msg_lspid`, `msg_lrpid`, whoever waits in `msgrcv`/`msgsnd` on it now), and, for
 /// a queue never used, made by the previous holder of our lock (`made_by_last` is the ID it
 /// recorded). Otherwise refused, naming who uses it (a C msgq1, ipcbench, a waiting client).
 fn remove_if_leftover(key: Key, made_by_last: Option<i32>) -> anyhow::Result<()> {
-    let context = format!("msgget(key {key})");
-    let id = match msg::msgget(key, 0) {
-        Ok(id) => id,
-        Err(Errno::ENOENT) => return Ok(()), // gone meanwhile: make ours
-        Err(errno) => return Err(access_error(context, errno)),
+    let Some((id, stat)) = find(key)? else {
+        return Ok(()); // gone meanwhile: make ours
     };
-    let stat = match msg::ipc_stat(id) {
-        Ok(stat) => stat,
-        Err(Errno::EIDRM | Errno::EINVAL) => return Ok(()),
-        Err(errno) => return Err(access_error(format!("msgctl(key {key}, IPC_STAT)"), errno)),
-    };
-    ipc::check_ours(&stat.msg_perm).map_err(|foreign| {
-        anyhow!("{context}: a queue with this key exists, but {foreign}; {OTHER_ID_HINT}")
-    })?;
+    let exists = format!("msgget(key {key}): a queue with this key exists already (msqid {id}");
     let users = peer::queue_users(id.0, &stat);
     if !users.is_empty() {
         anyhow::bail!(
-            "{context}: a queue with this key exists already (msqid {id}, used by {}); stop \
-             it first, or {OTHER_ID_HINT}",
+            "{exists}, used by {}); stop it first, or {OTHER_ID_HINT}",
             peer::listed(&users)
         );
     }
-    let used = stat.msg_lspid != 0 || stat.msg_lrpid != 0;
-    if !used && made_by_last != Some(id.0) {
-        anyhow::bail!(
-            "{context}: a queue with this key exists already (msqid {id}, never used, made by \
-             a program that is not msgq1 of this suite: a C msgq1 stopped with Ctrl-C?); if it \
-             is a leftover, make ipcclean ID=<your ID> removes it; or {OTHER_ID_HINT}"
-        );
-    }
     let last = match (stat.msg_lspid, stat.msg_lrpid) {
+        (0, 0) if made_by_last != Some(id.0) => anyhow::bail!(
+            "{exists}, never used, made by a program that is not msgq1 of this suite: a C msgq1 \
+             stopped with Ctrl-C?); if it is a leftover, {} removes it; or {OTHER_ID_HINT}",
+            ipcclean(key)
+        ),
         (0, 0) => "made by a msgq1".to_string(),
         (sent, 0) => format!("last sent to by pid {sent}"),
         (sent, received) => format!("last used by pids {sent} and {received}"),
@@ -408,5 +396,3 @@ fn remove_if_leftover(key: Key, made_by_last: Option<i32>) -> anyhow::Result<()>
         Err(errno) => Err(access_error(format!("msgctl(key {key}, IPC_RMID)"), errno)),
     }
 }
-
-const _: () = assert!(C_MSG_SIZE == 136);

@@ -1,49 +1,46 @@
 //! The owners of System V shared memory, so that no path (success, error, a caught signal)
-//! leaves anything behind: [`Segment`], a segment found or created by key, which removes itself
-//! when dropped as its [`Removal`] rule says; [`Attached`], one attachment, detached (`shmdt`)
-//! when dropped. A wait on a segment ([`Segment::wait_until`]) ends when no peer can reach it any
+//! leaves anything behind: [`Segment`], a segment found or made by key, removed when dropped if
+//! it is this process's to remove; [`Attached`], one attachment, detached (`shmdt`) when
+//! dropped. A wait on a segment ([`Segment::wait_until`]) ends when no peer can reach it any
 //! more. Used by `shm` and by the `sipc1`/`sipc2` pair ([`crate::sipc`]).
 
 use std::cell::Cell;
 use std::ffi::c_void;
-use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use libc::shmid_ds;
 use nix::errno::Errno;
 
 use crate::layout::sipc::{Sipc, SIPC_SIZE};
 use crate::peer;
-use crate::rt::exit;
 use crate::rt::wait::{Deadline, Wait};
+use crate::rt::{exit, out};
 use crate::sys::failed;
-use crate::sys::ipc::{self, Key, MODE};
-use crate::sys::shm::{self, control, empty_stat, shmat, shmget, ShmId, SHM_DEST};
+use crate::sys::ipc::{self, Key, MODE, OTHER_ID_HINT, SEGMENT_KEY_BASE};
+use crate::sys::shm::{self, shmat, shmctl_as, shmget, ShmId, SHM_DEST};
 use crate::sys::trace::Pause;
 
 /// The error of a `shmget` that could not make a segment of `size` bytes: as [`failed`], with
 /// the system's limit when `EINVAL` comes from it (`kernel.shmmax`, per IPC namespace).
-fn not_made(errno: Errno, size: usize, what: impl fmt::Display) -> anyhow::Error {
-    let shmmax = std::fs::read_to_string("/proc/sys/kernel/shmmax")
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok());
-    match shmmax {
+fn not_made(errno: Errno, size: usize, call: String) -> anyhow::Error {
+    let shmmax = std::fs::read_to_string("/proc/sys/kernel/shmmax").ok();
+    match shmmax.and_then(|text| text.trim().parse::<u64>().ok()) {
         Some(max) if errno == Errno::EINVAL && size as u64 > max => anyhow!(
-            "{}: this system allows segments of at most {max} bytes (kernel.shmmax); raise the \
-             limit (as root: sysctl -w kernel.shmmax={size})",
+            "{call}: {}: this system allows segments of at most {max} bytes (kernel.shmmax); \
+             raise the limit (as root: sysctl -w kernel.shmmax={size})",
             exit::reason(errno)
-        )
-        .context(what.to_string()),
-        _ => failed(errno, what),
+        ),
+        _ => failed(errno, call),
     }
 }
 
 /// Who removes a [`Segment`], and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Removal {
-    /// When dropped: a segment this process made for itself ([`Segment::create_private`]).
+enum Removal {
+    /// When dropped: a segment this process made for itself.
     WhenDropped,
     /// When dropped, if no process is attached any more: a segment two processes share, of
     /// which either may start first and either may be stopped — whoever is last removes it.
@@ -52,8 +49,9 @@ pub enum Removal {
     NotHere,
 }
 
-/// A shared memory segment, removed when dropped as its [`Removal`] rule says — on success,
-/// on error and, with [`signals::catch_termination`], when a signal ends a wait.
+/// A shared memory segment, removed when dropped if it is this process's to remove — on
+/// success, on error and, with [`crate::rt::signals::catch_termination`], when a signal ends a
+/// wait.
 #[derive(Debug)]
 pub struct Segment {
     id: ShmId,
@@ -66,15 +64,10 @@ impl Segment {
     /// `shmget(IPC_PRIVATE, size, IPC_CREAT|0600)`: a new segment that only this process knows
     /// (by its id); removed when dropped.
     pub fn create_private(size: usize) -> anyhow::Result<Segment> {
-        let flags = libc::IPC_CREAT | MODE as libc::c_int;
-        let id = shmget(Key::IPC_PRIVATE, size, flags)
+        let (key, flags) = (Key::IPC_PRIVATE, libc::IPC_CREAT | MODE as libc::c_int);
+        let id = shmget(key, size, flags)
             .map_err(|e| not_made(e, size, format!("shmget(IPC_PRIVATE, {size} bytes)")))?;
-        Ok(Segment::new(
-            id,
-            Key::IPC_PRIVATE,
-            size,
-            Removal::WhenDropped,
-        ))
+        Ok(Segment::new(id, key, size, Removal::WhenDropped))
     }
 
     /// `shmget(key, size, IPC_CREAT|IPC_EXCL|0600)`: a new segment with `key`, removed when
@@ -85,83 +78,78 @@ impl Segment {
         match shmget(key, size, flags) {
             Ok(id) => Ok(Segment::new(id, key, size, Removal::WhenDropped)),
             Err(Errno::EEXIST) => Err(anyhow!(
-                "a segment with this key exists already (another program's, or left by one \
-                 killed with kill -9: ipcrm -M {key}); {}",
-                ipc::OTHER_ID_HINT
-            )
-            .context(format!("shmget(key {key})"))),
+                "shmget(key {key}): a segment with this key exists already (another program's, \
+                 or a leftover: {}); {OTHER_ID_HINT}",
+                ipcclean(key)
+            )),
             Err(e) => Err(failed(e, format_args!("shmget(key {key}, {size} bytes)"))),
         }
     }
 
     /// The segment with `key` and at least `size` bytes, made (mode 0600) if it does not exist:
-    /// either side of a pair may start first. Whoever is last attached removes it
-    /// ([`Removal::IfLastOut`]).
+    /// either side of a pair may start first. Whoever is last attached removes it.
     ///
     /// A segment that exists already must be the current user's, with no access for the group
     /// or others ([`ipc::check_ours`]): another user could have made the key first to read or
-    /// forge every message. The error then names `--id`, and suggests `ipcrm` only for a
-    /// segment of the user's own.
+    /// forge every message. The error then names `--id`; one too small that is the user's own
+    /// gets the advice to remove it.
     pub fn get_or_create(key: Key, size: usize) -> anyhow::Result<Segment> {
-        let what = || format!("shmget(key {key})");
-        let refuse =
-            |reason: &dyn fmt::Display, hint: &str| anyhow!("{reason}; {hint}").context(what());
+        let call = format!("shmget(key {key})");
         let mode = MODE as libc::c_int;
         // A segment found may be removed before we open it (its last user left): try again.
         for _ in 0..10 {
             match shmget(key, size, libc::IPC_CREAT | libc::IPC_EXCL | mode) {
                 Ok(id) => return Ok(Segment::new(id, key, size, Removal::IfLastOut)),
                 Err(Errno::EEXIST) => {}
-                Err(e) => return Err(not_made(e, size, what())),
+                Err(e) => return Err(not_made(e, size, call)),
             }
             let id = match shmget(key, size, mode) {
                 Ok(id) => id,
+                // Too small (EINVAL) or closed to us (EACCES): found anyway, to say whose it is.
+                Err(Errno::EINVAL | Errno::EACCES) => match shmget(key, 0, 0) {
+                    Ok(id) => id,
+                    Err(Errno::ENOENT | Errno::EIDRM) => continue,
+                    Err(e) => return Err(failed(e, call)),
+                },
                 Err(Errno::ENOENT | Errno::EIDRM) => continue,
-                Err(Errno::EINVAL) => {
-                    let reason = format!("it exists with fewer than {size} bytes");
-                    // Only the owner may remove it: say whose it is before suggesting that.
-                    let found = shmget(key, 0, 0).and_then(|id| {
-                        control(id, libc::IPC_STAT, Some(empty_stat()), Pause::EndedBySignal)
-                    });
-                    let foreign = match found {
-                        Ok((_, ds)) => ipc::check_ours(&ds.shm_perm).err().map(|f| f.to_string()),
-                        Err(Errno::EACCES) => Some("it belongs to another user".into()),
-                        Err(_) => None,
-                    };
-                    return Err(match foreign {
-                        Some(foreign) => {
-                            refuse(&format!("{reason}, and {foreign}"), ipc::OTHER_ID_HINT)
-                        }
-                        None => refuse(
-                            &reason,
-                            &format!("remove it (ipcrm -M {key}) or use another --id"),
-                        ),
-                    });
-                }
-                Err(Errno::EACCES) => {
-                    return Err(refuse(&"it belongs to another user", ipc::OTHER_ID_HINT))
-                }
-                Err(e) => return Err(failed(e, what())),
+                Err(e) => return Err(failed(e, call)),
             };
-            // Not ours to remove before it has passed the check.
-            let segment = Segment::new(id, key, size, Removal::NotHere);
-            let perm = match segment.stat() {
-                Err(e) if e.is::<Gone>() => continue,
-                other => other?.0.shm_perm,
+            let (small, foreign) = match shm::ipc_stat(id) {
+                Ok(ds) => {
+                    let foreign = ipc::check_ours(&ds.shm_perm).err();
+                    (
+                        ds.shm_segsz < size,
+                        foreign.map(|foreign| foreign.to_string()),
+                    )
+                }
+                Err(Errno::EINVAL | Errno::EIDRM) => continue,
+                Err(Errno::EACCES) => (false, Some("it belongs to another user".into())),
+                Err(e) => return Err(failed(e, format_args!("shmctl(key {key}, IPC_STAT)"))),
             };
-            ipc::check_ours(&perm).map_err(|foreign| refuse(&foreign, ipc::OTHER_ID_HINT))?;
-            segment.removal.set(Removal::IfLastOut);
-            return Ok(segment);
+            let fewer = small.then(|| format!("it exists with fewer than {size} bytes"));
+            match (fewer, foreign) {
+                (None, None) => return Ok(Segment::new(id, key, size, Removal::IfLastOut)),
+                (Some(fewer), None) => {
+                    let clean = ipcclean(key);
+                    anyhow::bail!("{call}: {fewer}; remove it ({clean}) or use another --id")
+                }
+                // Only the owner may remove it: say whose it is, suggest nothing of the kind.
+                (fewer, Some(foreign)) => {
+                    let fewer = fewer.map(|fewer| fewer + ", and ").unwrap_or_default();
+                    anyhow::bail!("{call}: {fewer}{foreign}; {OTHER_ID_HINT}")
+                }
+            }
         }
-        Err(anyhow!("the segment keeps disappearing; try again").context(what()))
+        anyhow::bail!("{call}: the segment keeps disappearing; try again")
     }
 
     fn new(id: ShmId, key: Key, size: usize, removal: Removal) -> Segment {
+        let removal = Cell::new(removal);
         Segment {
             id,
             key,
             size,
-            removal: Cell::new(removal),
+            removal,
         }
     }
 
@@ -173,11 +161,6 @@ impl Segment {
     /// The key it was found or made with.
     pub fn key(&self) -> Key {
         self.key
-    }
-
-    /// How many bytes this program uses of it (the size it asked for).
-    pub fn size(&self) -> usize {
-        self.size
     }
 
     /// The segment in an error message: `key 0x9005`, or `IPC_PRIVATE 32769`.
@@ -195,17 +178,17 @@ impl Segment {
     }
 
     /// `shmctl(shmid, IPC_STAT, &buf)`: the segment's `shmid_ds`.
-    pub fn stat(&self) -> anyhow::Result<ShmStat> {
+    pub fn stat(&self) -> anyhow::Result<shmid_ds> {
         stat(self.id, &self.name())
     }
 
     /// `shmctl(shmid, IPC_RMID, NULL)`: marks the segment for removal now. Its key is free at
     /// once; the memory goes when the last process has detached it — a process still attached
-    /// (the client reading its reply) keeps using it.
-    /// If a signal stops it first, dropping the segment marks it.
+    /// (the client reading its reply) keeps using it. If a signal stops the call, dropping the
+    /// segment marks it.
     pub fn remove(&self) -> anyhow::Result<()> {
         self.removal.set(Removal::WhenDropped);
-        control(self.id, libc::IPC_RMID, None, Pause::EndedBySignal)
+        shmctl_as(self.id, libc::IPC_RMID, None, Pause::EndedBySignal)
             .map_err(|e| failed(e, format_args!("shmctl({}, IPC_RMID)", self.name())))?;
         self.removal.set(Removal::NotHere);
         Ok(())
@@ -217,31 +200,35 @@ impl Segment {
         self.removal.set(Removal::NotHere);
     }
 
+    /// Whether a process besides this one is attached (`shm_nattch` > 1).
+    pub fn others_attached(&self) -> anyhow::Result<bool> {
+        Ok(self.stat()?.shm_nattch > 1)
+    }
+
     /// Waits until `condition` holds — a change another process makes in the segment, such as
     /// `|| area.flag.load(Acquire) == REQUEST` — politely ([`Wait::until`]), until the
-    /// deadline or a termination signal. Fails with [`Orphaned`] when the segment has been
-    /// removed (`IPC_RMID`: no process can find it by its key any more) and so the process
-    /// `awaited` cannot come ([`Awaited`]): another server took the request, the server went away
-    /// after `IPC_RMID`, someone ran `ipcrm`.
+    /// deadline or a termination signal. Fails when the segment has been removed (`IPC_RMID`:
+    /// no process can find it by its key any more) and so the process `awaited` cannot come
+    /// ([`Awaited`]): another server took the request, the server went away after `IPC_RMID`,
+    /// someone ran `ipcrm`.
     pub fn wait_until(
         &self,
         deadline: Deadline,
         awaited: Awaited,
         mut condition: impl FnMut() -> bool,
     ) -> anyhow::Result<()> {
-        let mut next_look = Instant::now() + ORPHAN_LOOK;
-        let mut orphaned = false;
-        let shmid = self.id.raw();
-        let peers = move || match peer::attached(shmid) {
-            attached if attached.is_empty() => "a peer (nobody else is attached)".to_string(),
-            attached => peer::listed(&attached),
+        let shmid = self.id.0;
+        let what = move || match peer::attached(shmid) {
+            attached if attached.is_empty() => {
+                "the reply from a peer (nobody else is attached)".into()
+            }
+            attached => format!("the reply from {}", peer::listed(&attached)),
         };
-        let what = move || format!("the reply from {}", peers());
-        let mut wait = match awaited {
-            // A client says what it waits for; a server waits for requests by nature.
-            Awaited::AttachedPeer => Wait::new(deadline).saying(&what),
-            Awaited::NewPeer => Wait::new(deadline),
-        };
+        let mut wait = Wait::new(deadline);
+        if awaited == Awaited::AttachedPeer {
+            wait = wait.saying(&what); // a server waits for requests by nature: it says nothing
+        }
+        let (mut next_look, mut orphaned) = (Instant::now() + ORPHAN_LOOK, false);
         wait.until(|| {
             if condition() {
                 return true;
@@ -259,7 +246,7 @@ impl Segment {
             true
         })?;
         match orphaned {
-            true => Err(Orphaned(awaited).into()),
+            true => Err(anyhow!(awaited.in_vain())),
             false => Ok(()),
         }
     }
@@ -271,44 +258,21 @@ impl Segment {
         let Ok(table) = std::fs::read_to_string("/proc/sysvipc/shm") else {
             return false;
         };
-        let row = table.lines().skip(1).find_map(|line| {
-            // key shmid perms size cpid lpid nattch …
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.get(1)?.parse::<i32>().ok()? == self.id.raw()).then_some(fields)
-        });
-        let Some(fields) = row else {
+        let shmid = self.id.to_string();
+        // key shmid perms size cpid lpid nattch …
+        let mut rows = table
+            .lines()
+            .skip(1)
+            .map(|row| row.split_whitespace().collect::<Vec<_>>());
+        let Some(fields) = rows.find(|fields| fields.get(1) == Some(&shmid.as_str())) else {
             return true;
         };
         let perms = fields.get(2).and_then(|p| u32::from_str_radix(p, 8).ok());
-        let nattch = fields.get(6).and_then(|n| n.parse::<u64>().ok());
-        let removed = perms.is_some_and(|p| p & SHM_DEST != 0);
-        match awaited {
-            Awaited::AttachedPeer => removed && nattch.is_some_and(|n| n <= 1),
-            Awaited::NewPeer => removed,
-        }
-    }
-
-    /// Whether a process besides this one is attached (`shm_nattch` > 1).
-    pub fn others_attached(&self) -> anyhow::Result<bool> {
-        Ok(self.stat()?.nattch() > 1)
-    }
-
-    /// Whether nobody is attached and the segment is still there under its key (cleanup: a
-    /// failure counts as no).
-    fn abandoned(&self) -> bool {
-        match control(
-            self.id,
-            libc::IPC_STAT,
-            Some(empty_stat()),
-            Pause::NeverEnds,
-        ) {
-            Ok((_, ds)) => {
-                ds.shm_nattch == 0
-                    && ds.shm_perm.__key == self.key.raw()
-                    && u32::from(ds.shm_perm.mode) & SHM_DEST == 0
-            }
-            Err(_) => false,
-        }
+        let alone = fields
+            .get(6)
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n <= 1);
+        perms.is_some_and(|p| p & SHM_DEST != 0) && (alone || awaited == Awaited::NewPeer)
     }
 }
 
@@ -317,20 +281,31 @@ impl Drop for Segment {
         let remove = match self.removal.get() {
             Removal::NotHere => false,
             Removal::WhenDropped => true,
-            // Our attachment is gone already (an Attached borrows its Segment). Two leaving at
-            // once may both find nobody attached and both remove: the second's EINVAL is fine.
-            Removal::IfLastOut => self.abandoned(),
+            // Our attachment is gone already (an Attached borrows its Segment).
+            Removal::IfLastOut => shm::ipc_stat_as(self.id, Pause::NeverEnds).is_ok_and(|ds| {
+                ds.shm_nattch == 0
+                    && ds.shm_perm.__key == self.key.raw()
+                    && u32::from(ds.shm_perm.mode) & SHM_DEST == 0
+            }),
         };
-        if remove {
-            if let Err(errno) = control(self.id, libc::IPC_RMID, None, Pause::NeverEnds) {
-                crate::rt::out::warn(format_args!(
-                    "shmctl({}, IPC_RMID): {}; remove it with: ipcrm -m {}",
-                    self.name(),
-                    exit::reason(errno),
-                    self.id
-                ));
-            }
+        // Two leaving at once may both find nobody attached and both remove it: EINVAL is fine.
+        match remove.then(|| shmctl_as(self.id, libc::IPC_RMID, None, Pause::NeverEnds)) {
+            Some(Err(errno)) if errno != Errno::EINVAL => out::warn(format_args!(
+                "shmctl({}, IPC_RMID): {}; remove it with {}",
+                self.name(),
+                exit::reason(errno),
+                ipcclean(self.key)
+            )),
+            _ => {}
         }
+    }
+}
+
+/// `make ipcclean ID=5`: what removes a leftover under `key` (segment key `0x9000 + ID`).
+fn ipcclean(key: Key) -> String {
+    match key {
+        Key::IPC_PRIVATE => "make ipcclean".into(),
+        key => format!("make ipcclean ID={}", key.raw() - SEGMENT_KEY_BASE),
     }
 }
 
@@ -350,13 +325,10 @@ pub enum Awaited {
     NewPeer,
 }
 
-/// A wait on a removed segment that the peer awaited cannot reach (see [`Awaited`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Orphaned(pub Awaited);
-
-impl fmt::Display for Orphaned {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0 {
+impl Awaited {
+    /// Why a wait for it is in vain on a removed segment.
+    fn in_vain(self) -> &'static str {
+        match self {
             Awaited::AttachedPeer => {
                 "the segment was removed (IPC_RMID) and nobody else is attached: no peer can \
                  reach it any more"
@@ -365,71 +337,16 @@ impl fmt::Display for Orphaned {
                 "the segment was removed (IPC_RMID) and holds no request: no client can reach \
                  it any more (another server answered, or it was removed with ipcrm)"
             }
-        })
+        }
     }
 }
-
-impl std::error::Error for Orphaned {}
-
-/// The segment of an `IPC_STAT` is gone (removed since: `EINVAL` or `EIDRM`).
-#[derive(Debug)]
-struct Gone;
-
-impl fmt::Display for Gone {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the segment has been removed")
-    }
-}
-
-impl std::error::Error for Gone {}
 
 /// `IPC_STAT` of `shmid`, called `name` in an error message.
-fn stat(shmid: ShmId, name: &str) -> anyhow::Result<ShmStat> {
-    match control(
-        shmid,
-        libc::IPC_STAT,
-        Some(empty_stat()),
-        Pause::EndedBySignal,
-    ) {
-        Ok((_, ds)) => Ok(ShmStat(ds)),
-        Err(Errno::EINVAL | Errno::EIDRM) => {
-            Err(anyhow::Error::new(Gone).context(format!("shmctl({name}, IPC_STAT)")))
-        }
-        Err(e) => Err(failed(e, format_args!("shmctl({name}, IPC_STAT)"))),
-    }
-}
-
-/// A segment's `shmid_ds`, as `IPC_STAT` gave it ([`crate::stat`] shows it).
-#[derive(Clone, Copy)]
-pub struct ShmStat(pub libc::shmid_ds);
-
-impl ShmStat {
-    /// `shmctl(shmid, IPC_STAT, &buf)` of any segment (such as one a test made with
-    /// [`shmget`] to play a C peer).
-    pub fn of(shmid: ShmId) -> anyhow::Result<ShmStat> {
-        stat(shmid, &shmid.to_string())
-    }
-
-    /// The number of attachments (`shm_nattch`).
-    pub fn nattch(&self) -> u64 {
-        self.0.shm_nattch
-    }
-
-    /// Whether the segment is marked for removal ([`SHM_DEST`]).
-    pub fn removed(&self) -> bool {
-        u32::from(self.0.shm_perm.mode) & SHM_DEST != 0
-    }
-}
-
-impl fmt::Debug for ShmStat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ShmStat({}, nattch {})",
-            shm::mode(&self.0),
-            self.0.shm_nattch
-        )
-    }
+fn stat(shmid: ShmId, name: &str) -> anyhow::Result<shmid_ds> {
+    shm::ipc_stat(shmid).map_err(|errno| match errno {
+        Errno::EINVAL | Errno::EIDRM => anyhow!("shmctl({name}, IPC_STAT): the segment is gone"),
+        errno => failed(errno, format_args!("shmctl({name}, IPC_STAT)")),
+    })
 }
 
 /// One attachment of a segment: its memory, from [`Attached::addr`] for [`Attached::size`]
@@ -446,8 +363,8 @@ impl Attached<'static> {
     /// Attaches the segment `shmid` (any segment, such as one a test made with [`shmget`] to
     /// play a C peer). Its size is taken from `IPC_STAT`.
     pub fn attach(shmid: ShmId) -> anyhow::Result<Attached<'static>> {
-        let size = ShmStat::of(shmid)?.0.shm_segsz;
-        Attached::new(shmid, size, &shmid.to_string())
+        let name = shmid.to_string();
+        Attached::new(shmid, stat(shmid, &name)?.shm_segsz, &name)
     }
 }
 
@@ -455,10 +372,11 @@ impl Attached<'_> {
     /// `shmat(shmid, NULL, 0)` of a segment of at least `size` bytes, called `name`.
     fn new<'a>(shmid: ShmId, size: usize, name: &str) -> anyhow::Result<Attached<'a>> {
         let addr = shmat(shmid, 0).map_err(|e| failed(e, format_args!("shmat({name})")))?;
+        let _segment = PhantomData;
         Ok(Attached {
             addr,
             size,
-            _segment: PhantomData,
+            _segment,
         })
     }
 
@@ -491,7 +409,7 @@ impl Drop for Attached<'_> {
     fn drop(&mut self) {
         // SAFETY: `addr` came from shmat and is detached only here; every borrow of the memory
         // (`sipc()`) borrows `self`, so none outlives this.
-        let _ = unsafe { shm::detach(self.addr.as_ptr(), Pause::NeverEnds) };
+        let _ = unsafe { shm::shmdt(self.addr.as_ptr()) };
     }
 }
 
@@ -505,7 +423,7 @@ mod tests {
         let id = segment.id();
         {
             let attached = segment.attach().unwrap();
-            assert_eq!(segment.stat().unwrap().nattch(), 1);
+            assert_eq!(segment.stat().unwrap().shm_nattch, 1);
             let lines =
                 crate::stat::maps_lines(attached.addr() as usize, attached.addr() as usize + 1)
                     .unwrap();
@@ -513,8 +431,9 @@ mod tests {
             assert!(lines[0].contains("/SYSV"), "{lines:?}");
             attached.sipc().unwrap().put("hello", 0).unwrap();
         }
-        assert_eq!(segment.stat().unwrap().nattch(), 0);
+        assert_eq!(segment.stat().unwrap().shm_nattch, 0);
         drop(segment);
-        assert!(stat(id, "test").unwrap_err().is::<Gone>());
+        let gone = stat(id, "test").unwrap_err().to_string();
+        assert!(gone.ends_with("the segment is gone"), "{gone}");
     }
 }

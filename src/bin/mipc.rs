@@ -1,11 +1,8 @@
 //! mipc — parent and child count in turns, in memory they share through mmap of /dev/zero.
 //!
 //! Demonstrates: `mmap` of `/dev/zero` with MAP_SHARED gives zero-filled memory that stays
-//! shared across `fork` — both processes see the same `long`, not copies of it (MAP_PRIVATE, or
-//! an ordinary variable, would be copied on the first write). The synclib (TELL_CHILD /
-//! WAIT_CHILD, TELL_PARENT / WAIT_PARENT) makes them take turns: the parent finds the even values
-//! 0, 2, 4 … and the child the odd ones, each adding one; each side checks that it finds what it
-//! expects and stops with `Counter mismatch` otherwise.
+//! shared across `fork`: both processes see the same `long`, not copies of it. The synclib
+//! makes them take turns: the parent finds the even values, the child the odd ones.
 //!
 //! System calls: open, fstat, mmap, close, fork, then pipe write/read for the turns, munmap,
 //! waitpid.
@@ -15,6 +12,7 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicIsize, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
@@ -23,7 +21,7 @@ use ipclab::rt::exit::caused_by;
 use ipclab::rt::signals;
 use ipclab::sync::{ChildSide, ParentSide, PeerGone, TellWait};
 use ipclab::sys::fd as sys;
-use ipclab::sys::mman::{self, SharedLong, MAP_SHARED, PROT_READ, PROT_WRITE};
+use ipclab::sys::mman::{self, MAP_SHARED, PROT_READ, PROT_WRITE};
 use ipclab::{outln, process};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
@@ -55,14 +53,13 @@ fn count(options: Options) -> anyhow::Result<()> {
     let area = mman::mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED, zero.as_fd(), 0)
         .context("mmap(/dev/zero)")?;
     sys::close(zero).context("close(/dev/zero)")?; // the mapping stays
-    let counter = SharedLong::new(area)?;
+    let counter = area.as_long()?; // long *ptr = area;
 
-    let tell_wait = TellWait::new()?; // TELL_WAIT()
-    let (loops, timeout) = (options.loops, options.timeout.timeout);
+    let tell_wait = TellWait::new()?.with_timeout(options.timeout.timeout); // TELL_WAIT()
     match process::fork()? {
         ForkResult::Parent { child } => {
-            let sync = tell_wait.into_parent().with_timeout(timeout);
-            let turns = parent(&sync, &counter, loops);
+            let sync = tell_wait.into_parent();
+            let turns = parent(&sync, counter, options.loops);
             if turns.as_ref().is_err_and(|e| !caused_by::<PeerGone>(e)) {
                 // The parent failed on its own: the child may wait for a turn that will not
                 // come, or be stopped. End it, so that the parent's error is the one reported.
@@ -71,17 +68,13 @@ fn count(options: Options) -> anyhow::Result<()> {
             drop(sync);
             process::wait_child_after(child, turns)
         }
-        ForkResult::Child => child(
-            &tell_wait.into_child().with_timeout(timeout),
-            &counter,
-            loops,
-        ),
+        ForkResult::Child => child(&tell_wait.into_child(), counter, options.loops),
     }
 } // munmap, in each process
 
-fn parent(sync: &ParentSide, counter: &SharedLong, loops: u32) -> anyhow::Result<()> {
+fn parent(sync: &ParentSide, counter: &AtomicIsize, loops: u32) -> anyhow::Result<()> {
     for expected in (0..loops).step_by(2) {
-        let value = check(counter.update(), expected, "parent")?;
+        let value = check(counter.fetch_add(1, Ordering::SeqCst), expected, "parent")?; // (*ptr)++
         outln!("Parent: counter={value}")?;
         if expected + 1 < loops {
             sync.tell_child()?; // TELL_CHILD()
@@ -91,10 +84,10 @@ fn parent(sync: &ParentSide, counter: &SharedLong, loops: u32) -> anyhow::Result
     Ok(())
 }
 
-fn child(sync: &ChildSide, counter: &SharedLong, loops: u32) -> anyhow::Result<()> {
+fn child(sync: &ChildSide, counter: &AtomicIsize, loops: u32) -> anyhow::Result<()> {
     for expected in (1..loops).step_by(2) {
         sync.wait_parent()?; // WAIT_PARENT()
-        let value = check(counter.update(), expected, "child")?;
+        let value = check(counter.fetch_add(1, Ordering::SeqCst), expected, "child")?; // (*ptr)++
         outln!("Child : counter={value}")?;
         sync.tell_parent()?; // TELL_PARENT()
     }
@@ -102,8 +95,8 @@ fn child(sync: &ChildSide, counter: &SharedLong, loops: u32) -> anyhow::Result<(
 }
 
 /// The value found before adding one, if it is the one `who` expects at this turn.
-fn check(found: i64, expected: u32, who: &str) -> anyhow::Result<i64> {
-    if found != i64::from(expected) {
+fn check(found: isize, expected: u32, who: &str) -> anyhow::Result<isize> {
+    if found as i64 != i64::from(expected) {
         anyhow::bail!("Counter mismatch: the {who} expected {expected}, found {found}");
     }
     Ok(found)

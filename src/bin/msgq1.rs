@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ipclab::cli::{IdOption, StatOption, TimeoutOption};
-use ipclab::queue::{Message, Queue, Request, REPLY};
+use ipclab::queue::{reply_text, Message, Queue, Request, REPLY};
 use ipclab::rt::out::warn;
 use ipclab::rt::signals;
 use ipclab::stat::Stat;
@@ -49,7 +49,7 @@ fn serve(options: Options) -> anyhow::Result<()> {
     // Type 1 only: a reply (type 2) waiting in the queue is not ours to take.
     let request = queue.receive_request(deadline)?; // msgrcv(id, &msg, 128, 1, ...)
     let received = stat.block(&queue, "msgrcv")?;
-    let reply = Message::new(REPLY, &format!("This is a reply from {}.", getpid()))?;
+    let reply = Message::new(REPLY, &reply_text(getpid()))?;
     queue.send(&reply, deadline)?; // msgsnd(id, &msg, 128, ...): answer first, then print
     let replied = stat.block(&queue, "msgsnd")?;
 
@@ -58,9 +58,9 @@ fn serve(options: Options) -> anyhow::Result<()> {
 
     // Removing the queue now would destroy the reply before the client has read it: wait
     // until it has been taken (msgctl IPC_STAT), not a fixed sleep(1).
-    let finished = queue.wait_until_taken(request.sender, deadline)?;
+    let taken = queue.wait_until_taken(request.sender, deadline)?;
     printed?;
-    if let Some(warning) = finished.outcome()? {
+    if let Some(warning) = taken? {
         warn(warning);
     }
     stat.after(&queue, "the reply was taken")

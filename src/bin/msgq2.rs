@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ipclab::cli::{IdOption, StatOption, TimeoutOption};
-use ipclab::queue::{Message, Queue, REQUEST};
+use ipclab::queue::{request_text, Message, Queue, REQUEST};
 use ipclab::rt::out::warn;
 use ipclab::rt::signals;
 use ipclab::{out, outln};
@@ -47,7 +47,7 @@ fn ask_server(options: Options) -> anyhow::Result<()> {
 
     // Any reply already waiting is an earlier exchange's, and msgrcv would take it first.
     let earlier_replies = queue.replies_waiting()?; // msgrcv(..., MSG_COPY): look, do not take
-    let request = Message::new(REQUEST, &format!("This is a request from {}.", getpid()))?;
+    let request = Message::new(REQUEST, &request_text(getpid()))?;
     queue.send(&request, deadline)?; // msgsnd(id, &msg, 128, ...)
     stat.after(&queue, "msgsnd")?;
     out!("Sent a request.....")?;

@@ -2,10 +2,9 @@
 //!
 //! Demonstrates: a file's bytes become memory. SOURCE is mapped for reading, DEST for reading and
 //! writing, both MAP_SHARED, and one `memcpy` between the two mappings copies the data: no
-//! `read`, no `write`, no buffer in between. The kernel loads SOURCE's pages and writes DEST's
-//! back. Windows of 16 MiB (`--window`) keep the memory small for any file size; the holes of a
-//! sparse SOURCE are skipped (`lseek` SEEK_DATA/SEEK_HOLE) and stay holes in DEST. The copy is
-//! made without a name and becomes DEST only when complete (labs.md, section 8, says why).
+//! `read`, no `write`, no buffer in between. Windows of 16 MiB (`--window`) keep the memory
+//! small; the holes of a sparse SOURCE (`lseek` SEEK_DATA/SEEK_HOLE) stay holes in DEST.
+//! The copy becomes DEST only when complete (labs.md, 8., says why).
 //!
 //! System calls: open, ftruncate, lseek, posix_fallocate, mmap, madvise, munmap, fchmod, linkat,
 //! rename.
@@ -35,9 +34,8 @@ struct Options {
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = copy::parse_window)]
     window: usize,
 
-    /// How DEST's disk blocks are had: fallocate reserves those of each data range before it is
-    /// copied (a full disk is a clean error); ftruncate only sets the size, as the C version
-    /// does (a full disk is found only while copying: the SIGBUS of the C version)
+    /// How DEST's disk blocks are had: fallocate reserves them before copying (a full disk is a
+    /// clean error); ftruncate only sets the size, as the C version does (a full disk: SIGBUS)
     #[arg(long, value_enum, value_name = "HOW", default_value = "fallocate")]
     reserve: Reserve,
 }
@@ -55,7 +53,7 @@ fn main() -> ExitCode {
 fn copy(options: Options) -> anyhow::Result<()> {
     signals::catch_termination()?; // Ctrl-C ends the copy between windows; DEST stays as it was
     let source = SourceFile::open(&options.source)?; // open(SOURCE, O_RDONLY)
-    let dest = DestFile::create(&options.dest, &source)?; // open(DEST's directory, O_RDWR|O_TMPFILE)
+    let dest = DestFile::create(&options.dest, &source)?; // open(DEST's dir, O_RDWR|O_TMPFILE)
 
     let copied = copy_windows(&source, &dest, &options);
     signals::check()?; // stopped by a signal: exit 128+signal, nothing more to say

@@ -2,9 +2,7 @@
 //!
 //! Demonstrates what a shell does for a pipeline: `pipe`, then `fork`; the child puts the write
 //! end on its stdout with `dup2` and becomes `ls -l` with `exec`; the parent puts the read end on
-//! its stdin and becomes the pager. Neither program knows it is talking to a pipe.
-//! A second, close-on-exec pipe tells the parent whether the child's exec worked, so a command
-//! that cannot run gives `cannot run` and exit 127 before the pager starts. The pager
+//! its stdin and becomes the pager. Neither program knows it is talking to a pipe. The pager
 //! (`--pager`, `$PAGER`, else `more`) is a command line for `sh -c`, as git and man read it.
 //!
 //! System calls: pipe, fork, dup2, close, execv.
@@ -13,13 +11,15 @@
 //! Observe: strace -f -e trace=pipe2,clone,dup2,close,execve ./mymore --pager cat
 
 use std::ffi::OsString;
-use std::fs::File;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use ipclab::process::{self, ExecCheck, Program};
-use ipclab::sys::fd::{close, dup2_stdin, dup2_stdout, pipe};
+use ipclab::sys::fd::{close, dup2_stdin, dup2_stdout, open, pipe};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use nix::unistd::ForkResult;
 
 /// Pages the output of a command through a pipe, as the shell's `ls -l | more` does.
@@ -65,7 +65,8 @@ fn page_through_pipe(options: Options) -> anyhow::Result<()> {
             close(read_end).context("close")?;
             let failed = pager.exec();
             // Only reached if exec failed: close the pipe so the command stops, and reap it.
-            dup2_stdin(File::open("/dev/null")?).context("dup2 (/dev/null onto stdin)")?;
+            let null = open(Path::new("/dev/null"), OFlag::O_RDONLY, Mode::empty());
+            dup2_stdin(null.context("open(/dev/null)")?).context("dup2 (/dev/null onto stdin)")?;
             let _ = process::wait_child(child);
             Err(failed)
         }

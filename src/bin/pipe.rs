@@ -6,7 +6,7 @@
 //!
 //! System calls: pipe, fork, close, write, read, waitpid.
 //! Run:     make pipe && ./pipe
-//! Observe: strace -f -e trace=pipe2,clone,close,write,read,wait4 ./pipe   (labs.md, "pipe")
+//! Observe: strace -f -e trace=pipe2,clone,close,write,read,wait4 ./pipe   (labs.md, 1.)
 
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
@@ -22,7 +22,7 @@ use nix::unistd::ForkResult;
 #[command(version)]
 struct Options {}
 
-/// The message, ending in a newline (the C version also sent its trailing NUL byte).
+/// The message, without the C version's trailing NUL byte.
 const MESSAGE: &[u8] = b"Hello, World!\n";
 
 fn main() -> ExitCode {

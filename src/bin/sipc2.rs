@@ -3,9 +3,8 @@
 //! Demonstrates: the client finds (or makes) the segment with key 0x9000+ID, writes its request
 //! as text at offset 4 and only then sets the flag at offset 0 to 1 — an atomic store with
 //! Release, so the server that sees the flag also sees the whole text (`ipclab::sipc::Sipc::put`).
-//! It waits until the server sets the flag back to 0 and prints the reply. The wait spins
-//! briefly, then yields the CPU, then sleeps a little: on one CPU the server can only answer
-//! while the client lets it run.
+//! It waits (politely: labs.md, "Busy waiting on one CPU") until the server sets the flag back
+//! to 0, and prints the reply.
 //!
 //! System calls: shmget, shmat, shmctl (IPC_STAT), shmdt.
 //! Run:     make sipc1 sipc2, then ./sipc1 in one terminal and ./sipc2 in another (either first).

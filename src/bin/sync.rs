@@ -2,8 +2,6 @@
 //!
 //! Demonstrates: two processes synchronised by two pipes. `TELL_WAIT` makes the pipes before
 //! `fork`; `TELL_CHILD`/`TELL_PARENT` write one byte, `WAIT_CHILD`/`WAIT_PARENT` block reading it.
-//! Each side closes the ends it does not use, so if one process dies the other gets an error
-//! ("child exited before telling") instead of hanging as the C version does.
 //!
 //! System calls: pipe, fork, close, write, read, waitpid (see `ipclab::sync`).
 //! Run:     make sync && ./sync          (try ./sync | cat: the lines still come one by one)
@@ -34,15 +32,14 @@ fn main() -> ExitCode {
 }
 
 fn take_turns(options: Options) -> anyhow::Result<()> {
-    let tell_wait = TellWait::new()?; // TELL_WAIT()
-    let timeout = options.timeout.timeout;
+    let tell_wait = TellWait::new()?.with_timeout(options.timeout.timeout); // TELL_WAIT()
 
     match process::fork()? {
         ForkResult::Parent { child } => {
-            let turns = parent(tell_wait.into_parent().with_timeout(timeout), options.loops);
+            let turns = parent(tell_wait.into_parent(), options.loops);
             process::wait_child_after(child, turns)
         }
-        ForkResult::Child => child(tell_wait.into_child().with_timeout(timeout), options.loops),
+        ForkResult::Child => child(tell_wait.into_child(), options.loops),
     }
 }
 

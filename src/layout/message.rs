@@ -25,9 +25,8 @@ pub const REQUEST: c_long = 1;
 /// The type of a reply (server to client).
 pub const REPLY: c_long = 2;
 
-/// A message as `msgsnd`/`msgrcv` take it: a C `long` type, then `N` bytes of text.
-/// [`Message`] (`N` = 128) is the C programs' struct; other sizes let a test play a C peer that
-/// sends more (`MsgBuf<136>` for the C's 136-byte send).
+/// A message as `msgsnd`/`msgrcv` take it: a C `long` type, then `N` bytes of text:
+/// [`Message`] (`N` = 128), or a C peer's `MsgBuf<136>` in a test.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MsgBuf<const N: usize> {
@@ -41,12 +40,12 @@ pub struct MsgBuf<const N: usize> {
 pub type Message = MsgBuf<TEXT_LEN>;
 
 impl<const N: usize> MsgBuf<N> {
-    /// A message of type `mtype` with `bytes` at the start of its text and NULs after them;
-    /// `None` if they do not fit. Any bytes: a test uses it to send garbage.
+    /// A message of type `mtype` with `bytes` (any: a test sends garbage) at the start of its
+    /// text and NULs after them; `None` if they do not fit.
     pub fn with_bytes(mtype: c_long, bytes: &[u8]) -> Option<MsgBuf<N>> {
         let mut message = MsgBuf {
             mtype,
-            mtext: [0; N],
+            ..MsgBuf::empty()
         };
         message.mtext.get_mut(..bytes.len())?.copy_from_slice(bytes);
         Some(message)

@@ -8,9 +8,8 @@
 //! A C peer only ever sees the flag at 0 or 1, the values its protocol has. What this suite needs
 //! beyond them lives where no C program looks: the last 4 bytes of the text field, far behind
 //! any request's NUL, are a server's **claim** on the request it answers ([`Sipc::claim`]), so
-//! that of two servers that saw one request only one answers. (A server marks the segment for
-//! removal before it claims, so a claim is made once in a segment's life; a text that runs into
-//! those bytes is answered without a claim.)
+//! that of two servers that saw one request only one answers (a server marks the segment for
+//! removal before it claims: a claim is made once in a segment's life).
 //!
 //! **The hand-off** ([`Sipc::put`], [`Sipc::take`]): whoever writes, writes the text, then stores
 //! the flag with `Release`; whoever reads loads the flag with `Acquire`, then reads the text. So

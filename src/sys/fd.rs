@@ -1,24 +1,18 @@
-//! The lecture's system calls on pipes, FIFOs, files and processes, under the slides' names,
-//! each said by classroom mode ([`crate::trace`]) as it happens:
-//!
-//! ```text
-//! [pipe 4711] pipe([3, 4]) = 0
-//! [pipe 4712] read(3, "Hello, World!\n", 4096) = 14
-//! [fifos 4700] open("./.fifo4712", O_WRONLY|O_NONBLOCK) = 5
-//! ```
-//!
-//! Each is a thin wrapper over nix that keeps the C name and argument order; descriptors are
-//! owned (`OwnedFd`), so one that is not closed by hand is closed when dropped.
+//! The lecture's system calls on pipes, FIFOs and files, under the slides' names and in the C
+//! argument order, each said by classroom mode ([`crate::sys::trace`]) as it happens
+//! (`[pipe 4712] read(3, "Hello, World!\n", 4096) = 14`). Descriptors are owned (`OwnedFd`):
+//! one that is not closed by hand is closed when dropped.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, AT_FDCWD};
-use nix::sys::stat::Mode;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, AT_FDCWD};
+use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::Whence;
 
-use super::trace;
+use super::trace::{self, Pause};
 use crate::layout::text;
 
 /// How much of a buffer a trace line shows.
@@ -34,14 +28,10 @@ pub fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
     )
 }
 
-/// `close(fd)`.
+/// `close(fd)` (a cleanup call: see [`trace::cleanup_call`]).
 pub fn close(fd: OwnedFd) -> nix::Result<()> {
-    let number = raw(&fd);
-    trace::cleanup_call(
-        || format!("close({number})"),
-        || nix::unistd::close(fd),
-        |()| "0".into(),
-    )
+    let describe = format!("close({})", raw(&fd));
+    zero(|| describe, || nix::unistd::close(fd), Pause::NeverEnds)
 }
 
 /// `read(fd, buf, sizeof buf)`: the number of bytes read, 0 at end-of-file.
@@ -71,15 +61,12 @@ pub fn write(fd: impl AsFd, buf: &[u8]) -> nix::Result<usize> {
 
 /// [`write()`] whose trace shows the bytes as `show` says (a record decoded, say).
 pub fn write_shown(fd: impl AsFd, buf: &[u8], show: fn(&[u8]) -> String) -> nix::Result<usize> {
-    let number = raw(&fd);
-    trace::call(
-        || format!("write({number}, {}, {})", show(buf), buf.len()),
-        || nix::unistd::write(fd.as_fd(), buf),
-        |n| n.to_string(),
-    )
+    let describe = || format!("write({}, {}, {})", raw(&fd), show(buf), buf.len());
+    let make = || nix::unistd::write(fd.as_fd(), buf);
+    trace::call(describe, make, usize::to_string)
 }
 
-/// `write` until all of `buf` is written (a pipe may take less than all at once).
+/// `write` until all of `buf` is written; `EINTR` once a termination signal is caught.
 pub fn write_all(fd: impl AsFd, mut buf: &[u8]) -> nix::Result<()> {
     while !buf.is_empty() {
         match write(fd.as_fd(), buf) {
@@ -93,144 +80,124 @@ pub fn write_all(fd: impl AsFd, mut buf: &[u8]) -> nix::Result<()> {
 
 /// `dup2(fd, 1)`: makes `fd` the standard output.
 pub fn dup2_stdout(fd: impl AsFd) -> nix::Result<()> {
-    dup2_standard(fd, 1, nix::unistd::dup2_stdout)
+    let describe = || format!("dup2({}, 1)", raw(&fd));
+    trace::call(describe, || nix::unistd::dup2_stdout(&fd), |()| "1".into())
 }
 
 /// `dup2(fd, 0)`: makes `fd` the standard input.
 pub fn dup2_stdin(fd: impl AsFd) -> nix::Result<()> {
-    dup2_standard(fd, 0, nix::unistd::dup2_stdin)
-}
-
-fn dup2_standard<F: AsFd>(fd: F, target: i32, dup: fn(F) -> nix::Result<()>) -> nix::Result<()> {
-    let number = raw(&fd);
-    trace::call(
-        || format!("dup2({number}, {target})"),
-        || dup(fd),
-        |()| target.to_string(),
-    )
+    let describe = || format!("dup2({}, 0)", raw(&fd));
+    trace::call(describe, || nix::unistd::dup2_stdin(&fd), |()| "0".into())
 }
 
 /// `open(path, flags, mode)`: always with `O_CLOEXEC` added (not shown: it only keeps the
 /// descriptor out of programs we `exec`).
 pub fn open(path: &Path, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
-    trace::call(
-        || {
-            let shown = open_flags(flags);
-            match flags.intersects(OFlag::O_CREAT) || flags.contains(OFlag::O_TMPFILE) {
-                true => format!("open({}, {shown}, {:04o})", quoted(path), mode.bits()),
-                false => format!("open({}, {shown})", quoted(path)),
-            }
-        },
-        || nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, mode),
-        |fd| raw(fd).to_string(),
-    )
+    let describe = || {
+        let (path, shown) = (quoted(path), open_flags(flags));
+        match flags.intersects(OFlag::O_CREAT) || flags.contains(OFlag::O_TMPFILE) {
+            true => format!("open({path}, {shown}, {:04o})", mode.bits()),
+            false => format!("open({path}, {shown})"),
+        }
+    };
+    let make = || nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, mode);
+    trace::call(describe, make, |fd| raw(fd).to_string())
 }
 
 /// `mkfifo(path, mode)`.
 pub fn mkfifo(path: &Path, mode: Mode) -> nix::Result<()> {
-    trace::call(
-        || format!("mkfifo({}, {:04o})", quoted(path), mode.bits()),
-        || nix::unistd::mkfifo(path, mode),
-        |()| "0".into(),
-    )
+    let describe = || format!("mkfifo({}, {:04o})", quoted(path), mode.bits());
+    let make = || nix::unistd::mkfifo(path, mode);
+    zero(describe, make, Pause::EndedBySignal)
 }
 
 /// `unlink(path)` (a cleanup call: see [`trace::cleanup_call`]).
 pub fn unlink(path: &Path) -> nix::Result<()> {
-    trace::cleanup_call(
-        || format!("unlink({})", quoted(path)),
-        || nix::unistd::unlink(path),
-        |()| "0".into(),
-    )
+    let describe = || format!("unlink({})", quoted(path));
+    zero(describe, || nix::unistd::unlink(path), Pause::NeverEnds)
 }
 
 /// `rename(from, to)`: atomically replaces `to` (if it exists) by `from`.
 pub fn rename(from: &Path, to: &Path) -> nix::Result<()> {
-    trace::call(
-        || format!("rename({}, {})", quoted(from), quoted(to)),
-        || nix::fcntl::renameat(AT_FDCWD, from, AT_FDCWD, to),
-        |()| "0".into(),
-    )
+    renameat(from, to, RenameFlags::empty(), Pause::EndedBySignal)
+}
+
+/// `rename(from, to)` with no classroom pause of its own ([`trace::call_unpaused`]).
+pub fn rename_at_once(from: &Path, to: &Path) -> nix::Result<()> {
+    renameat(from, to, RenameFlags::empty(), Pause::None)
 }
 
 /// `renameat2(from, to, RENAME_NOREPLACE)`: `rename`, but failing with `EEXIST` instead of
 /// replacing a file already at `to`.
 pub fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
-    trace::call(
-        || {
-            format!(
-                "renameat2({}, {}, RENAME_NOREPLACE)",
-                quoted(from),
-                quoted(to)
-            )
-        },
-        || {
-            let noreplace = nix::fcntl::RenameFlags::RENAME_NOREPLACE;
-            nix::fcntl::renameat2(AT_FDCWD, from, AT_FDCWD, to, noreplace)
-        },
-        |()| "0".into(),
+    renameat(
+        from,
+        to,
+        RenameFlags::RENAME_NOREPLACE,
+        Pause::EndedBySignal,
     )
 }
 
-/// `lseek(fd, offset, SEEK_DATA or SEEK_HOLE)`: where the next data, or hole, of a sparse file
-/// starts at or after `offset` (`ENXIO`: none, `offset` is at or past the end).
-pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: Whence) -> nix::Result<i64> {
-    let name = match whence {
-        Whence::SeekData => "SEEK_DATA",
-        Whence::SeekHole => "SEEK_HOLE",
-        Whence::SeekCur => "SEEK_CUR",
-        Whence::SeekEnd => "SEEK_END",
-        _ => "SEEK_SET",
+fn renameat(from: &Path, to: &Path, flags: RenameFlags, pause: Pause) -> nix::Result<()> {
+    let describe = || {
+        let (from, to) = (quoted(from), quoted(to));
+        match flags.is_empty() {
+            true => format!("rename({from}, {to})"),
+            false => format!("renameat2({from}, {to}, RENAME_NOREPLACE)"),
+        }
     };
-    trace::call(
-        || format!("lseek({}, {offset}, {name})", fd.as_raw_fd()),
-        || nix::unistd::lseek(fd, offset, whence),
-        |at| at.to_string(),
-    )
+    let make = || match flags.is_empty() {
+        true => nix::fcntl::renameat(AT_FDCWD, from, AT_FDCWD, to),
+        false => nix::fcntl::renameat2(AT_FDCWD, from, AT_FDCWD, to, flags),
+    };
+    zero(describe, make, pause)
+}
+
+/// `lseek(fd, offset, whence)`; with `SEEK_DATA` or `SEEK_HOLE`: where the next data or hole
+/// starts at or after `offset` (`ENXIO`: past the end).
+pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: Whence) -> nix::Result<i64> {
+    let names = ["SEEK_SET", "SEEK_CUR", "SEEK_END", "SEEK_DATA", "SEEK_HOLE"]; // Linux's values
+    let name = names.get(whence as usize).unwrap_or(&"SEEK_?");
+    let describe = || format!("lseek({}, {offset}, {name})", raw(&fd));
+    let make = || nix::unistd::lseek(fd, offset, whence);
+    trace::call(describe, make, i64::to_string)
 }
 
 /// `fchmod(fd, mode)`.
 pub fn fchmod(fd: BorrowedFd<'_>, mode: Mode) -> nix::Result<()> {
-    trace::call(
-        || format!("fchmod({}, 0{:o})", fd.as_raw_fd(), mode.bits()),
-        || nix::sys::stat::fchmod(fd, mode),
-        |()| "0".into(),
-    )
+    let describe = || format!("fchmod({}, 0{:o})", raw(&fd), mode.bits());
+    let make = || nix::sys::stat::fchmod(fd, mode);
+    zero(describe, make, Pause::EndedBySignal)
 }
 
-/// `linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, path, AT_SYMLINK_FOLLOW)`: gives the file
-/// without a name open as `fd` (`O_TMPFILE`) the name `path` (`EEXIST` if it is taken).
+/// `linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, path, AT_SYMLINK_FOLLOW)`: names the file
+/// without a name (`O_TMPFILE`) open as `fd` (`EEXIST` if `path` is taken).
 pub fn link_unnamed(fd: BorrowedFd<'_>, path: &Path) -> nix::Result<()> {
-    let open_file = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    trace::call(
-        || {
-            let (from, to) = (quoted(&open_file), quoted(path));
-            format!("linkat(AT_FDCWD, {from}, AT_FDCWD, {to}, AT_SYMLINK_FOLLOW)")
-        },
-        || {
-            let follow = AtFlags::AT_SYMLINK_FOLLOW;
-            nix::unistd::linkat(AT_FDCWD, &open_file, AT_FDCWD, path, follow)
-        },
-        |()| "0".into(),
-    )
+    let open_file = format!("/proc/self/fd/{}", raw(&fd));
+    let open_file = Path::new(&open_file);
+    let describe = || {
+        let (from, to) = (quoted(open_file), quoted(path));
+        format!("linkat(AT_FDCWD, {from}, AT_FDCWD, {to}, AT_SYMLINK_FOLLOW)")
+    };
+    let follow = AtFlags::AT_SYMLINK_FOLLOW;
+    let make = || nix::unistd::linkat(AT_FDCWD, open_file, AT_FDCWD, path, follow);
+    zero(describe, make, Pause::EndedBySignal)
 }
 
-/// `rename(from, to)` at once after the call before it, with no classroom pause of its own (see
-/// [`trace::call_unpaused`]).
-pub fn rename_at_once(from: &Path, to: &Path) -> nix::Result<()> {
-    trace::call_unpaused(
-        || format!("rename({}, {})", quoted(from), quoted(to)),
-        || nix::fcntl::renameat(AT_FDCWD, from, AT_FDCWD, to),
-        |()| "0".into(),
-    )
+/// A call that returns 0 when it succeeds, traced with the pause `pause` ([`trace::traced`]).
+pub(super) fn zero(
+    describe: impl FnOnce() -> String,
+    make: impl FnOnce() -> nix::Result<()>,
+    pause: Pause,
+) -> nix::Result<()> {
+    trace::traced(describe, make, |()| "0".into(), pause)
 }
 
-pub(crate) fn raw(fd: &impl AsFd) -> i32 {
+pub(super) fn raw(fd: &impl AsFd) -> i32 {
     fd.as_fd().as_raw_fd()
 }
 
-pub(crate) fn quoted(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
+fn quoted(path: &Path) -> String {
     text::string(path.as_os_str().as_bytes(), SHOWN * 2)
 }
 
@@ -241,22 +208,24 @@ fn open_flags(flags: OFlag) -> String {
         OFlag::O_RDWR => "O_RDWR",
         _ => "O_RDONLY",
     };
-    let names = [
-        (OFlag::O_CREAT, "O_CREAT"),
-        (OFlag::O_EXCL, "O_EXCL"),
-        (OFlag::O_TRUNC, "O_TRUNC"),
-        (OFlag::O_APPEND, "O_APPEND"),
-        (OFlag::O_NONBLOCK, "O_NONBLOCK"),
-        (OFlag::O_NOFOLLOW, "O_NOFOLLOW"),
-        (OFlag::O_NOCTTY, "O_NOCTTY"),
-        (OFlag::O_TMPFILE, "O_TMPFILE"),
-    ];
-    let mut shown = access.to_string();
-    for (flag, name) in names {
-        if flags.contains(flag) {
-            shown.push('|');
-            shown.push_str(name);
-        }
-    }
-    shown
+    let names = "O_CREAT O_EXCL O_TRUNC O_APPEND O_NONBLOCK O_NOFOLLOW O_NOCTTY O_TMPFILE";
+    let set = |name: &&str| OFlag::from_name(name).is_some_and(|flag| flags.contains(flag));
+    let set = names.split(' ').filter(set);
+    set.fold(access.to_string(), |shown, name| shown + "|" + name)
+}
+
+/// What kind of file `stat` is, in words (`a directory`), unless it is of the kind `wanted`
+/// (`S_IFREG`, `S_IFCHR`).
+pub(crate) fn other_kind(stat: &FileStat, wanted: SFlag) -> Option<&'static str> {
+    let kind = SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits());
+    let name = match kind {
+        SFlag::S_IFREG => "a regular file",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFBLK => "a block device",
+        SFlag::S_IFSOCK => "a socket",
+        _ => "of an unknown kind",
+    };
+    (kind != wanted).then_some(name)
 }

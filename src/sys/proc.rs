@@ -11,19 +11,15 @@ use super::trace;
 use crate::layout::text;
 use crate::rt::signals;
 
-/// `fork()`, traced in both processes: the parent sees the child's PID, the child 0.
-///
-/// Safe to call: `fork` is sound only in a process with one thread (the child gets a copy of
-/// the calling thread alone, and a lock another thread held stays locked for ever), and that is
-/// checked first — with one thread, no other can start one before the call. The exercises never
-/// start threads. The child gets a signal self-pipe of its own
-/// ([`signals::renew_after_fork`]). Nothing needs flushing first: the suite's output buffers
-/// nothing.
+/// `fork()`, traced in both processes: the parent sees the child's PID, the child 0. Safe: it
+/// checks first that this process has one thread (in the child, a lock another thread held
+/// would stay locked forever). The child gets a signal self-pipe of its own
+/// ([`signals::renew_after_fork`]); no output needs flushing: the suite's buffers nothing.
 pub fn fork() -> anyhow::Result<ForkResult> {
-    let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count);
+    let threads = std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count);
     anyhow::ensure!(
-        matches!(threads, Ok(1)),
-        "fork: this process must have a single thread, it has {threads:?}"
+        threads == 1,
+        "fork: this process has {threads} threads (in /proc/self/task), not one"
     );
     let forked = trace::call(
         || "fork()".into(),

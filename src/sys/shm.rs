@@ -6,6 +6,7 @@ use std::ffi::c_void;
 use std::fmt;
 use std::ptr::NonNull;
 
+use libc::{c_int, shmid_ds};
 use nix::errno::Errno;
 
 use super::ipc::Key;
@@ -13,14 +14,7 @@ use super::trace::{self, Pause};
 
 /// A shared memory identifier, as `shmget` returns it (`ipcs -m` lists it as `shmid`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ShmId(libc::c_int);
-
-impl ShmId {
-    /// The identifier as the kernel gives it.
-    pub fn raw(self) -> libc::c_int {
-        self.0
-    }
-}
+pub struct ShmId(pub c_int);
 
 impl fmt::Display for ShmId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -47,7 +41,7 @@ const AT_FLAGS: [(i64, &str); 4] = [
 /// `shmget(key, size, shmflg)`: the segment with `key`, made if `shmflg` has `IPC_CREAT`
 /// (with `IPC_EXCL`: only if it does not exist yet). The low 9 bits of `shmflg` are the mode of
 /// a new segment.
-pub fn shmget(key: Key, size: usize, shmflg: libc::c_int) -> nix::Result<ShmId> {
+pub fn shmget(key: Key, size: usize, shmflg: c_int) -> nix::Result<ShmId> {
     trace::call(
         || {
             let flags = trace::flags(shmflg.into(), &GET_FLAGS, "0");
@@ -64,9 +58,8 @@ pub fn shmget(key: Key, size: usize, shmflg: libc::c_int) -> nix::Result<ShmId> 
 
 /// `shmat(shmid, NULL, shmflg)`: attaches the segment at an address the kernel chooses (the
 /// course always passes NULL; a chosen address could replace memory in use) and returns it.
-///
-/// Use the memory through [`Attached`], which detaches it when dropped.
-pub fn shmat(shmid: ShmId, shmflg: libc::c_int) -> nix::Result<NonNull<c_void>> {
+/// Use the memory through [`crate::segment::Attached`], which detaches it when dropped.
+pub fn shmat(shmid: ShmId, shmflg: c_int) -> nix::Result<NonNull<c_void>> {
     trace::call(
         || {
             let flags = trace::flags(shmflg.into(), &AT_FLAGS, "0");
@@ -86,117 +79,86 @@ pub fn shmat(shmid: ShmId, shmflg: libc::c_int) -> nix::Result<NonNull<c_void>> 
     )
 }
 
-/// `shmdt(shmaddr)`: detaches the segment attached at `shmaddr`.
+/// `shmdt(shmaddr)`: detaches the segment attached at `shmaddr`. A cleanup call, made even when
+/// a termination signal ends the classroom pause before it ([`trace::cleanup_call`]).
 ///
 /// # Safety
 /// `shmaddr` must be an address [`shmat`] returned and that is still attached, and nothing may
 /// use the memory there afterwards (no reference into it may outlive this call).
 pub unsafe fn shmdt(shmaddr: *const c_void) -> nix::Result<()> {
-    // SAFETY: the caller's guarantee (see above).
-    unsafe { detach(shmaddr, Pause::EndedBySignal) }
+    trace::cleanup_call(
+        || format!("shmdt({shmaddr:p})"),
+        // SAFETY: the caller guarantees that nothing uses this memory any more.
+        || Errno::result(unsafe { libc::shmdt(shmaddr) }).map(drop),
+        |()| "0".into(),
+    )
 }
 
 /// `shmctl(shmid, cmd, buf)` for the commands of the slides: `IPC_STAT` (fills `buf`),
 /// `IPC_SET` (takes the owner and mode from `buf`) and `IPC_RMID` (`buf` unused: `None`, the C's
 /// NULL). Another command fails with `EINVAL` (they fill other structures than `shmid_ds`).
-pub fn shmctl(
-    shmid: ShmId,
-    cmd: libc::c_int,
-    buf: Option<&mut libc::shmid_ds>,
-) -> nix::Result<libc::c_int> {
-    let (result, filled) = control(shmid, cmd, buf.as_deref().copied(), Pause::EndedBySignal)?;
-    if let Some(buf) = buf {
-        *buf = filled; // as it was, unless IPC_STAT filled it
-    }
-    Ok(result)
+pub fn shmctl(shmid: ShmId, cmd: c_int, buf: Option<&mut shmid_ds>) -> nix::Result<c_int> {
+    shmctl_as(shmid, cmd, buf, Pause::EndedBySignal)
 }
 
-/// [`shmdt`], made as `pause` says: a lecture call, or a cleanup call made whatever happens
-/// (an owner detaching when it is dropped, see [`trace::cleanup_call`]).
-///
-/// # Safety
-/// As for [`shmdt`].
-pub unsafe fn detach(shmaddr: *const c_void, pause: Pause) -> nix::Result<()> {
-    trace::traced(
-        || format!("shmdt({shmaddr:p})"),
-        // SAFETY: the caller guarantees that nothing uses this memory any more.
-        || Errno::result(unsafe { libc::shmdt(shmaddr) }).map(drop),
-        |_| "0".into(),
-        pause,
-    )
-}
-
-/// [`shmctl`] with `buf` passed by value and returned (filled by `IPC_STAT`), made as `pause`
-/// says (see [`detach`]).
-pub fn control(
+/// [`shmctl`], made as `pause` says: an owner's cleanup call ([`Pause::NeverEnds`]) is made
+/// whatever happens during the classroom pause before it ([`trace::cleanup_call`]).
+pub fn shmctl_as(
     shmid: ShmId,
-    cmd: libc::c_int,
-    buf: Option<libc::shmid_ds>,
+    cmd: c_int,
+    buf: Option<&mut shmid_ds>,
     pause: Pause,
-) -> nix::Result<(libc::c_int, libc::shmid_ds)> {
-    let ds = buf.unwrap_or_else(empty_stat);
-    let describe = move || {
-        let (name, shown) = match cmd {
-            libc::IPC_STAT => ("IPC_STAT", "&buf".to_string()),
-            libc::IPC_SET => (
-                "IPC_SET",
-                format!(
-                    "{{uid={}, gid={}, mode={:04o}}}",
-                    ds.shm_perm.uid, ds.shm_perm.gid, ds.shm_perm.mode
-                ),
-            ),
-            libc::IPC_RMID => ("IPC_RMID", "NULL".to_string()),
-            _ => return format!("shmctl({shmid}, {cmd}, ...)"),
-        };
-        let shown = if buf.is_some() { shown } else { "NULL".into() };
-        format!("shmctl({shmid}, {name}, {shown})")
+) -> nix::Result<c_int> {
+    let with_buffer = if buf.is_some() { "&buf" } else { "NULL" };
+    let describe = || match cmd {
+        libc::IPC_STAT => format!("shmctl({shmid}, IPC_STAT, {with_buffer})"),
+        libc::IPC_SET => format!("shmctl({shmid}, IPC_SET, {with_buffer})"),
+        libc::IPC_RMID => format!("shmctl({shmid}, IPC_RMID, {with_buffer})"),
+        _ => format!("shmctl({shmid}, {cmd}, {with_buffer})"),
     };
     let make = move || {
-        let mut ds = ds;
+        let mut buf = buf;
         if !matches!(cmd, libc::IPC_STAT | libc::IPC_SET | libc::IPC_RMID) {
             return Err(Errno::EINVAL);
         }
-        let pointer = match buf {
-            Some(_) => &mut ds as *mut libc::shmid_ds,
-            None => std::ptr::null_mut(),
-        };
+        let pointer = buf
+            .as_deref_mut()
+            .map_or(std::ptr::null_mut(), std::ptr::from_mut);
         // SAFETY: for these three commands the kernel reads or writes at most one shmid_ds at
-        // `pointer`, a valid local one, or NULL (then it fails with EFAULT where it needs one).
+        // `pointer`, a live one borrowed for the call, or NULL (then it fails with EFAULT
+        // where it needs one).
         let result = Errno::result(unsafe { libc::shmctl(shmid.0, cmd, pointer) })?;
-        Ok((result, ds))
+        let filled = buf.filter(|_| cmd == libc::IPC_STAT);
+        Ok((result, filled.map(|ds| -> &shmid_ds { ds })))
     };
-    let show = |(result, ds): &(libc::c_int, libc::shmid_ds)| match cmd {
-        libc::IPC_STAT => format!("{result} {}", brief(ds)),
-        _ => result.to_string(),
+    let show = |(result, ds): &(c_int, Option<&shmid_ds>)| match ds {
+        Some(ds) => {
+            let (mode, segsz, nattch) = (mode(ds), ds.shm_segsz, ds.shm_nattch);
+            format!("{result} {{shm_perm.mode={mode}, shm_segsz={segsz}, shm_nattch={nattch}}}")
+        }
+        None => result.to_string(),
     };
-    trace::traced(describe, make, show, pause)
+    trace::traced(describe, make, show, pause).map(|(result, _)| result)
 }
 
-/// A zeroed `shmid_ds`, for `IPC_STAT` to fill in.
-pub fn empty_stat() -> libc::shmid_ds {
+/// `shmctl(shmid, IPC_STAT, &buf)`: the segment's state.
+pub fn ipc_stat(shmid: ShmId) -> nix::Result<shmid_ds> {
+    ipc_stat_as(shmid, Pause::EndedBySignal)
+}
+
+/// [`ipc_stat`], made as `pause` says (see [`shmctl_as`]).
+pub fn ipc_stat_as(shmid: ShmId, pause: Pause) -> nix::Result<shmid_ds> {
     // SAFETY: shmid_ds is plain integers; all-zero bytes are a valid value for each field.
-    unsafe { std::mem::zeroed() }
+    let mut ds: shmid_ds = unsafe { std::mem::zeroed() };
+    shmctl_as(shmid, libc::IPC_STAT, Some(&mut ds), pause)?;
+    Ok(ds)
 }
 
 /// The mode, with `SHM_DEST` named: `0600|SHM_DEST`.
-pub fn mode(ds: &libc::shmid_ds) -> String {
+pub fn mode(ds: &shmid_ds) -> String {
     let mode = u32::from(ds.shm_perm.mode);
-    let dest = if mode & SHM_DEST != 0 {
-        "|SHM_DEST"
-    } else {
-        ""
-    };
-    format!("{:04o}{dest}", mode & 0o777)
-}
-
-/// What a trace line shows of `IPC_STAT`: `{shm_perm.mode=0600, shm_segsz=1024, shm_nattch=2}`.
-fn brief(ds: &libc::shmid_ds) -> String {
-    format!(
-        "{{shm_perm.mode={}, shm_segsz={}, shm_nattch={}}}",
-        mode(ds),
-        ds.shm_segsz,
-        ds.shm_nattch
-    )
+    let dest = (mode & SHM_DEST != 0).then_some("|SHM_DEST");
+    format!("{:04o}{}", mode & 0o777, dest.unwrap_or_default())
 }
 
 #[cfg(test)]

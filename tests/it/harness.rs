@@ -764,16 +764,17 @@ fn a_dropped_lab_removes_its_id_lock_file() {
 
 #[test]
 fn an_id_claimed_while_its_lock_file_is_removed_has_one_holder() {
-    // Threads claiming one ID (outside the range Lab uses) and removing its lock file as they
-    // let go: whoever locked a file just removed must notice and not count as a holder.
-    const ID: u32 = 0xf_ffff;
+    // Threads claiming one ID (outside the range Lab uses, and this test run's own: two runs at
+    // once must not share it) and removing its lock file as they let go: whoever locked a file
+    // just removed must notice and not count as a holder.
+    let id: u32 = 0x10_0000 + std::process::id();
     let holders = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let holders = Arc::clone(&holders);
             thread::spawn(move || {
                 for _ in 0..3000 {
-                    if let Some(claim) = IdClaim::try_lock(ID) {
+                    if let Some(claim) = IdClaim::try_lock(id) {
                         let before = holders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         assert_eq!(before, 0, "two holders of one ID");
                         thread::yield_now();
@@ -787,5 +788,5 @@ fn an_id_claimed_while_its_lock_file_is_removed_has_one_holder() {
     for thread in threads {
         thread.join().unwrap();
     }
-    assert!(!id_lock_file(ID).exists());
+    assert!(!id_lock_file(id).exists());
 }

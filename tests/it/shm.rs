@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
 use ipclab::rt::wait::Deadline;
-use ipclab::segment::{Attached, Awaited, Segment, ShmStat};
+use ipclab::segment::{Attached, Awaited, Segment};
 use ipclab::sipc::{Sipc, EMPTY, REQUEST, SIPC_SIZE};
 use ipclab::sys::ipc::Key;
 use ipclab::sys::shm::{self, shmctl, shmget, ShmId};
@@ -412,10 +412,7 @@ fn a_raw_c_request_gets_a_reply_and_the_segment_is_removed_at_once() {
     assert_eq!(client.text()[..reply.len()], reply);
     // Marked for removal before the reply: the key is free, the memory still ours to read.
     assert_eq!(segment_of(&lab), None);
-    let row = rows()
-        .into_iter()
-        .find(|r| r.shmid == client.id.raw())
-        .unwrap();
+    let row = rows().into_iter().find(|r| r.shmid == client.id.0).unwrap();
     assert_ne!(row.perms & shm::SHM_DEST, 0, "{row:?}");
 
     let server = server.finish();
@@ -426,7 +423,7 @@ fn a_raw_c_request_gets_a_reply_and_the_segment_is_removed_at_once() {
     );
     let id = client.id;
     drop(client); // the last detach frees it
-    assert!(rows().iter().all(|r| r.shmid != id.raw()));
+    assert!(rows().iter().all(|r| r.shmid != id.0));
 }
 
 #[test]
@@ -629,7 +626,7 @@ fn a_reply_that_comes_while_the_client_looks_for_its_server_is_not_lost() {
         },
     );
     assert!(waited.is_ok(), "{:#}", waited.unwrap_err());
-    assert_eq!(segment.stat().unwrap().nattch(), 1);
+    assert_eq!(segment.stat().unwrap().shm_nattch, 1);
 }
 
 #[test]
@@ -648,8 +645,9 @@ fn a_waiting_server_whose_segment_is_removed_fails_instead_of_waiting_for_ever()
 /// Whether `stderr` is the one line of a server that lost the request to another one.
 fn lost_the_claim(stderr: &str, key: Key) -> bool {
     let line = stderr.trim_end();
-    line.starts_with("sipc1: another server (pid ")
-        && line.ends_with(&format!(") took the request in segment {key} first"))
+    line.starts_with(&format!(
+        "sipc1: answering the request (segment {key}): another server (pid "
+    )) && line.ends_with(") took it first")
         && line.lines().count() == 1
 }
 
@@ -714,8 +712,10 @@ fn a_request_taken_by_another_server_meanwhile_is_not_answered_twice() {
     assert_eq!(run.code(), Some(1), "{run}");
     let screen = run.stdout().replace('\r', ""); // the terminal: stdout and stderr
     let key = Key::segment(lab.id());
-    let lost =
-        format!("sipc1: another server (pid {second_pid}) took the request in segment {key} first");
+    let lost = format!(
+        "sipc1: answering the request (segment {key}): another server (pid {second_pid}) took it \
+         first"
+    );
     assert!(screen.contains(&lost), "{screen}");
     assert!(!screen.contains("Received request"), "{screen}");
     assert!(segments_made_by(first_pid).is_empty());
@@ -804,7 +804,8 @@ fn a_second_client_while_a_request_waits_fails_at_once() {
     second.assert_failure(
         1,
         &format!(
-            "sipc2: another request is waiting in segment {} (another sipc2?); try again later",
+            "sipc2: sending the request (segment {}): another request is waiting (another \
+             sipc2?); try again later",
             Key::segment(lab.id())
         ),
     );
@@ -850,7 +851,7 @@ fn a_segment_of_another_user_is_refused_naming_the_id() {
     }
     let lab = Lab::new();
     let squatter = CPeer::create(&lab, SIPC_SIZE, 0o600);
-    let mut ds = ShmStat::of(squatter.id).unwrap().0;
+    let mut ds = shm::ipc_stat(squatter.id).unwrap();
     ds.shm_perm.uid = 65534;
     shmctl(squatter.id, libc::IPC_SET, Some(&mut ds)).unwrap();
     both_refuse(
@@ -867,8 +868,9 @@ fn a_segment_too_small_is_refused() {
     both_refuse(
         &lab,
         &format!(
-            "it exists with fewer than 1024 bytes; remove it (ipcrm -M {}) or use another --id",
-            Key::segment(lab.id())
+            "it exists with fewer than 1024 bytes; remove it (make ipcclean ID={}) or use \
+             another --id",
+            lab.id()
         ),
     );
     small.remove();
@@ -888,7 +890,7 @@ fn a_segment_too_small_of_another_user_is_refused_without_suggesting_ipcrm() {
     }
     let lab = Lab::new();
     let small = CPeer::create(&lab, 512, 0o600);
-    let mut ds = ShmStat::of(small.id).unwrap().0;
+    let mut ds = shm::ipc_stat(small.id).unwrap();
     ds.shm_perm.uid = 65534;
     shmctl(small.id, libc::IPC_SET, Some(&mut ds)).unwrap();
     both_refuse(
@@ -994,14 +996,17 @@ fn a_flag_neither_0_nor_1_in_use_is_reported_not_overwritten_or_waited_on() {
     let other = CPeer::create(&lab, SIPC_SIZE, 0o600); // a program still attached
     for value in [2, -1, 7] {
         other.area().flag.store(value, Relaxed);
-        for program in ["sipc1", "sipc2"] {
+        for (program, doing) in [
+            ("sipc1", "waiting for a request"),
+            ("sipc2", "sending the request"),
+        ] {
             let run = lab.run(program, &["--timeout", "10"]);
             run.assert_failure(
                 1,
                 &format!(
-                    "{program}: the flag of segment {key} holds {value}, neither 0 (empty) nor 1 \
-                     (a request); is another program using this key? use another --id (or \
-                     IPCLAB_ID)"
+                    "{program}: {doing} (segment {key}): the flag of segment {key} holds {value}, \
+                     neither 0 (empty) nor 1 (a request); is another program using this key? use \
+                     another --id (or IPCLAB_ID)"
                 ),
             );
             assert!(run.stdout.is_empty(), "{run}");
