@@ -5,17 +5,18 @@
 # never makes a target look up to date after a source change.
 
 EXERCISES  := pipe sync mymore fifos fifoc msgq1 msgq2 shm sipc1 sipc2 mycp3 mipc
-# Programs that are not exercises of the lecture: the benchmark of all its mechanisms, a package
-# of its own (bench/) in the same workspace, so that building the exercises never builds it.
-EXTRAS     := ipcbench
+# Programs that are not exercises of the lecture, each a package of its own in the same workspace
+# (so that building the exercises never builds them): the benchmark of all its mechanisms
+# (bench/) and the live view of one lab's objects (watch/).
+EXTRAS     := ipcbench ipcwatch
 PROGRAMS   := $(EXERCISES) $(EXTRAS)
 CARGO      ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN_DIR    := $(TARGET_DIR)/release
-# The lab ID for `make ipcclean` (as --id): ID=5, else $IPCLAB_ID, else 0.
+# The lab ID for `make ipcclean` and `make watch` (as --id): ID=5, else $IPCLAB_ID, else 0.
 ID         ?= $(or $(IPCLAB_ID),0)
 
-.PHONY: all help demo test setup bench ipcclean clean $(PROGRAMS)
+.PHONY: all help demo test setup bench ipcclean watch clean $(PROGRAMS)
 
 all:
 	$(CARGO) build --release --workspace --bins
@@ -50,6 +51,9 @@ bench:
 ipcclean:
 	@./scripts/ipcclean.sh $(ID)
 
+watch: ipcwatch
+	./ipcwatch --id $(ID)
+
 clean:
 	rm -f $(PROGRAMS)
 	$(CARGO) clean
@@ -57,7 +61,7 @@ clean:
 help:
 	@echo "make              build every exercise and place it as ./NAME"
 	@echo "make NAME         build one exercise: $(EXERCISES)"
-	@echo "                  (or the benchmark: $(EXTRAS))"
+	@echo "                  (or a program beside them: $(EXTRAS))"
 	@echo "make demo         run every exercise once, in lecture order (pairs included)"
 	@echo "make test         run the whole test suite (it checks the tools it needs first)"
 	@echo "make setup        install the system tools the tests and labs.md use (strace, script, …)"
@@ -66,4 +70,5 @@ help:
 	@echo "                  a smaller mycp3 file)"
 	@echo "make ipcclean     remove leftovers of lab ID (ID=5, else \$$IPCLAB_ID, else 0):"
 	@echo "                  queue 0x8000+ID, segment 0x9000+ID, ./.fifo*"
+	@echo "make watch        show lab ID's objects live (ID as for ipcclean): ./ipcwatch"
 	@echo "make clean        remove ./NAME files and build outputs"

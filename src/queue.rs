@@ -28,7 +28,7 @@ use crate::sys::msg::{self, MsqId};
 const NOWAIT_NOERROR: libc::c_int = libc::IPC_NOWAIT | libc::MSG_NOERROR;
 
 /// msgq1, as its liveness lock ([`ServerLock`]) names it.
-const MSGQ1: Server = Server {
+pub const MSGQ1: Server = Server {
     program: "msgq1",
     call: "msgget",
     object: "queue",

@@ -50,12 +50,34 @@ pub fn exe(name: &str) -> Option<&'static str> {
         .map(|(_, path)| *path)
 }
 
+/// The programs that are packages of their own beside the lecture crate (`bench/`, `watch/`).
+pub const EXTRAS: [&str; 2] = ["ipcbench", "ipcwatch"];
+
 /// Whether this test crate checks the commands of the labs.md section with `heading`: the
 /// package that builds a section's program checks it — ipcbench's own tests its section
-/// (`10. ipcbench — …`), the lecture crate's every other one.
+/// (`10. ipcbench — …`), the lecture crate's every section not named after such a program.
 pub fn manual_section_is_ours(heading: &str) -> bool {
-    let ipcbench = heading.split_whitespace().nth(1) == Some("ipcbench");
-    ipcbench == exe("ipcbench").is_some()
+    let named = heading.split_whitespace().nth(1).unwrap_or_default();
+    match EXTRAS.contains(&named) {
+        true => exe(named).is_some(),
+        false => exe("pipe").is_some(),
+    }
+}
+
+/// Whether this test crate checks `command`, a command of the labs.md section with `heading`:
+/// one that builds or runs a program of another package (`make ipcwatch`, `./ipcwatch --id 5`)
+/// is that package's, wherever it stands; any other is its section's.
+pub fn manual_command_is_ours(heading: &str, command: &str) -> bool {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let built = match words.first() {
+        Some(&"make") => words.get(1).copied(),
+        _ => None,
+    };
+    let program = words.iter().find_map(|w| w.strip_prefix("./")).or(built);
+    match program {
+        Some(program) if EXTRAS.contains(&program) => exe(program).is_some(),
+        _ => manual_section_is_ours(heading),
+    }
 }
 
 /// One test's bench: a lab ID of its own and a temporary directory.
@@ -579,8 +601,8 @@ fn describe(command: &Command) -> String {
 }
 
 /// A program run with `--step` on a pseudo-terminal (`script`), stepped by writing Enter into
-/// it. What appears on the terminal is also written to a file, `typescript`, to look at while it
-/// runs.
+/// it (or any command line run there, [`Stepped::on_terminal`], and keys typed into it). What
+/// appears on the terminal is also written to a file, `typescript`, to look at while it runs.
 pub struct Stepped {
     pub script: Running,
     pub keys: OwnedFd,
@@ -594,15 +616,20 @@ impl Stepped {
 
     /// [`Stepped::start`] with more arguments (words without blanks or quotes).
     pub fn start_with(lab: &Lab, program: &str, args: &[&str]) -> Stepped {
-        // Close-on-exec: the programs other tests start meanwhile must not inherit our end.
-        let (reader, keys) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
-        let typescript = lab.dir().join(format!("typescript.{program}"));
         let mut command_line = format!("{} --step", exe(program).unwrap());
         for arg in args {
             command_line.push(' ');
             command_line.push_str(arg);
         }
-        let mut script = lab.command("script", &["-qfec", &command_line]);
+        Stepped::on_terminal(lab, program, &command_line)
+    }
+
+    /// `command_line` (a shell's) run on a pseudo-terminal; its typescript is named after `name`.
+    pub fn on_terminal(lab: &Lab, name: &str, command_line: &str) -> Stepped {
+        // Close-on-exec: the programs other tests start meanwhile must not inherit our end.
+        let (reader, keys) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let typescript = lab.dir().join(format!("typescript.{name}"));
+        let mut script = lab.command("script", &["-qfec", command_line]);
         script.arg(&typescript).stdin(Stdio::from(reader));
         Stepped {
             script: Running::spawn(script),

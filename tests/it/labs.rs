@@ -1,11 +1,11 @@
 //! The lab manual's commands work as written: what labs.md (and each binary's header comment)
 //! tells a student to type names real strace syscalls, real make targets, real exercises and
-//! real options. Each package checks the sections of its own programs
-//! ([`manual_section_is_ours`]).
+//! real options. Each package checks the commands of its own programs
+//! ([`manual_command_is_ours`]).
 
 use std::path::Path;
 
-use crate::harness::{exe, manual_section_is_ours, Lab};
+use crate::harness::{exe, manual_command_is_ours, Lab};
 use crate::ROOT;
 
 /// The lines of the ```sh blocks of labs.md, without comments, each with its section's heading.
@@ -33,11 +33,11 @@ fn manual_commands() -> Vec<(String, String)> {
     commands
 }
 
-/// Of `commands` (section, command), those of the sections this test crate checks.
+/// Of `commands` (section, command), those this test crate checks.
 fn ours(commands: Vec<(String, String)>) -> Vec<String> {
     commands
         .into_iter()
-        .filter(|(section, _)| manual_section_is_ours(section))
+        .filter(|(section, command)| manual_command_is_ours(section, command))
         .map(|(_, command)| command)
         .collect()
 }
