@@ -158,9 +158,15 @@ fn a_segment_is_shown_with_nattch_flag_and_text_at_each_step_of_the_pair() {
     server.press_enter(); // IPC_STAT
     let (_, call) = server.prompt(4);
     assert!(call.contains("IPC_RMID"), "{call}");
-    server.press_enter(); // IPC_RMID, then the reply
+    server.press_enter(); // IPC_RMID
+    let (_, event) = server.prompt(5);
+    assert!(event.starts_with("strcpy(shm + 4, "), "{event}");
+    server.press_enter(); // the reply's text
+    let (_, event) = server.prompt(6);
+    assert_eq!(event, "*flag = 0");
+    server.press_enter(); // the reply is the client's
     client.finish().assert_success(); // it has detached
-    let (_, call) = server.prompt(5);
+    let (_, call) = server.prompt(7);
     assert!(call.starts_with("shmdt("), "{call}");
     let seen = look(&lab);
     has(&seen, &format!("Shared memory {key} (dest): shmid "));
