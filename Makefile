@@ -9,7 +9,8 @@ EXERCISES  := pipe sync mymore fifos fifoc msgq1 msgq2 shm sipc1 sipc2 mycp3 mip
 # (so that building the exercises never builds them): the benchmark of all its mechanisms
 # (bench/) and the live view of one lab's objects (watch/).
 EXTRAS     := ipcbench ipcwatch
-PROGRAMS   := $(EXERCISES) $(EXTRAS)
+# ipcclean (make ipcclean) lives in ipcwatch's package: it removes what ipcwatch shows.
+PROGRAMS   := $(EXERCISES) $(EXTRAS) ipcclean
 CARGO      ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN_DIR    := $(TARGET_DIR)/release
@@ -48,8 +49,11 @@ setup:
 bench:
 	@./scripts/bench.sh
 
+# Builds ./ipcclean and runs it: removes lab ID's leftovers that no live process uses.
 ipcclean:
-	@./scripts/ipcclean.sh $(ID)
+	@$(CARGO) build --quiet --release --package ipcwatch --bin ipcclean
+	@ln -sfn $(BIN_DIR)/ipcclean ipcclean
+	@./ipcclean --id '$(ID)'
 
 watch: ipcwatch
 	./ipcwatch --id $(ID)
@@ -68,7 +72,8 @@ help:
 	@echo "make bench        every benchmark (the pairs, mycp3 against cp, ipcbench and its"
 	@echo "                  bare loops) and one table of all figures (BENCH_SIZE_MIB=256 for"
 	@echo "                  a smaller mycp3 file)"
-	@echo "make ipcclean     remove leftovers of lab ID (ID=5, else \$$IPCLAB_ID, else 0):"
-	@echo "                  queue 0x8000+ID, segment 0x9000+ID, ./.fifo*"
+	@echo "make ipcclean     remove what killed programs of lab ID left (ID=5, else \$$IPCLAB_ID,"
+	@echo "                  else 0): queue 0x8000+ID, segment and semaphore set 0x9000+ID,"
+	@echo "                  ./.fifo*, lock files, ipcbench's FIFO directory; never one in use"
 	@echo "make watch        show lab ID's objects live (ID as for ipcclean): ./ipcwatch"
 	@echo "make clean        remove ./NAME files and build outputs"

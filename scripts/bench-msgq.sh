@@ -12,8 +12,8 @@
 
 runs=${1:-31}
 id=${IPCLAB_ID:-0}
-key=$((0x8000 + id))
-build msgq1 msgq2
+build msgq1 msgq2 ipcclean
+read -r key _ < <("$bin/ipcclean" --keys) || exit 1 # the one parser of a lab ID
 
 if key_listed msg $key; then
     echo "bench-msgq: queue $(printf '%#x' $key) exists already; make ipcclean ID=$id, or set IPCLAB_ID" >&2

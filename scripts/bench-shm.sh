@@ -37,5 +37,5 @@ done
 args=(--version)
 read -r median min max < <(repeat "$runs" one_pair taskset -c 0) &&
     printf '%-26s %10s %10s %10s  %s\n' "start-up alone, one CPU" "$(ms "$median")" "$(ms "$min")" "$(ms "$max")" "(--version: no exchange)"
-./scripts/ipcclean.sh --check "${IPCLAB_ID:-0}" || status=1
+build ipcclean && "$bin/ipcclean" --check || status=1
 exit $status

@@ -51,7 +51,8 @@ wait_for_queue() {
     return 1
 }
 
-queue_key=$(printf '0x%x' $((0x8000 + ${IPCLAB_ID:-0})))
+# The lab's keys, from the one parser of a lab ID (IPCLAB_ID=010 is ten, not octal eight).
+read -r queue_key segment_key < <(./ipcclean --keys) || exit 1
 heading "./msgq1 & ./msgq2 (server in the background; ipcs -q while it waits)"
 ./msgq1 --timeout 30 > >(label "msgq1") &
 server=$!
@@ -77,7 +78,7 @@ wait_for_server() {
 }
 
 heading "./sipc1 & ./sipc2 (server in the background; ipcs -m while it waits)"
-key=$((0x9000 + ${IPCLAB_ID:-0}))
+key=$segment_key
 ./sipc1 --timeout 30 > >(label "sipc1") &
 server=$!
 trap 'kill $server 2>/dev/null' EXIT
@@ -103,7 +104,7 @@ show ./mipc
 
 # Nothing may be left behind: no .fifo*, no queue or segment of this lab ID.
 echo
-./scripts/ipcclean.sh --check "${IPCLAB_ID:-0}" || failed+=("cleanup")
+./ipcclean --check || failed+=("cleanup")
 
 if [ ${#failed[@]} -gt 0 ]; then
     printf 'demo: failed: %s\n' "${failed[@]}" >&2

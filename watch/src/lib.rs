@@ -7,11 +7,13 @@
 //!
 //! | module | what it is |
 //! |--------|------------|
+//! | [`clean`] | what `ipcclean` removes: the lab's objects no live process uses |
 //! | [`lab`] | what a lab has and who uses it, at one moment: an [`Inventory`](lab::Inventory) — for any tool that must know (a cleaner that removes only proven leftovers) |
 //! | [`procfs`] | the kernel facts under `/proc` it is read from |
 //! | [`screen`] | how an inventory is drawn, in 80 columns |
 //! | [`terminal`] | keys one at a time, the window's size, a screen redrawn in place |
 
+pub mod clean;
 pub mod lab;
 pub mod procfs;
 pub mod screen;

@@ -3,6 +3,7 @@
 //! (`labs.rs`), which here take the commands that run ipcwatch.
 
 // Not every helper of the lecture's bench is needed here.
+mod clean;
 #[allow(dead_code)]
 #[path = "../../../tests/it/harness.rs"]
 mod harness;
@@ -44,7 +45,10 @@ static PROGRAMS: LazyLock<Vec<(&str, &str)>> = LazyLock::new(|| {
         .status()
         .expect("cargo build of the exercises");
     assert!(built.success(), "cargo build of the exercises failed");
-    let mut programs = vec![("ipcwatch", ipcwatch)];
+    let mut programs = vec![
+        ("ipcwatch", ipcwatch),
+        ("ipcclean", env!("CARGO_BIN_EXE_ipcclean")),
+    ];
     for name in EXERCISES {
         let path = binaries.join(name).to_str().unwrap().to_owned();
         programs.push((name, path.leak()));

@@ -1,0 +1,249 @@
+//! `make ipcclean`: what a killed program of one lab can leave behind, removed — and only what
+//! is proven no one's any more ([`Lab::look`](crate::lab::Lab::look) says who uses what).
+//!
+//! | object | in use (left, naming who) | else |
+//! |--------|---------------------------|------|
+//! | queue 0x8000+ID | a live last sender or receiver, a process waiting in `msgrcv`/`msgsnd`, a held msgq1 lock | `msgctl(IPC_RMID)` |
+//! | segment 0x9000+ID | attached (`shm_nattch` > 0), a held sipc1 lock | `shmctl(IPC_RMID)` |
+//! | ipcbench's semaphore set 0x9000+ID | its segment attached, an ipcbench of the lab running | `semctl(IPC_RMID)` |
+//! | `.fifo*` in the directory | open in a process, locked | `unlink` |
+//! | a server's lock file | its lock held | `unlink` |
+//! | ipcbench's FIFO directory `$TMPDIR/ipcbench-<uid>-<ID>-*` | its `flock` held | removed with its FIFOs |
+//!
+//! An object of another user is left too: it is not ours to remove. Asked by hand, the cleaner
+//! removes a queue nobody has used whose maker is unknown (what a C msgq1 stopped with Ctrl-C
+//! leaves), which the programs themselves only refuse.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use ipclab::peer::{self, Process};
+use ipclab::sys::ipc::Key;
+use ipclab::sys::msg::{self, MsqId};
+use ipclab::sys::shm::{self, ShmId};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::lab::{Inventory, Lab, LockState, Named, Owner};
+
+/// One thing of the lab, and what to do with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// What it is, as a message names it: `message queue 0x8005 (msqid 65538)`.
+    pub what: String,
+    /// Why it stays, or `None`: a leftover, to remove.
+    pub in_use: Option<String>,
+    remove: Removal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Removal {
+    Queue(i32),
+    Segment(i32),
+    Semaphores(i32),
+    File(PathBuf),
+    Directory(PathBuf),
+}
+
+impl Found {
+    /// Removes it; `Ok(false)` if it had gone meanwhile.
+    pub fn remove(&self) -> Result<bool, String> {
+        let gone = |result: nix::Result<()>| match result {
+            Ok(()) => Ok(true),
+            Err(Errno::EINVAL | Errno::EIDRM | Errno::ENOENT) => Ok(false),
+            Err(e) => Err(ipclab::rt::exit::reason(e)),
+        };
+        match &self.remove {
+            Removal::Queue(id) => gone(msg::ipc_rmid(MsqId(*id))),
+            Removal::Segment(id) => gone(shm::shmctl(ShmId(*id), libc::IPC_RMID, None).map(drop)),
+            Removal::Semaphores(id) => gone(semaphores_rmid(*id)),
+            Removal::File(path) => gone(nix::unistd::unlink(path.as_path())),
+            Removal::Directory(path) => gone(remove_bench_directory(path)),
+        }
+    }
+}
+
+/// `semctl(semid, 0, IPC_RMID)`: ipcbench's semaphore set, which the lecture crate has no
+/// wrapper for.
+fn semaphores_rmid(semid: i32) -> nix::Result<()> {
+    // SAFETY: semctl with IPC_RMID takes no pointer; a wrong id fails with EINVAL.
+    Errno::result(unsafe { libc::semctl(semid, 0, libc::IPC_RMID) }).map(drop)
+}
+
+/// Everything of `lab` there is now, each with its verdict, in the order of the table above.
+pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
+    let inventory = lab.look();
+    let me = nix::unistd::geteuid().as_raw();
+    let foreign =
+        |owner: &Owner| (owner.uid != me).then(|| format!("it belongs to uid {}", owner.uid));
+    let lock_held = |program: &str| {
+        inventory
+            .server_locks
+            .iter()
+            .find_map(|lock| match &lock.state {
+                LockState::Held(holders) if lock.program == program => Some(format!(
+                    "its server holds its lock: {}",
+                    listed_or(holders, program)
+                )),
+                _ => None,
+            })
+    };
+    let mut found = Vec::new();
+    if let Some(queue) = inventory.queue.clone()? {
+        let mut users: Vec<Process> = alive([&queue.sender.0, &queue.receiver.0]);
+        users.extend(queue.waiting.iter().cloned());
+        let in_use = foreign(&queue.owner)
+            .or_else(|| lock_held("msgq1"))
+            .or_else(|| (!users.is_empty()).then(|| format!("in use by {}", peer::listed(&users))));
+        found.push(Found {
+            what: format!(
+                "message queue {} (msqid {}, {} message(s))",
+                queue.key, queue.msqid, queue.messages
+            ),
+            in_use,
+            remove: Removal::Queue(queue.msqid),
+        });
+    }
+    let segments = inventory.segments.clone()?;
+    for segment in segments.iter().filter(|s| !s.removed) {
+        let in_use = foreign(&segment.owner)
+            .or_else(|| lock_held("sipc1"))
+            .or_else(|| {
+                (segment.nattch > 0).then(|| match segment.attached.as_slice() {
+                    [] => format!("attached {} time(s)", segment.nattch),
+                    attached => format!("attached by {}", peer::listed(attached)),
+                })
+            });
+        found.push(Found {
+            what: format!(
+                "shared memory segment {} (shmid {})",
+                segment.key, segment.shmid
+            ),
+            in_use,
+            remove: Removal::Segment(segment.shmid),
+        });
+    }
+    if let Some(set) = inventory.semaphores.clone()? {
+        let bench = running(&inventory, "ipcbench");
+        let attached = segments.iter().any(|s| s.key == set.key && s.nattch > 0);
+        let in_use = foreign(&set.owner)
+            .or_else(|| (!bench.is_empty()).then(|| format!("in use by {}", peer::listed(&bench))))
+            .or_else(|| attached.then(|| "its segment is attached (ipcbench runs)".to_string()));
+        found.push(Found {
+            what: format!("semaphore set {} (semid {})", set.key, set.semid),
+            in_use,
+            remove: Removal::Semaphores(set.semid),
+        });
+    }
+    for fifo in inventory.fifos.clone()? {
+        let path = lab.dir.join(&fifo.name);
+        let holders: Vec<Process> = fifo.open.iter().map(|(p, _)| p.clone()).collect();
+        let in_use = match fifo.not_a_fifo {
+            Some(kind) => Some(format!("a {kind}, not a FIFO: not ours to remove")),
+            None if !holders.is_empty() => Some(format!("open in {}", peer::listed(&holders))),
+            None => {
+                let lockers = alive(&fifo.locked_by);
+                (!lockers.is_empty()).then(|| format!("locked by {}", peer::listed(&lockers)))
+            }
+        };
+        found.push(Found {
+            what: path.display().to_string(),
+            in_use,
+            remove: Removal::File(path),
+        });
+    }
+    for lock in &inventory.server_locks {
+        let in_use = match &lock.state {
+            LockState::Held(holders) => {
+                Some(format!("held by {}", listed_or(holders, lock.program)))
+            }
+            LockState::Free => None,
+            LockState::Unknown(why) => Some(why.clone()),
+        };
+        found.push(Found {
+            what: format!("{}'s lock file {}", lock.program, lock.path.display()),
+            in_use,
+            remove: Removal::File(lock.path.clone()),
+        });
+    }
+    for dir in bench_directories(lab.id) {
+        let in_use = directory_locked(&dir).then(|| "its ipcbench runs (it holds its lock)".into());
+        found.push(Found {
+            what: format!("ipcbench's FIFO directory {}", dir.display()),
+            in_use,
+            remove: Removal::Directory(dir),
+        });
+    }
+    Ok(found)
+}
+
+/// The processes `named` that still exist.
+fn alive<'a>(named: impl IntoIterator<Item = &'a Named>) -> Vec<Process> {
+    named
+        .into_iter()
+        .filter_map(|n| n.process.clone())
+        .collect()
+}
+
+/// `pid 4711 (msgq1)`, or the program's name when the holder is not to be seen.
+fn listed_or(holders: &[Process], program: &str) -> String {
+    match holders {
+        [] => format!("a {program}"),
+        holders => peer::listed(holders),
+    }
+}
+
+/// The lab's running processes of `program`.
+fn running(inventory: &Inventory, program: &str) -> Vec<Process> {
+    let exercises = inventory.exercises.iter().map(|e| &e.process);
+    exercises.filter(|p| p.name == program).cloned().collect()
+}
+
+/// ipcbench's FIFO directories of lab `id`: `$TMPDIR/ipcbench-<uid>-<id>-XXXXXX/`, ours.
+fn bench_directories(id: u32) -> Vec<PathBuf> {
+    let uid = nix::unistd::geteuid().as_raw();
+    let prefix: OsString = format!("ipcbench-{uid}-{id}-").into();
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().as_bytes().starts_with(prefix.as_bytes()))
+        .filter(|e| e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Whether a live ipcbench holds the `flock` of its directory (taking it for a moment, shared,
+/// tells: a process of ours is the only one that would hold it).
+fn directory_locked(dir: &std::path::Path) -> bool {
+    let Ok(file) = File::open(dir) else {
+        return false;
+    };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => false, // dropped here: the lock is let go at once
+        Err((_, Errno::EWOULDBLOCK)) => true,
+        Err(_) => false,
+    }
+}
+
+/// Removes ipcbench's directory and the FIFOs in it, holding its lock meanwhile (so a new
+/// ipcbench cannot take it over half removed).
+fn remove_bench_directory(dir: &std::path::Path) -> nix::Result<()> {
+    let file = File::open(dir).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    let _held = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e)?;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        nix::unistd::unlink(entry.path().as_path())?;
+    }
+    std::fs::remove_dir(dir).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+}
+
+/// The keys of lab `id`, for scripts: `0x8005 0x9005`.
+pub fn keys(id: u32) -> String {
+    format!("{} {}", Key::queue(id), Key::segment(id))
+}

@@ -1,0 +1,159 @@
+//! `make ipcclean`: everything a killed program of a lab can leave is removed, and nothing that
+//! a live process uses — that is left, naming who uses it.
+
+use ipclab::sys::ipc::Key;
+use ipclab::sys::msg;
+
+use crate::harness::{sysv_keys, wait_until, Lab, Running};
+
+/// Makes what a killed program of the lab leaves, with Perl's System V bindings (its process
+/// ends at once: nobody alive uses them): a queue with one message, a segment, a semaphore set.
+fn leftovers(lab: &Lab) {
+    let script = format!(
+        "use IPC::SysV qw(IPC_CREAT); my $q = msgget({q}, IPC_CREAT|0600) // die $!; \
+         msgsnd($q, pack('l! a8', 1, 'left'), 0) or die $!; \
+         defined(shmget({s}, 1024, IPC_CREAT|0600)) or die $!; \
+         defined(semget({s}, 4, IPC_CREAT|0600)) or die $!;",
+        q = Key::queue(lab.id()).raw(),
+        s = Key::segment(lab.id()).raw()
+    );
+    lab.run("perl", &["-e", &script]).assert_success();
+}
+
+#[test]
+fn every_kind_of_leftover_is_removed_and_said() {
+    let lab = Lab::new();
+    leftovers(&lab);
+    for name in [".fifo", ".fifo1234"] {
+        nix::unistd::mkfifo(&lab.dir().join(name), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    }
+    // A killed ipcbench's FIFO directory, and a killed msgq1's lock file, in the lab's TMPDIR.
+    let tmp = lab.dir().join("tmp");
+    let uid = nix::unistd::geteuid();
+    let bench_dir = tmp.join(format!("ipcbench-{uid}-{}-abc123", lab.id()));
+    std::fs::create_dir_all(&bench_dir).unwrap();
+    nix::unistd::mkfifo(&bench_dir.join("ping"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let lock = tmp.join(format!("ipclab-{uid}-msgq1-{}.lock", Key::queue(lab.id())));
+    std::fs::write(&lock, "4242 99\n").unwrap();
+
+    let mut command = lab.command("ipcclean", &["--id", &format!("{:#x}", lab.id())]);
+    command.env("TMPDIR", &tmp);
+    let run = Running::spawn(command).finish();
+    run.assert_success();
+    let out = run.stdout();
+    for removed in [
+        format!("removed message queue {} (msqid ", Key::queue(lab.id())),
+        format!(
+            "removed shared memory segment {} (shmid ",
+            Key::segment(lab.id())
+        ),
+        format!("removed semaphore set {} (semid ", Key::segment(lab.id())),
+        "removed ./.fifo\n".into(),
+        "removed ./.fifo1234\n".into(),
+        format!("removed msgq1's lock file {}", lock.display()),
+        format!("removed ipcbench's FIFO directory {}", bench_dir.display()),
+    ] {
+        assert!(out.contains(&removed), "{removed:?} not said\n{run}");
+    }
+    assert!(lab.leftovers().is_empty());
+    assert!(!sysv_keys("sem").contains(&i64::from(Key::segment(lab.id()).raw())));
+    assert!(!lock.exists() && !bench_dir.exists());
+
+    let again = lab.run("ipcclean", &[] as &[&str]);
+    again.assert_success();
+    assert_eq!(
+        again.lines(),
+        [format!("nothing of lab {} is left (dir .)", lab.id())]
+    );
+}
+
+#[test]
+fn an_object_a_live_process_uses_is_left_naming_it() {
+    let lab = Lab::new();
+    let server = lab.start("msgq1", &[] as &[&str]);
+    let key = Key::queue(lab.id());
+    wait_until("msgq1's queue", || msg::msgget(key, 0).is_ok());
+    let fifos = lab.start("fifos", &[] as &[&str]);
+    wait_until(".fifo", || lab.dir().join(".fifo").exists());
+
+    let run = lab.run("ipcclean", &[] as &[&str]);
+    run.assert_failure(1, &format!("ipcclean: left message queue {key} (msqid "));
+    run.assert_failure(
+        1,
+        &format!("its server holds its lock: pid {} (msgq1)", server.pid()),
+    );
+    run.assert_failure(
+        1,
+        &format!(
+            "ipcclean: left ./.fifo: open in pid {} (fifos)",
+            fifos.pid()
+        ),
+    );
+    assert!(
+        msg::msgget(key, 0).is_ok(),
+        "the live server's queue was removed\n{run}"
+    );
+    assert!(lab.dir().join(".fifo").exists());
+
+    // Its servers still work.
+    lab.run("msgq2", &[] as &[&str]).assert_success();
+    server.finish().assert_success();
+    lab.run("fifoc", &[] as &[&str]).assert_success();
+    fifos.signal(nix::sys::signal::Signal::SIGTERM);
+    fifos.finish().assert_success();
+}
+
+#[test]
+fn a_queue_a_c_server_waits_on_is_left() {
+    let lab = Lab::new();
+    // A server of another program: it takes no lock of ours, and waits in msgrcv.
+    let script = format!(
+        "use IPC::SysV qw(IPC_CREAT); $| = 1; my $q = msgget({}, IPC_CREAT|0600) // die $!; \
+         print \"waiting\\n\"; my $m; msgrcv($q, $m, 128, 0, 0); msgctl($q, 0, 0);",
+        Key::queue(lab.id()).raw()
+    );
+    let c_server = lab.start("perl", &["-e", &script]);
+    c_server.wait_for_stdout("waiting");
+    wait_until("the server in msgrcv", || {
+        std::fs::read_to_string(format!("/proc/{}/syscall", c_server.pid()))
+            .is_ok_and(|s| s.starts_with(&libc::SYS_msgrcv.to_string()))
+    });
+    let run = lab.run("ipcclean", &[] as &[&str]);
+    run.assert_failure(1, &format!("in use by pid {} (perl)", c_server.pid()));
+    let queue = msg::msgget(Key::queue(lab.id()), 0).unwrap();
+    msg::ipc_rmid(queue).unwrap(); // the C server ends on EIDRM
+    let _ = c_server.finish();
+}
+
+#[test]
+fn check_names_what_is_there_and_removes_nothing() {
+    let lab = Lab::new();
+    let clean = lab.run("ipcclean", &["--check"]);
+    clean.assert_success();
+    assert!(clean.stdout.is_empty(), "{clean}");
+    let fifo = lab.dir().join(".fifo99");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let run = lab.run("ipcclean", &["--check"]);
+    run.assert_failure(1, "ipcclean: left behind: ./.fifo99");
+    assert!(fifo.exists(), "--check must not remove anything\n{run}");
+    std::fs::remove_file(fifo).unwrap();
+}
+
+#[test]
+fn the_keys_come_from_the_one_lab_id_parser() {
+    let lab = Lab::new();
+    let keys = lab.run("ipcclean", &["--keys", "--id", "010"]);
+    assert_eq!(
+        keys.stdout(),
+        "0x800a 0x900a\n",
+        "010 is ten, not octal\n{keys}"
+    );
+    for bad in ["4096", "0x1000", "five", "0x", "-1", "+1", " 1"] {
+        let run = lab.run("ipcclean", &["--keys", "--id", bad]);
+        assert_eq!(run.code(), Some(2), "{run}");
+    }
+    let mut empty = lab.command("ipcclean", &["--keys"]);
+    empty.env("IPCLAB_ID", ""); // exported empty: unset
+    let run = Running::spawn(empty).finish();
+    assert_eq!(run.stdout(), "0x8000 0x9000\n", "{run}");
+}
