@@ -282,27 +282,12 @@ pub fn traced<T>(
         return make();
     }
     let text = describe();
-    let paused = match pause {
-        Pause::None => Ok(()),
-        _ => pause_before(&text),
-    };
-    if pause != Pause::NeverEnds {
-        paused?;
-    }
-    let unfinished = pause == Pause::Blocking && settings().is_some_and(|s| s.time);
-    if unfinished {
-        line(&format!("{text} <unfinished …>"));
-    }
-    let result = make();
-    let shown = match &result {
-        Ok(value) => show(value),
-        Err(errno) => errno_text(*errno),
-    };
-    match unfinished {
-        true => line(&format!("<… resumed> {text} = {shown}")),
-        false => line(&format!("{text} = {shown}")),
-    }
-    result
+    made(
+        &text,
+        make,
+        |value| format!("{text} = {}", show(value)),
+        pause,
+    )
 }
 
 /// Like [`call`], for a call whose line is best written once its result is known: `after`
@@ -318,17 +303,42 @@ pub fn call_shown<T>(
     if !enabled() {
         return make();
     }
-    let text = describe();
-    pause_before(&text)?;
-    let unfinished = blocking && settings().is_some_and(|s| s.time);
+    let pause = if blocking {
+        Pause::Blocking
+    } else {
+        Pause::EndedBySignal
+    };
+    made(&describe(), make, after, pause)
+}
+
+/// The one way a traced call is made: the pause (`--slow`, `--step`, as `pause` says), the
+/// start of a call that may wait (`--trace-time`), the call, its line (`line_of` for a result,
+/// `CALL = -1 ENOENT (…)` for a failure).
+fn made<T>(
+    text: &str,
+    make: impl FnOnce() -> nix::Result<T>,
+    line_of: impl FnOnce(&T) -> String,
+    pause: Pause,
+) -> nix::Result<T> {
+    let paused = match pause {
+        Pause::None => Ok(()),
+        _ => pause_before(text),
+    };
+    if pause != Pause::NeverEnds {
+        paused?;
+    }
+    let unfinished = pause == Pause::Blocking && settings().is_some_and(|s| s.time);
     if unfinished {
         line(&format!("{text} <unfinished …>"));
     }
     let result = make();
-    match (&result, unfinished) {
-        (Ok(value), false) => line(&after(value)),
-        (Ok(value), true) => line(&format!("<… resumed> {}", after(value))),
-        (Err(errno), _) => line(&format!("{text} = {}", errno_text(*errno))),
+    let said = match &result {
+        Ok(value) => line_of(value),
+        Err(errno) => format!("{text} = {}", errno_text(*errno)),
+    };
+    match unfinished {
+        true => line(&format!("<… resumed> {said}")),
+        false => line(&said),
     }
     result
 }
