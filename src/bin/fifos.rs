@@ -2,11 +2,10 @@
 //!
 //! Demonstrates: a FIFO is a pipe with a name in the file system, so unrelated processes can
 //! open it. The server makes `.fifo` with `mkfifo` and reads 160-byte requests from it; each
-//! names the client's own FIFO `.fifo<PID>`, which the server opens to write the reply.
-//! The server also opens `.fifo` for writing itself, so `read` never sees end-of-file between
-//! clients, and holds a `flock` on it, so that one server only serves a directory. Stray bytes
-//! written into `.fifo` are reported and skipped. Ctrl-C stops it; `.fifo` is removed on the way
-//! out.
+//! names the client's own FIFO `.fifo<PID>`, which the server opens to write the reply. It also
+//! opens `.fifo` for writing itself, so `read` never sees end-of-file between clients, and locks
+//! it with `flock`, so that one server only serves a directory. Ctrl-C stops it; `.fifo` is
+//! removed on the way out.
 //!
 //! System calls: mkfifo, open, flock, read, write, close, unlink.
 //! Run:     make fifos fifoc, then ./fifos in one terminal and ./fifoc in another.
@@ -51,7 +50,7 @@ fn serve(options: Options) -> anyhow::Result<()> {
     // Stopped while printing (stdout gone): the requests already read still get their reply.
     for request in server.take_unanswered() {
         if let Err(e) = server.send_reply(&request, &reply) {
-            warn(format_args!("no reply sent: {e:#}"));
+            warn(format_args!("{e:#}; no reply sent"));
         }
     }
     served
@@ -64,8 +63,7 @@ fn answer_requests(server: &mut ServerFifo, reply: &str, options: &Options) -> a
         let request = match server.receive(left, options.timeout.deadline())? {
             Ok(request) => request,
             Err(bad) => {
-                // A bad record is the client's problem, never the server's end.
-                warn(format_args!("bad request skipped: {bad}"));
+                warn(format_args!("{bad:#}; skipped")); // the client's problem, never our end
                 continue;
             }
         };
@@ -80,7 +78,7 @@ fn answer_requests(server: &mut ServerFifo, reply: &str, options: &Options) -> a
             }
             Err(e) => {
                 outln!()?; // end the line, then say why on stderr
-                warn(format_args!("no reply sent: {e:#}"));
+                warn(format_args!("{e:#}; no reply sent"));
             }
         }
     }

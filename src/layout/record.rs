@@ -1,5 +1,5 @@
 //! The FIFO pair's record, as the C programs lay it out: exactly [`RECORD_LEN`] = 160 bytes,
-//! a request or a reply alike.
+//! a request or a reply alike. Pure: no I/O.
 //!
 //! | bytes    | field | content                                                           |
 //! |----------|-------|-------------------------------------------------------------------|
@@ -7,9 +7,8 @@
 //! | 32..160  | text  | the message, NUL-terminated, NUL-padded                           |
 //!
 //! A write of at most `PIPE_BUF` (4096) bytes into a pipe is atomic, so the records of many
-//! clients writing into `.fifo` at once never interleave. But anyone may write anything into
-//! `.fifo` (`echo hello > .fifo`): [`split_requests`] then finds the next record again by its
-//! name field, so that the requests behind the stray bytes are still answered. Pure: no I/O.
+//! clients never interleave in `.fifo`. But anyone may write anything into it
+//! (`echo hello > .fifo`): [`split_requests`] then finds the next record again.
 
 use std::fmt;
 
@@ -25,14 +24,13 @@ pub const NAME_LEN: usize = 32;
 pub const TEXT_LEN: usize = 128;
 /// Size of a whole record, request or reply.
 pub const RECORD_LEN: usize = NAME_LEN + TEXT_LEN;
+/// The most digits a reply FIFO's name may have after `.fifo` (a 64-bit PID has 20).
+const MAX_PID_DIGITS: usize = 20;
 
 /// The name of the reply FIFO of the client with process ID `pid`: `.fifo<PID>`.
 pub fn reply_fifo_name(pid: Pid) -> String {
     format!("{SERVER_FIFO}{pid}")
 }
-
-/// The most digits a reply FIFO's name may have after `.fifo` (a 64-bit PID has 20).
-const MAX_PID_DIGITS: usize = 20;
 
 /// Whether `name` has the only form a reply FIFO may have: `.fifo` and 1 to 20 digits
 /// (so no `/`, no `..`, nothing outside the server's directory, and never `.fifo` itself).
@@ -111,15 +109,13 @@ impl Record {
             return Err(BadRecord::WrongSize(bytes.len()));
         }
         let (name, text) = bytes.split_at(NAME_LEN);
-        let until_nul = |field: &[u8]| {
-            field
-                .iter()
-                .position(|&b| b == 0)
-                .map(|end| field[..end].to_vec())
-        };
         Ok(Record {
-            name: until_nul(name).ok_or(BadRecord::NameNotTerminated)?,
-            text: until_nul(text).ok_or(BadRecord::TextNotTerminated)?,
+            name: text::until_nul(name)
+                .ok_or(BadRecord::NameNotTerminated)?
+                .into(),
+            text: text::until_nul(text)
+                .ok_or(BadRecord::TextNotTerminated)?
+                .into(),
         })
     }
 
@@ -131,8 +127,7 @@ impl Record {
         }
     }
 
-    /// The text, printable in C notation ([`text::printable`]): a peer's bytes must not
-    /// drive the terminal.
+    /// The text, [`text::printable`]: a peer's bytes must not drive the terminal.
     pub fn text(&self) -> String {
         text::printable(&self.text)
     }
@@ -164,18 +159,13 @@ impl Request {
 /// each request or each run of bad bytes, in order, and how many bytes they took. The rest (the
 /// start of a record not yet complete) waits for more bytes.
 ///
-/// In step, a record is taken whole as the C server takes it: a name `.fifo<digits>` with its
-/// NUL (what follows the NUL is ignored) and a text with its NUL. Bytes that are not one are
-/// skipped up to where the next record may start — where a name field holds `.fifo<digits>` and
-/// nothing but NULs after it, the form every client writes — and reported as
-/// [`BadRecord::Stray`]; a whole 160-byte record with a bad name or text is reported with its
-/// reason.
-/// A record that does not end where the next record starts (or the bytes end) was cut short,
-/// when a whole request in step with what follows starts inside it: then its bytes are stray.
-///
-/// `at_rest` says that `received` holds all the bytes written so far (the FIFO was emptied). A
-/// write of at most `PIPE_BUF` bytes arrives whole, so then they are whole writes and a record
-/// ending where they end is in step; otherwise a doubtful record waits for more bytes.
+/// A record in step is taken whole, as the C server takes it (what follows a field's NUL is
+/// ignored). Bytes that are not one are skipped, as [`BadRecord::Stray`], up to where the next
+/// record may start: a name field holding `.fifo<digits>` and nothing but NULs after it, as
+/// every client writes it. A record that does not end where the next one starts (or the bytes
+/// end) was cut short, if a whole request in step starts inside it: then its bytes are stray.
+/// `at_rest` says that `received` holds all the bytes written so far (the FIFO was emptied):
+/// whole writes, so a record ending where they end is in step; else a doubtful record waits.
 ///
 /// ```
 /// use ipclab::layout::record::{split_requests, BadRecord, Record, Request};
@@ -241,13 +231,12 @@ fn next_request(bytes: &[u8], at_rest: bool) -> Option<(Result<Request, BadRecor
     let next_start = (1..bytes.len())
         .find(|&at| !record_start(at, NameField::Bad))
         .unwrap_or(bytes.len());
-    if next_start >= RECORD_LEN {
-        // A whole record with a bad name or text: skip just it, in step with the records behind.
-        let bad_record = first.map(Request::decode);
-        if let Some(Err(bad @ (BadRecord::BadName(_) | BadRecord::TextNotTerminated))) = bad_record
-        {
-            return Some((Err(bad), RECORD_LEN));
-        }
+    // A whole record with a bad name or text: skip just it, in step with the records behind.
+    if let Some(Err(bad @ (BadRecord::BadName(_) | BadRecord::TextNotTerminated))) = first
+        .map(Request::decode)
+        .filter(|_| next_start >= RECORD_LEN)
+    {
+        return Some((Err(bad), RECORD_LEN));
     }
     Some((Err(BadRecord::Stray(next_start)), next_start))
 }
@@ -274,24 +263,22 @@ enum NameField {
 /// NUL, and `padding` up to the field's end.
 fn name_field(bytes: &[u8], padding: Padding) -> NameField {
     let field = &bytes[..bytes.len().min(NAME_LEN)];
-    let Some(end) = field.iter().position(|&b| b == 0) else {
+    let whole = field.len() == NAME_LEN;
+    let good = match field.iter().position(|&b| b == 0) {
+        Some(end) => {
+            let padded = padding == Padding::Any || field[end..].iter().all(|&b| b == 0);
+            is_reply_fifo_name(&field[..end]) && padded
+        }
         // No NUL yet: good so far while what is there can still grow into `.fifo<digits>`.
-        let (prefix, digits) = field.split_at(field.len().min(SERVER_FIFO.len()));
-        let may_grow = field.len() < NAME_LEN
-            && SERVER_FIFO.as_bytes().starts_with(prefix)
-            && digits.len() <= MAX_PID_DIGITS
-            && digits.iter().all(u8::is_ascii_digit);
-        return if may_grow {
-            NameField::Incomplete
-        } else {
-            NameField::Bad
-        };
+        None => {
+            let (prefix, digits) = field.split_at(field.len().min(SERVER_FIFO.len()));
+            !whole
+                && SERVER_FIFO.as_bytes().starts_with(prefix)
+                && digits.len() <= MAX_PID_DIGITS
+                && digits.iter().all(u8::is_ascii_digit)
+        }
     };
-    let padded = padding == Padding::Any || field[end..].iter().all(|&b| b == 0);
-    match (
-        is_reply_fifo_name(&field[..end]) && padded,
-        field.len() == NAME_LEN,
-    ) {
+    match (good, whole) {
         (false, _) => NameField::Bad,
         (true, true) => NameField::Good,
         (true, false) => NameField::Incomplete,

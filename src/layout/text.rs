@@ -1,114 +1,81 @@
 //! The one policy for text that comes from a peer (a FIFO record, a message, the sipc segment)
 //! or goes into a trace: always shown, never refused for its bytes, and never able to drive the
-//! terminal it is shown on.
+//! terminal it is shown on. Pure functions: no I/O.
 //!
-//! * [`printable`]: a peer's text as stdout and warnings show it — C notation for what a terminal
-//!   would obey or hide (control characters `\33`, bytes that are not UTF-8 `\377`, Unicode
-//!   format and bidi controls such as U+202E `\342\200\256`, line and paragraph separators),
-//!   everything else as it is (`é` too).
+//! * [`printable`]: a peer's text as stdout and warnings show it.
 //! * [`string`] / [`c_string`]: bytes as a C string literal, as `--trace` and strace show them.
 //! * [`decode_text`]: the C string at the start of a fixed-size field, never read past it.
-//!
-//! Pure functions: no I/O.
 
+use std::ffi::CStr;
 use std::fmt;
 
 /// Bytes as a C string literal, cut to `width` characters as strace does:
 /// `"This is a request from 4712."`, `"hello\n"`, `"\0\0\0"...`.
 pub fn string(bytes: &[u8], width: usize) -> String {
     let mut shown = String::from("\"");
-    for (i, &b) in bytes.iter().enumerate() {
-        if i == width {
-            return shown + "\"...";
-        }
+    for &b in bytes.iter().take(width) {
         match b {
             b'"' => shown.push_str("\\\""),
             0x20..=0x7e if b != b'\\' => shown.push(b as char),
-            _ => push_escaped(&mut shown, b),
+            _ => push_escaped(&mut shown, &[b]),
         }
     }
-    shown + "\""
+    shown + if bytes.len() > width { "\"..." } else { "\"" }
 }
 
-/// A peer's text made printable for the terminal, in the C notation of [`string`] (as warnings
-/// and `--trace` show texts), without quotes and whole: control characters and bytes that are
-/// not UTF-8 escaped (`\n`, `\t`, `\33`, `\377`), a backslash doubled, every other character
-/// as it is (`é` too). So bytes from another process cannot drive the terminal, and the text
-/// reads the same on stdout as in a warning.
+/// A peer's text made printable for the terminal, whole and without quotes, in the C notation
+/// of [`string`]: what a terminal would obey or hide escaped — control characters (`\n`, `\33`),
+/// bytes that are not UTF-8 (`\377`), Unicode format and bidi controls (U+202E as
+/// `\342\200\256`), the line and paragraph separators — a backslash doubled, every other
+/// character as it is (`é` too). So the text reads the same on stdout as in a warning.
 pub fn printable(bytes: &[u8]) -> String {
     let mut shown = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            match c {
-                c if c == '\\' || hides_or_drives(c) => {
-                    c.encode_utf8(&mut [0; 4])
-                        .bytes()
-                        .for_each(|b| push_escaped(&mut shown, b));
-                }
-                c => shown.push(c),
+            if c == '\\' || c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_format(c) {
+                push_escaped(&mut shown, c.encode_utf8(&mut [0; 4]).as_bytes());
+            } else {
+                shown.push(c);
             }
         }
-        chunk
-            .invalid()
-            .iter()
-            .for_each(|&b| push_escaped(&mut shown, b));
+        push_escaped(&mut shown, chunk.invalid());
     }
     shown
 }
 
-/// One byte as a C escape: `\n`, `\t`, `\0`, `\\`, or in octal (`\33`).
-fn push_escaped(shown: &mut String, b: u8) {
-    match b {
-        b'\n' => shown.push_str("\\n"),
-        b'\t' => shown.push_str("\\t"),
-        b'\0' => shown.push_str("\\0"),
-        b'\\' => shown.push_str("\\\\"),
-        _ => shown.push_str(&format!("\\{b:o}")),
+/// Bytes as C escapes: `\n`, `\t`, `\0`, `\\`, or in octal (`\33`).
+fn push_escaped(shown: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'\n' => shown.push_str("\\n"),
+            b'\t' => shown.push_str("\\t"),
+            b'\0' => shown.push_str("\\0"),
+            b'\\' => shown.push_str("\\\\"),
+            _ => shown.push_str(&format!("\\{b:o}")),
+        }
     }
+}
+
+/// Unicode general category Cf (format characters: bidi overrides, zero-width space, soft
+/// hyphen…), Unicode 15.
+fn is_format(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x890..=0x891 | 0x8E2 | 0x180E
+            | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF
+            | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F
+    )
+}
+
+/// The bytes of the C string at the start of `field`, up to its first NUL; `None` without one.
+pub(crate) fn until_nul(field: &[u8]) -> Option<&[u8]> {
+    CStr::from_bytes_until_nul(field).ok().map(CStr::to_bytes)
 }
 
 /// The text of a NUL-terminated C string field (up to its first NUL), quoted (see [`string`]).
 pub fn c_string(field: &[u8], width: usize) -> String {
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    string(&field[..end], width)
-}
-
-/// Whether a terminal would obey or hide `c` rather than show it: control characters (Cc),
-/// Unicode format characters (Cf: bidi overrides, zero-width space, soft hyphen…) and the line
-/// and paragraph separators.
-fn hides_or_drives(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_format(c)
-}
-
-/// Unicode general category Cf (format characters), Unicode 15.
-fn is_format(c: char) -> bool {
-    const FORMAT: &[(u32, u32)] = &[
-        (0x00AD, 0x00AD),
-        (0x0600, 0x0605),
-        (0x061C, 0x061C),
-        (0x06DD, 0x06DD),
-        (0x070F, 0x070F),
-        (0x0890, 0x0891),
-        (0x08E2, 0x08E2),
-        (0x180E, 0x180E),
-        (0x200B, 0x200F),
-        (0x202A, 0x202E),
-        (0x2060, 0x2064),
-        (0x2066, 0x206F),
-        (0xFEFF, 0xFEFF),
-        (0xFFF9, 0xFFFB),
-        (0x110BD, 0x110BD),
-        (0x110CD, 0x110CD),
-        (0x13430, 0x1343F),
-        (0x1BCA0, 0x1BCA3),
-        (0x1D173, 0x1D17A),
-        (0xE0001, 0xE0001),
-        (0xE0020, 0xE007F),
-    ];
-    let c = u32::from(c);
-    FORMAT
-        .iter()
-        .any(|&(first, last)| (first..=last).contains(&c))
+    string(until_nul(field).unwrap_or(field), width)
 }
 
 /// A text field that is not a C string: no NUL in it.
@@ -128,17 +95,13 @@ impl fmt::Display for BadText {
 
 impl std::error::Error for BadText {}
 
-/// The C string at the start of `field` (up to its first NUL), printable in C notation
-/// ([`printable`]: control characters and bytes that are not UTF-8 escaped), so a peer's
-/// bytes cannot drive the terminal. Reads nothing past `field`; fails if `field` holds no NUL.
+/// The C string at the start of `field`, [`printable`]. Reads nothing past `field`; fails if
+/// `field` holds no NUL.
 pub fn decode_text(field: &[u8]) -> Result<String, BadText> {
-    match field.iter().position(|&b| b == 0) {
-        Some(end) => Ok(printable(&field[..end])),
-        None => Err(BadText {
-            len: field.len(),
-            shown: printable(field),
-        }),
-    }
+    until_nul(field).map(printable).ok_or_else(|| BadText {
+        len: field.len(),
+        shown: printable(field),
+    })
 }
 
 #[cfg(test)]

@@ -347,11 +347,14 @@ fn bad_requests_are_reported_and_skipped_and_the_next_client_is_served() {
         (c_record(b".fifo", b"hi"), "\".fifo\" is not .fifo<digits>"),
         (
             c_record(b".fifo999999", b"hi"),
-            ".fifo999999): No such file or directory",
+            "open(./.fifo999999): ENOENT: No such file or directory; no reply sent",
         ),
-        (c_record(b".fifo78", b"hi"), ".fifo78 is not a FIFO"),
-        (c_record(b".fifo79", b"hi"), ".fifo79 is not a FIFO"),
-        (c_record(b".fifo80", b"hi"), ".fifo80: no process reads it"),
+        (c_record(b".fifo78", b"hi"), "open(./.fifo78): not a FIFO"),
+        (c_record(b".fifo79", b"hi"), "open(./.fifo79): not a FIFO"),
+        (
+            c_record(b".fifo80", b"hi"),
+            "open(./.fifo80): no process reads it",
+        ),
     ];
     for (bytes, complaint) in &cases {
         send_raw(&lab, bytes);
@@ -396,7 +399,7 @@ fn a_server_refuses_a_fifo_path_that_is_not_a_fifo_and_leaves_it_alone() {
     let run = lab.run("fifos", &[] as &[&str]);
     run.assert_failure(
         1,
-        "fifos: ./.fifo exists and is not a FIFO; remove it first",
+        "fifos: mkfifo(./.fifo): exists and is not a FIFO; remove it first",
     );
     assert_eq!(
         std::fs::read_to_string(lab.dir().join(".fifo")).unwrap(),
@@ -410,7 +413,7 @@ fn a_second_server_on_the_same_fifo_is_refused() {
     let lab = Lab::new();
     let first = start_server(&lab, &[]);
     lab.run("fifos", &[] as &[&str])
-        .assert_failure(1, "another fifos is already serving ./.fifo");
+        .assert_failure(1, "mkfifo(./.fifo): another fifos is already serving it");
     first.signal(Signal::SIGINT);
     first.finish().assert_success();
 }
@@ -425,7 +428,8 @@ fn stray_bytes_before_queued_requests_lose_none_of_them() {
     assert_eq!(server.code(), Some(0), "{server}");
     assert_eq!(server.lines().len(), 3, "three replies\n{server}");
     assert_eq!(
-        server.stderr, "fifos: bad request skipped: 5 stray bytes that do not start a record\n",
+        server.stderr,
+        "fifos: bad request (./.fifo): 5 stray bytes that do not start a record; skipped\n",
         "the stray bytes reported once\n{server}"
     );
 }
@@ -437,7 +441,7 @@ fn a_hard_link_to_the_servers_own_fifo_never_gets_a_reply() {
     let link = lab.dir().join(".fifo999");
     std::fs::hard_link(lab.dir().join(".fifo"), &link).unwrap();
     send_raw(&lab, &c_record(b".fifo999", b"reply to yourself"));
-    server.wait_for_stderr("./.fifo999 is the server's own FIFO");
+    server.wait_for_stderr("open(./.fifo999): the server's own FIFO");
     let client = lab.start("fifoc", &["--timeout", "10"]);
     let client_pid = client.pid();
     client.finish().assert_success();
@@ -514,7 +518,9 @@ fn of_two_servers_starting_together_on_a_stale_fifo_exactly_one_serves() {
     );
     first.wait_for_stderr("(DELAYED)");
     let second = lab.start("fifos", &["--count", "1"]);
-    first.wait_for_stderr("fifos: another fifos is already serving ./.fifo (stop it first)");
+    first.wait_for_stderr(
+        "fifos: mkfifo(./.fifo): another fifos is already serving it; stop it first",
+    );
     let first = first.finish();
     assert_eq!(first.code(), Some(1), "{first}");
 
@@ -545,7 +551,10 @@ fn leaves_a_live_fifo_with_its_pid_alone(program: &str, prefix: &str) {
     let holder = hold_live_fifo(&fifo);
     let before = inode(&fifo);
     let run = gated.open().finish();
-    run.assert_failure(1, &format!("{program}: ./{name}: in use by a live process"));
+    run.assert_failure(
+        1,
+        &format!("{program}: mkfifo(./{name}): in use by a live process"),
+    );
     assert_eq!(inode(&fifo), before, "the live FIFO was replaced\n{run}");
     assert_eq!(fifo_files(lab.dir()), std::slice::from_ref(&fifo), "{run}");
     drop(holder);
@@ -580,7 +589,7 @@ fn a_client_leaves_a_fifo_with_its_pid_alone_while_a_c_client_holds_it_without_a
     run.assert_failure(
         1,
         &format!(
-            "fifoc: ./{name}: in use by pid {} (sleep); use another --dir",
+            "fifoc: mkfifo(./{name}): in use by pid {} (sleep); use another --dir",
             holder.pid()
         ),
     );
@@ -599,7 +608,7 @@ fn a_server_never_takes_over_a_fifo_that_a_c_server_reads() {
     run.assert_failure(
         1,
         &format!(
-            "fifos: ./.fifo is being read by pid {} (sleep), a server that is not fifos of this \
+            "fifos: mkfifo(./.fifo): read by pid {} (sleep), a server that is not fifos of this \
              suite; stop it first, or use another --dir",
             c_server.pid()
         ),
