@@ -1,14 +1,10 @@
-//! FIFOs (named pipes): the `fifos` server reads the requests of [`crate::layout::record`] from
-//! its FIFO `.fifo`; each `fifoc` client makes its own reply FIFO `.fifo<PID>` **before** it
-//! sends its request, and names it there.
+//! FIFOs (named pipes): the `fifos` server reads requests ([`crate::layout::record`]) from its
+//! `.fifo`; each `fifoc` client makes its own reply FIFO `.fifo<PID>` before it asks.
 //!
-//! Each FIFO has one owner, which holds an exclusive `flock` on it while it lives: [`ServerFifo`]
-//! (so exactly one server serves a directory), [`ClientFifo`]. A FIFO that no process holds — no
-//! lock, not open anywhere ([`crate::peer::holders`]) — is a leftover of a killed owner and may be
-//! replaced; the PID in a name proves nothing (it may be live in another PID namespace). Owners
-//! remove their FIFO when dropped, also on a termination signal
-//! ([`crate::rt::signals::catch_termination`]). Nothing a client sends makes the server open a
-//! path other than a FIFO `.fifo<digits>` in its own directory (never its own `.fifo`), or wait.
+//! Each FIFO has one owner, which locks it (`flock`) while it lives — so one server serves a
+//! directory, and a FIFO that no process holds ([`crate::peer::holders`]) is a killed owner's
+//! leftover, whatever PID its name says — and removes it when dropped (also on a signal, with
+//! [`crate::rt::signals::catch_termination`]).
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -33,12 +29,15 @@ use crate::sys::fd as sys;
 /// How many records' worth the server reads from `.fifo` at most at once (below `PIPE_BUF`).
 const READ_AHEAD: usize = 25;
 
+/// Why a FIFO named after a PID cannot be ours.
+const IN_USE: &str =
+    "in use by a live process (the same PID in another PID namespace?); use another --dir";
+
 /// The server's `.fifo`, open for reading and locked; removed when dropped. The server also
 /// holds a write end of it, so that `read` never returns end-of-file when the last client closes.
 #[derive(Debug)]
 pub struct ServerFifo {
-    path: PathBuf,
-    reader: Flock<OwnedFd>,
+    fifo: Owned,
     _keep_open: OwnedFd,
     /// Bytes read that do not make a whole record yet.
     received: Vec<u8>,
@@ -54,14 +53,13 @@ impl ServerFifo {
         let path = dir.join(SERVER_FIFO);
         // A round repeats only if another server made or removed `.fifo` at that very moment.
         for _ in 0..3 {
-            let ends = match hold_leftover(&path, Owner::Server)? {
-                Some(reader) => Some((reader, open_keep_open(&path)?)),
+            let ends = match hold_leftover(&path, true)? {
+                Some(fifo) => Some((open_keep_open(&path)?, fifo)),
                 None => make_and_publish(&path)?,
             };
-            if let Some((reader, keep_open)) = ends {
+            if let Some((keep_open, fifo)) = ends {
                 return Ok(ServerFifo {
-                    path,
-                    reader,
+                    fifo,
                     _keep_open: keep_open,
                     received: Vec::new(),
                     pending: VecDeque::new(),
@@ -80,31 +78,29 @@ impl ServerFifo {
         wanted: u64,
         deadline: Deadline,
     ) -> anyhow::Result<anyhow::Result<Request>> {
-        let shown = self.path.display();
+        let (path, reader) = (&self.fifo.path, self.fifo.reader.as_fd());
         loop {
             if let Some(next) = self.pending.pop_front() {
-                return Ok(next.map_err(|bad| anyhow!("bad request ({shown}): {bad}")));
+                let bad = |bad| anyhow!("bad request ({}): {bad}", path.display());
+                return Ok(next.map_err(bad));
             }
-            let records = usize::try_from(wanted).map_or(READ_AHEAD, |n| n.min(READ_AHEAD));
-            let room = (records * RECORD_LEN)
-                .saturating_sub(self.received.len())
-                .max(1);
-            crate::rt::wait::poll(&[(self.reader.as_fd(), PollFlags::POLLIN)], deadline)
-                .with_context(|| format!("waiting for a request ({shown})"))?;
+            let most =
+                usize::try_from(wanted).map_or(READ_AHEAD, |n| n.min(READ_AHEAD)) * RECORD_LEN;
+            let room = most.saturating_sub(self.received.len()).max(1);
+            crate::rt::wait::poll(&[(reader, PollFlags::POLLIN)], deadline)
+                .with_context(|| format!("waiting for a request ({})", path.display()))?;
             let had = self.received.len();
             self.received.resize(had + room, 0);
-            let read = sys::read_shown(self.reader.as_fd(), &mut self.received[had..], as_records);
+            let read = match sys::read_shown(reader, &mut self.received[had..], as_records) {
+                Ok(n) => Some(n),
+                Err(Errno::EAGAIN | Errno::EINTR) => None,
+                Err(e) => return Err(failed(e, "read", path)),
+            };
             self.received.truncate(had + read.unwrap_or(0));
-            match read {
-                Err(e) if !matches!(e, Errno::EAGAIN | Errno::EINTR) => {
-                    return Err(failed(e, "read", &self.path))
-                }
-                _ => {}
-            }
             // Emptied the FIFO: a read that got less than it could, or nothing more waiting.
-            let mut fds = [PollFd::new(self.reader.as_fd(), PollFlags::POLLIN)];
+            let mut fds = [PollFd::new(reader, PollFlags::POLLIN)];
             let more = matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0);
-            let at_rest = read.is_ok_and(|n| n < room) || !more;
+            let at_rest = read.is_some_and(|n| n < room) || !more;
             let (found, used) = split_requests(&self.received, at_rest);
             self.received.drain(..used);
             self.pending.extend(found);
@@ -117,14 +113,12 @@ impl ServerFifo {
         self.pending.drain(..).filter_map(Result::ok).collect()
     }
 
-    /// Replies to `request`: opens the client's FIFO in the server's directory without blocking
-    /// and writes a record with `text` (and the FIFO's name, as the C server does) in one piece.
-    ///
-    /// Fails at once — a server never waits for a client — if the FIFO does not exist, is not a
-    /// FIFO, is the server's own `.fifo` (a hard link), has no reader, or has no room. The C client
-    /// and ours both open their FIFO before they send, so a live client is always reading.
+    /// Replies to `request`: opens the client's FIFO `.fifo<digits>` in the server's directory
+    /// without blocking (every client opens its FIFO before it asks) and writes a record with
+    /// `text` in one piece. Fails at once — a server never waits for a client — if the FIFO is
+    /// missing, not a FIFO, the server's own `.fifo` (a hard link), unread or full.
     pub fn send_reply(&self, request: &Request, text: &str) -> anyhow::Result<()> {
-        let path = self.path.with_file_name(&request.reply_fifo);
+        let path = self.fifo.path.with_file_name(&request.reply_fifo);
         let what = format!("open({})", path.display());
         anyhow::ensure!(
             is_reply_fifo_name(request.reply_fifo.as_bytes()),
@@ -136,7 +130,7 @@ impl ServerFifo {
         anyhow::ensure!(is_fifo(&named), "{what}: not a FIFO");
         // A reply written into .fifo would come back as a request, for ever.
         anyhow::ensure!(
-            !names(&path, self.reader.as_fd()),
+            !names(&path, self.fifo.reader.as_fd()),
             "{what}: the server's own FIFO (a link to {SERVER_FIFO})"
         );
         let writer = match open_nonblocking(&path, OFlag::O_WRONLY | OFlag::O_NOFOLLOW) {
@@ -149,35 +143,23 @@ impl ServerFifo {
             same_file(&opened, &named),
             "{what}: changed while it was opened"
         );
-        whole(
-            sys::write_shown(&writer, &reply.encode(), as_records),
-            &path,
-        )
+        let written = sys::write_shown(&writer, &reply.encode(), as_records);
+        whole(written, &path)
     }
 }
 
-impl Drop for ServerFifo {
-    fn drop(&mut self) {
-        // Before the lock goes with `reader`, so that no other server takes a FIFO on its way out.
-        remove_if_ours(&self.path, self.reader.as_fd());
-    }
-}
-
-/// Makes a new FIFO `.fifo-new<PID>`, holds it, and renames it to `.fifo` (`path`). `None` if a
+/// Makes a new FIFO `.fifo-new<PID>`, holds it, and renames it to `.fifo` (`path`); `None` if a
 /// `.fifo` appeared meanwhile (another server starting): `RENAME_NOREPLACE` never takes its name.
-fn make_and_publish(path: &Path) -> anyhow::Result<Option<(Flock<OwnedFd>, OwnedFd)>> {
-    let fresh = path.with_file_name(format!("{SERVER_FIFO}-new{}", std::process::id()));
-    let reader = make_owned_fifo(&fresh)?;
-    let published =
-        open_keep_open(&fresh).and_then(|keep_open| match sys::rename_noreplace(&fresh, path) {
-            Ok(()) => Ok(Some(keep_open)),
-            Err(Errno::EEXIST) => Ok(None),
-            Err(e) => Err(failed(e, "renameat2", &fresh)),
-        });
-    if !matches!(published, Ok(Some(_))) {
-        remove_if_ours(&fresh, reader.as_fd());
+fn make_and_publish(path: &Path) -> anyhow::Result<Option<(OwnedFd, Owned)>> {
+    let mut fifo =
+        make_owned_fifo(&path.with_file_name(format!("{SERVER_FIFO}-new{}", std::process::id())))?;
+    let keep_open = open_keep_open(&fifo.path)?;
+    match sys::rename_noreplace(&fifo.path, path) {
+        Ok(()) => fifo.path = path.to_owned(),
+        Err(Errno::EEXIST) => return Ok(None),
+        Err(e) => return Err(failed(e, "renameat2", &fifo.path)),
     }
-    Ok(published?.map(|keep_open| (reader, keep_open)))
+    Ok(Some((keep_open, fifo)))
 }
 
 /// The server's own write end of its FIFO (possible once a reader exists).
@@ -189,19 +171,16 @@ fn open_keep_open(path: &Path) -> anyhow::Result<OwnedFd> {
 #[derive(Debug)]
 pub struct ClientFifo {
     name: String,
-    path: PathBuf,
-    reader: Flock<OwnedFd>,
+    fifo: Owned,
 }
 
 impl ClientFifo {
-    /// `mkfifo(".fifo<PID>", 0600)` in `dir`, opened for reading at once (without blocking, so
-    /// the server can open it for writing as soon as the request arrives) and locked for the
-    /// life of the client. A leftover `.fifo<PID>` is replaced only if no live process holds it.
+    /// `mkfifo(".fifo<PID>", 0600)` in `dir`, opened for reading at once (so that the server
+    /// can open it for writing as soon as the request arrives) and locked.
     pub fn create(dir: &Path, pid: Pid) -> anyhow::Result<ClientFifo> {
         let name = reply_fifo_name(pid);
-        let path = dir.join(&name);
-        let reader = make_owned_fifo(&path)?;
-        Ok(ClientFifo { name, path, reader })
+        let fifo = make_owned_fifo(&dir.join(&name))?;
+        Ok(ClientFifo { name, fifo })
     }
 
     /// The name to put in the request: `.fifo<PID>`.
@@ -209,41 +188,32 @@ impl ClientFifo {
         &self.name
     }
 
-    /// Waits for the server's reply and reads it. Fails at `deadline`, on SIGINT/SIGTERM, and as
-    /// soon as the server goes away without replying (nobody reads `.fifo` any more — the C
-    /// client would wait for ever).
+    /// Waits for the server's reply and reads it; fails at `deadline`, on a signal, and as soon
+    /// as the server goes away without replying (nobody reads `.fifo` any more).
     pub fn receive(&self, server: &ToServer, deadline: Deadline) -> anyhow::Result<Record> {
-        let what = format!("waiting for the reply ({})", self.path.display());
+        let (path, reader) = (&self.fifo.path, self.fifo.reader.as_fd());
+        let what = format!("waiting for the reply ({})", path.display());
         let from = || format!("the reply from {}", server.server());
         let mut wait = Wait::new(deadline).saying(&from);
         let (mut bytes, mut got) = ([0u8; RECORD_LEN], 0);
         while got < RECORD_LEN {
             // POLLERR on our write end of `.fifo`: its last reader, the server, has gone.
             let watched = [
-                (self.reader.as_fd(), PollFlags::POLLIN),
+                (reader, PollFlags::POLLIN),
                 (server.writer.as_fd(), PollFlags::empty()),
             ];
             let ready = wait.poll(&watched).with_context(|| what.clone())?;
-            anyhow::ensure!(
-                !ready[0].is_empty(),
-                "{what}: the server went away before replying"
-            );
-            match sys::read_shown(self.reader.as_fd(), &mut bytes[got..], as_records) {
-                Ok(0) => {
-                    anyhow::bail!("{what}: the server closed it after {got} of {RECORD_LEN} bytes")
-                }
+            if ready[0].is_empty() {
+                anyhow::bail!("{what}: the server went away before replying");
+            }
+            match sys::read_shown(reader, &mut bytes[got..], as_records) {
+                Ok(0) => anyhow::bail!("{what}: the server closed it after {got} of 160 bytes"),
                 Ok(n) => got += n,
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
-                Err(e) => return Err(failed(e, "read", &self.path)),
+                Err(e) => return Err(failed(e, "read", path)),
             }
         }
         Record::decode(&bytes).map_err(|bad| anyhow!("{what}: {bad}"))
-    }
-}
-
-impl Drop for ClientFifo {
-    fn drop(&mut self) {
-        remove_if_ours(&self.path, self.reader.as_fd());
     }
 }
 
@@ -294,22 +264,50 @@ impl ToServer {
     }
 }
 
-// ---- shared mechanics -----------------------------------------------------------------------
+// ---- owning a FIFO --------------------------------------------------------------------------
 
-/// Who owns a FIFO, which says what a process that holds it means ([`hold_leftover`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Owner {
-    /// `.fifo`: its server; a client's write end does not make it in use.
-    Server,
-    /// `.fifo<PID>`, `.fifo-new<PID>`: the process with that PID, here or in another namespace.
-    Process,
+/// A FIFO this process made or took over, open for reading and locked (`flock`: the kernel
+/// drops it however the process ends); removed when dropped, before the lock goes.
+#[derive(Debug)]
+struct Owned {
+    path: PathBuf,
+    reader: Flock<OwnedFd>,
 }
 
-/// Opens the FIFO already at `path`, left by an `owner` that was killed, for reading and locks
-/// it; `None` if there is none. Fails if it is not a FIFO, is another user's, or a live process
-/// holds it: by our lock, or open without it (a C peer: for `.fifo`, a reader that is not a
-/// server of ours about to lock it).
-fn hold_leftover(path: &Path, owner: Owner) -> anyhow::Result<Option<Flock<OwnedFd>>> {
+impl Drop for Owned {
+    fn drop(&mut self) {
+        // Unless `path` names another FIFO by now (one a successor made).
+        if names(&self.path, self.reader.as_fd()) {
+            let _ = sys::unlink(&self.path);
+        }
+    }
+}
+
+/// `mkfifo(path, 0600)`, opened for reading and locked: the caller owns it. A leftover at `path`
+/// ([`hold_leftover`]) is removed first; one that a live process holds is left alone.
+fn make_owned_fifo(path: &Path) -> anyhow::Result<Owned> {
+    let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+    let mut made = sys::mkfifo(path, mode);
+    if made == Err(Errno::EEXIST) {
+        drop(hold_leftover(path, false)?); // removed, as its owner would have
+        made = sys::mkfifo(path, mode);
+    }
+    made.map_err(|e| failed(e, "mkfifo", path))?;
+    let reader = open_nonblocking(path, OFlag::O_RDONLY).map_err(|e| {
+        let _ = sys::unlink(path);
+        failed(e, "open", path)
+    })?;
+    let reader = lock(reader, path, IN_USE)?;
+    Ok(Owned {
+        path: path.to_owned(),
+        reader,
+    })
+}
+
+/// Takes over the FIFO at `path` left by a killed owner; `None` if there is none. Fails if it is
+/// not a FIFO, another user's, or held by a live process — locked, or open without our lock (a C
+/// peer): for the `server`'s `.fifo`, a reader not about to lock it as a server of ours does.
+fn hold_leftover(path: &Path, server: bool) -> anyhow::Result<Option<Owned>> {
     let what = format!("mkfifo({})", path.display());
     let stat = match lstat(path) {
         Err(Errno::ENOENT) => return Ok(None),
@@ -328,69 +326,55 @@ fn hold_leftover(path: &Path, owner: Owner) -> anyhow::Result<Option<Flock<Owned
         Err(Errno::ENOENT) => return Ok(None),
         reader => reader.map_err(|e| failed(e, "open", path))?,
     };
-    let reader = lock(reader, path)?.ok_or_else(|| anyhow!("{what}: {}", owner.held()))?;
+    let held = match server {
+        true => "another fifos is already serving it; stop it first",
+        false => IN_USE,
+    };
+    let reader = lock(reader, path, held)?;
     // Its owner may have removed it between our open and our lock.
     if !names(path, reader.as_fd()) {
         return Ok(None);
     }
-    let strangers = holders_of(path, |process, how| match owner {
-        Owner::Server => how != OpenFor::Writing && !process.runs_this_program(),
-        Owner::Process => true,
-    });
-    match (strangers, owner) {
-        (None, _) => Ok(Some(reader)),
-        (Some(readers), Owner::Server) => anyhow::bail!(
+    let counts =
+        |p: &peer::Process, how| !server || (how != OpenFor::Writing && !p.runs_this_program());
+    match holders_of(path, counts) {
+        None => Ok(Some(Owned {
+            path: path.to_owned(),
+            reader,
+        })),
+        Some(readers) if server => anyhow::bail!(
             "{what}: read by {readers}, a server that is not fifos of this suite; stop it first, \
              or use another --dir"
         ),
-        (Some(users), Owner::Process) => {
-            anyhow::bail!("{what}: in use by {users}; use another --dir")
-        }
+        Some(users) => anyhow::bail!("{what}: in use by {users}; use another --dir"),
     }
 }
 
-impl Owner {
-    /// What a lock that another process holds on the FIFO means.
-    fn held(self) -> &'static str {
-        match self {
-            Owner::Server => "another fifos is already serving it; stop it first",
-            Owner::Process => {
-                "in use by a live process (the same PID in another PID namespace?); \
-                               use another --dir"
-            }
-        }
-    }
+/// Takes the exclusive `flock` on the FIFO `path` open as `fd`, without waiting; fails saying
+/// `held` if another process holds it.
+fn lock(fd: OwnedFd, path: &Path, held: &str) -> anyhow::Result<Flock<OwnedFd>> {
+    Flock::lock(fd, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+        Errno::EWOULDBLOCK => anyhow!("mkfifo({}): {held}", path.display()),
+        e => failed(e, "flock", path),
+    })
 }
 
-/// `mkfifo(path, 0600)`, opened for reading and locked by the caller, its owner. A leftover at
-/// `path` ([`hold_leftover`]) is replaced; one that a live process holds is left alone.
-fn make_owned_fifo(path: &Path) -> anyhow::Result<Flock<OwnedFd>> {
-    let mode = Mode::S_IRUSR | Mode::S_IWUSR;
-    let mut made = sys::mkfifo(path, mode);
-    if made == Err(Errno::EEXIST) {
-        if let Some(_leftover) = hold_leftover(path, Owner::Process)? {
-            sys::unlink(path).map_err(|e| failed(e, "unlink", path))?;
-        }
-        made = sys::mkfifo(path, mode);
-    }
-    made.map_err(|e| failed(e, "mkfifo", path))?;
-    let reader = open_nonblocking(path, OFlag::O_RDONLY).map_err(|e| {
-        let _ = sys::unlink(path);
-        failed(e, "open", path)
-    })?;
-    let held = || anyhow!("mkfifo({}): {}", path.display(), Owner::Process.held());
-    lock(reader, path)?.ok_or_else(held)
+/// The processes (this one aside) that hold the FIFO at `path` open and `count`, for a message
+/// (`pid 4711 (fifos)`); `None` if none.
+fn holders_of(path: &Path, count: impl Fn(&peer::Process, OpenFor) -> bool) -> Option<String> {
+    let stat = lstat(path).ok()?;
+    let holders: Vec<peer::Process> = peer::holders(stat.st_dev, stat.st_ino)
+        .into_iter()
+        .filter(|(process, how)| count(process, *how))
+        .map(|(process, _)| process)
+        .collect();
+    (!holders.is_empty()).then(|| peer::listed(&holders))
 }
 
-/// Takes the exclusive `flock` on the FIFO `path` open as `fd`, without waiting; `None` if
-/// another process holds it. The kernel drops it however its process ends: it says that a live
-/// process owns the FIFO.
-fn lock(fd: OwnedFd, path: &Path) -> anyhow::Result<Option<Flock<OwnedFd>>> {
-    match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
-        Ok(locked) => Ok(Some(locked)),
-        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(failed(e, "flock", path)),
-    }
+// ---- shared mechanics -----------------------------------------------------------------------
+
+fn open_nonblocking(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    sys::open(path, flags | OFlag::O_NONBLOCK, Mode::empty())
 }
 
 /// The outcome of one `write` of a whole record: a partial write (impossible into a pipe below
@@ -398,10 +382,7 @@ fn lock(fd: OwnedFd, path: &Path) -> anyhow::Result<Option<Flock<OwnedFd>>> {
 fn whole(written: nix::Result<usize>, path: &Path) -> anyhow::Result<()> {
     match written.map_err(|e| failed(e, "write", path))? {
         RECORD_LEN => Ok(()),
-        n => anyhow::bail!(
-            "write({}): only {n} of {RECORD_LEN} bytes written",
-            path.display()
-        ),
+        n => anyhow::bail!("write({}): only {n} of 160 bytes written", path.display()),
     }
 }
 
@@ -425,22 +406,6 @@ fn as_records(bytes: &[u8]) -> String {
     }
 }
 
-/// The processes (this one aside) that hold the FIFO at `path` open and are `wanted`, for a
-/// message (`pid 4711 (fifos)`); `None` if none.
-fn holders_of(path: &Path, wanted: impl Fn(&peer::Process, OpenFor) -> bool) -> Option<String> {
-    let stat = lstat(path).ok()?;
-    let holders: Vec<peer::Process> = peer::holders(stat.st_dev, stat.st_ino)
-        .into_iter()
-        .filter(|(process, how)| wanted(process, *how))
-        .map(|(process, _)| process)
-        .collect();
-    (!holders.is_empty()).then(|| peer::listed(&holders))
-}
-
-fn open_nonblocking(path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-    sys::open(path, flags | OFlag::O_NONBLOCK, Mode::empty())
-}
-
 /// The error of `call` on `path` that failed with `errno`: `open(./.fifo): EACCES: …`.
 fn failed(errno: Errno, call: &str, path: &Path) -> anyhow::Error {
     crate::sys::failed(errno, format_args!("{call}({})", path.display()))
@@ -457,11 +422,4 @@ fn same_file(a: &FileStat, b: &FileStat) -> bool {
 /// Whether `path` (still) names the file open as `fd`.
 fn names(path: &Path, fd: BorrowedFd<'_>) -> bool {
     matches!((lstat(path), fstat(fd)), (Ok(named), Ok(open)) if same_file(&named, &open))
-}
-
-/// Removes `path` if it is still the FIFO `fd` refers to (not one a successor made since).
-fn remove_if_ours(path: &Path, fd: BorrowedFd<'_>) {
-    if names(path, fd) {
-        let _ = sys::unlink(path);
-    }
 }

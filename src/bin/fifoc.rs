@@ -3,8 +3,6 @@
 //! Demonstrates: the client makes its own FIFO `.fifo<PID>` for the answer *before* it asks,
 //! writes one 160-byte request into the server's `.fifo` (one write below PIPE_BUF is atomic, so
 //! many clients never mix their requests), then reads the reply from its own FIFO and removes it.
-//! While it waits it holds a `flock` on its FIFO: that tells a live client's FIFO from one left
-//! by a client that was killed.
 //!
 //! System calls: mkfifo, open, flock, write, read, close, unlink.
 //! Run:     make fifos fifoc, then ./fifos in one terminal and ./fifoc in another.

@@ -4,12 +4,12 @@
 //! open it. The server makes `.fifo` with `mkfifo` and reads 160-byte requests from it; each
 //! names the client's own FIFO `.fifo<PID>`, which the server opens to write the reply. It also
 //! opens `.fifo` for writing itself, so `read` never sees end-of-file between clients, and locks
-//! it with `flock`, so that one server only serves a directory. Ctrl-C stops it; `.fifo` is
-//! removed on the way out.
+//! it with `flock`, so that one server only serves a directory. Ctrl-C stops it, removing `.fifo`.
 //!
 //! System calls: mkfifo, open, flock, read, write, close, unlink.
 //! Run:     make fifos fifoc, then ./fifos in one terminal and ./fifoc in another.
-//! Observe: ls -l .fifo (type p);  strace -e trace=mknodat,openat,flock,rename,read,write,unlink ./fifos
+//! Observe: ls -l .fifo (type p)
+//!          strace -e trace=mknodat,openat,flock,renameat2,read,write,unlink ./fifos
 
 use std::process::ExitCode;
 

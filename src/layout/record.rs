@@ -109,13 +109,10 @@ impl Record {
             return Err(BadRecord::WrongSize(bytes.len()));
         }
         let (name, text) = bytes.split_at(NAME_LEN);
+        let field = |bytes, bad| text::until_nul(bytes).map(<[u8]>::to_vec).ok_or(bad);
         Ok(Record {
-            name: text::until_nul(name)
-                .ok_or(BadRecord::NameNotTerminated)?
-                .into(),
-            text: text::until_nul(text)
-                .ok_or(BadRecord::TextNotTerminated)?
-                .into(),
+            name: field(name, BadRecord::NameNotTerminated)?,
+            text: field(text, BadRecord::TextNotTerminated)?,
         })
     }
 
@@ -155,17 +152,14 @@ impl Request {
 
 // ---- finding the records in the bytes of `.fifo` --------------------------------------------
 
-/// Takes the requests from the start of `received`, the bytes read from `.fifo` so far: returns
-/// each request or each run of bad bytes, in order, and how many bytes they took. The rest (the
-/// start of a record not yet complete) waits for more bytes.
-///
-/// A record in step is taken whole, as the C server takes it (what follows a field's NUL is
-/// ignored). Bytes that are not one are skipped, as [`BadRecord::Stray`], up to where the next
-/// record may start: a name field holding `.fifo<digits>` and nothing but NULs after it, as
-/// every client writes it. A record that does not end where the next one starts (or the bytes
-/// end) was cut short, if a whole request in step starts inside it: then its bytes are stray.
-/// `at_rest` says that `received` holds all the bytes written so far (the FIFO was emptied):
-/// whole writes, so a record ending where they end is in step; else a doubtful record waits.
+/// Takes the requests from the start of `received`, the bytes read from `.fifo` so far: each
+/// request or run of bad bytes, in order, and how many bytes they took (the start of a record
+/// not yet complete waits for more). A record in step is taken whole, as the C server takes it;
+/// other bytes are [`BadRecord::Stray`] up to where a record may start: a name field holding
+/// `.fifo<digits>` padded with NULs, as every client writes it. A record whose end is not a
+/// record start (or the end of the bytes) was cut short if a request in step starts inside it.
+/// `at_rest`: `received` holds all the bytes written so far (whole writes, so a record ending
+/// where they end is in step); otherwise a doubtful record waits.
 ///
 /// ```
 /// use ipclab::layout::record::{split_requests, BadRecord, Record, Request};
@@ -199,7 +193,6 @@ fn next_request(bytes: &[u8], at_rest: bool) -> Option<(Result<Request, BadRecor
     let in_step_after = |end: usize| {
         (end == bytes.len() && at_rest) || (end < bytes.len() && !record_start(end, NameField::Bad))
     };
-    let whole_request = |at: usize| bytes.get(at..at + RECORD_LEN).map(Request::decode);
     if name_field(bytes, Padding::Any) != NameField::Bad {
         let in_step = match first.map(Request::decode) {
             None => return None, // the rest of this record is still to come
@@ -212,7 +205,9 @@ fn next_request(bytes: &[u8], at_rest: bool) -> Option<(Result<Request, BadRecor
         // (a fragment a client wrote and never finished).
         let inner_start = (1..RECORD_LEN).find(|&at| {
             record_start(at, NameField::Good)
-                && matches!(whole_request(at), Some(Ok(_)))
+                && bytes
+                    .get(at..at + RECORD_LEN)
+                    .is_some_and(|r| Request::decode(r).is_ok())
                 && in_step_after(at + RECORD_LEN)
         });
         if let Some(at) = inner_start {

@@ -23,11 +23,10 @@ pub fn string(bytes: &[u8], width: usize) -> String {
     shown + if bytes.len() > width { "\"..." } else { "\"" }
 }
 
-/// A peer's text made printable for the terminal, whole and without quotes, in the C notation
-/// of [`string`]: what a terminal would obey or hide escaped — control characters (`\n`, `\33`),
-/// bytes that are not UTF-8 (`\377`), Unicode format and bidi controls (U+202E as
-/// `\342\200\256`), the line and paragraph separators — a backslash doubled, every other
-/// character as it is (`é` too). So the text reads the same on stdout as in a warning.
+/// A peer's text, whole and without quotes, in the C notation of [`string`]: what a terminal
+/// would obey or hide escaped — control characters (`\33`), bytes that are not UTF-8 (`\377`),
+/// Unicode format and bidi controls (U+202E: `\342\200\256`), line and paragraph separators —
+/// a backslash doubled, every other character as it is (`é` too).
 pub fn printable(bytes: &[u8]) -> String {
     let mut shown = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
