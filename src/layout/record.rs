@@ -187,14 +187,14 @@ pub fn split_requests(received: &[u8], at_rest: bool) -> (Vec<Result<Request, Ba
 /// bytes are needed to tell. Always takes at least one byte.
 fn next_request(bytes: &[u8], at_rest: bool) -> Option<(Result<Request, BadRecord>, usize)> {
     let record_start = |at: usize, want: NameField| name_field(&bytes[at..], Padding::Nul) == want;
-    let first = bytes.get(..RECORD_LEN);
+    let whole_request = |at: usize| bytes.get(at..at + RECORD_LEN).map(Request::decode);
     // A record that ends where another record starts, or where the bytes end when they are all
     // there is (whole writes: see split_requests), is in step.
     let in_step_after = |end: usize| {
         (end == bytes.len() && at_rest) || (end < bytes.len() && !record_start(end, NameField::Bad))
     };
     if name_field(bytes, Padding::Any) != NameField::Bad {
-        let in_step = match first.map(Request::decode) {
+        let in_step = match whole_request(0) {
             None => return None, // the rest of this record is still to come
             Some(Ok(request)) if in_step_after(RECORD_LEN) => {
                 return Some((Ok(request), RECORD_LEN));
@@ -205,9 +205,7 @@ fn next_request(bytes: &[u8], at_rest: bool) -> Option<(Result<Request, BadRecor
         // (a fragment a client wrote and never finished).
         let inner_start = (1..RECORD_LEN).find(|&at| {
             record_start(at, NameField::Good)
-                && bytes
-                    .get(at..at + RECORD_LEN)
-                    .is_some_and(|r| Request::decode(r).is_ok())
+                && matches!(whole_request(at), Some(Ok(_)))
                 && in_step_after(at + RECORD_LEN)
         });
         if let Some(at) = inner_start {
@@ -227,10 +225,8 @@ fn next_request(bytes: &[u8], at_rest: bool) -> Option<(Result<Request, BadRecor
         .find(|&at| !record_start(at, NameField::Bad))
         .unwrap_or(bytes.len());
     // A whole record with a bad name or text: skip just it, in step with the records behind.
-    if let Some(Err(bad @ (BadRecord::BadName(_) | BadRecord::TextNotTerminated))) = first
-        .map(Request::decode)
-        .filter(|_| next_start >= RECORD_LEN)
-    {
+    let whole_bad = whole_request(0).filter(|_| next_start >= RECORD_LEN);
+    if let Some(Err(bad @ (BadRecord::BadName(_) | BadRecord::TextNotTerminated))) = whole_bad {
         return Some((Err(bad), RECORD_LEN));
     }
     Some((Err(BadRecord::Stray(next_start)), next_start))
@@ -265,13 +261,7 @@ fn name_field(bytes: &[u8], padding: Padding) -> NameField {
             is_reply_fifo_name(&field[..end]) && padded
         }
         // No NUL yet: good so far while what is there can still grow into `.fifo<digits>`.
-        None => {
-            let (prefix, digits) = field.split_at(field.len().min(SERVER_FIFO.len()));
-            !whole
-                && SERVER_FIFO.as_bytes().starts_with(prefix)
-                && digits.len() <= MAX_PID_DIGITS
-                && digits.iter().all(u8::is_ascii_digit)
-        }
+        None => !whole && (SERVER_FIFO.as_bytes().starts_with(field) || is_reply_fifo_name(field)),
     };
     match (good, whole) {
         (false, _) => NameField::Bad,
