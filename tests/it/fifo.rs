@@ -372,10 +372,7 @@ fn bad_requests_are_reported_and_skipped_and_the_next_client_is_served() {
         cases.len(),
         "one line per bad request\n{server}"
     );
-    assert!(
-        server.stderr.lines().all(|l| l.starts_with("fifos: ")),
-        "{server}"
-    );
+    assert_one_form("fifos", &server.stderr);
     let mut chunk = [0u8; 16];
     // Nothing to read: no data (EAGAIN), or end-of-file as no writer ever opened it (0).
     let outside_got = nix::unistd::read(&outside_reader, &mut chunk);
@@ -697,6 +694,58 @@ fn client_without_server_fails_at_once_and_leaves_nothing() {
     let run = lab.run("fifoc", &[] as &[&str]);
     run.assert_failure(1, "fifoc: open(./.fifo): no such FIFO; start fifos first");
     assert!(run.stdout.is_empty(), "{run}");
+}
+
+/// Asserts that every line of `stderr` has the suite's one form, `NAME: what failed (object):
+/// reason`, an errno shown as `ENAME: text`, never as Rust's `(os error N)`.
+fn assert_one_form(program: &str, stderr: &str) {
+    assert!(!stderr.is_empty(), "no message");
+    for line in stderr.lines() {
+        let form = line
+            .strip_prefix(&format!("{program}: "))
+            .and_then(|rest| rest.split_once('('))
+            .and_then(|(what, rest)| Some((what, rest.split_once("): ")?)));
+        assert!(
+            form.is_some_and(|(what, (object, reason))| !what.contains(':')
+                && !object.is_empty()
+                && !reason.is_empty()),
+            "not the form: {line:?}"
+        );
+        assert!(!line.contains("os error"), "{line:?}");
+        if let Some((_, errno)) = line.split_once(": E") {
+            let name: String = errno.chars().take_while(char::is_ascii_uppercase).collect();
+            assert!(
+                errno[name.len()..].starts_with(": "),
+                "errno not as ENAME: text: {line:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_refusal_of_the_pair_has_the_one_form() {
+    let lab = Lab::new();
+    let missing = lab.dir().join("missing");
+    let missing = missing.to_str().unwrap();
+    let stale = lab.dir().join(".fifo");
+    for (program, args) in [("fifoc", vec![]), ("fifoc", vec!["--dir", missing])] {
+        let run = lab.run(program, &args);
+        assert_eq!(run.code(), Some(1), "{run}");
+        assert_one_form(program, &run.stderr);
+    }
+    make_fifo(&stale); // left by a server killed with SIGKILL
+    let run = lab.run("fifoc", &[] as &[&str]);
+    assert_one_form("fifoc", &run.stderr);
+    std::fs::remove_file(&stale).unwrap();
+    std::fs::write(&stale, "not a FIFO").unwrap();
+    for args in [vec![], vec!["--dir", missing]] {
+        let run = lab.run("fifos", &args);
+        assert_eq!(run.code(), Some(1), "{run}");
+        assert_one_form("fifos", &run.stderr);
+    }
+    std::fs::remove_file(&stale).unwrap();
+    let run = lab.run("fifos", &["--timeout", "0.1"]);
+    assert_one_form("fifos", &run.stderr);
 }
 
 #[test]
