@@ -255,16 +255,16 @@ pub struct Server {
 }
 
 /// Proof that a server is alive and serves a key: a write lock on
-/// `$TMPDIR/ipclab-<UID>-<PROGRAM>-<KEY>.lock`, which the kernel drops however the process
-/// ends. It is an open file description lock (`fcntl(F_OFD_SETLK)`), so that a client can ask
+/// `/dev/shm/ipclab-<UID>-<OBJECT>-<KEY>.lock` ([`lock_path`]), which the kernel drops however
+/// the process ends. It is an open file description lock (`fcntl(F_OFD_SETLK)`), so that a client can ask
 /// whether it is held (`F_OFD_GETLK`) without taking anything that a starting server could trip
 /// over.
 ///
-/// The file holds the server's PID (for messages) and, once made, the ID of the object it serves
-/// ([`ServerLock::record`]): so the next server knows which object its predecessor made, and
-/// can prove a queue never used to be that predecessor's leftover. It is removed when the lock
-/// is dropped. The lock only keeps servers of this suite apart that share a `$TMPDIR`: a C
-/// server holds none.
+/// The file holds the server's PID and program (for messages) and, once made, the ID of the
+/// object it serves ([`ServerLock::record`]): so the next server knows which object its
+/// predecessor made, and can prove a queue never used to be that predecessor's leftover; and a
+/// client knows whether the object is its server's at all (ipcbench takes the lock of the keys
+/// it measures on). It is removed when the lock is dropped. A C server holds none.
 #[derive(Debug)]
 pub struct ServerLock {
     server: Server,
@@ -298,8 +298,10 @@ impl ServerLock {
             let opened = file.metadata().map_err(|e| failed("fstat", e))?;
             if opened.uid() != nix::unistd::geteuid().as_raw() {
                 anyhow::bail!(
-                    "{shown} belongs to another user (uid {}): set TMPDIR to a directory of yours",
-                    opened.uid()
+                    "{shown} belongs to another user (uid {}), who keeps this {} off the key: ask \
+                     them to remove it, or {OTHER_ID_HINT}",
+                    opened.uid(),
+                    server.program
                 );
             }
             match fcntl(
@@ -308,18 +310,19 @@ impl ServerLock {
             ) {
                 Ok(_) => {}
                 Err(Errno::EAGAIN | Errno::EACCES) => {
-                    let pid = match Recorded::read(&file).pid {
+                    let holder = Recorded::read(&file);
+                    let pid = match &holder.pid {
                         Some(pid) => format!(" (pid {pid})"),
                         None => String::new(),
                     };
-                    let Server {
-                        program,
-                        call,
-                        object,
-                    } = server;
+                    let who = match holder.program {
+                        Some(program) if program != server.program => program,
+                        _ => format!("another {}", server.program),
+                    };
+                    let (call, object) = (server.call, server.object);
                     anyhow::bail!(
-                        "{call}(key {key}): another {program}{pid} is already serving this \
-                         {object}; stop it first, or {OTHER_ID_HINT}"
+                        "{call}(key {key}): {who}{pid} is already serving this {object}; stop it \
+                         first, or {OTHER_ID_HINT}"
                     );
                 }
                 Err(errno) => return Err(failed("fcntl(F_OFD_SETLK)", errno.into())),
@@ -329,7 +332,7 @@ impl ServerLock {
                 let previous = Recorded::read(&file).id;
                 file.set_len(0)
                     .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
-                    .and_then(|()| writeln!(file, "{}", std::process::id()))
+                    .and_then(|()| Recorded::write(&mut file, server, None))
                     .map_err(|e| failed("write", e))?;
                 return Ok(ServerLock {
                     server,
@@ -363,7 +366,7 @@ impl ServerLock {
         self.file
             .set_len(0)
             .and_then(|()| self.file.seek(SeekFrom::Start(0)).map(drop))
-            .and_then(|()| writeln!(self.file, "{} {id}", std::process::id()))
+            .and_then(|()| Recorded::write(&mut self.file, self.server, Some(id)))
             .map_err(|e| lock_failed(self.server, path, "write", e))
     }
 }
@@ -398,23 +401,37 @@ fn lock_failed(server: Server, path: &Path, call: &str, error: std::io::Error) -
         None => error.to_string(),
     };
     anyhow!(
-        "{call}({}): {reason} (the lock that keeps a second {} off the key): set TMPDIR to a \
-         directory of yours",
+        "{call}({}): {reason} (the lock that keeps a second {} off the key)",
         path.display(),
         server.program
     )
 }
 
-/// `$TMPDIR/ipclab-<UID>-<PROGRAM>-<KEY>.lock`: the liveness lock of `server` on `key`.
-pub fn lock_path(server: Server, key: Key) -> PathBuf {
-    let uid = nix::unistd::geteuid();
-    std::env::temp_dir().join(format!("ipclab-{uid}-{}-{key}.lock", server.program))
+/// Where liveness locks live: `/dev/shm` (else `/tmp`), one place for every process of the
+/// machine whatever its `$TMPDIR` — a server started with another `$TMPDIR` must still be seen
+/// alive by its clients and by `ipcclean`. Like the keys, the place is shared by all users: the
+/// file names hold the UID. `IPCLAB_LOCK_DIR` (an absolute path) puts them elsewhere, for
+/// experiments: a server with a lock directory of its own is, to the others, like a C server.
+pub fn lock_dir() -> PathBuf {
+    match std::env::var_os("IPCLAB_LOCK_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        _ if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+        _ => PathBuf::from("/tmp"),
+    }
 }
 
-/// What a lock file says: `PID ID` (the ID once the object is made).
+/// `/dev/shm/ipclab-<UID>-<OBJECT>-<KEY>.lock` (`ipclab-1000-queue-0x8000.lock`): the liveness
+/// lock on `key` of `server`'s kind of object — one per key, whichever program serves it.
+pub fn lock_path(server: Server, key: Key) -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    lock_dir().join(format!("ipclab-{uid}-{}-{key}.lock", server.object))
+}
+
+/// What a lock file says: `PID PROGRAM ID` (the ID once the object is made).
 #[derive(Debug, Default)]
 struct Recorded {
     pid: Option<String>,
+    program: Option<String>,
     id: Option<i32>,
 }
 
@@ -429,7 +446,22 @@ impl Recorded {
             .filter(|w| w.bytes().all(|b| b.is_ascii_digit()));
         Recorded {
             pid: pid.map(str::to_owned),
+            program: words
+                .next()
+                .filter(|w| {
+                    w.len() <= 32 && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .map(str::to_owned),
             id: words.next().and_then(|w| w.parse().ok()),
+        }
+    }
+
+    /// Writes `PID PROGRAM [ID]` (the file is empty and at its start).
+    fn write(file: &mut File, server: Server, id: Option<i32>) -> std::io::Result<()> {
+        let (pid, program) = (std::process::id(), server.program);
+        match id {
+            Some(id) => writeln!(file, "{pid} {program} {id}"),
+            None => writeln!(file, "{pid} {program}"),
         }
     }
 }
@@ -441,12 +473,32 @@ impl Recorded {
 pub struct ServerWatch {
     file: File,
     pid: String,
+    program: String,
 }
 
 impl ServerWatch {
-    /// The lock file of `server` on `key`, if it is ours and names the object `id`.
+    /// The lock file on `key` of `server`'s kind of object, if it is ours and names the object
+    /// `id` (whichever program wrote it: see [`ServerWatch::program`]).
     pub fn find(server: Server, key: Key, id: i32) -> Option<ServerWatch> {
         ServerWatch::find_at(&lock_path(server, key), id)
+    }
+
+    /// [`ServerWatch::find`], refusing an object that another program of the suite serves
+    /// (ipcbench measures on the lab's keys): a client must not take its data for a server's.
+    pub fn find_serving(server: Server, key: Key, id: i32) -> anyhow::Result<Option<ServerWatch>> {
+        let watch = ServerWatch::find(server, key, id);
+        match &watch {
+            Some(other) if other.program != server.program => Err(anyhow!(
+                "{}(key {key}): the {} is not a {}'s: {} (pid {}) serves it; wait until it ends, \
+                 or {OTHER_ID_HINT}",
+                server.call,
+                server.object,
+                server.program,
+                other.program,
+                other.pid
+            )),
+            _ => Ok(watch),
+        }
     }
 
     fn find_at(path: &Path, id: i32) -> Option<ServerWatch> {
@@ -462,8 +514,9 @@ impl ServerWatch {
         match Recorded::read(&file) {
             Recorded {
                 pid: Some(pid),
+                program: Some(program),
                 id: Some(named),
-            } if named == id => Some(ServerWatch { file, pid }),
+            } if named == id => Some(ServerWatch { file, pid, program }),
             _ => None,
         }
     }
@@ -471,6 +524,12 @@ impl ServerWatch {
     /// The server's PID, as it wrote it.
     pub fn pid(&self) -> &str {
         &self.pid
+    }
+
+    /// The program that serves the object, as it wrote it: `msgq1` (or `ipcbench`, which
+    /// measures on the lab's keys).
+    pub fn program(&self) -> &str {
+        &self.program
     }
 
     /// Whether the server has ended: nobody holds its lock any more (`F_OFD_GETLK`, which takes

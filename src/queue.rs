@@ -104,7 +104,7 @@ impl Queue {
             key,
             id,
             server: None,
-            watch: ServerWatch::find(MSGQ1, key, id.0),
+            watch: ServerWatch::find_serving(MSGQ1, key, id.0)?,
         };
         // msgq1 removes its queue before its lock goes: one still there was left by a killed one.
         match queue.server_gone() {
@@ -123,6 +123,23 @@ impl Queue {
             .as_ref()
             .is_some_and(ServerWatch::ended)
             .then(|| self.server())
+    }
+
+    /// Without a lock to watch (a C server): the process that took this client's request, once
+    /// it has ended and left the queue empty — nobody is left to reply. Asked only while the
+    /// client waits for its reply: the queue is empty then only because someone took the
+    /// request, and the last receiver (`msg_lrpid`) is who took it. A live process with that
+    /// PID (perhaps a stranger) keeps the client waiting: it errs on the side of waiting.
+    fn taker_gone(&self) -> Option<String> {
+        if self.server.is_some() || self.watch.is_some() {
+            return None;
+        }
+        let ds = msg::ipc_stat(self.id).ok()?;
+        let taker = ds.msg_lrpid;
+        let me = std::process::id() as libc::pid_t;
+        let ended = ds.msg_qnum == 0 && taker > 0 && taker != me;
+        (ended && Process::from_raw(taker).is_none())
+            .then(|| format!("pid {taker}, which took the request,"))
     }
 
     /// Who a client waits for, for the note of a long wait.
@@ -287,7 +304,8 @@ impl Queue {
         call: String,
         make: impl FnOnce(msg::Polling<'_, '_>) -> nix::Result<T>,
     ) -> anyhow::Result<T> {
-        let gone = || self.server_gone().is_some();
+        let gone_now = || self.server_gone().or_else(|| self.taker_gone());
+        let gone = || gone_now().is_some();
         let errno = match make(Some((&mut wait, &gone))) {
             Ok(done) => return Ok(done),
             Err(errno) => errno,
@@ -299,7 +317,7 @@ impl Queue {
             return Err(anyhow::Error::new(timed_out).context(call));
         }
         let queue_left = || msg::ipc_stat(self.id).is_ok();
-        Err(match (errno, self.server_gone()) {
+        Err(match (errno, gone_now()) {
             (Errno::ENOMSG | Errno::EAGAIN, Some(gone)) if queue_left() => anyhow!(
                 "{call}: {gone} ended without replying (killed?) and left its queue behind: {}",
                 ipcclean(self.key)

@@ -97,7 +97,8 @@ pub struct Server<'a>(Side<'a>);
 impl<'a> Server<'a> {
     /// The server of the segment attached as `attached`. Refused if another process that is no
     /// client, and started before this one, waits on it with no request waiting: another server
-    /// (a C sipc1, or a sipc1 with another `$TMPDIR`) — two servers would both answer a request.
+    /// (a C sipc1, or a sipc1 with another `IPCLAB_LOCK_DIR`) — two servers would both answer a
+    /// request.
     /// Of servers started side by side, the oldest stays.
     pub fn new(segment: &'a Segment, attached: &'a Attached<'a>) -> anyhow::Result<Server<'a>> {
         let side = Side::new(segment, attached)?;
@@ -173,8 +174,10 @@ impl<'a> Server<'a> {
 pub struct Client<'a>(Side<'a>);
 
 impl<'a> Client<'a> {
-    /// The client of the segment attached as `attached`.
+    /// The client of the segment attached as `attached`; refused on a segment another program
+    /// of the suite serves (ipcbench's).
     pub fn new(segment: &'a Segment, attached: &'a Attached<'a>) -> anyhow::Result<Client<'a>> {
+        peer::ServerWatch::find_serving(SIPC1, segment.key(), segment.id().0)?;
         Side::new(segment, attached).map(Client)
     }
 

@@ -20,9 +20,7 @@ use anyhow::{anyhow, bail, Context as _};
 use ipclab::layout::message::MsgBuf;
 use ipclab::process;
 use ipclab::rt::signals;
-use ipclab::segment::Segment;
 use ipclab::sys::fd as sys;
-use ipclab::sys::ipc::Key;
 use ipclab::sys::msg::{msgrcv, msgsnd, MsqId};
 use nix::unistd::ForkResult;
 
@@ -208,8 +206,8 @@ unsafe fn bare_loop(mechanism: Mechanism, trips: u64, id: u32) -> anyhow::Result
             unsafe { messages(queue.id(), total, &mut samples) }?
         }
         Mechanism::ShmSpin => {
-            let segment = Segment::create(Key::segment(id), 4096)?;
-            let attached = segment.attach()?;
+            let owner = links::SegmentOwner::create(id, 4096)?;
+            let attached = owner.segment.attach()?;
             let base = NonNull::new(attached.addr().cast_mut()).context("shmat gave NULL")?;
             // SAFETY: a page made for this loop and attached before fork, used only by the two
             // processes, each as `flags` says, while `attached` lives (it outlives the call).
@@ -379,8 +377,8 @@ unsafe fn flags(base: NonNull<u8>, total: u64, samples: &mut Vec<u32>) -> anyhow
 /// # Safety
 /// As for [`compare`].
 unsafe fn ring_throughput(id: u32, pool: &Pool) -> anyhow::Result<Throughput> {
-    let segment = Segment::create(Key::segment(id), RING + RING_SLOTS * RING_CHUNK)?;
-    let attached = segment.attach()?;
+    let owner = links::SegmentOwner::create(id, RING + RING_SLOTS * RING_CHUNK)?;
+    let attached = owner.segment.attach()?;
     let base = NonNull::new(attached.addr().cast_mut()).context("shmat gave NULL")?;
     let count = crate::TOTAL_BYTES / RING_CHUNK as u64;
     // SAFETY: a segment made for this loop (IPC_EXCL, mode 0600), of the size `ring` needs,

@@ -47,9 +47,7 @@ use ipclab::process;
 use ipclab::rt::exit::Exit;
 use ipclab::rt::signals;
 use ipclab::rt::wait::{self, Deadline};
-use ipclab::segment::Segment;
 use ipclab::sys::fd as sys;
-use ipclab::sys::ipc::Key;
 use ipclab::sys::mman::{self, MAP_SHARED, PROT_READ, PROT_WRITE};
 
 use self::control::{Command, Control, End, Report};
@@ -324,9 +322,9 @@ unsafe fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Mea
             unsafe { pair(context, |side| Ok(links::Queue::new(&queue, side))) }?
         } // removed here (in the parent only)
         Mechanism::ShmSpin | Mechanism::ShmSem => {
-            let key = Key::segment(context.settings.id);
-            let segment = Segment::create(key, links::area_size(largest))?;
-            let attached = segment.attach()?;
+            let owner =
+                links::SegmentOwner::create(context.settings.id, links::area_size(largest))?;
+            let attached = owner.segment.attach()?;
             let semaphores = match mechanism {
                 Mechanism::ShmSem => Some(SemSet::create(context.settings.id, links::SEMAPHORES)?),
                 _ => None,

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Release};
 
 use anyhow::Context;
 use ipclab::layout::message::MsgBuf;
+use ipclab::peer::{Server, ServerLock};
 use ipclab::rt::signals;
+use ipclab::segment::Segment;
 use ipclab::sys::fd as sys;
 use ipclab::sys::ipc::{self as sysv, Key};
 use ipclab::sys::msg::{self, MsqId};
@@ -109,7 +111,9 @@ pub(super) fn again<T>(
     what: &str,
     mut call: impl FnMut(bool) -> nix::Result<T>,
 ) -> anyhow::Result<T> {
-    let mut nowait = false;
+    // A child that ended before this call started interrupts nothing: look first. (What is
+    // left is the few instructions between this look and the call entering the kernel.)
+    let mut nowait = peer::child_ended();
     loop {
         match call(nowait) {
             Err(Errno::EINTR) if signals::caught().is_some() => return Err(ended(what)),
@@ -482,12 +486,51 @@ const CHUNK_TYPE: c_long = 3;
 /// The largest piece a [`Queue`] link sends in one message (its buffer's size).
 const PIECE_MAX: usize = 64 << 10;
 
+/// ipcbench as the server of a lab's queue, as its liveness lock names it
+/// ([`ipclab::peer::ServerLock`], the lock msgq1 takes on the same key): msgq1 is refused
+/// while a measurement runs on the key, and msgq2 is told the queue is ipcbench's.
+pub const IPCBENCH_QUEUE: Server = Server {
+    program: "ipcbench",
+    call: "msgget",
+    object: "queue",
+};
+
+/// The same for the lab's segment (sipc1's key).
+pub const IPCBENCH_SEGMENT: Server = Server {
+    program: "ipcbench",
+    call: "shmget",
+    object: "segment",
+};
+
+/// The lab's segment, made for a measurement (`IPC_CREAT|IPC_EXCL`, mode 0600) under
+/// ipcbench's lock on the key: removed when dropped, then the lock let go.
+#[derive(Debug)]
+pub struct SegmentOwner {
+    pub segment: Segment,
+    serving: ServerLock,
+}
+
+impl SegmentOwner {
+    /// `shmget(0x9000 + lab, size, IPC_CREAT|IPC_EXCL|0600)`, once ipcbench holds the key.
+    pub fn create(lab: u32, size: usize) -> anyhow::Result<SegmentOwner> {
+        let key = Key::segment(lab);
+        let serving = ServerLock::take(IPCBENCH_SEGMENT, key)?;
+        let mut owner = SegmentOwner {
+            segment: Segment::create(key, size)?,
+            serving,
+        };
+        owner.serving.record(owner.segment.id().0)?;
+        Ok(owner)
+    }
+}
+
 /// A message queue this process made for a measurement (`IPC_CREAT|IPC_EXCL`, mode 0600),
-/// removed (`IPC_RMID`) when dropped.
+/// removed (`IPC_RMID`) when dropped, then its lock let go.
 #[derive(Debug)]
 pub struct QueueOwner {
     id: MsqId,
     lab: u32,
+    serving: ServerLock,
 }
 
 impl QueueOwner {
@@ -495,10 +538,15 @@ impl QueueOwner {
     /// key is not taken over (it may be another program's).
     pub fn create(lab: u32) -> anyhow::Result<QueueOwner> {
         let key = Key::queue(lab);
+        let serving = ServerLock::take(IPCBENCH_QUEUE, key)?;
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | sysv::MODE as libc::c_int;
         let call = || format!("msgget(key {key})");
         match msg::msgget(key, flags) {
-            Ok(id) => Ok(QueueOwner { id, lab }),
+            Ok(id) => {
+                let mut queue = QueueOwner { id, lab, serving };
+                queue.serving.record(id.0)?; // on failure `queue` is dropped: removed
+                Ok(queue)
+            }
             Err(Errno::EEXIST) => Err(crate::key_in_use(call(), "a queue", lab)),
             Err(errno) => Err(anyhow::Error::new(errno).context(call())),
         }

@@ -50,6 +50,43 @@ pub fn exe(name: &str) -> Option<&'static str> {
         .map(|(_, path)| *path)
 }
 
+/// For the packages beside the lecture crate (`bench/`, `watch/`): the exercises `names` as the
+/// lecture crate builds them, next to `beside` (one of the package's own binaries). Cargo gives
+/// a test crate the paths of its own package's binaries only, so the exercises are built here
+/// once, with the same profile into the same directory — in a `cargo test --workspace` they are
+/// up to date already, and cargo has nothing to do.
+#[allow(dead_code)] // the lecture crate has its exercises already
+pub fn exercises_beside(beside: &str, names: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+    let binaries = Path::new(beside).parent().unwrap();
+    let profile = match binaries.file_name().and_then(|name| name.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "ipclab",
+            "--profile",
+            profile,
+        ])
+        .args(names.iter().flat_map(|name| ["--bin", name]))
+        .arg("--target-dir")
+        .arg(binaries.parent().unwrap())
+        .current_dir(crate::ROOT)
+        .status()
+        .expect("cargo build of the exercises");
+    assert!(built.success(), "cargo build of the exercises failed");
+    names
+        .iter()
+        .map(|&name| {
+            let path = binaries.join(name).to_str().unwrap().to_owned();
+            (name, &*path.leak())
+        })
+        .collect()
+}
+
 /// The programs that are packages of their own beside the lecture crate (`bench/`, `watch/`).
 pub const EXTRAS: [&str; 2] = ["ipcbench", "ipcwatch"];
 
@@ -135,7 +172,16 @@ impl Lab {
         self.start(program, args).finish()
     }
 
-    /// What this bench's runs left behind: its queue and segment, `.fifo*` files in its directory.
+    /// The liveness lock files of this bench's keys (`ipclab::peer::lock_path`).
+    fn lock_files(&self) -> [PathBuf; 2] {
+        [
+            ipclab::peer::lock_path(ipclab::queue::MSGQ1, Key::queue(self.id)),
+            ipclab::peer::lock_path(ipclab::sipc::SIPC1, Key::segment(self.id)),
+        ]
+    }
+
+    /// What this bench's runs left behind: its queue and segment, their servers' lock files,
+    /// `.fifo*` files in its directory.
     pub fn leftovers(&self) -> Vec<String> {
         let mut found = Vec::new();
         let queue = Key::queue(self.id).raw() as i64;
@@ -146,6 +192,12 @@ impl Lab {
         if sysv_keys("shm").contains(&segment) {
             found.push(format!("shared memory segment {segment:#x}"));
         }
+        found.extend(
+            self.lock_files()
+                .iter()
+                .filter(|lock| lock.exists())
+                .map(|lock| format!("lock file {}", lock.display())),
+        );
         found.extend(
             fifo_files(self.dir())
                 .iter()
@@ -172,6 +224,9 @@ impl Drop for Lab {
             .args(["-M", &segment])
             .stderr(Stdio::null())
             .status();
+        for lock in self.lock_files() {
+            let _ = std::fs::remove_file(lock);
+        }
         if !thread::panicking() {
             panic!("the test left behind: {}", left.join(", "));
         }

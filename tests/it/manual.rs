@@ -91,7 +91,7 @@ fn command(line: &str) -> Option<(String, i32)> {
 /// A bench for one block: its own lab, with every program of this package as `./NAME`.
 fn bench() -> Lab {
     let lab = Lab::new();
-    for (name, binary) in PROGRAMS {
+    for &(name, binary) in PROGRAMS.iter() {
         std::os::unix::fs::symlink(binary, lab.dir().join(name)).unwrap();
     }
     lab

@@ -31,10 +31,9 @@ fn queue_exists(lab: &Lab) -> bool {
     sysv_keys("msg").contains(&i64::from(key(lab).raw()))
 }
 
-/// msgq1's liveness lock file for this lab's key (see `ipclab::server_lock::ServerLock`).
+/// msgq1's liveness lock file for this lab's key (see `ipclab::peer::ServerLock`).
 fn lock_file(lab: &Lab) -> PathBuf {
-    let uid = nix::unistd::geteuid();
-    std::env::temp_dir().join(format!("ipclab-{uid}-msgq1-{}.lock", key(lab)))
+    ipclab::peer::lock_path(ipclab::queue::MSGQ1, key(lab))
 }
 
 /// Starts msgq1 and waits until it is ready: its queue exists and its lock file names it (so
@@ -49,7 +48,8 @@ fn start_server(lab: &Lab, args: &[&str]) -> Running {
 fn server_ready(lab: &Lab) -> Option<MsqId> {
     let queue = msg::msgget(key(lab), 0).ok()?;
     let recorded = std::fs::read_to_string(lock_file(lab)).ok()?;
-    (recorded.split_whitespace().nth(1) == Some(queue.to_string().as_str())).then_some(queue)
+    let words: Vec<&str> = recorded.split_whitespace().collect();
+    (words.get(1..) == Some(&["msgq1", &queue.to_string()][..])).then_some(queue)
 }
 
 /// Starts msgq1 and has the test, as a C client, send it a request: returns once it has
@@ -660,7 +660,7 @@ fn a_server_whose_stdout_fails_still_answers_and_leaves_nothing() {
 fn a_stale_lock_file_naming_another_queue_does_not_stop_a_client_of_a_c_server() {
     let lab = Lab::new();
     // Left by a msgq1 killed long ago; the queue now is a C server's, which takes no lock.
-    std::fs::write(lock_file(&lab), "4242 99999\n").unwrap();
+    std::fs::write(lock_file(&lab), "4242 msgq1 99999\n").unwrap();
     let fake = FakeServer::new(&lab);
     let client = lab.start("msgq2", &[] as &[&str]);
     receive_raw::<128>(fake.queue, REQUEST);
@@ -1099,4 +1099,32 @@ proptest! {
         let message = message::Message::new(REQUEST, &text).unwrap();
         prop_assert_eq!(ipclab::layout::text::decode_text(message.received(128)), Ok(text));
     }
+}
+
+#[test]
+fn a_client_of_a_lockless_server_that_took_its_request_and_ended_fails_instead_of_waiting() {
+    // A C server (no lock of ours) takes the request and is killed before it replies: the
+    // queue says so — empty, and its last receiver no longer exists.
+    let lab = Lab::new();
+    let fake = FakeServer::new(&lab);
+    let client = lab.start("msgq2", &[] as &[&str]);
+    client.wait_for_stdout("Sent a request.....");
+    let script = format!(
+        "my $id = msgget({}, 0) // die \"msgget: $!\"; msgrcv($id, my $m, 128, 1, 0) or die \
+         \"msgrcv: $!\"",
+        key(&lab).raw()
+    );
+    let taker = lab.start("perl", &["-e", &script]);
+    let taker_pid = taker.pid();
+    taker.finish().assert_success();
+    client.finish().assert_failure(
+        1,
+        &format!(
+            "msgq2: msgrcv(queue {}, type 2): pid {taker_pid}, which took the request, ended \
+             without replying (killed?) and left its queue behind: make ipcclean ID={}",
+            key(&lab),
+            lab.id()
+        ),
+    );
+    assert_eq!(stat(fake.queue).msg_qnum, 0);
 }

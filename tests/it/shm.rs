@@ -498,19 +498,19 @@ fn a_waiting_client_stopped_by_any_signal_removes_the_segment() {
     }
 }
 
-/// A sipc1 whose liveness lock lies in a `$TMPDIR` of its own, named `n`: like a C server, or a
-/// sipc1 of another session, it is not kept off the key by the sipc1s of the test.
+/// A sipc1 whose liveness lock lies in a directory of its own (`IPCLAB_LOCK_DIR`), named `n`:
+/// like a C server, it is not kept off the key by the sipc1s of the test.
 fn server_with_own_lock(lab: &Lab, n: usize, args: &[&str]) -> Running {
-    let tmp = lab.dir().join(format!("tmp{n}"));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let locks = lab.dir().join(format!("locks{n}"));
+    std::fs::create_dir_all(&locks).unwrap();
     let mut command = lab.command("sipc1", args);
-    command.env("TMPDIR", tmp);
+    command.env("IPCLAB_LOCK_DIR", locks);
     Running::spawn(command)
 }
 
 #[test]
 fn a_second_server_with_another_lock_is_refused_naming_the_first() {
-    // A C sipc1, or a sipc1 of another session (another $TMPDIR), takes no lock of ours: the
+    // A C sipc1 (or a sipc1 with another IPCLAB_LOCK_DIR) takes no lock of ours: the
     // segment itself shows it waiting there, and two servers would both answer a request.
     let lab = Lab::new();
     let first = lab.start("sipc1", &[] as &[&str]);
@@ -679,7 +679,7 @@ fn answered_once(lab: &Lab, servers: Vec<Running>) -> usize {
 
 #[test]
 fn several_servers_started_at_once_answer_a_request_once_and_all_end() {
-    // Each round: three servers (C servers, or sipc1s of other sessions: no common lock file)
+    // Each round: three servers (like C servers: no common lock file)
     // start at once. Those that find another one waiting refuse; those that start side by side
     // all wait, and the claim lets one of them answer. None waits on.
     for round in 0..3 {

@@ -3,11 +3,11 @@
 //!
 //! | object | in use (left, naming who) | else |
 //! |--------|---------------------------|------|
-//! | queue 0x8000+ID | a live last sender or receiver, a process waiting in `msgrcv`/`msgsnd`, a held msgq1 lock | `msgctl(IPC_RMID)` |
-//! | segment 0x9000+ID | attached (`shm_nattch` > 0), a held sipc1 lock | `shmctl(IPC_RMID)` |
+//! | queue 0x8000+ID | a live last sender or receiver, a process waiting in `msgrcv`/`msgsnd`, a held lock on its key (msgq1, ipcbench) | `msgctl(IPC_RMID)` |
+//! | segment 0x9000+ID | attached (`shm_nattch` > 0), a held lock on its key (sipc1, ipcbench) | `shmctl(IPC_RMID)` |
 //! | ipcbench's semaphore set 0x9000+ID | its segment attached, an ipcbench of the lab running | `semctl(IPC_RMID)` |
 //! | `.fifo*` in the directory | open in a process, locked | `unlink` |
-//! | a server's lock file | its lock held | `unlink` |
+//! | a server's lock file `/dev/shm/ipclab-<uid>-<object>-<key>.lock` | its lock held | `unlink` |
 //! | ipcbench's FIFO directory `$TMPDIR/ipcbench-<uid>-<ID>-*` | its `flock` held | removed with its FIFOs |
 //!
 //! An object of another user is left too: it is not ours to remove. Asked by hand, the cleaner
@@ -79,15 +79,14 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     let me = nix::unistd::geteuid().as_raw();
     let foreign =
         |owner: &Owner| (owner.uid != me).then(|| format!("it belongs to uid {}", owner.uid));
-    let lock_held = |program: &str| {
+    let lock_held = |object: &str| {
         inventory
             .server_locks
             .iter()
             .find_map(|lock| match &lock.state {
-                LockState::Held(holders) if lock.program == program => Some(format!(
-                    "its server holds its lock: {}",
-                    listed_or(holders, program)
-                )),
+                LockState::Held(holders) if lock.object == object => {
+                    Some(format!("its server holds its lock: {}", listed_or(holders)))
+                }
                 _ => None,
             })
     };
@@ -96,7 +95,7 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
         let mut users: Vec<Process> = alive([&queue.sender.0, &queue.receiver.0]);
         users.extend(queue.waiting.iter().cloned());
         let in_use = foreign(&queue.owner)
-            .or_else(|| lock_held("msgq1"))
+            .or_else(|| lock_held("queue"))
             .or_else(|| (!users.is_empty()).then(|| format!("in use by {}", peer::listed(&users))));
         found.push(Found {
             what: format!(
@@ -110,7 +109,7 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     let segments = inventory.segments.clone()?;
     for segment in segments.iter().filter(|s| !s.removed) {
         let in_use = foreign(&segment.owner)
-            .or_else(|| lock_held("sipc1"))
+            .or_else(|| lock_held("segment"))
             .or_else(|| {
                 (segment.nattch > 0).then(|| match segment.attached.as_slice() {
                     [] => format!("attached {} time(s)", segment.nattch),
@@ -157,14 +156,17 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     }
     for lock in &inventory.server_locks {
         let in_use = match &lock.state {
-            LockState::Held(holders) => {
-                Some(format!("held by {}", listed_or(holders, lock.program)))
-            }
+            LockState::Held(holders) => Some(format!("held by {}", listed_or(holders))),
             LockState::Free => None,
             LockState::Unknown(why) => Some(why.clone()),
         };
         found.push(Found {
-            what: format!("{}'s lock file {}", lock.program, lock.path.display()),
+            what: format!(
+                "the {} {}'s lock file {}",
+                lock.object,
+                lock.key,
+                lock.path.display()
+            ),
             in_use,
             remove: Removal::File(lock.path.clone()),
         });
@@ -188,10 +190,10 @@ fn alive<'a>(named: impl IntoIterator<Item = &'a Named>) -> Vec<Process> {
         .collect()
 }
 
-/// `pid 4711 (msgq1)`, or the program's name when the holder is not to be seen.
-fn listed_or(holders: &[Process], program: &str) -> String {
+/// `pid 4711 (msgq1)`, or a server when the holder is not to be seen.
+fn listed_or(holders: &[Process]) -> String {
     match holders {
-        [] => format!("a {program}"),
+        [] => "a server not to be seen here".to_owned(),
         holders => peer::listed(holders),
     }
 }

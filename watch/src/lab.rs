@@ -3,7 +3,7 @@
 //! A lab is what the exercises' `--id N` and `--dir DIR` choose ([`Lab`]): the message queue
 //! 0x8000+N, the segment 0x9000+N (and ipcbench's semaphore set, with the same key), the FIFOs
 //! `.fifo` and `.fifo<PID>` in DIR, the liveness locks of its servers
-//! (`$TMPDIR/ipclab-<uid>-<program>-<key>.lock`), and the exercises running with that ID or
+//! (`/dev/shm/ipclab-<uid>-<object>-<key>.lock`), and the exercises running with that ID or
 //! directory. [`Lab::look`] gathers them into an [`Inventory`].
 //!
 //! Everything comes from kernel facts (`/proc`, the lock a live process holds) through
@@ -201,11 +201,11 @@ pub struct Fifo {
 /// A server's liveness lock file (`ipclab::peer::ServerLock`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerLockFile {
-    /// The server program, `msgq1`.
-    pub program: &'static str,
+    /// The kind of object whose key it holds: `queue` (msgq1's, or ipcbench's), `segment`.
+    pub object: &'static str,
     /// The key it serves.
     pub key: Key,
-    /// `$TMPDIR/ipclab-<uid>-<program>-<key>.lock`.
+    /// `/dev/shm/ipclab-<uid>-<object>-<key>.lock` (`ipclab::peer::lock_path`).
     pub path: PathBuf,
     /// Whether a live server holds it.
     pub state: LockState,
@@ -409,7 +409,7 @@ impl Lab {
                 let path = peer::lock_path(server, key);
                 let state = lock_state(&path)?;
                 Some(ServerLockFile {
-                    program: server.program,
+                    object: server.object,
                     key,
                     path,
                     state,

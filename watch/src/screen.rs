@@ -256,7 +256,7 @@ impl Lines {
 
     fn server_lock(&mut self, lock: &ServerLockFile) {
         let path = printable(lock.path.as_os_str().as_bytes());
-        let head = format!("  {} {}:", lock.program, lock.key);
+        let head = format!("  {} {}:", lock.object, lock.key);
         match &lock.state {
             LockState::Held(holders) if !holders.is_empty() => {
                 let holders: Vec<String> = holders.iter().map(process).collect();

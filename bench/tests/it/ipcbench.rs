@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ::ipcbench::bare::{RING_CHUNK, RING_SLOTS, ROUNDS, ROUND_TRIPS};
+use ::ipcbench::links::{IPCBENCH_QUEUE, IPCBENCH_SEGMENT};
 use ipclab::sys::ipc::Key;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -318,9 +319,13 @@ fn the_child_dies_with_a_parent_killed_outright() {
     let run = running.finish();
     assert_eq!(run.status.code(), None, "{run}");
     wait_until("the child to end with its parent", || !is_running(child));
-    // kill -9 leaves the queue: that is what `make ipcclean` is for (the lab removes it)
-    let queue = Key::queue(lab.id()).to_string();
-    lab.run("ipcrm", &["-Q", &queue]).assert_success();
+    // kill -9 leaves the queue and its lock file: that is what `make ipcclean` is for
+    let queue = Key::queue(lab.id());
+    lab.run("ipcrm", &["-Q", &queue.to_string()])
+        .assert_success();
+    let lock = ipclab::peer::lock_path(IPCBENCH_QUEUE, queue);
+    assert!(lock.exists(), "{run}");
+    std::fs::remove_file(lock).unwrap();
     assert_nothing_left(&lab, &run);
 }
 
@@ -665,4 +670,57 @@ fn bare_loops_are_shown_next_to_ipcbench_s_own_loop() {
         "{help}"
     );
     assert_nothing_left(&lab, &run);
+}
+
+/// Whether a liveness lock file says `PID PROGRAM ID`: its holder has made its object.
+fn names_its_object(lock: &std::path::Path) -> bool {
+    let recorded = std::fs::read_to_string(lock).unwrap_or_default();
+    recorded.split_whitespace().count() == 3
+}
+
+#[test]
+fn the_exercises_are_told_that_a_measured_key_is_ipcbench_s() {
+    // ipcbench measures on the lab's keys: the servers are refused while it runs, and the
+    // clients never take its object for a server's (they would read its bytes as a reply).
+    let lab = Lab::new();
+    let pairs = [
+        (
+            "msgq",
+            ("msgq1", "msgq2"),
+            IPCBENCH_QUEUE,
+            Key::queue(lab.id()),
+        ),
+        (
+            "shm-spin",
+            ("sipc1", "sipc2"),
+            IPCBENCH_SEGMENT,
+            Key::segment(lab.id()),
+        ),
+    ];
+    for (mechanism, (server, client), locked, key) in pairs {
+        let (running, _) = measuring(&lab, mechanism);
+        let lock = ipclab::peer::lock_path(locked, key);
+        wait_until("ipcbench's lock to name its object", || {
+            names_its_object(&lock)
+        });
+        let (pid, call, object) = (running.pid(), locked.call, locked.object);
+        lab.run(client, &[] as &[&str]).assert_failure(
+            1,
+            &format!(
+                "{client}: {call}(key {key}): the {object} is not a {server}'s: ipcbench (pid \
+                 {pid}) serves it; wait until it ends, or use another --id (or IPCLAB_ID)"
+            ),
+        );
+        lab.run(server, &[] as &[&str]).assert_failure(
+            1,
+            &format!(
+                "{server}: {call}(key {key}): ipcbench (pid {pid}) is already serving this \
+                 {object}; stop it first, or use another --id (or IPCLAB_ID)"
+            ),
+        );
+        running.signal(Signal::SIGINT);
+        let run = running.finish();
+        assert_eq!(run.status.code(), Some(130), "{run}");
+        assert_nothing_left(&lab, &run);
+    }
 }

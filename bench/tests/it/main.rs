@@ -12,8 +12,19 @@ mod labs;
 #[path = "../../../tests/it/manual.rs"]
 mod manual;
 
-/// This package's program, as cargo built it for this test run (see [`harness::exe`]).
-const PROGRAMS: &[(&str, &str)] = &[("ipcbench", env!("CARGO_BIN_EXE_ipcbench"))];
+use std::sync::LazyLock;
+
+/// The exercises ipcbench is tried with, beside it: those that share its keys.
+const EXERCISES: [&str; 4] = ["msgq1", "msgq2", "sipc1", "sipc2"];
+
+/// This package's program, as cargo built it for this test run, and the exercises (see
+/// [`harness::exe`]).
+static PROGRAMS: LazyLock<Vec<(&str, &str)>> = LazyLock::new(|| {
+    let ipcbench = env!("CARGO_BIN_EXE_ipcbench");
+    let mut programs = vec![("ipcbench", ipcbench)];
+    programs.extend(harness::exercises_beside(ipcbench, &EXERCISES));
+    programs
+});
 
 /// The repository's root: labs.md, the Makefile, scripts/.
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");

@@ -27,17 +27,18 @@ fn every_kind_of_leftover_is_removed_and_said() {
     for name in [".fifo", ".fifo1234"] {
         nix::unistd::mkfifo(&lab.dir().join(name), nix::sys::stat::Mode::S_IRWXU).unwrap();
     }
-    // A killed ipcbench's FIFO directory, and a killed msgq1's lock file, in the lab's TMPDIR.
+    // A killed ipcbench's FIFO directory in the lab's TMPDIR, and a killed msgq1's lock file
+    // in a lock directory of the lab's own (IPCLAB_LOCK_DIR).
     let tmp = lab.dir().join("tmp");
     let uid = nix::unistd::geteuid();
     let bench_dir = tmp.join(format!("ipcbench-{uid}-{}-abc123", lab.id()));
     std::fs::create_dir_all(&bench_dir).unwrap();
     nix::unistd::mkfifo(&bench_dir.join("ping"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let lock = tmp.join(format!("ipclab-{uid}-msgq1-{}.lock", Key::queue(lab.id())));
-    std::fs::write(&lock, "4242 99\n").unwrap();
+    let lock = tmp.join(format!("ipclab-{uid}-queue-{}.lock", Key::queue(lab.id())));
+    std::fs::write(&lock, "4242 msgq1 99\n").unwrap();
 
     let mut command = lab.command("ipcclean", &["--id", &format!("{:#x}", lab.id())]);
-    command.env("TMPDIR", &tmp);
+    command.env("TMPDIR", &tmp).env("IPCLAB_LOCK_DIR", &tmp);
     let run = Running::spawn(command).finish();
     run.assert_success();
     let out = run.stdout();
@@ -50,7 +51,11 @@ fn every_kind_of_leftover_is_removed_and_said() {
         format!("removed semaphore set {} (semid ", Key::segment(lab.id())),
         "removed ./.fifo\n".into(),
         "removed ./.fifo1234\n".into(),
-        format!("removed msgq1's lock file {}", lock.display()),
+        format!(
+            "removed the queue {}'s lock file {}",
+            Key::queue(lab.id()),
+            lock.display()
+        ),
         format!("removed ipcbench's FIFO directory {}", bench_dir.display()),
     ] {
         assert!(out.contains(&removed), "{removed:?} not said\n{run}");
@@ -70,7 +75,12 @@ fn every_kind_of_leftover_is_removed_and_said() {
 #[test]
 fn an_object_a_live_process_uses_is_left_naming_it() {
     let lab = Lab::new();
-    let server = lab.start("msgq1", &[] as &[&str]);
+    // Started from another terminal, whose TMPDIR differs: its lock is where ipcclean looks.
+    let server_tmp = lab.dir().join("server-tmp");
+    std::fs::create_dir(&server_tmp).unwrap();
+    let mut msgq1 = lab.command("msgq1", &[] as &[&str]);
+    msgq1.env("TMPDIR", &server_tmp);
+    let server = Running::spawn(msgq1);
     let key = Key::queue(lab.id());
     wait_until("msgq1's queue", || msg::msgget(key, 0).is_ok());
     let fifos = lab.start("fifos", &[] as &[&str]);

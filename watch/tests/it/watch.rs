@@ -90,7 +90,7 @@ fn a_queue_is_shown_empty_then_holding_the_request_then_gone() {
     has(&seen, "  msg_lspid -");
     has(
         &seen,
-        &format!("  msgq1 {key}: held, file open by {server_pid} msgq1"),
+        &format!("  queue {key}: held, file open by {server_pid} msgq1"),
     );
     has(&seen, &process_line(server_pid, "msgq1"));
 
@@ -123,7 +123,7 @@ fn a_segment_is_shown_with_nattch_flag_and_text_at_each_step_of_the_pair() {
     );
     has(
         &seen,
-        &format!("  sipc1 {key}: held, file open by {server_pid} sipc1"),
+        &format!("  segment {key}: held, file open by {server_pid} sipc1"),
     );
 
     server.press_enter(); // shmat, then it waits for a request
