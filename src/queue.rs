@@ -14,7 +14,7 @@ use anyhow::anyhow;
 use libc::msqid_ds;
 use nix::errno::Errno;
 
-use crate::layout::message::MSG_SIZE;
+use crate::layout::message::{self, MSG_SIZE};
 pub use crate::layout::message::{reply_text, request_text, Message, REPLY, REQUEST};
 use crate::layout::text::{self, BadText};
 use crate::peer::{self, Process, Server, ServerLock, ServerWatch};
@@ -47,13 +47,13 @@ pub struct Queue {
     watch: Option<ServerWatch>,
 }
 
-/// A request msgq1 answers: its text, and the process that sent it as the kernel says
-/// (`msg_lspid` just after it was received).
+/// A request msgq1 answers: its text, and the process that sent it, when the kernel says so
+/// for certain (see [`Queue::receive_request`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// The text, printable; what is wrong with it, if anything (it is answered all the same).
     pub text: Result<String, BadText>,
-    /// The sender, if it still exists.
+    /// The sender, if it is known for certain and still exists.
     pub sender: Option<Process>,
 }
 
@@ -202,24 +202,39 @@ impl Queue {
         self.receive(REPLY, Wait::new(deadline).saying(&what))
     }
 
-    /// msgq1's wait for a request: the first message of type 1, and who sent it (`msg_lspid`,
-    /// as the `IPC_STAT` just after the receive reports it). A request whose sender no longer
-    /// exists is reported and skipped: nobody would take its reply. A server waits for requests
-    /// by nature: its wait says nothing.
+    /// msgq1's wait for a request: the first message of type 1, and who sent it. A server waits
+    /// for requests by nature: its wait says nothing.
+    ///
+    /// System V says only who sent *last* (`msg_lspid`), not who sent the message received. That
+    /// is the request's sender for certain when the `IPC_STAT` just after the receive finds the
+    /// queue empty and this process its last receiver: nothing was sent after the request, or
+    /// it would still be there. Else (another request or message waits behind it, or a request
+    /// in the C's form names another PID) the sender is unknown, and the request is answered
+    /// all the same. A request whose sender is known to have ended is reported and skipped:
+    /// nobody would take its reply.
     pub fn receive_request(&self, deadline: Deadline) -> anyhow::Result<Request> {
+        let me = std::process::id() as libc::pid_t;
         loop {
             let text = self.receive(REQUEST, Wait::new(deadline))?;
-            let sent_by = self.stat()?.msg_lspid;
+            let ds = self.stat()?;
+            let named = text.as_ref().ok().and_then(|t| message::request_names(t));
+            let certain = ds.msg_qnum == 0
+                && ds.msg_lrpid == me
+                && ds.msg_lspid > 0
+                && named.is_none_or(|pid| pid == ds.msg_lspid);
+            let sender = certain.then(|| Process::from_raw(ds.msg_lspid));
+            let ended = matches!(sender, Some(None));
             let request = Request {
                 text,
-                sender: Process::from_raw(sent_by),
+                sender: sender.flatten(),
             };
-            if request.sender.is_some() || sent_by <= 0 {
+            if !ended {
                 return Ok(request);
             }
             out::warn(format_args!(
-                "request \"{}\" skipped: its sender, pid {sent_by}, no longer exists",
-                request.shown()
+                "request \"{}\" skipped: its sender, pid {}, no longer exists",
+                request.shown(),
+                ds.msg_lspid
             ));
         }
     }

@@ -83,6 +83,17 @@ pub fn request_text(pid: Pid) -> String {
     format!("This is a request from {pid}.")
 }
 
+/// The PID a request in the C's form names (`This is a request from <PID>.`), if it has that
+/// form. A peer's word only: it can make the kernel's answer doubtful, never replace it.
+pub fn request_names(text: &str) -> Option<i32> {
+    let pid = text
+        .strip_prefix("This is a request from ")?
+        .strip_suffix('.')?;
+    pid.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| pid.parse().ok())?
+}
+
 /// The server's reply text: `This is a reply from <PID>.`
 pub fn reply_text(pid: Pid) -> String {
     format!("This is a reply from {pid}.")
@@ -91,6 +102,21 @@ pub fn reply_text(pid: Pid) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_names_its_pid_only_in_the_c_form() {
+        assert_eq!(
+            request_names(&request_text(Pid::from_raw(4711))),
+            Some(4711)
+        );
+        for other in [
+            "This is a request from 47x1.",
+            "hello",
+            "This is a request from -1.",
+        ] {
+            assert_eq!(request_names(other), None, "{other}");
+        }
+    }
     use std::mem::{align_of, offset_of, size_of};
 
     #[test]

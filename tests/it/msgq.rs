@@ -375,6 +375,33 @@ fn a_request_whose_sender_no_longer_exists_is_reported_and_not_answered() {
     assert_eq!(screen.matches("Replied.").count(), 1, "{screen}");
 }
 
+#[test]
+fn a_request_with_a_message_behind_it_is_answered_though_the_last_sender_has_ended() {
+    // msg_lspid names the last sender of any message, not the request's: with another message
+    // sent after the request (by a process that has ended since), the request's sender is
+    // unknown, and the request is answered, not skipped as a dead client's.
+    let lab = Lab::new();
+    let server = Stepped::start(&lab, "msgq1");
+    step_to(&server, &["msgget(", "msgrcv("]);
+    let client = lab.start("msgq2", &[] as &[&str]);
+    client.wait_for_stdout("Sent a request.....");
+    let later = sender(&lab, 5, "a message sent after the request", false);
+    later.finish().assert_success(); // reaped: the last sender no longer exists
+    server.run_on();
+    let client_pid = client.pid();
+    let client = client.finish();
+    client.assert_success();
+    let (run, screen) = server.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert!(
+        screen.contains(&format!(
+            "Received request: This is a request from {client_pid}."
+        )),
+        "{screen}"
+    );
+    assert!(!screen.contains("skipped"), "{screen}");
+}
+
 /// Runs msgq1, sends it `bytes` as a C peer's request of `size` bytes, takes the reply.
 fn served_raw(bytes: &[u8], size: usize) -> crate::harness::Finished {
     let lab = Lab::new();
