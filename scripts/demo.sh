@@ -93,9 +93,9 @@ trap - EXIT
 copies=$(mktemp -d)
 trap 'rm -rf "$copies"' EXIT
 heading "./mycp3 labs.md $copies/labs.md (ls -l before and after; cmp)"
-ls -l labs.md "$copies"
+ls -l labs.md "$copies" | label "before the copy"
 ./mycp3 labs.md "$copies/labs.md" || failed+=("./mycp3")
-ls -l labs.md "$copies"
+ls -l labs.md "$copies" | label "after the copy"
 cmp labs.md "$copies/labs.md" && echo "cmp: the copy is identical" || failed+=("cmp after ./mycp3")
 rm -rf "$copies"
 trap - EXIT
