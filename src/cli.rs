@@ -225,8 +225,9 @@ pub fn run<A: Parser>(
 ///
 /// A termination signal that was caught decides the status (128+signal, without a word), whatever
 /// failed on the way out because of it — a call whose `--step` pause it ended (`EINTR`), a child
-/// it stopped, the last cleanup — unless the error says otherwise itself ([`Exit`]: a server
-/// that stops on Ctrl-C with status 0).
+/// it stopped, a peer that went away on the same signal's path ([`Exit::echo`]), the last
+/// cleanup — unless the error says otherwise itself ([`Exit`]: a server that stops on Ctrl-C
+/// with status 0).
 fn status(outcome: anyhow::Result<()>, caught: Option<Signal>) -> u8 {
     let signalled = caught.map(|signal| 128 + signal as i32 as u8);
     let error = match outcome {
@@ -234,7 +235,7 @@ fn status(outcome: anyhow::Result<()>, caught: Option<Signal>) -> u8 {
         Err(error) => error,
     };
     out::end_partial_line();
-    let exit = exit::exit_of(&error);
+    let exit = exit::exit_of(&error).filter(|exit| !(exit.is_echo() && signalled.is_some()));
     let quiet = exit.map_or(signalled.is_some(), Exit::is_quiet);
     if !quiet {
         out::error_line(format_args!("{error:#}"));
@@ -259,6 +260,9 @@ mod tests {
         assert_eq!(status(failed(), Some(Signal::SIGTERM)), 143);
         let stopped = Err(Exit::quiet(0, std::fmt::Error).into());
         assert_eq!(status(stopped, Some(Signal::SIGINT)), 0);
+        let peer_gone = || Err(Exit::echo(std::fmt::Error).into());
+        assert_eq!(status(peer_gone(), None), 1);
+        assert_eq!(status(peer_gone(), Some(Signal::SIGTERM)), 143);
     }
 
     #[test]

@@ -37,6 +37,15 @@ fn reap(child: Pid) -> anyhow::Result<WaitStatus> {
     }
 }
 
+/// Ends `child` the way Ctrl-C would (SIGTERM: it cleans up and goes quietly), also when it is
+/// stopped (SIGCONT lets it receive the SIGTERM). A parent that will not go on with its child
+/// calls it before it closes its ends of their pipes: the child then takes their end for part
+/// of the signal's path, not for a failure of its own to report.
+pub fn end_child(child: Pid) {
+    let _ = kill(child, Signal::SIGTERM);
+    let _ = kill(child, Signal::SIGCONT);
+}
+
 /// Whether a child that ended with `status` succeeded, as an error if not.
 fn succeeded(child: Pid, status: WaitStatus) -> anyhow::Result<()> {
     match status {
@@ -59,11 +68,12 @@ fn succeeded(child: Pid, status: WaitStatus) -> anyhow::Result<()> {
 /// parent error that only echoes it ([`Exit::echo`]) ends the parent with status 1 and no
 /// second message. A child stopped by a signal said nothing: then the parent says it.
 pub fn wait_child_after(child: Pid, parent_part: anyhow::Result<()>) -> anyhow::Result<()> {
-    if parent_part.as_ref().is_err_and(exit::caused_by::<TimedOut>) {
-        // We gave up on the child (`--timeout`): it may be stuck, even stopped; end it rather
-        // than wait for it forever. (SIGCONT lets a stopped child receive the SIGTERM.)
-        let _ = kill(child, Signal::SIGTERM);
-        let _ = kill(child, Signal::SIGCONT);
+    let gave_up = exit::caused_by::<TimedOut>;
+    if parent_part.as_ref().is_err_and(gave_up) || crate::rt::signals::caught().is_some() {
+        // We gave up on the child (`--timeout`), or a termination signal stops us (perhaps us
+        // alone: `kill` of the parent): the child may be stuck, even stopped; end it rather
+        // than wait for it forever.
+        end_child(child);
     }
     let status = reap(child)?;
     match (parent_part, succeeded(child, status)) {

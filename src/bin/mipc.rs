@@ -24,7 +24,6 @@ use ipclab::sys::fd as sys;
 use ipclab::sys::mman::{self, MAP_SHARED, PROT_READ, PROT_WRITE};
 use ipclab::{outln, process};
 use nix::fcntl::OFlag;
-use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::ForkResult;
 
@@ -61,9 +60,10 @@ fn count(options: Options) -> anyhow::Result<()> {
             let sync = tell_wait.into_parent();
             let turns = parent(&sync, counter, options.loops);
             if turns.as_ref().is_err_and(|e| !caused_by::<PeerGone>(e)) {
-                // The parent failed on its own: the child may wait for a turn that will not
-                // come, or be stopped. End it, so that the parent's error is the one reported.
-                let _ = kill(child, Signal::SIGKILL);
+                // The parent failed, or a signal stops it: the child may wait for a turn that
+                // will not come, or be stopped. End it before its pipes close, so that it goes
+                // quietly and the parent's error is the one reported.
+                process::end_child(child);
             }
             drop(sync);
             process::wait_child_after(child, turns)

@@ -43,9 +43,9 @@ pub fn fork() -> anyhow::Result<ForkResult> {
     Ok(forked)
 }
 
-/// `waitpid(pid, &status, 0)`.
+/// `waitpid(pid, &status, 0)`: made also on a termination signal's path ([`trace::reap_call`]).
 pub fn waitpid(pid: Pid) -> nix::Result<WaitStatus> {
-    trace::blocking_call(
+    trace::reap_call(
         || format!("waitpid({pid}, &status, 0)"),
         || nix::sys::wait::waitpid(pid, None),
         |status| match status {

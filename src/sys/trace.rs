@@ -257,6 +257,17 @@ pub fn blocking_call<T>(
     traced(describe, make, show, Pause::Blocking)
 }
 
+/// Like [`blocking_call`], for a parent's `waitpid`: made whatever happens during the pause
+/// ([`Pause::Reap`]).
+#[inline]
+pub fn reap_call<T>(
+    describe: impl FnOnce() -> String,
+    make: impl FnOnce() -> nix::Result<T>,
+    show: impl FnOnce(&T) -> String,
+) -> nix::Result<T> {
+    traced(describe, make, show, Pause::Reap)
+}
+
 /// The pause before a call, and whether a termination signal during it stops the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pause {
@@ -266,6 +277,9 @@ pub enum Pause {
     Blocking,
     /// A cleanup call ([`cleanup_call`]): made whatever happens during the pause.
     NeverEnds,
+    /// A parent's wait for its child ([`reap_call`]): said as a blocking call, made whatever
+    /// happens during the pause — children are waited for on the signal's path too.
+    Reap,
     /// No pause ([`call_unpaused`]).
     None,
 }
@@ -324,10 +338,11 @@ fn made<T>(
         Pause::None => Ok(()),
         _ => pause_before(text),
     };
-    if pause != Pause::NeverEnds {
+    if !matches!(pause, Pause::NeverEnds | Pause::Reap) {
         paused?;
     }
-    let unfinished = pause == Pause::Blocking && settings().is_some_and(|s| s.time);
+    let blocking = matches!(pause, Pause::Blocking | Pause::Reap);
+    let unfinished = blocking && settings().is_some_and(|s| s.time);
     if unfinished {
         line(&format!("{text} <unfinished …>"));
     }
@@ -461,11 +476,13 @@ pub fn errno_text(errno: Errno) -> String {
 ///
 /// A termination signal that arrives during the pause ends it and fails the call with `EINTR`
 /// without making it: the pause is a wait like any other, and the program stops. Once a signal
-/// has been caught there is no pause at all, and the call is made: it is the cleanup on the
-/// signal's path (an `unlink`, an `IPC_RMID` when an owner is dropped).
+/// has been caught there is no pause at all, and the call fails the same way: a lecture call
+/// (`(*counter)++`, a `write`) is not made on the way out. A cleanup call ([`cleanup_call`]: an
+/// `unlink`, an `IPC_RMID` when an owner is dropped) and a parent's `waitpid` are made all the
+/// same ([`Pause::NeverEnds`], [`Pause::Reap`]): they are the signal's path.
 fn pause_before(text: &str) -> nix::Result<()> {
     if signals::caught().is_some() {
-        return Ok(());
+        return Err(Errno::EINTR);
     }
     let slow = SLOW_MICROS.load(Ordering::Relaxed);
     if slow > 0 {

@@ -1157,3 +1157,21 @@ fn mipc_child_stopped_by_sigterm_ends_the_parent_too() {
     let run = mipc.finish();
     assert_eq!(run.code(), Some(1), "{run}");
 }
+
+#[test]
+fn ctrl_c_at_a_step_prompt_lets_only_cleanup_calls_be_made_after_it() {
+    // Ctrl-C at the prompt before a cleanup call (the `close` of /dev/zero): that call is made,
+    // being part of the way out, but no lecture call or event after it — no `pipe`, no `fork`,
+    // no `(*counter)++`, nothing printed.
+    let lab = Lab::new();
+    let stepped = crate::harness::Stepped::start_with(&lab, "mipc", &["--step-at", "close"]);
+    let (parent, call) = stepped.prompt(1);
+    assert!(call.starts_with("close("), "{call}");
+    nix::sys::signal::kill(parent, Signal::SIGINT).unwrap();
+    let (run, screen) = stepped.finish();
+    assert_eq!(run.code(), Some(130), "{run}");
+    for not_made in ["pipe(", "fork(", "(*counter)++", "counter="] {
+        assert!(!screen.contains(not_made), "{not_made}\n{screen}");
+    }
+    assert!(!screen.contains("mipc:"), "quiet\n{screen}");
+}
