@@ -250,10 +250,19 @@ fn mymore_cannot_run(lab: &Lab, command: &std::path::Path, reason: &str) {
 }
 
 /// Writes `content` to `name` in the lab's directory, with permission bits `mode`.
+///
+/// An executable is written by a child (`cp` of a draft), never through a descriptor of this
+/// process: a child another test forks meanwhile would inherit that descriptor until its exec,
+/// and exec of a file open for writing fails with `ETXTBSY`.
 fn file_with_mode(lab: &Lab, name: &str, content: &[u8], mode: u32) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let path = lab.dir().join(name);
-    std::fs::write(&path, content).unwrap();
+    let (draft, path) = (
+        lab.dir().join(format!("{name}.draft")),
+        lab.dir().join(name),
+    );
+    std::fs::write(&draft, content).unwrap();
+    lab.run("cp", &[&draft, &path]).assert_success();
+    std::fs::remove_file(&draft).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     path
 }

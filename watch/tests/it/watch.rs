@@ -360,12 +360,15 @@ fn without_a_terminal_each_snapshot_marks_what_changed_with_a_star() {
 fn objects_and_processes_that_vanish_between_two_looks_are_normal() {
     let lab = Lab::new();
     let watcher = lab.start("ipcwatch", &["--interval", "0.001"]);
-    for _ in 0..5 {
+    for round in 0..5 {
         let server = lab.start("sipc1", &[] as &[&str]);
         lab.run("sipc2", &[] as &[&str]).assert_success();
         server.finish().assert_success();
         let server = lab.start("msgq1", &[] as &[&str]);
         wait_until("the queue", || sysv("msg", Key::queue(lab.id())).is_some());
+        if round == 0 {
+            watcher.wait_for_stdout("Message queue"); // it looks while the pairs come and go
+        }
         lab.run("msgq2", &[] as &[&str]).assert_success();
         server.finish().assert_success();
     }
@@ -375,10 +378,6 @@ fn objects_and_processes_that_vanish_between_two_looks_are_normal() {
         (watched.code(), watched.stderr.as_str()),
         (Some(0), ""),
         "{watched}"
-    );
-    assert!(
-        watched.stdout().contains("Message queue"),
-        "it saw the pairs"
     );
 }
 
