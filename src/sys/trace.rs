@@ -152,18 +152,24 @@ fn open_terminal() -> Result<OwnedFd, String> {
 }
 
 /// `--trace-to PATH`: a terminal (another pane's `/dev/pts/N`) or a file, appended to (a
-/// parent and its child write their lines into one file), made 0600 if new.
+/// parent and its child write their lines into one file), made 0600 if new. A FIFO must have
+/// a reader already: the open does not wait for one (`O_NONBLOCK`, then cleared, so that the
+/// lines are written whole).
 fn open_trace_to(path: &std::path::Path) -> Result<OwnedFd, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let shown = crate::layout::text::printable(path.as_os_str().as_bytes());
+    let failed = |e: Errno| format!("--trace-to {shown}: {}", crate::rt::exit::reason(e));
     let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_NOCTTY;
     let opened = nix::fcntl::open(
         path,
-        flags | OFlag::O_CLOEXEC,
+        flags | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
         Mode::S_IRUSR | Mode::S_IWUSR,
     );
-    let fd = opened.map_err(|e| {
-        let reason = crate::rt::exit::reason(e);
-        format!("--trace-to {}: {reason}", path.display())
+    let fd = opened.map_err(|e| match e {
+        Errno::ENXIO => format!("--trace-to {shown}: a FIFO nobody reads (start its reader first)"),
+        other => failed(other),
     })?;
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_APPEND)).map_err(failed)?;
     Ok(aside(fd))
 }
 

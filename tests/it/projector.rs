@@ -62,6 +62,15 @@ fn trace_to_sends_the_lines_to_a_file_and_leaves_stderr_empty() {
         2,
         "--trace-to no/such/dir/calls: ENOENT: No such file or directory",
     );
+    // A FIFO nobody reads: refused at once, not waited on for ever in open.
+    nix::unistd::mkfifo(&lab.dir().join("unread"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let escaped = lab.run("pipe", &["--trace-to", "no\x1b[2J/calls"]);
+    escaped.assert_failure(2, "--trace-to no\\33[2J/calls: ENOENT");
+    let unread = lab.run("pipe", &["--trace-to", "unread"]);
+    unread.assert_failure(
+        2,
+        "--trace-to unread: a FIFO nobody reads (start its reader first)",
+    );
 }
 
 #[test]
