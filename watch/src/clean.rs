@@ -92,8 +92,8 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     };
     let mut found = Vec::new();
     if let Some(queue) = inventory.queue.clone()? {
-        let mut users: Vec<Process> = alive([&queue.sender.0, &queue.receiver.0]);
-        users.extend(queue.waiting.iter().cloned());
+        let last = alive([&queue.sender.0, &queue.receiver.0]);
+        let users = peer::distinct(last.into_iter().chain(queue.waiting.iter().cloned()));
         let in_use = foreign(&queue.owner)
             .or_else(|| lock_held("queue"))
             .or_else(|| (!users.is_empty()).then(|| format!("in use by {}", peer::listed(&users))));
@@ -139,7 +139,7 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     }
     for fifo in inventory.fifos.clone()? {
         let path = lab.dir.join(&fifo.name);
-        let holders: Vec<Process> = fifo.open.iter().map(|(p, _)| p.clone()).collect();
+        let holders = peer::distinct(fifo.open.iter().map(|(p, _)| p.clone()));
         let in_use = match fifo.not_a_fifo {
             Some(kind) => Some(format!("a {kind}, not a FIFO: not ours to remove")),
             None if !holders.is_empty() => Some(format!("open in {}", peer::listed(&holders))),
@@ -182,12 +182,9 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     Ok(found)
 }
 
-/// The processes `named` that still exist.
+/// The processes `named` that still exist, each once.
 fn alive<'a>(named: impl IntoIterator<Item = &'a Named>) -> Vec<Process> {
-    named
-        .into_iter()
-        .filter_map(|n| n.process.clone())
-        .collect()
+    peer::distinct(named.into_iter().filter_map(|n| n.process.clone()))
 }
 
 /// `pid 4711 (msgq1)`, or a server when the holder is not to be seen.

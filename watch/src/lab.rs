@@ -214,7 +214,8 @@ pub struct ServerLockFile {
 /// Whether a lock file's lock is held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockState {
-    /// Held: a server lives; the processes that have the file open (the holder among them).
+    /// Held: a server lives; the processes that have the file open for writing, each once —
+    /// the holder (a client that watches the lock has it open only for reading).
     Held(Vec<Process>),
     /// Not held: the server that wrote it has ended without removing it (`kill -9`), or one is
     /// starting.
@@ -566,12 +567,15 @@ fn lock_state(path: &Path) -> Option<LockState> {
         }
     };
     Some(match procfs::lock_held(&file) {
-        Some(true) => LockState::Held(
+        // An open file description lock has no PID the kernel would give (`F_OFD_GETLK` says
+        // -1): the holder is known by how it opened the file, read-write to take the lock
+        // (`ServerLock`), where a client's `ServerWatch` opens it read-only.
+        Some(true) => LockState::Held(peer::distinct(
             peer::holders(meta.dev(), meta.ino())
                 .into_iter()
-                .map(|(process, _)| process)
-                .collect(),
-        ),
+                .filter(|(_, how)| matches!(how, OpenFor::Writing | OpenFor::Both))
+                .map(|(process, _)| process),
+        )),
         Some(false) => LockState::Free,
         None => LockState::Unknown(format!("fcntl({shown}, F_OFD_GETLK) failed")),
     })

@@ -4,7 +4,7 @@
 use ipclab::sys::ipc::Key;
 use ipclab::sys::msg;
 
-use crate::harness::{sysv_keys, wait_until, Lab, Running};
+use crate::harness::{step_to, sysv_keys, wait_until, Lab, Running, Stepped};
 
 /// Makes what a killed program of the lab leaves, with Perl's System V bindings (its process
 /// ends at once: nobody alive uses them): a queue with one message, a segment, a semaphore set.
@@ -95,7 +95,7 @@ fn an_object_a_live_process_uses_is_left_naming_it() {
     run.assert_failure(
         1,
         &format!(
-            "ipcclean: left ./.fifo: open in pid {} (fifos)",
+            "ipcclean: left ./.fifo: open in pid {} (fifos)\n", // once: read and written
             fifos.pid()
         ),
     );
@@ -114,12 +114,16 @@ fn an_object_a_live_process_uses_is_left_naming_it() {
 }
 
 #[test]
-fn a_queue_a_c_server_waits_on_is_left() {
+fn a_queue_a_c_server_waits_on_is_left_naming_it_once() {
     let lab = Lab::new();
-    // A server of another program: it takes no lock of ours, and waits in msgrcv.
+    // A server of another program: it takes no lock of ours, and waits in msgrcv. Having sent
+    // and taken a message of its own first, it is the queue's last sender, its last receiver
+    // and its waiter: one process, named once.
     let script = format!(
         "use IPC::SysV qw(IPC_CREAT); $| = 1; my $q = msgget({}, IPC_CREAT|0600) // die $!; \
-         print \"waiting\\n\"; my $m; msgrcv($q, $m, 128, 0, 0); msgctl($q, 0, 0);",
+         my $m; msgsnd($q, pack('l! a*', 1, 'mine'), 0) or die $!; \
+         msgrcv($q, $m, 128, 0, 0) or die $!; \
+         print \"waiting\\n\"; msgrcv($q, $m, 128, 0, 0); msgctl($q, 0, 0);",
         Key::queue(lab.id()).raw()
     );
     let c_server = lab.start("perl", &["-e", &script]);
@@ -129,10 +133,39 @@ fn a_queue_a_c_server_waits_on_is_left() {
             .is_ok_and(|s| s.starts_with(&libc::SYS_msgrcv.to_string()))
     });
     let run = lab.run("ipcclean", &[] as &[&str]);
-    run.assert_failure(1, &format!("in use by pid {} (perl)", c_server.pid()));
+    run.assert_failure(1, &format!("in use by pid {} (perl)\n", c_server.pid()));
     let queue = msg::msgget(Key::queue(lab.id()), 0).unwrap();
     msg::ipc_rmid(queue).unwrap(); // the C server ends on EIDRM
     let _ = c_server.finish();
+}
+
+/// msgq2 waiting for its reply has the server's lock file open too, read-only (it watches
+/// whether the server lives): only the server, which holds the lock, is named.
+#[test]
+fn a_client_watching_the_servers_lock_is_not_named_as_holding_it() {
+    let lab = Lab::new();
+    let key = Key::queue(lab.id());
+    let server = Stepped::start(&lab, "msgq1");
+    let server_pid = step_to(&server, &["msgget(", "msgrcv("]); // the queue made and recorded
+    let client = lab.start("msgq2", &[] as &[&str]);
+    client.wait_for_stdout("Sent a request....."); // its watch opened before it sent
+
+    let run = lab.run("ipcclean", &[] as &[&str]);
+    let held = format!("pid {server_pid} (msgq1)\n");
+    run.assert_failure(1, &format!("ipcclean: left message queue {key} (msqid "));
+    run.assert_failure(1, &format!("its server holds its lock: {held}"));
+    run.assert_failure(
+        1,
+        &format!(
+            "ipcclean: left the queue {key}'s lock file {}: held by {held}",
+            ipclab::peer::lock_path(ipclab::queue::MSGQ1, key).display()
+        ),
+    );
+    assert!(!run.stderr.contains("(msgq2)"), "the client named\n{run}");
+
+    server.run_on();
+    client.finish().assert_success();
+    assert_eq!(server.finish().0.code(), Some(0));
 }
 
 #[test]
