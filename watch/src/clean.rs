@@ -10,7 +10,9 @@
 //! | a server's lock file `/dev/shm/ipclab-<uid>-<object>-<key>.lock` | its lock held | `unlink` |
 //! | ipcbench's FIFO directory `$TMPDIR/ipcbench-<uid>-<ID>-*` | its `flock` held | removed with its FIFOs |
 //!
-//! An object of another user is left too: it is not ours to remove. Asked by hand, the cleaner
+//! An object of another user — a System V object's owner, a file's — is left too, whoever
+//! runs the cleaner, root included ("it belongs to uid N"): it is not ours to remove, and its
+//! users may be processes whose descriptors `/proc` does not show us. Asked by hand, the cleaner
 //! removes a queue nobody has used whose maker is unknown (what a C msgq1 stopped with Ctrl-C
 //! leaves), which the programs themselves only refuse.
 
@@ -27,7 +29,7 @@ use ipclab::sys::shm::{self, ShmId};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::lab::{Inventory, Lab, LockState, Named, Owner};
+use crate::lab::{Inventory, Lab, LockState, Named};
 
 /// One thing of the lab, and what to do with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +79,7 @@ fn semaphores_rmid(semid: i32) -> nix::Result<()> {
 pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     let inventory = lab.look();
     let me = nix::unistd::geteuid().as_raw();
-    let foreign =
-        |owner: &Owner| (owner.uid != me).then(|| format!("it belongs to uid {}", owner.uid));
+    let foreign = |uid: u32| (uid != me).then(|| format!("it belongs to uid {uid}"));
     let lock_held = |object: &str| {
         inventory
             .server_locks
@@ -94,7 +95,7 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     if let Some(queue) = inventory.queue.clone()? {
         let last = alive([&queue.sender.0, &queue.receiver.0]);
         let users = peer::distinct(last.into_iter().chain(queue.waiting.iter().cloned()));
-        let in_use = foreign(&queue.owner)
+        let in_use = foreign(queue.owner.uid)
             .or_else(|| lock_held("queue"))
             .or_else(|| (!users.is_empty()).then(|| format!("in use by {}", peer::listed(&users))));
         found.push(Found {
@@ -108,7 +109,7 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     }
     let segments = inventory.segments.clone()?;
     for segment in segments.iter().filter(|s| !s.removed) {
-        let in_use = foreign(&segment.owner)
+        let in_use = foreign(segment.owner.uid)
             .or_else(|| lock_held("segment"))
             .or_else(|| {
                 (segment.nattch > 0).then(|| match segment.attached.as_slice() {
@@ -128,7 +129,7 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     if let Some(set) = inventory.semaphores.clone()? {
         let bench = running(&inventory, "ipcbench");
         let attached = segments.iter().any(|s| s.key == set.key && s.nattch > 0);
-        let in_use = foreign(&set.owner)
+        let in_use = foreign(set.owner.uid)
             .or_else(|| (!bench.is_empty()).then(|| format!("in use by {}", peer::listed(&bench))))
             .or_else(|| attached.then(|| "its segment is attached (ipcbench runs)".to_string()));
         found.push(Found {
@@ -140,14 +141,14 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     for fifo in inventory.fifos.clone()? {
         let path = lab.dir.join(&fifo.name);
         let holders = peer::distinct(fifo.open.iter().map(|(p, _)| p.clone()));
-        let in_use = match fifo.not_a_fifo {
+        let in_use = foreign(fifo.uid).or_else(|| match fifo.not_a_fifo {
             Some(kind) => Some(format!("a {kind}, not a FIFO: not ours to remove")),
             None if !holders.is_empty() => Some(format!("open in {}", peer::listed(&holders))),
             None => {
                 let lockers = alive(&fifo.locked_by);
                 (!lockers.is_empty()).then(|| format!("locked by {}", peer::listed(&lockers)))
             }
-        };
+        });
         found.push(Found {
             what: path.display().to_string(),
             in_use,
@@ -155,11 +156,11 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
         });
     }
     for lock in &inventory.server_locks {
-        let in_use = match &lock.state {
+        let in_use = foreign(lock.uid).or_else(|| match &lock.state {
             LockState::Held(holders) => Some(format!("held by {}", listed_or(holders))),
             LockState::Free => None,
             LockState::Unknown(why) => Some(why.clone()),
-        };
+        });
         found.push(Found {
             what: format!(
                 "the {} {}'s lock file {}",

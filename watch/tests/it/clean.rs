@@ -1,10 +1,12 @@
 //! `make ipcclean`: everything a killed program of a lab can leave is removed, and nothing that
 //! a live process uses — that is left, naming who uses it.
 
+use std::os::unix::fs::PermissionsExt;
+
 use ipclab::sys::ipc::Key;
 use ipclab::sys::msg;
 
-use crate::harness::{step_to, sysv_keys, wait_until, Lab, Running, Stepped};
+use crate::harness::{as_nobody, step_to, sysv_keys, wait_until, Lab, Running, Stepped};
 
 /// Makes what a killed program of the lab leaves, with Perl's System V bindings (its process
 /// ends at once: nobody alive uses them): a queue with one message, a segment, a semaphore set.
@@ -166,6 +168,74 @@ fn a_client_watching_the_servers_lock_is_not_named_as_holding_it() {
     server.run_on();
     client.finish().assert_success();
     assert_eq!(server.finish().0.code(), Some(0));
+}
+
+/// A `.fifo*` of another user is not ours to remove, whoever runs the cleaner: not root's live
+/// C server's FIFO (whose descriptors `/proc` does not show to another user), not nobody's to
+/// root — said with the words of another user's System V object.
+#[test]
+fn another_users_fifos_are_left_whoever_cleans() {
+    let lab = Lab::new();
+    let Some(nobody_cleans) = as_nobody(&lab, "ipcclean", &[] as &[&str]) else {
+        return;
+    };
+    // A directory everyone may write in, without the sticky bit: nothing but the cleaner's own
+    // judgement keeps a FIFO of one user from the other.
+    std::fs::set_permissions(lab.dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (roots, nobodys) = (lab.dir().join(".fifo"), lab.dir().join(".fifo123"));
+    for fifo in [&roots, &nobodys] {
+        nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    }
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    nix::unistd::chown(&nobodys, nobody, None).unwrap();
+    let c_server = lab.start(
+        "perl",
+        &[
+            "-e",
+            "open(my $f, '+<', '.fifo') or die $!; $| = 1; print \"open\\n\"; sleep;",
+        ],
+    );
+    c_server.wait_for_stdout("open");
+
+    // A lock file with root's name is nobody's too, when nobody made it.
+    let locks = lab.dir().join("locks");
+    std::fs::create_dir(&locks).unwrap();
+    let key = Key::queue(lab.id());
+    let lock = locks.join(format!("ipclab-0-queue-{key}.lock"));
+    std::fs::write(&lock, "4242 msgq1 99\n").unwrap();
+    nix::unistd::chown(&lock, nobody, None).unwrap();
+
+    let mut root_cleans = lab.command("ipcclean", &[] as &[&str]);
+    root_cleans.env("IPCLAB_LOCK_DIR", &locks);
+    let root_cleans = Running::spawn(root_cleans).finish();
+    root_cleans.assert_failure(1, "ipcclean: left ./.fifo123: it belongs to uid 65534\n");
+    root_cleans.assert_failure(
+        1,
+        &format!(
+            "ipcclean: left the queue {key}'s lock file {}: it belongs to uid 65534\n",
+            lock.display()
+        ),
+    );
+    assert!(nobodys.exists(), "nobody's FIFO was removed\n{root_cleans}");
+    assert!(
+        lock.exists(),
+        "nobody's lock file was removed\n{root_cleans}"
+    );
+
+    let nobody_cleans = Running::spawn(nobody_cleans).finish();
+    nobody_cleans.assert_failure(1, "ipcclean: left ./.fifo: it belongs to uid 0\n");
+    assert!(
+        roots.exists(),
+        "root's live FIFO was removed\n{nobody_cleans}"
+    );
+    assert!(
+        nobody_cleans.stdout().contains("removed ./.fifo123\n"),
+        "its own leftover is nobody's to remove\n{nobody_cleans}"
+    );
+
+    c_server.signal(nix::sys::signal::Signal::SIGTERM);
+    let _ = c_server.finish();
+    std::fs::remove_file(&roots).unwrap();
 }
 
 #[test]
