@@ -20,7 +20,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipclab::peer::{self, Process};
 use ipclab::sys::ipc::Key;
@@ -63,7 +63,10 @@ impl Found {
             Removal::Segment(id) => gone(shm::shmctl(ShmId(*id), libc::IPC_RMID, None).map(drop)),
             Removal::Semaphores(id) => gone(semaphores_rmid(*id)),
             Removal::File(path) => gone(nix::unistd::unlink(path.as_path())),
-            Removal::Directory(path) => gone(remove_bench_directory(path)),
+            Removal::Directory(path) => match remove_bench_directory(path) {
+                Err(Errno::EWOULDBLOCK) => Err("an ipcbench took its lock meanwhile".into()),
+                result => gone(result),
+            },
         }
     }
 }
@@ -219,9 +222,10 @@ fn bench_directories(id: u32) -> Vec<PathBuf> {
     dirs
 }
 
-/// Whether a live ipcbench holds the `flock` of its directory (taking it for a moment, shared,
-/// tells: a process of ours is the only one that would hold it).
-fn directory_locked(dir: &std::path::Path) -> bool {
+/// Whether a live ipcbench holds the `flock` of its directory. ipcbench holds it exclusive for
+/// as long as it runs, and a cleaner only ever takes it shared (here for a moment, and while it
+/// removes the directory): so a shared lock refused means an ipcbench, never another cleaner.
+fn directory_locked(dir: &Path) -> bool {
     let Ok(file) = File::open(dir) else {
         return false;
     };
@@ -232,15 +236,26 @@ fn directory_locked(dir: &std::path::Path) -> bool {
     }
 }
 
-/// Removes ipcbench's directory and the FIFOs in it, holding its lock meanwhile (so a new
-/// ipcbench cannot take it over half removed).
-fn remove_bench_directory(dir: &std::path::Path) -> nix::Result<()> {
-    let file = File::open(dir).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
-    let _held = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e)?;
+/// Removes ipcbench's directory and the FIFOs in it, holding its `flock` meanwhile, shared: an
+/// ipcbench that has just made it (between its `mkdtemp` and its `flock`) cannot take it half
+/// removed, nor can this remove it once an ipcbench has it (`EWOULDBLOCK`); and another cleaner
+/// may remove it at the same time — what the other removed first is no error, and the directory
+/// gone before this `rmdir` is `ENOENT`, gone meanwhile.
+fn remove_bench_directory(dir: &Path) -> nix::Result<()> {
+    let file = File::open(dir).map_err(errno)?;
+    let _held = Flock::lock(file, FlockArg::LockSharedNonblock).map_err(|(_, e)| e)?;
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        nix::unistd::unlink(entry.path().as_path())?;
+        match nix::unistd::unlink(entry.path().as_path()) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
     }
-    std::fs::remove_dir(dir).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+    std::fs::remove_dir(dir).map_err(errno)
+}
+
+/// The errno of a failed `std::fs` call.
+fn errno(error: std::io::Error) -> Errno {
+    Errno::from_raw(error.raw_os_error().unwrap_or(0))
 }
 
 /// The keys of lab `id`, for scripts: `0x8005 0x9005`.

@@ -238,6 +238,48 @@ fn another_users_fifos_are_left_whoever_cleans() {
     std::fs::remove_file(&roots).unwrap();
 }
 
+/// Two cleaners at once over one leftover FIFO directory of ipcbench: one removes it, the other
+/// finds it gone — neither fails, and neither takes the other for a running ipcbench.
+#[test]
+fn two_cleaners_at_once_remove_ipcbenchs_directory_and_name_no_owner() {
+    let lab = Lab::new();
+    let tmp = lab.dir().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let uid = nix::unistd::geteuid();
+    for round in 0..30 {
+        let bench_dir = tmp.join(format!("ipcbench-{uid}-{}-race{round:02}", lab.id()));
+        std::fs::create_dir(&bench_dir).unwrap();
+        // ping and pong, and more: the longer a removal lasts, the likelier the two meet.
+        for name in ["ping", "pong"]
+            .map(String::from)
+            .into_iter()
+            .chain((0..200).map(|n| format!("fifo{n}")))
+        {
+            nix::unistd::mkfifo(&bench_dir.join(name), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        }
+        let cleaners: Vec<Running> = (0..2)
+            .map(|_| {
+                let mut command = lab.command("ipcclean", &[] as &[&str]);
+                command.env("TMPDIR", &tmp).env("IPCLAB_LOCK_DIR", &tmp);
+                Running::spawn(command)
+            })
+            .collect();
+        let what = format!("ipcbench's FIFO directory {}", bench_dir.display());
+        let said = [
+            format!("removed {what}\n"),
+            format!("{what} had gone meanwhile\n"),
+            format!("nothing of lab {} is left", lab.id()),
+        ];
+        for run in cleaners.into_iter().map(Running::finish) {
+            let quiet = run.code() == Some(0) && run.stderr.is_empty();
+            assert!(quiet, "round {round}: not a success\n{run}");
+            let out = run.stdout();
+            assert!(said.iter().any(|s| out.contains(s)), "round {round}\n{run}");
+        }
+        assert!(!bench_dir.exists(), "round {round}: {what} is left");
+    }
+}
+
 #[test]
 fn check_names_what_is_there_and_removes_nothing() {
     let lab = Lab::new();
