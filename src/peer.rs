@@ -107,6 +107,16 @@ pub fn listed(processes: &[Process]) -> String {
     shown.join(", ")
 }
 
+/// `processes` each once, in the order first given, this process aside: a process that is a
+/// queue's last sender, its last receiver and its waiter is one user.
+pub fn distinct(processes: impl IntoIterator<Item = Process>) -> Vec<Process> {
+    let mut list = Vec::new();
+    for process in processes {
+        add(&mut list, Some(process));
+    }
+    list
+}
+
 /// Adds `process` to `list` unless it is there already or is this process.
 fn add(list: &mut Vec<Process>, process: Option<Process>) {
     if let Some(process) = process {
@@ -156,13 +166,8 @@ pub fn queue_waiters(msqid: libc::c_int) -> Vec<Process> {
 /// The live processes that use the queue `msqid` as its `msqid_ds` and `/proc` say: the last
 /// sender and receiver, and whoever waits in `msgrcv`/`msgsnd` on it now (this process aside).
 pub fn queue_users(msqid: libc::c_int, stat: &libc::msqid_ds) -> Vec<Process> {
-    let mut users = Vec::new();
-    add(&mut users, Process::from_raw(stat.msg_lspid));
-    add(&mut users, Process::from_raw(stat.msg_lrpid));
-    for waiter in queue_waiters(msqid) {
-        add(&mut users, Some(waiter));
-    }
-    users
+    let last = [stat.msg_lspid, stat.msg_lrpid].map(Process::from_raw);
+    distinct(last.into_iter().flatten().chain(queue_waiters(msqid)))
 }
 
 /// The processes (this one aside) that have the segment `shmid` attached now: `/proc/PID/maps`

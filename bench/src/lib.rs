@@ -784,7 +784,8 @@ pub fn warn_not_removed(call: &str, errno: Errno, id: u32) {
 /// `$TMPDIR`, else `/tmp`, with two FIFOs, `ping` and `pong`; removed, FIFOs and all, when
 /// dropped. While it exists, this process holds an exclusive `flock` on it: a directory that
 /// nobody holds locked is a leftover (of an ipcbench killed with `kill -9`), which
-/// `make ipcclean ID=<id>` may remove.
+/// `make ipcclean ID=<id>` may remove. Exclusive, because a cleaner takes it only shared: the
+/// kind of lock held tells a running ipcbench from a cleaner at work.
 #[derive(Debug)]
 struct FifoDir {
     dir: PathBuf,

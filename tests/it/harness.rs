@@ -304,6 +304,22 @@ fn next_serial() -> u32 {
     SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// A command for `program args…` run as user `nobody` (65534), for another user's objects (see
+/// [`Lab::command`]); `None`, after saying `SKIPPED` and why, when the tests do not run as root
+/// (in CI they do).
+pub fn as_nobody<S: AsRef<OsStr>>(lab: &Lab, program: &str, args: &[S]) -> Option<Command> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to act as another user");
+        return None;
+    }
+    let mut command = lab.command(
+        "setpriv",
+        &["--reuid=65534", "--regid=65534", "--clear-groups"],
+    );
+    command.arg(exe(program).unwrap_or(program)).args(args);
+    Some(command)
+}
+
 /// The keys listed in `/proc/sysvipc/TABLE` (`msg`, `shm`): its first column, in decimal.
 pub fn sysv_keys(table: &str) -> Vec<i64> {
     let text = std::fs::read_to_string(format!("/proc/sysvipc/{table}")).unwrap_or_default();

@@ -728,16 +728,9 @@ fn a_queue_of_ours_with_a_wider_mode_than_0600_is_refused_by_both() {
     msg::ipc_rmid(open_queue).unwrap();
 }
 
-/// Runs `program` as user `nobody` (65534): needs root, as tests in CI run.
+/// Runs `program` as user `nobody` (65534) to its end: needs root, as tests in CI run.
 fn as_nobody(lab: &Lab, program: &str, args: &[&str]) -> Option<crate::harness::Finished> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to act as another user");
-        return None;
-    }
-    let mut words = vec!["--reuid=65534", "--regid=65534", "--clear-groups"];
-    words.push(exe(program).unwrap_or(program));
-    words.extend(args);
-    Some(lab.run("setpriv", &words))
+    crate::harness::as_nobody(lab, program, args).map(|command| Running::spawn(command).finish())
 }
 
 #[test]

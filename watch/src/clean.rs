@@ -10,7 +10,9 @@
 //! | a server's lock file `/dev/shm/ipclab-<uid>-<object>-<key>.lock` | its lock held | `unlink` |
 //! | ipcbench's FIFO directory `$TMPDIR/ipcbench-<uid>-<ID>-*` | its `flock` held | removed with its FIFOs |
 //!
-//! An object of another user is left too: it is not ours to remove. Asked by hand, the cleaner
+//! An object of another user — a System V object's owner, a file's — is left too, whoever
+//! runs the cleaner, root included ("it belongs to uid N"): it is not ours to remove, and its
+//! users may be processes whose descriptors `/proc` does not show us. Asked by hand, the cleaner
 //! removes a queue nobody has used whose maker is unknown (what a C msgq1 stopped with Ctrl-C
 //! leaves), which the programs themselves only refuse.
 
@@ -18,7 +20,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipclab::peer::{self, Process};
 use ipclab::sys::ipc::Key;
@@ -27,7 +29,7 @@ use ipclab::sys::shm::{self, ShmId};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::lab::{Inventory, Lab, LockState, Named, Owner};
+use crate::lab::{Inventory, Lab, LockState, Named};
 
 /// One thing of the lab, and what to do with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +63,10 @@ impl Found {
             Removal::Segment(id) => gone(shm::shmctl(ShmId(*id), libc::IPC_RMID, None).map(drop)),
             Removal::Semaphores(id) => gone(semaphores_rmid(*id)),
             Removal::File(path) => gone(nix::unistd::unlink(path.as_path())),
-            Removal::Directory(path) => gone(remove_bench_directory(path)),
+            Removal::Directory(path) => match remove_bench_directory(path) {
+                Err(Errno::EWOULDBLOCK) => Err("an ipcbench took its lock meanwhile".into()),
+                result => gone(result),
+            },
         }
     }
 }
@@ -77,8 +82,7 @@ fn semaphores_rmid(semid: i32) -> nix::Result<()> {
 pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     let inventory = lab.look();
     let me = nix::unistd::geteuid().as_raw();
-    let foreign =
-        |owner: &Owner| (owner.uid != me).then(|| format!("it belongs to uid {}", owner.uid));
+    let foreign = |uid: u32| (uid != me).then(|| format!("it belongs to uid {uid}"));
     let lock_held = |object: &str| {
         inventory
             .server_locks
@@ -92,9 +96,9 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     };
     let mut found = Vec::new();
     if let Some(queue) = inventory.queue.clone()? {
-        let mut users: Vec<Process> = alive([&queue.sender.0, &queue.receiver.0]);
-        users.extend(queue.waiting.iter().cloned());
-        let in_use = foreign(&queue.owner)
+        let last = alive([&queue.sender.0, &queue.receiver.0]);
+        let users = peer::distinct(last.into_iter().chain(queue.waiting.iter().cloned()));
+        let in_use = foreign(queue.owner.uid)
             .or_else(|| lock_held("queue"))
             .or_else(|| (!users.is_empty()).then(|| format!("in use by {}", peer::listed(&users))));
         found.push(Found {
@@ -108,7 +112,7 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     }
     let segments = inventory.segments.clone()?;
     for segment in segments.iter().filter(|s| !s.removed) {
-        let in_use = foreign(&segment.owner)
+        let in_use = foreign(segment.owner.uid)
             .or_else(|| lock_held("segment"))
             .or_else(|| {
                 (segment.nattch > 0).then(|| match segment.attached.as_slice() {
@@ -128,7 +132,7 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     if let Some(set) = inventory.semaphores.clone()? {
         let bench = running(&inventory, "ipcbench");
         let attached = segments.iter().any(|s| s.key == set.key && s.nattch > 0);
-        let in_use = foreign(&set.owner)
+        let in_use = foreign(set.owner.uid)
             .or_else(|| (!bench.is_empty()).then(|| format!("in use by {}", peer::listed(&bench))))
             .or_else(|| attached.then(|| "its segment is attached (ipcbench runs)".to_string()));
         found.push(Found {
@@ -139,15 +143,15 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     }
     for fifo in inventory.fifos.clone()? {
         let path = lab.dir.join(&fifo.name);
-        let holders: Vec<Process> = fifo.open.iter().map(|(p, _)| p.clone()).collect();
-        let in_use = match fifo.not_a_fifo {
+        let holders = peer::distinct(fifo.open.iter().map(|(p, _)| p.clone()));
+        let in_use = foreign(fifo.uid).or_else(|| match fifo.not_a_fifo {
             Some(kind) => Some(format!("a {kind}, not a FIFO: not ours to remove")),
             None if !holders.is_empty() => Some(format!("open in {}", peer::listed(&holders))),
             None => {
                 let lockers = alive(&fifo.locked_by);
                 (!lockers.is_empty()).then(|| format!("locked by {}", peer::listed(&lockers)))
             }
-        };
+        });
         found.push(Found {
             what: path.display().to_string(),
             in_use,
@@ -155,11 +159,11 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
         });
     }
     for lock in &inventory.server_locks {
-        let in_use = match &lock.state {
+        let in_use = foreign(lock.uid).or_else(|| match &lock.state {
             LockState::Held(holders) => Some(format!("held by {}", listed_or(holders))),
             LockState::Free => None,
             LockState::Unknown(why) => Some(why.clone()),
-        };
+        });
         found.push(Found {
             what: format!(
                 "the {} {}'s lock file {}",
@@ -182,12 +186,9 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     Ok(found)
 }
 
-/// The processes `named` that still exist.
+/// The processes `named` that still exist, each once.
 fn alive<'a>(named: impl IntoIterator<Item = &'a Named>) -> Vec<Process> {
-    named
-        .into_iter()
-        .filter_map(|n| n.process.clone())
-        .collect()
+    peer::distinct(named.into_iter().filter_map(|n| n.process.clone()))
 }
 
 /// `pid 4711 (msgq1)`, or a server when the holder is not to be seen.
@@ -221,9 +222,10 @@ fn bench_directories(id: u32) -> Vec<PathBuf> {
     dirs
 }
 
-/// Whether a live ipcbench holds the `flock` of its directory (taking it for a moment, shared,
-/// tells: a process of ours is the only one that would hold it).
-fn directory_locked(dir: &std::path::Path) -> bool {
+/// Whether a live ipcbench holds the `flock` of its directory. ipcbench holds it exclusive for
+/// as long as it runs, and a cleaner only ever takes it shared (here for a moment, and while it
+/// removes the directory): so a shared lock refused means an ipcbench, never another cleaner.
+fn directory_locked(dir: &Path) -> bool {
     let Ok(file) = File::open(dir) else {
         return false;
     };
@@ -234,15 +236,26 @@ fn directory_locked(dir: &std::path::Path) -> bool {
     }
 }
 
-/// Removes ipcbench's directory and the FIFOs in it, holding its lock meanwhile (so a new
-/// ipcbench cannot take it over half removed).
-fn remove_bench_directory(dir: &std::path::Path) -> nix::Result<()> {
-    let file = File::open(dir).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
-    let _held = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e)?;
+/// Removes ipcbench's directory and the FIFOs in it, holding its `flock` meanwhile, shared: an
+/// ipcbench that has just made it (between its `mkdtemp` and its `flock`) cannot take it half
+/// removed, nor can this remove it once an ipcbench has it (`EWOULDBLOCK`); and another cleaner
+/// may remove it at the same time — what the other removed first is no error, and the directory
+/// gone before this `rmdir` is `ENOENT`, gone meanwhile.
+fn remove_bench_directory(dir: &Path) -> nix::Result<()> {
+    let file = File::open(dir).map_err(errno)?;
+    let _held = Flock::lock(file, FlockArg::LockSharedNonblock).map_err(|(_, e)| e)?;
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        nix::unistd::unlink(entry.path().as_path())?;
+        match nix::unistd::unlink(entry.path().as_path()) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
     }
-    std::fs::remove_dir(dir).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+    std::fs::remove_dir(dir).map_err(errno)
+}
+
+/// The errno of a failed `std::fs` call.
+fn errno(error: std::io::Error) -> Errno {
+    Errno::from_raw(error.raw_os_error().unwrap_or(0))
 }
 
 /// The keys of lab `id`, for scripts: `0x8005 0x9005`.

@@ -191,6 +191,8 @@ pub struct Fifo {
     pub name: OsString,
     /// `None` for a FIFO; else what it is instead (`regular file`, `symbolic link`).
     pub not_a_fifo: Option<&'static str>,
+    /// Its owner's user ID.
+    pub uid: u32,
     /// The processes that hold it open, and how.
     pub open: Vec<(Process, OpenFor)>,
     /// The processes that hold a lock on it (its owner's `flock`: the server's `.fifo`, a
@@ -207,6 +209,8 @@ pub struct ServerLockFile {
     pub key: Key,
     /// `/dev/shm/ipclab-<uid>-<object>-<key>.lock` (`ipclab::peer::lock_path`).
     pub path: PathBuf,
+    /// Its owner's user ID: the name says ours, but anyone may make a file in `/dev/shm`.
+    pub uid: u32,
     /// Whether a live server holds it.
     pub state: LockState,
 }
@@ -214,7 +218,8 @@ pub struct ServerLockFile {
 /// Whether a lock file's lock is held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockState {
-    /// Held: a server lives; the processes that have the file open (the holder among them).
+    /// Held: a server lives; the processes that have the file open for writing, each once —
+    /// the holder (a client that watches the lock has it open only for reading).
     Held(Vec<Process>),
     /// Not held: the server that wrote it has ended without removing it (`kill -9`), or one is
     /// starting.
@@ -390,6 +395,7 @@ impl Lab {
             found.push(Fifo {
                 name,
                 not_a_fifo,
+                uid: meta.uid(),
                 open,
                 locked_by,
             });
@@ -407,12 +413,13 @@ impl Lab {
             .into_iter()
             .filter_map(|(server, key)| {
                 let path = peer::lock_path(server, key);
-                let state = lock_state(&path)?;
+                let meta = std::fs::symlink_metadata(&path).ok()?;
                 Some(ServerLockFile {
                     object: server.object,
                     key,
+                    state: lock_state(&path, &meta),
                     path,
-                    state,
+                    uid: meta.uid(),
                 })
             })
             .collect()
@@ -546,12 +553,11 @@ fn contents(size: u64, nattch: u64, attachments: &[&SysvMapping]) -> Contents {
     Contents::NotRead(why)
 }
 
-/// How the lock file at `path` stands, or `None` if there is none.
-fn lock_state(path: &Path) -> Option<LockState> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
+/// How the lock file at `path`, whose `lstat` is `meta`, stands.
+fn lock_state(path: &Path, meta: &std::fs::Metadata) -> LockState {
     let shown = printable(path.as_os_str().as_bytes());
     if !meta.is_file() {
-        return Some(LockState::Unknown(format!("{shown} is not a regular file")));
+        return LockState::Unknown(format!("{shown} is not a regular file"));
     }
     let file = File::options()
         .read(true)
@@ -559,22 +565,21 @@ fn lock_state(path: &Path) -> Option<LockState> {
         .open(path);
     let file = match file {
         Ok(file) => file,
-        Err(e) => {
-            return Some(LockState::Unknown(
-                procfs::io_failed("open", path, e).to_string(),
-            ))
-        }
+        Err(e) => return LockState::Unknown(procfs::io_failed("open", path, e).to_string()),
     };
-    Some(match procfs::lock_held(&file) {
-        Some(true) => LockState::Held(
+    match procfs::lock_held(&file) {
+        // An open file description lock has no PID the kernel would give (`F_OFD_GETLK` says
+        // -1): the holder is known by how it opened the file, read-write to take the lock
+        // (`ServerLock`), where a client's `ServerWatch` opens it read-only.
+        Some(true) => LockState::Held(peer::distinct(
             peer::holders(meta.dev(), meta.ino())
                 .into_iter()
-                .map(|(process, _)| process)
-                .collect(),
-        ),
+                .filter(|(_, how)| matches!(how, OpenFor::Writing | OpenFor::Both))
+                .map(|(process, _)| process),
+        )),
         Some(false) => LockState::Free,
         None => LockState::Unknown(format!("fcntl({shown}, F_OFD_GETLK) failed")),
-    })
+    }
 }
 
 /// The value of the long option `name` in `args` (`--id 5` or `--id=5`), up to a `--`.

@@ -260,7 +260,7 @@ impl Lines {
         match &lock.state {
             LockState::Held(holders) if !holders.is_empty() => {
                 let holders: Vec<String> = holders.iter().map(process).collect();
-                self.items(&format!("{head} held, file open by"), &holders);
+                self.items(&format!("{head} held by"), &holders);
             }
             LockState::Held(_) => self.line(&format!("{head} held (by a process not seen)")),
             LockState::Free => self.line(&format!("{head} free: its server has ended ({path})")),

@@ -1,10 +1,12 @@
 //! `make ipcclean`: everything a killed program of a lab can leave is removed, and nothing that
 //! a live process uses — that is left, naming who uses it.
 
+use std::os::unix::fs::PermissionsExt;
+
 use ipclab::sys::ipc::Key;
 use ipclab::sys::msg;
 
-use crate::harness::{sysv_keys, wait_until, Lab, Running};
+use crate::harness::{as_nobody, step_to, sysv_keys, wait_until, Lab, Running, Stepped};
 
 /// Makes what a killed program of the lab leaves, with Perl's System V bindings (its process
 /// ends at once: nobody alive uses them): a queue with one message, a segment, a semaphore set.
@@ -95,7 +97,7 @@ fn an_object_a_live_process_uses_is_left_naming_it() {
     run.assert_failure(
         1,
         &format!(
-            "ipcclean: left ./.fifo: open in pid {} (fifos)",
+            "ipcclean: left ./.fifo: open in pid {} (fifos)\n", // once: read and written
             fifos.pid()
         ),
     );
@@ -114,12 +116,16 @@ fn an_object_a_live_process_uses_is_left_naming_it() {
 }
 
 #[test]
-fn a_queue_a_c_server_waits_on_is_left() {
+fn a_queue_a_c_server_waits_on_is_left_naming_it_once() {
     let lab = Lab::new();
-    // A server of another program: it takes no lock of ours, and waits in msgrcv.
+    // A server of another program: it takes no lock of ours, and waits in msgrcv. Having sent
+    // and taken a message of its own first, it is the queue's last sender, its last receiver
+    // and its waiter: one process, named once.
     let script = format!(
         "use IPC::SysV qw(IPC_CREAT); $| = 1; my $q = msgget({}, IPC_CREAT|0600) // die $!; \
-         print \"waiting\\n\"; my $m; msgrcv($q, $m, 128, 0, 0); msgctl($q, 0, 0);",
+         my $m; msgsnd($q, pack('l! a*', 1, 'mine'), 0) or die $!; \
+         msgrcv($q, $m, 128, 0, 0) or die $!; \
+         print \"waiting\\n\"; msgrcv($q, $m, 128, 0, 0); msgctl($q, 0, 0);",
         Key::queue(lab.id()).raw()
     );
     let c_server = lab.start("perl", &["-e", &script]);
@@ -129,10 +135,149 @@ fn a_queue_a_c_server_waits_on_is_left() {
             .is_ok_and(|s| s.starts_with(&libc::SYS_msgrcv.to_string()))
     });
     let run = lab.run("ipcclean", &[] as &[&str]);
-    run.assert_failure(1, &format!("in use by pid {} (perl)", c_server.pid()));
+    run.assert_failure(1, &format!("in use by pid {} (perl)\n", c_server.pid()));
     let queue = msg::msgget(Key::queue(lab.id()), 0).unwrap();
     msg::ipc_rmid(queue).unwrap(); // the C server ends on EIDRM
     let _ = c_server.finish();
+}
+
+/// msgq2 waiting for its reply has the server's lock file open too, read-only (it watches
+/// whether the server lives): only the server, which holds the lock, is named.
+#[test]
+fn a_client_watching_the_servers_lock_is_not_named_as_holding_it() {
+    let lab = Lab::new();
+    let key = Key::queue(lab.id());
+    let server = Stepped::start(&lab, "msgq1");
+    let server_pid = step_to(&server, &["msgget(", "msgrcv("]); // the queue made and recorded
+    let client = lab.start("msgq2", &[] as &[&str]);
+    client.wait_for_stdout("Sent a request....."); // its watch opened before it sent
+
+    let run = lab.run("ipcclean", &[] as &[&str]);
+    let held = format!("pid {server_pid} (msgq1)\n");
+    run.assert_failure(1, &format!("ipcclean: left message queue {key} (msqid "));
+    run.assert_failure(1, &format!("its server holds its lock: {held}"));
+    run.assert_failure(
+        1,
+        &format!(
+            "ipcclean: left the queue {key}'s lock file {}: held by {held}",
+            ipclab::peer::lock_path(ipclab::queue::MSGQ1, key).display()
+        ),
+    );
+    assert!(!run.stderr.contains("(msgq2)"), "the client named\n{run}");
+
+    server.run_on();
+    client.finish().assert_success();
+    assert_eq!(server.finish().0.code(), Some(0));
+}
+
+/// A `.fifo*` of another user is not ours to remove, whoever runs the cleaner: not root's live
+/// C server's FIFO (whose descriptors `/proc` does not show to another user), not nobody's to
+/// root — said with the words of another user's System V object.
+#[test]
+fn another_users_fifos_are_left_whoever_cleans() {
+    let lab = Lab::new();
+    let Some(nobody_cleans) = as_nobody(&lab, "ipcclean", &[] as &[&str]) else {
+        return;
+    };
+    // A directory everyone may write in, without the sticky bit: nothing but the cleaner's own
+    // judgement keeps a FIFO of one user from the other.
+    std::fs::set_permissions(lab.dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (roots, nobodys) = (lab.dir().join(".fifo"), lab.dir().join(".fifo123"));
+    for fifo in [&roots, &nobodys] {
+        nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    }
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    nix::unistd::chown(&nobodys, nobody, None).unwrap();
+    let c_server = lab.start(
+        "perl",
+        &[
+            "-e",
+            "open(my $f, '+<', '.fifo') or die $!; $| = 1; print \"open\\n\"; sleep;",
+        ],
+    );
+    c_server.wait_for_stdout("open");
+
+    // A lock file with root's name is nobody's too, when nobody made it.
+    let locks = lab.dir().join("locks");
+    std::fs::create_dir(&locks).unwrap();
+    let key = Key::queue(lab.id());
+    let lock = locks.join(format!("ipclab-0-queue-{key}.lock"));
+    std::fs::write(&lock, "4242 msgq1 99\n").unwrap();
+    nix::unistd::chown(&lock, nobody, None).unwrap();
+
+    let mut root_cleans = lab.command("ipcclean", &[] as &[&str]);
+    root_cleans.env("IPCLAB_LOCK_DIR", &locks);
+    let root_cleans = Running::spawn(root_cleans).finish();
+    root_cleans.assert_failure(1, "ipcclean: left ./.fifo123: it belongs to uid 65534\n");
+    root_cleans.assert_failure(
+        1,
+        &format!(
+            "ipcclean: left the queue {key}'s lock file {}: it belongs to uid 65534\n",
+            lock.display()
+        ),
+    );
+    assert!(nobodys.exists(), "nobody's FIFO was removed\n{root_cleans}");
+    assert!(
+        lock.exists(),
+        "nobody's lock file was removed\n{root_cleans}"
+    );
+
+    let nobody_cleans = Running::spawn(nobody_cleans).finish();
+    nobody_cleans.assert_failure(1, "ipcclean: left ./.fifo: it belongs to uid 0\n");
+    assert!(
+        roots.exists(),
+        "root's live FIFO was removed\n{nobody_cleans}"
+    );
+    assert!(
+        nobody_cleans.stdout().contains("removed ./.fifo123\n"),
+        "its own leftover is nobody's to remove\n{nobody_cleans}"
+    );
+
+    c_server.signal(nix::sys::signal::Signal::SIGTERM);
+    let _ = c_server.finish();
+    std::fs::remove_file(&roots).unwrap();
+}
+
+/// Two cleaners at once over one leftover FIFO directory of ipcbench: one removes it, the other
+/// finds it gone — neither fails, and neither takes the other for a running ipcbench.
+#[test]
+fn two_cleaners_at_once_remove_ipcbenchs_directory_and_name_no_owner() {
+    let lab = Lab::new();
+    let tmp = lab.dir().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let uid = nix::unistd::geteuid();
+    for round in 0..30 {
+        let bench_dir = tmp.join(format!("ipcbench-{uid}-{}-race{round:02}", lab.id()));
+        std::fs::create_dir(&bench_dir).unwrap();
+        // ping and pong, and more: the longer a removal lasts, the likelier the two meet.
+        for name in ["ping", "pong"]
+            .map(String::from)
+            .into_iter()
+            .chain((0..200).map(|n| format!("fifo{n}")))
+        {
+            nix::unistd::mkfifo(&bench_dir.join(name), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        }
+        let cleaners: Vec<Running> = (0..2)
+            .map(|_| {
+                let mut command = lab.command("ipcclean", &[] as &[&str]);
+                command.env("TMPDIR", &tmp).env("IPCLAB_LOCK_DIR", &tmp);
+                Running::spawn(command)
+            })
+            .collect();
+        let what = format!("ipcbench's FIFO directory {}", bench_dir.display());
+        let said = [
+            format!("removed {what}\n"),
+            format!("{what} had gone meanwhile\n"),
+            format!("nothing of lab {} is left", lab.id()),
+        ];
+        for run in cleaners.into_iter().map(Running::finish) {
+            let quiet = run.code() == Some(0) && run.stderr.is_empty();
+            assert!(quiet, "round {round}: not a success\n{run}");
+            let out = run.stdout();
+            assert!(said.iter().any(|s| out.contains(s)), "round {round}\n{run}");
+        }
+        assert!(!bench_dir.exists(), "round {round}: {what} is left");
+    }
 }
 
 #[test]
