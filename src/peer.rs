@@ -142,21 +142,31 @@ fn each_process(file: &str) -> impl Iterator<Item = (Pid, String)> + '_ {
         })
 }
 
-/// The processes blocked in `msgrcv` or `msgsnd` on the queue `msqid` now (from
+/// The processes blocked in `msgrcv` or `msgsnd` on the queue `msqid` now (see [`waiting_in`]).
+pub fn queue_waiters(msqid: libc::c_int) -> Vec<Process> {
+    waiting_in(&[libc::SYS_msgrcv, libc::SYS_msgsnd], msqid)
+}
+
+/// The processes blocked in `semop` or `semtimedop` on the semaphore set `semid` now.
+pub fn semaphore_waiters(semid: libc::c_int) -> Vec<Process> {
+    waiting_in(&[libc::SYS_semop, libc::SYS_semtimedop], semid)
+}
+
+/// The processes blocked now in one of `calls` whose first argument is `id` (from
 /// `/proc/PID/syscall`, where the kernel shows the call a process waits in and its arguments;
 /// another user's processes, or all others where ptrace is restricted, cannot be seen).
-pub fn queue_waiters(msqid: libc::c_int) -> Vec<Process> {
-    let calls = [libc::SYS_msgrcv, libc::SYS_msgsnd].map(|call| call.to_string());
+fn waiting_in(calls: &[libc::c_long], id: libc::c_int) -> Vec<Process> {
+    let calls: Vec<String> = calls.iter().map(|call| call.to_string()).collect();
     let mut found = Vec::new();
     for (pid, syscall) in each_process("syscall") {
         let mut words = syscall.split_whitespace();
         let (Some(call), Some(first)) = (words.next(), words.next()) else {
             continue;
         };
-        let id = first
+        let first_id = first
             .strip_prefix("0x")
             .and_then(|hex| i64::from_str_radix(hex, 16).ok());
-        if calls.iter().any(|c| c == call) && id == Some(i64::from(msqid)) {
+        if calls.iter().any(|c| c == call) && first_id == Some(i64::from(id)) {
             add(&mut found, Process::alive(pid));
         }
     }

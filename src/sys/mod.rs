@@ -10,6 +10,7 @@
 //! | [`msg`] | `msgget`, `msgsnd`, `msgrcv`, `msgctl` |
 //! | [`shm`] | `shmget`, `shmat`, `shmdt`, `shmctl` |
 //! | [`mman`] | `mmap`, `munmap`, `madvise`, `ftruncate`, `posix_fallocate` |
+//! | [`sem`] | `semctl`, for `ipcclean`/`ipcwatch` on ipcbench's semaphore set (untraced) |
 //! | [`trace`] | classroom mode: every call above says itself, in C notation, as it is made |
 //!
 //! Every wrapper goes through [`trace`], so `--trace` shows the call with its real values and
@@ -21,6 +22,7 @@ pub mod ipc;
 pub mod mman;
 pub mod msg;
 pub mod proc;
+pub mod sem;
 pub mod shm;
 pub mod trace;
 

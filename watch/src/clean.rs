@@ -5,7 +5,7 @@
 //! |--------|---------------------------|------|
 //! | queue 0x8000+ID | a live last sender or receiver, a process waiting in `msgrcv`/`msgsnd`, a held lock on its key (msgq1, ipcbench) | `msgctl(IPC_RMID)` |
 //! | segment 0x9000+ID | attached (`shm_nattch` > 0), a held lock on its key (sipc1, ipcbench) | `shmctl(IPC_RMID)` |
-//! | ipcbench's semaphore set 0x9000+ID | its segment attached, an ipcbench of the lab running | `semctl(IPC_RMID)` |
+//! | ipcbench's semaphore set 0x9000+ID | a live last operator (`sempid`), a waiter (`semncnt`/`semzcnt`, a process in `semop`), its segment attached, an ipcbench of the lab running | `semctl(IPC_RMID)` |
 //! | `.fifo*` in the directory | open in a process, locked | `unlink` |
 //! | a server's lock file `/dev/shm/ipclab-<uid>-<object>-<key>.lock` | its lock held | `unlink` |
 //! | ipcbench's FIFO directory `$TMPDIR/ipcbench-<uid>-<ID>-*` | its `flock` held | removed with its FIFOs |
@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use ipclab::peer::{self, Process};
 use ipclab::sys::ipc::Key;
 use ipclab::sys::msg::{self, MsqId};
+use ipclab::sys::sem;
 use ipclab::sys::shm::{self, ShmId};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -61,7 +62,7 @@ impl Found {
         match &self.remove {
             Removal::Queue(id) => gone(msg::ipc_rmid(MsqId(*id))),
             Removal::Segment(id) => gone(shm::shmctl(ShmId(*id), libc::IPC_RMID, None).map(drop)),
-            Removal::Semaphores(id) => gone(semaphores_rmid(*id)),
+            Removal::Semaphores(id) => gone(sem::semctl_rmid(*id)),
             Removal::File(path) => gone(nix::unistd::unlink(path.as_path())),
             Removal::Directory(path) => match remove_bench_directory(path) {
                 Err(Errno::EWOULDBLOCK) => Err("an ipcbench took its lock meanwhile".into()),
@@ -69,13 +70,6 @@ impl Found {
             },
         }
     }
-}
-
-/// `semctl(semid, 0, IPC_RMID)`: ipcbench's semaphore set, which the lecture crate has no
-/// wrapper for.
-fn semaphores_rmid(semid: i32) -> nix::Result<()> {
-    // SAFETY: semctl with IPC_RMID takes no pointer; a wrong id fails with EINVAL.
-    Errno::result(unsafe { libc::semctl(semid, 0, libc::IPC_RMID) }).map(drop)
 }
 
 /// Everything of `lab` there is now, each with its verdict, in the order of the table above.
@@ -132,8 +126,10 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     if let Some(set) = inventory.semaphores.clone()? {
         let bench = running(&inventory, "ipcbench");
         let attached = segments.iter().any(|s| s.key == set.key && s.nattch > 0);
+        let users = peer::distinct(bench.into_iter().chain(set.users.iter().cloned()));
         let in_use = foreign(set.owner.uid)
-            .or_else(|| (!bench.is_empty()).then(|| format!("in use by {}", peer::listed(&bench))))
+            .or_else(|| (!users.is_empty()).then(|| format!("in use by {}", peer::listed(&users))))
+            .or_else(|| (set.waiting > 0).then(|| format!("{} wait(s) on it", set.waiting)))
             .or_else(|| attached.then(|| "its segment is attached (ipcbench runs)".to_string()));
         found.push(Found {
             what: format!("semaphore set {} (semid {})", set.key, set.semid),

@@ -24,6 +24,7 @@ use ipclab::layout::sipc::SIPC_SIZE;
 use ipclab::layout::text::printable;
 use ipclab::peer::{self, OpenFor, Process};
 use ipclab::sys::ipc::{parse_lab_id, Key};
+use ipclab::sys::sem;
 use ipclab::sys::shm::SHM_DEST;
 use nix::unistd::Pid;
 
@@ -182,6 +183,11 @@ pub struct SemSet {
     pub nsems: u64,
     /// `sem_otime`: the last `semop`.
     pub operated: i64,
+    /// The live processes that use it: the last to operate on each semaphore (`GETPID`), and
+    /// those blocked in `semop` on it now.
+    pub users: Vec<Process>,
+    /// How many waits there are on its semaphores (`GETNCNT` + `GETZCNT`), seen or not.
+    pub waiting: u64,
 }
 
 /// A `.fifo*` file in the lab's directory.
@@ -350,12 +356,21 @@ impl Lab {
         let Some(row) = find(&procfs::sysv_table("sem").map_err(|e| e.to_string())?, key) else {
             return Ok(None);
         };
+        let (semid, nsems) = (id(&row, "semid")?, count(&row, "nsems"));
+        let each = |cmd| (0..nsems as i32).filter_map(move |n| sem::semctl_get(semid, n, cmd).ok());
+        let last = each(libc::GETPID).filter_map(Process::from_raw);
+        let waiting = each(libc::GETNCNT)
+            .chain(each(libc::GETZCNT))
+            .map(|n| n as u64)
+            .sum();
         Ok(Some(SemSet {
             key,
-            semid: id(&row, "semid")?,
+            semid,
             owner: owner(&row)?,
-            nsems: count(&row, "nsems"),
+            nsems,
             operated: time(&row, "otime"),
+            users: peer::distinct(last.chain(peer::semaphore_waiters(semid))),
+            waiting,
         }))
     }
 

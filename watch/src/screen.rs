@@ -230,10 +230,15 @@ impl Lines {
             owner(&set.owner)
         ));
         self.line(&format!(
-            "  nsems {}, sem_otime {}",
+            "  nsems {}, sem_otime {}, {} wait(s) on it",
             set.nsems,
-            time_of_day(set.operated)
+            time_of_day(set.operated),
+            set.waiting
         ));
+        if !set.users.is_empty() {
+            let users: Vec<String> = set.users.iter().map(process).collect();
+            self.items("  used by", &users);
+        }
     }
 
     fn fifo(&mut self, fifo: &Fifo) {

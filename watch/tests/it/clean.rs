@@ -141,6 +141,35 @@ fn a_queue_a_c_server_waits_on_is_left_naming_it_once() {
     let _ = c_server.finish();
 }
 
+#[test]
+fn a_semaphore_set_a_live_process_waits_on_is_left_and_removed_once_it_has_gone() {
+    // Any program may use the key of ipcbench's set: a process blocked in semop on it (seen in
+    // /proc, and as semncnt by the kernel) keeps it.
+    let lab = Lab::new();
+    let script = format!(
+        "use IPC::SysV qw(IPC_CREAT); $| = 1; my $s = semget({}, 1, IPC_CREAT|0600) // die $!; \
+         print \"waiting\\n\"; semop($s, pack('s!3', 0, -1, 0)); print \"woken: $!\\n\";",
+        Key::segment(lab.id()).raw()
+    );
+    let waiter = lab.start("perl", &["-e", &script]);
+    waiter.wait_for_stdout("waiting");
+    wait_until("the waiter in semop", || {
+        std::fs::read_to_string(format!("/proc/{}/syscall", waiter.pid())).is_ok_and(|s| {
+            [libc::SYS_semop, libc::SYS_semtimedop]
+                .iter()
+                .any(|call| s.starts_with(&format!("{call} ")))
+        })
+    });
+    let run = lab.run("ipcclean", &[] as &[&str]);
+    run.assert_failure(1, &format!("in use by pid {} (perl)\n", waiter.pid()));
+    assert!(sysv_keys("sem").contains(&i64::from(Key::segment(lab.id()).raw())));
+    waiter.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = waiter.finish();
+    let run = lab.run("ipcclean", &[] as &[&str]);
+    run.assert_success();
+    assert!(run.stdout().contains("removed semaphore set"), "{run}");
+}
+
 /// msgq2 waiting for its reply has the server's lock file open too, read-only (it watches
 /// whether the server lives): only the server, which holds the lock, is named.
 #[test]
