@@ -67,6 +67,12 @@ impl Keys {
         }
     }
 
+    /// Whether this program is in the terminal's foreground (not sent to the background with
+    /// Ctrl-Z and `bg`).
+    pub fn in_foreground(&self) -> bool {
+        in_foreground(&self.tty)
+    }
+
     /// Takes the terminal again if someone changed its settings meanwhile (the shell, after a
     /// Ctrl-Z and `fg`), while this program is in the foreground.
     pub fn keep(&self) {

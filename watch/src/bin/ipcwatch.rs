@@ -126,10 +126,17 @@ fn redraw_until_quit(
     let mut last_size = None;
     loop {
         if let Some(keys) = &keys {
+            if !keys.in_foreground() {
+                // Sent to the background (Ctrl-Z, `bg`): drawing would cover the shell's lines,
+                // and reading a key would stop us (SIGTTIN). Wait to be brought back (`fg`).
+                last_size = None; // then the whole screen is drawn again
+                pause(interval, None)?;
+                continue;
+            }
             keys.keep();
         }
         let size = terminal::size(std::io::stdout().as_fd()).unwrap_or((24, WIDTH));
-        if last_size.is_some_and(|last| last != size) {
+        if last_size != Some(size) {
             out::write_bytes(b"\x1b[2J")?; // a resized terminal may have moved what was drawn
         }
         last_size = Some(size);
@@ -155,6 +162,9 @@ fn pause(interval: Duration, keys: Option<&mut Keys>) -> anyhow::Result<bool> {
         Some(keys) => wait.poll(&[(keys.fd(), PollFlags::POLLIN)]),
         None => wait.poll(&[]),
     };
+    // Sent to the background during the wait, it leaves the keys to the shell: a read would
+    // stop it (SIGTTIN).
+    let keys = keys.filter(|keys| keys.in_foreground());
     match ready {
         Ok(_) => Ok(keys.is_some_and(|keys| match keys.read() {
             Some(pressed) => pressed.iter().any(|&key| matches!(key, b'q' | b'Q' | 3)),

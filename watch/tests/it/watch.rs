@@ -476,3 +476,47 @@ fn another_users_objects_are_listed_and_never_break_it() {
     let removed = lab.run("ipcrm", &["-Q", &Key::queue(lab.id()).to_string()]);
     removed.assert_success();
 }
+
+#[test]
+fn sent_to_the_background_it_draws_nothing_until_brought_back() {
+    // A shell with job control on the terminal: Ctrl-Z and `bg` put the live view in the
+    // background, where it must neither draw over the shell nor read its keys; `fg` brings it
+    // back, redrawn.
+    let lab = Lab::new();
+    let terminal = Stepped::on_terminal(&lab, "shell", "bash --norc --noprofile -i");
+    let type_in = |keys: &[u8]| nix::unistd::write(&terminal.keys, keys).unwrap();
+    let watch = exe("ipcwatch").unwrap();
+    type_in(format!("{watch} --interval 0.01\n").as_bytes());
+    wait_until("the first screen", || {
+        terminal.screen().contains("Nothing of lab")
+    });
+    type_in(b"\x1a");
+    wait_until("the job stopped", || terminal.screen().contains("Stopped"));
+    type_in(b"bg; echo back-$((6 * 7))\n");
+    wait_until("the shell's line", || terminal.screen().contains("back-42"));
+    let shown = terminal.screen().len();
+    type_in(b"echo still-$((6 * 7))\n");
+    wait_until("the next line", || terminal.screen().contains("still-42"));
+    let after = terminal.screen();
+    assert!(
+        !after[shown..].contains("Nothing of lab"),
+        "drew in the background:\n{after}"
+    );
+    type_in(b"fg\n");
+    wait_until("the screen again", || {
+        terminal.screen()[shown..].contains("Nothing of lab")
+    });
+    type_in(b"q");
+    wait_until("the shell's prompt again", || {
+        let screen = terminal.screen();
+        screen
+            .rsplit("Nothing of lab")
+            .next()
+            .unwrap()
+            .contains("bash")
+    });
+    type_in(b"echo ended-$?; exit\n");
+    let (run, screen) = terminal.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert!(screen.contains("ended-0"), "{screen}");
+}
