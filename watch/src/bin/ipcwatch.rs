@@ -124,20 +124,23 @@ fn redraw_until_quit(
 ) -> anyhow::Result<()> {
     let mut previous: Option<Vec<String>> = None;
     let mut last_size = None;
+    let mut clear = false;
     loop {
         if let Some(keys) = &keys {
             if !keys.in_foreground() {
                 // Sent to the background (Ctrl-Z, `bg`): drawing would cover the shell's lines,
                 // and reading a key would stop us (SIGTTIN). Wait to be brought back (`fg`).
-                last_size = None; // then the whole screen is drawn again
+                clear = true; // then the whole screen is drawn again
                 pause(interval, None)?;
                 continue;
             }
             keys.keep();
         }
         let size = terminal::size(std::io::stdout().as_fd()).unwrap_or((24, WIDTH));
-        if last_size != Some(size) {
-            out::write_bytes(b"\x1b[2J")?; // a resized terminal may have moved what was drawn
+        // A resized terminal may have moved what was drawn; the shell drew over it meanwhile.
+        if clear || last_size.is_some_and(|last| last != size) {
+            out::write_bytes(b"\x1b[2J")?;
+            clear = false;
         }
         last_size = Some(size);
         let width = size.1.min(WIDTH);
