@@ -555,7 +555,7 @@ fn contents(size: u64, nattch: u64, attachments: &[&SysvMapping]) -> Contents {
     }
     let mut why = match nattch {
         0 => "nobody has it attached (ipcwatch never attaches)",
-        _ => "attached only by processes /proc does not show (another user's?)",
+        _ => "attached only by processes /proc does not show (another user's, or one that forbids it?)",
     }
     .to_owned();
     for mapping in attachments {

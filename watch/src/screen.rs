@@ -254,7 +254,9 @@ impl Lines {
         }
         let open = open_by(&fifo.open);
         match open.is_empty() {
-            true => self.line("    open by nobody"),
+            // Another user's descriptors are not to be seen, unless we are root.
+            true if nix::unistd::geteuid().is_root() => self.line("    open by nobody"),
+            true => self.line("    open by no process seen (another user's are not)"),
             false => self.items("    open by", &open),
         }
     }
