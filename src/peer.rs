@@ -142,7 +142,8 @@ fn each_process(file: &str) -> impl Iterator<Item = (Pid, String)> + '_ {
         })
 }
 
-/// The processes blocked in `msgrcv` or `msgsnd` on the queue `msqid` now (see [`waiting_in`]).
+/// The processes blocked in `msgrcv` or `msgsnd` on the queue `msqid` now (from
+/// `/proc/PID/syscall`: see `waiting_in`).
 pub fn queue_waiters(msqid: libc::c_int) -> Vec<Process> {
     waiting_in(&[libc::SYS_msgrcv, libc::SYS_msgsnd], msqid)
 }
