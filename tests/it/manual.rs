@@ -423,6 +423,13 @@ fn run_pair(lab: &Lab, block: &Block) -> (Printed, Printed) {
     let first = commands
         .next()
         .expect("a pair block starts with its server");
+    assert!(
+        !first.command.contains("--count") || block.has("ends"),
+        "labs.md, section \"{}\": `{}` ends by itself: mark its block `sh pair ends` (Ctrl-C \
+         could cut it short)",
+        block.section,
+        first.command
+    );
     let mut server = Server {
         running: Some(shell(lab, &format!("exec {}", first.command))),
         command: first.command,
@@ -447,8 +454,8 @@ fn run_pair(lab: &Lab, block: &Block) -> (Printed, Printed) {
         check_strace(block, lab, &line.command, &run);
         printed.add(&run);
     }
-    // A server that has not stopped by itself (`--count`) gets Ctrl-C, unless it ends by
-    // itself (`sh pair ends`: msgq1 after its one exchange, which Ctrl-C could cut short).
+    // The server gets Ctrl-C, unless it ends by itself (`sh pair ends`: msgq1 after its one
+    // exchange, fifos with `--count`), which Ctrl-C could cut short.
     server.end(block, lab, !block.has("ends"));
     (server.printed, printed)
 }
