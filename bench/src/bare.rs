@@ -195,8 +195,9 @@ fn bare_loop(mechanism: Mechanism, trips: u64, id: u32) -> anyhow::Result<Latenc
             let owner = links::SegmentOwner::create(id, 4096)?;
             let attached = owner.segment.attach()?;
             let base = NonNull::new(attached.addr().cast_mut()).context("shmat gave NULL")?;
-            // SAFETY: a page made for this loop and attached before fork, used only by the two
-            // processes, each as `flags` says, while `attached` lives (it outlives the call).
+            // SAFETY: a new segment of one page (IPC_EXCL, mode 0600: zero-filled, this loop's
+            // alone), attached by shmat at a page-aligned address for as long as `attached`
+            // lives, which outlives the call; the child `flags` forks inherits the attachment.
             unsafe { flags(base, total, &mut samples) }?
         }
         other => bail!("{} has no bare loop", other.name()),
@@ -304,10 +305,12 @@ fn messages(queue: MsqId, total: u64, samples: &mut Vec<u32>) -> anyhow::Result<
 /// its turn.
 ///
 /// # Safety
-/// `base` must be a page of shared memory, readable and writable, used by no one else while
-/// the loop runs.
+/// `base` must be a page of shared memory, page-aligned, readable and writable for the whole
+/// call, zero-filled (the flag is 0), and touched by no process but this one and the child it
+/// forks.
 unsafe fn flags(base: NonNull<u8>, total: u64, samples: &mut Vec<u32>) -> anyhow::Result<()> {
-    // SAFETY: offset 0 of the page is 4-aligned, and only ever accessed atomically.
+    // SAFETY: offset 0 of the page is 4-aligned, valid for the whole call (the caller's
+    // promise), and only ever accessed atomically, by both processes.
     let flag = unsafe { AtomicU32::from_ptr(base.as_ptr().cast()) };
     // SAFETY: offset 64 of the page holds the 64 bytes of the message.
     let text = unsafe { base.as_ptr().add(64) };
@@ -351,8 +354,9 @@ fn ring_throughput(id: u32, pool: &Pool) -> anyhow::Result<Throughput> {
     let attached = owner.segment.attach()?;
     let base = NonNull::new(attached.addr().cast_mut()).context("shmat gave NULL")?;
     let count = crate::TOTAL_BYTES / RING_CHUNK as u64;
-    // SAFETY: a segment made for this loop (IPC_EXCL, mode 0600), of the size `ring` needs,
-    // attached before fork and used only by the two processes while `attached` lives.
+    // SAFETY: a new segment (IPC_EXCL, mode 0600: zero-filled, this loop's alone) of the size
+    // `ring` needs, attached by shmat at a page-aligned address for as long as `attached`
+    // lives, which outlives the call; the child `ring` forks inherits the attachment.
     unsafe { ring(base, pool.chunk(0, RING_CHUNK), count) }
 }
 
@@ -369,18 +373,19 @@ const RING: usize = 4096;
 ///
 /// # Safety
 /// `base` must be shared memory, page-aligned, readable and writable for
-/// `RING + RING_SLOTS * RING_CHUNK` bytes, used by no one else while the loop runs.
+/// `RING + RING_SLOTS * RING_CHUNK` bytes for the whole call, zero-filled (the counters are 0),
+/// and touched by no process but this one and the child it forks.
 unsafe fn ring(base: NonNull<u8>, source: &[u8], count: u64) -> anyhow::Result<Throughput> {
     anyhow::ensure!(
         source.len() == RING_CHUNK,
         "a source of {} bytes",
         source.len()
     );
-    // SAFETY: the four counters are 8-aligned (the base is page-aligned), inside the segment,
-    // and only ever accessed atomically.
+    // SAFETY: the four counters are 8-aligned (the base is page-aligned), inside the area,
+    // valid for the whole call, and only ever accessed atomically.
     let counter = |at: usize| unsafe { AtomicU64::from_ptr(base.as_ptr().add(at).cast()) };
     let (head, tail, end, sum) = (counter(0), counter(64), counter(128), counter(192));
-    // SAFETY: slot `n % RING_SLOTS` lies inside the segment, 8-aligned.
+    // SAFETY: slot `n % RING_SLOTS` lies inside the area.
     let slot = |n: u64| unsafe {
         base.as_ptr()
             .add(RING + (n as usize % RING_SLOTS) * RING_CHUNK)

@@ -320,9 +320,10 @@ fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Measured> 
                     Some(set) => Turns::Semaphores(set),
                     None => Turns::Spin,
                 };
-                // SAFETY: the segment was made for this measurement (IPC_EXCL, mode 0600) and
-                // attached before fork; only the two processes use it, each through its side's
-                // link, while `attached` lives (it outlives `pair`).
+                // SAFETY: a new segment of `area_size` bytes (IPC_EXCL, mode 0600: zero-filled,
+                // this measurement's alone), attached by shmat at a page-aligned address before
+                // fork; only the two processes use it, each through its side's link, while
+                // `attached` lives (it outlives `pair`).
                 Ok(unsafe { Shared::new(base, attached.size(), side, turns) })
             };
             pair(context, link)?
@@ -336,9 +337,9 @@ fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Measured> 
             drop(zero);
             let base = NonNull::new(mapping.addr().cast_mut().cast()).context("mmap gave NULL")?;
             let link = |side| {
-                // SAFETY: a MAP_SHARED mapping made before fork, readable and writable, shared
-                // by the two processes only, each through its side's link, while `mapping`
-                // lives (it outlives `pair`).
+                // SAFETY: a MAP_SHARED mapping of /dev/zero (zero-filled, page-aligned, readable
+                // and writable, `area_size` bytes) made before fork, shared by the two processes
+                // only, each through its side's link, while `mapping` lives (it outlives `pair`).
                 Ok(unsafe { Shared::new(base, mapping.len(), side, Turns::Spin) })
             };
             pair(context, link)?
