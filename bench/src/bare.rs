@@ -89,10 +89,7 @@ impl Comparison {
 /// latency measurement in turn, [`ROUNDS`] times each, `trips` round trips each — for shm-spin
 /// also the bare `ring` and ipcbench's throughput of [`RING_CHUNK`]s — telling `observer`
 /// what it is doing (a mechanism that fails is skipped, as in [`crate::measure_all`]).
-///
-/// # Safety
-/// It forks: the program must be single-threaded (see [`process::fork`]).
-pub unsafe fn compare(
+pub fn compare(
     settings: &Settings,
     trips: u64,
     observer: &dyn Observer,
@@ -117,12 +114,10 @@ pub unsafe fn compare(
         let (mut bare, mut bare_ring, mut ipcbench) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=ROUNDS {
             observer.note(mechanism, &format!("bare loop {round}/{ROUNDS}"));
-            // SAFETY: our caller guarantees a single-threaded program.
-            bare.push(unsafe { bare_loop(mechanism, trips, settings.id) }?);
+            bare.push(bare_loop(mechanism, trips, settings.id)?);
             if ring {
                 observer.note(mechanism, &format!("bare ring {round}/{ROUNDS}"));
-                // SAFETY: as above.
-                bare_ring.push(unsafe { ring_throughput(settings.id, &pool) }?);
+                bare_ring.push(ring_throughput(settings.id, &pool)?);
             }
             let context = Context {
                 settings: &own,
@@ -131,8 +126,7 @@ pub unsafe fn compare(
                     observer.note(mechanism, &format!("ipcbench {what} {round}/{ROUNDS}"))
                 },
             };
-            // SAFETY: as above.
-            ipcbench.push(unsafe { crate::measure(mechanism, &context) }?);
+            ipcbench.push(crate::measure(mechanism, &context)?);
         }
         let latency = Figures::Latency {
             bare: median(bare, |l| l.p50_us),
@@ -171,25 +165,19 @@ fn median<T: Copy>(mut runs: Vec<T>, figure: impl Fn(&T) -> f64) -> T {
 }
 
 /// One bare loop of `trips` timed round trips (after the same warm-up as ipcbench's).
-///
-/// # Safety
-/// As for [`compare`].
-unsafe fn bare_loop(mechanism: Mechanism, trips: u64, id: u32) -> anyhow::Result<Latency> {
+fn bare_loop(mechanism: Mechanism, trips: u64, id: u32) -> anyhow::Result<Latency> {
     let total = trips + crate::WARM_UP_TRIPS;
     let mut samples = Vec::with_capacity(total as usize);
     match mechanism {
         Mechanism::Pipe => {
             let (ping_in, ping_out) = sys::pipe().context("pipe")?;
             let (pong_in, pong_out) = sys::pipe().context("pipe")?;
-            // SAFETY: as for this function.
-            unsafe {
-                streams(
-                    [pong_in, ping_out],
-                    [ping_in, pong_out],
-                    total,
-                    &mut samples,
-                )
-            }?
+            streams(
+                [pong_in, ping_out],
+                [ping_in, pong_out],
+                total,
+                &mut samples,
+            )?
         }
         Mechanism::UnixSocket => {
             let (parents, childs) = links::socketpair().context("socketpair")?;
@@ -197,20 +185,19 @@ unsafe fn bare_loop(mechanism: Mechanism, trips: u64, id: u32) -> anyhow::Result
                 let copy = fd.try_clone().context("dup")?;
                 Ok([fd, copy])
             };
-            // SAFETY: as for this function.
-            unsafe { streams(ends(parents)?, ends(childs)?, total, &mut samples) }?
+            streams(ends(parents)?, ends(childs)?, total, &mut samples)?
         }
         Mechanism::Msgq => {
             let queue = links::QueueOwner::create(id)?;
-            // SAFETY: as for this function.
-            unsafe { messages(queue.id(), total, &mut samples) }?
+            messages(queue.id(), total, &mut samples)?
         }
         Mechanism::ShmSpin => {
             let owner = links::SegmentOwner::create(id, 4096)?;
             let attached = owner.segment.attach()?;
             let base = NonNull::new(attached.addr().cast_mut()).context("shmat gave NULL")?;
-            // SAFETY: a page made for this loop and attached before fork, used only by the two
-            // processes, each as `flags` says, while `attached` lives (it outlives the call).
+            // SAFETY: a new segment of one page (IPC_EXCL, mode 0600: zero-filled, this loop's
+            // alone), attached by shmat at a page-aligned address for as long as `attached`
+            // lives, which outlives the call; the child `flags` forks inherits the attachment.
             unsafe { flags(base, total, &mut samples) }?
         }
         other => bail!("{} has no bare loop", other.name()),
@@ -220,13 +207,9 @@ unsafe fn bare_loop(mechanism: Mechanism, trips: u64, id: u32) -> anyhow::Result
 }
 
 /// Forks a child that runs `child` and exits: 0 if it returned true.
-///
-/// # Safety
-/// As for [`compare`].
-unsafe fn fork_child(child: impl FnOnce() -> bool) -> anyhow::Result<ChildGuard> {
+fn fork_child(child: impl FnOnce() -> bool) -> anyhow::Result<ChildGuard> {
     peer::watch_next_child()?;
     let parent = nix::unistd::getpid();
-    // SAFETY: our caller guarantees a single-threaded program.
     match process::fork()? {
         ForkResult::Child => {
             let ready = peer::die_with_parent(parent).unwrap_or(false)
@@ -259,10 +242,7 @@ fn again<T>(mut call: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
 
 /// The bare loop over two byte streams: the parent reads `parent[0]` and writes `parent[1]`,
 /// the child the same with `child`.
-///
-/// # Safety
-/// As for [`compare`].
-unsafe fn streams(
+fn streams(
     parent: [OwnedFd; 2],
     child: [OwnedFd; 2],
     total: u64,
@@ -275,8 +255,7 @@ unsafe fn streams(
             read(&child[0], &mut buf) == Ok(MESSAGE) && write(&child[1], &buf) == Ok(MESSAGE)
         })
     };
-    // SAFETY: as for this function.
-    let guard = unsafe { fork_child(echo) }?;
+    let guard = fork_child(echo)?;
     let message = [7u8; MESSAGE];
     let mut answer = [0u8; MESSAGE];
     for _ in 0..total {
@@ -296,10 +275,7 @@ unsafe fn streams(
 
 /// The bare loop over a message queue: the parent sends type 1 and receives type 2, the child
 /// the other way round; both block in the calls.
-///
-/// # Safety
-/// As for [`compare`].
-unsafe fn messages(queue: MsqId, total: u64, samples: &mut Vec<u32>) -> anyhow::Result<()> {
+fn messages(queue: MsqId, total: u64, samples: &mut Vec<u32>) -> anyhow::Result<()> {
     let echo = || {
         let mut buf = MsgBuf::<MESSAGE>::empty();
         (0..total).all(|_| {
@@ -309,8 +285,7 @@ unsafe fn messages(queue: MsqId, total: u64, samples: &mut Vec<u32>) -> anyhow::
             }
         })
     };
-    // SAFETY: as for this function.
-    let guard = unsafe { fork_child(echo) }?;
+    let guard = fork_child(echo)?;
     let message = MsgBuf::<MESSAGE>::with_bytes(1, &[7; MESSAGE]).context("message")?;
     let mut answer = MsgBuf::<MESSAGE>::empty();
     for _ in 0..total {
@@ -330,10 +305,12 @@ unsafe fn messages(queue: MsqId, total: u64, samples: &mut Vec<u32>) -> anyhow::
 /// its turn.
 ///
 /// # Safety
-/// `base` must be a page of shared memory, readable and writable, used by no one else while
-/// the loop runs; and as for [`compare`].
+/// `base` must be a page of shared memory, page-aligned, readable and writable for the whole
+/// call, zero-filled (the flag is 0), and touched by no process but this one and the child it
+/// forks.
 unsafe fn flags(base: NonNull<u8>, total: u64, samples: &mut Vec<u32>) -> anyhow::Result<()> {
-    // SAFETY: offset 0 of the page is 4-aligned, and only ever accessed atomically.
+    // SAFETY: offset 0 of the page is 4-aligned, valid for the whole call (the caller's
+    // promise), and only ever accessed atomically, by both processes.
     let flag = unsafe { AtomicU32::from_ptr(base.as_ptr().cast()) };
     // SAFETY: offset 64 of the page holds the 64 bytes of the message.
     let text = unsafe { base.as_ptr().add(64) };
@@ -353,8 +330,7 @@ unsafe fn flags(base: NonNull<u8>, total: u64, samples: &mut Vec<u32>) -> anyhow
         }
         true
     };
-    // SAFETY: as for this function.
-    let guard = unsafe { fork_child(echo) }?;
+    let guard = fork_child(echo)?;
     let message = [7u8; MESSAGE];
     let mut answer = [0u8; MESSAGE];
     for _ in 0..total {
@@ -373,16 +349,14 @@ unsafe fn flags(base: NonNull<u8>, total: u64, samples: &mut Vec<u32>) -> anyhow
 }
 
 /// One run of the bare ring ([`ring`]) in a System V segment like shm-spin's.
-///
-/// # Safety
-/// As for [`compare`].
-unsafe fn ring_throughput(id: u32, pool: &Pool) -> anyhow::Result<Throughput> {
+fn ring_throughput(id: u32, pool: &Pool) -> anyhow::Result<Throughput> {
     let owner = links::SegmentOwner::create(id, RING + RING_SLOTS * RING_CHUNK)?;
     let attached = owner.segment.attach()?;
     let base = NonNull::new(attached.addr().cast_mut()).context("shmat gave NULL")?;
     let count = crate::TOTAL_BYTES / RING_CHUNK as u64;
-    // SAFETY: a segment made for this loop (IPC_EXCL, mode 0600), of the size `ring` needs,
-    // attached before fork and used only by the two processes while `attached` lives.
+    // SAFETY: a new segment (IPC_EXCL, mode 0600: zero-filled, this loop's alone) of the size
+    // `ring` needs, attached by shmat at a page-aligned address for as long as `attached`
+    // lives, which outlives the call; the child `ring` forks inherits the attachment.
     unsafe { ring(base, pool.chunk(0, RING_CHUNK), count) }
 }
 
@@ -399,19 +373,19 @@ const RING: usize = 4096;
 ///
 /// # Safety
 /// `base` must be shared memory, page-aligned, readable and writable for
-/// `RING + RING_SLOTS * RING_CHUNK` bytes, used by no one else while the loop runs; and as for
-/// [`compare`].
+/// `RING + RING_SLOTS * RING_CHUNK` bytes for the whole call, zero-filled (the counters are 0),
+/// and touched by no process but this one and the child it forks.
 unsafe fn ring(base: NonNull<u8>, source: &[u8], count: u64) -> anyhow::Result<Throughput> {
     anyhow::ensure!(
         source.len() == RING_CHUNK,
         "a source of {} bytes",
         source.len()
     );
-    // SAFETY: the four counters are 8-aligned (the base is page-aligned), inside the segment,
-    // and only ever accessed atomically.
+    // SAFETY: the four counters are 8-aligned (the base is page-aligned), inside the area,
+    // valid for the whole call, and only ever accessed atomically.
     let counter = |at: usize| unsafe { AtomicU64::from_ptr(base.as_ptr().add(at).cast()) };
     let (head, tail, end, sum) = (counter(0), counter(64), counter(128), counter(192));
-    // SAFETY: slot `n % RING_SLOTS` lies inside the segment, 8-aligned.
+    // SAFETY: slot `n % RING_SLOTS` lies inside the area.
     let slot = |n: u64| unsafe {
         base.as_ptr()
             .add(RING + (n as usize % RING_SLOTS) * RING_CHUNK)
@@ -440,8 +414,7 @@ unsafe fn ring(base: NonNull<u8>, source: &[u8], count: u64) -> anyhow::Result<T
         end.store(crate::now_ns(), Release);
         true
     };
-    // SAFETY: as for this function.
-    let guard = unsafe { fork_child(receive) }?;
+    let guard = fork_child(receive)?;
     let send = |chunks: std::ops::Range<u64>| -> anyhow::Result<()> {
         for n in chunks {
             if !peer::spin_then_yield(|| n - tail.load(Acquire) < RING_SLOTS as u64) {

@@ -257,13 +257,7 @@ fn each_mechanism<T>(
 }
 
 /// Measures every mechanism of `settings`, telling `observer` what it is doing.
-///
-/// # Safety
-/// It forks: the program must be single-threaded (see [`process::fork`]).
-pub unsafe fn measure_all(
-    settings: &Settings,
-    observer: &dyn Observer,
-) -> anyhow::Result<Run<Measured>> {
+pub fn measure_all(settings: &Settings, observer: &dyn Observer) -> anyhow::Result<Run<Measured>> {
     signals::catch_termination()?;
     let largest = settings.sizes.iter().copied().max().unwrap_or(0);
     let pool = Pool::new(largest.max(MESSAGE));
@@ -273,53 +267,44 @@ pub unsafe fn measure_all(
             pool: &pool,
             note: &|what| observer.note(mechanism, what),
         };
-        // SAFETY: our caller guarantees a single-threaded program.
-        unsafe { measure(mechanism, &context) }
+        measure(mechanism, &context)
     })
 }
 
 /// Measures one mechanism.
-///
-/// # Safety
-/// As for [`measure_all`].
-unsafe fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Measured> {
+fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Measured> {
     let largest = context.largest();
-    // SAFETY (of each `pair`): our caller guarantees a single-threaded program.
     let (latency, throughput) = match mechanism {
         Mechanism::Memcpy => memcpy(context)?,
         Mechanism::Pipe => {
             let (ping_in, ping_out) = sys::pipe().context("pipe")?;
             let (pong_in, pong_out) = sys::pipe().context("pipe")?;
-            unsafe {
-                pair(context, move |side| {
-                    Ok(match side {
-                        Side::Parent => Stream::new(pong_in, ping_out, largest),
-                        Side::Child => Stream::new(ping_in, pong_out, largest),
-                    })
+            pair(context, move |side| {
+                Ok(match side {
+                    Side::Parent => Stream::new(pong_in, ping_out, largest),
+                    Side::Child => Stream::new(ping_in, pong_out, largest),
                 })
-            }?
+            })?
         }
         Mechanism::Fifo => {
             let fifos = FifoDir::create(context.settings.id)?;
             let (ping, pong) = (fifos.ping.clone(), fifos.pong.clone());
-            unsafe { pair(context, move |side| open_fifos(&ping, &pong, side, largest)) }?
+            pair(context, move |side| open_fifos(&ping, &pong, side, largest))?
         } // the FIFOs and their directory are removed here (in the parent only)
         Mechanism::UnixSocket => {
             let (parents, childs) = links::socketpair().context("socketpair")?;
-            unsafe {
-                pair(context, move |side| {
-                    let socket = match side {
-                        Side::Parent => parents,
-                        Side::Child => childs,
-                    };
-                    let output = socket.try_clone().context("dup (socket)")?;
-                    Ok(Stream::new(socket, output, largest))
-                })
-            }?
+            pair(context, move |side| {
+                let socket = match side {
+                    Side::Parent => parents,
+                    Side::Child => childs,
+                };
+                let output = socket.try_clone().context("dup (socket)")?;
+                Ok(Stream::new(socket, output, largest))
+            })?
         }
         Mechanism::Msgq => {
             let queue = QueueOwner::create(context.settings.id)?;
-            unsafe { pair(context, |side| Ok(links::Queue::new(&queue, side))) }?
+            pair(context, |side| Ok(links::Queue::new(&queue, side)))?
         } // removed here (in the parent only)
         Mechanism::ShmSpin | Mechanism::ShmSem => {
             let owner =
@@ -335,12 +320,13 @@ unsafe fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Mea
                     Some(set) => Turns::Semaphores(set),
                     None => Turns::Spin,
                 };
-                // SAFETY: the segment was made for this measurement (IPC_EXCL, mode 0600) and
-                // attached before fork; only the two processes use it, each through its side's
-                // link, while `attached` lives (it outlives `pair`).
+                // SAFETY: a new segment of `area_size` bytes (IPC_EXCL, mode 0600: zero-filled,
+                // this measurement's alone), attached by shmat at a page-aligned address before
+                // fork; only the two processes use it, each through its side's link, while
+                // `attached` lives (it outlives `pair`).
                 Ok(unsafe { Shared::new(base, attached.size(), side, turns) })
             };
-            unsafe { pair(context, link) }?
+            pair(context, link)?
         } // detached, then the set and the segment removed (in the parent only)
         Mechanism::MmapDevzero => {
             let zero = sys::open(Path::new("/dev/zero"), OFlag::O_RDWR, Mode::empty())
@@ -351,12 +337,12 @@ unsafe fn measure(mechanism: Mechanism, context: &Context) -> anyhow::Result<Mea
             drop(zero);
             let base = NonNull::new(mapping.addr().cast_mut().cast()).context("mmap gave NULL")?;
             let link = |side| {
-                // SAFETY: a MAP_SHARED mapping made before fork, readable and writable, shared
-                // by the two processes only, each through its side's link, while `mapping`
-                // lives (it outlives `pair`).
+                // SAFETY: a MAP_SHARED mapping of /dev/zero (zero-filled, page-aligned, readable
+                // and writable, `area_size` bytes) made before fork, shared by the two processes
+                // only, each through its side's link, while `mapping` lives (it outlives `pair`).
                 Ok(unsafe { Shared::new(base, mapping.len(), side, Turns::Spin) })
             };
-            unsafe { pair(context, link) }?
+            pair(context, link)?
         }
     };
     Ok(Measured {
@@ -390,17 +376,13 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 
 /// Forks; the child answers and receives through the link `make` gives it, the parent
 /// measures through its own.
-///
-/// # Safety
-/// As for [`measure_all`].
-unsafe fn pair<L: Link>(
+fn pair<L: Link>(
     context: &Context,
     make: impl FnOnce(Side) -> anyhow::Result<L>,
 ) -> anyhow::Result<(Latency, Vec<Throughput>)> {
     let control = Control::new()?;
     peer::watch_next_child()?;
     let parent = nix::unistd::getpid();
-    // SAFETY: our caller guarantees a single-threaded program.
     match process::fork()? {
         ForkResult::Child => {
             let served = (|| {

@@ -276,11 +276,12 @@ impl<'a> Shared<'a> {
     /// `side`'s end of a link in the `len` bytes at `base`.
     ///
     /// # Safety
-    /// `base` must be page-aligned, readable and writable for `len` bytes (at least
-    /// [`area_size`] of the largest chunk) while the link lives (`'a`: borrow the owner of the
-    /// memory for it), and the memory must be shared with exactly one other process, which
-    /// uses it only through the other side's `Shared` — the protocol below then gives each
-    /// byte to one process at a time.
+    /// `base` must be page-aligned, readable and writable for `len` bytes while the link lives
+    /// (`'a`: borrow the owner of the memory for it), `len` at least the 4096 bytes of counters
+    /// and messages before the ring ([`area_size`] of the largest chunk, for the chunks to fit;
+    /// `begin_chunks` refuses those that do not). The memory must be zero-filled at first and
+    /// shared with exactly one other process, which uses it only through the other side's
+    /// `Shared` — the protocol below then gives each byte to one process at a time.
     pub unsafe fn new(base: NonNull<u8>, len: usize, side: Side, turns: Turns<'a>) -> Shared<'a> {
         Shared {
             base,
@@ -425,7 +426,7 @@ impl Link for Shared<'_> {
     }
 
     fn send_chunk(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
-        debug_assert_eq!(chunk.len(), self.slot_size);
+        assert_eq!(chunk.len(), self.slot_size, "chunk of another size");
         match &self.turns {
             Turns::Spin => {
                 if self.head - self.tail >= self.slots as u64 {
@@ -440,7 +441,7 @@ impl Link for Shared<'_> {
         }
         // SAFETY: the slot is free: the receiver has moved its tail past it (Acquire) or
         // given it back with SEM_EMPTY, and takes it again only after we publish it. It lies
-        // inside the area, and `chunk` is private memory.
+        // inside the area and is as long as `chunk` (checked above), which is private memory.
         unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), self.slot(self.head), chunk.len()) };
         self.head += 1;
         match &self.turns {
@@ -451,7 +452,7 @@ impl Link for Shared<'_> {
     }
 
     fn recv_chunk(&mut self, size: usize, sum: &mut Checksum) -> anyhow::Result<()> {
-        debug_assert_eq!(size, self.slot_size);
+        assert_eq!(size, self.slot_size, "chunk of another size");
         match &self.turns {
             Turns::Spin => {
                 if self.head == self.tail {
@@ -464,7 +465,8 @@ impl Link for Shared<'_> {
         }
         // SAFETY: the slot holds a published chunk (Acquire on the head, or SEM_FULL) that the
         // sender does not touch until we move the tail past it (or give it back), which
-        // happens after this borrow ends; it lies inside the area.
+        // happens after this borrow ends; it lies inside the area, `size` bytes long (checked
+        // above).
         let chunk = unsafe { std::slice::from_raw_parts(self.slot(self.tail), size) };
         sum.update(chunk);
         self.tail += 1;

@@ -96,8 +96,7 @@ fn bench(options: Options) -> anyhow::Result<()> {
     let progress = Progress::new(&settings.mechanisms);
 
     if options.bare {
-        // SAFETY: this program is single-threaded.
-        let compared = unsafe { bare::compare(&settings, options.round_trips, &progress) };
+        let compared = bare::compare(&settings, options.round_trips, &progress);
         progress.clear();
         let compared = compared?;
         if !compared.results.is_empty() {
@@ -109,8 +108,7 @@ fn bench(options: Options) -> anyhow::Result<()> {
         return compared.outcome();
     }
 
-    // SAFETY: this program is single-threaded.
-    let run = unsafe { ipcbench::measure_all(&settings, &progress) };
+    let run = ipcbench::measure_all(&settings, &progress);
     progress.clear();
     let run = run?;
     let results = &run.results;
