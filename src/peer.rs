@@ -50,11 +50,18 @@ pub struct Process {
 
 impl Process {
     /// The process `pid`, if one exists (`kill(pid, 0)`: a process of another user counts).
+    /// One that `/proc` lists counts too, though `kill` cannot reach it: run in a PID namespace
+    /// of its own (a container) beside a `/proc` of the outer one, this process sees there, by
+    /// their outer PIDs, processes it cannot signal — and they may well use our objects.
     pub fn alive(pid: Pid) -> Option<Process> {
-        if pid.as_raw() <= 0 || kill(pid, None) == Err(Errno::ESRCH) {
+        if pid.as_raw() <= 0 {
             return None;
         }
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"));
+        if kill(pid, None) == Err(Errno::ESRCH) && comm.is_err() {
+            return None;
+        }
+        let name = comm
             .map(|name| name.trim_end().to_owned())
             .unwrap_or_else(|_| "?".into());
         Some(Process { pid, name })
@@ -117,10 +124,19 @@ pub fn distinct(processes: impl IntoIterator<Item = Process>) -> Vec<Process> {
     list
 }
 
+/// This process's PID as `/proc` numbers it (`/proc/self`): in a PID namespace of its own
+/// beside an outer `/proc`, not the PID `getpid` gives.
+fn me_in_proc() -> i32 {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|link| link.to_str()?.parse().ok())
+        .unwrap_or_else(|| nix::unistd::getpid().as_raw())
+}
+
 /// Adds `process` to `list` unless it is there already or is this process.
 fn add(list: &mut Vec<Process>, process: Option<Process>) {
     if let Some(process) = process {
-        let me = process.pid == nix::unistd::getpid();
+        let me = process.pid == nix::unistd::getpid() || process.pid.as_raw() == me_in_proc();
         if !me && !list.iter().any(|p| p.pid == process.pid) {
             list.push(process);
         }
@@ -130,7 +146,7 @@ fn add(list: &mut Vec<Process>, process: Option<Process>) {
 /// The PIDs of `/proc` other than this process's, and a file of each (`syscall`, `maps`…),
 /// read if readable (another user's may not be: those are skipped).
 fn each_process(file: &str) -> impl Iterator<Item = (Pid, String)> + '_ {
-    let me = nix::unistd::getpid().as_raw();
+    let me = me_in_proc();
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -213,7 +229,7 @@ pub enum OpenFor {
 /// The processes (this one aside) that hold the file `(dev, ino)` open, and how: from their
 /// `/proc/PID/fd` (another user's processes cannot be seen).
 pub fn holders(dev: u64, ino: u64) -> Vec<(Process, OpenFor)> {
-    let me = nix::unistd::getpid().as_raw();
+    let me = me_in_proc();
     let mut found: Vec<(Process, OpenFor)> = Vec::new();
     let pids = std::fs::read_dir("/proc")
         .into_iter()

@@ -1032,3 +1032,39 @@ fn check_decoder(bytes: &[u8]) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+#[test]
+fn a_client_in_a_pid_namespace_of_its_own_leaves_a_c_clients_fifo_alone() {
+    // Two containers sharing the directory: a C client, PID 1 in its PID namespace, holds
+    // `.fifo1` open without a lock; our fifoc, PID 1 in another, must not take it over. The
+    // holder is seen in /proc (the outer one), though `kill` cannot reach it from inside.
+    let lab = Lab::new();
+    let server = lab.start("fifos", &[] as &[&str]);
+    wait_for_a_server(&lab);
+    let hold = "mkfifo -m 600 .fifo1 && exec 3<>.fifo1 && echo holding && exec sleep 60";
+    let tried = lab.run("unshare", &["--pid", "--fork", "true"]);
+    if !tried.status.success() {
+        let why = tried.stderr.trim();
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("SKIPPED: no PID namespace here: {why}\n"),
+        );
+        return;
+    }
+    let holder = lab.start(
+        "unshare",
+        &["--pid", "--fork", "--kill-child", "sh", "-c", hold],
+    );
+    holder.wait_for_stdout("holding");
+    let before = inode(&lab.dir().join(".fifo1"));
+    let fifoc = exe("fifoc").unwrap();
+    let run = lab.run("unshare", &["--pid", "--fork", fifoc, "--timeout", "10"]);
+    run.assert_failure(1, "fifoc: mkfifo(./.fifo1): in use by pid ");
+    assert!(run.stderr.contains(" (sleep); use another --dir"), "{run}");
+    assert_eq!(inode(&lab.dir().join(".fifo1")), before, "replaced\n{run}");
+    holder.signal(Signal::SIGKILL);
+    let _ = holder.finish();
+    std::fs::remove_file(lab.dir().join(".fifo1")).unwrap();
+    server.signal(Signal::SIGINT);
+    let _ = server.finish();
+}
