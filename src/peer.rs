@@ -108,6 +108,14 @@ impl std::fmt::Display for Process {
     }
 }
 
+/// [`listed`], cut after three: `pid 1 (a), pid 2 (b), pid 3 (c) and 5 more`.
+pub fn listed_briefly(processes: &[Process]) -> String {
+    match processes.len() {
+        0..=3 => listed(processes),
+        n => format!("{} and {} more", listed(&processes[..3]), n - 3),
+    }
+}
+
 /// `pid 4711 (msgq1), pid 4712 (msgq2)`: processes for a message.
 pub fn listed(processes: &[Process]) -> String {
     let shown: Vec<String> = processes.iter().map(Process::to_string).collect();
@@ -188,6 +196,39 @@ fn waiting_in(calls: &[libc::c_long], id: libc::c_int) -> Vec<Process> {
         }
     }
     found
+}
+
+/// The processes that wait on some message queue unseen: this user's (root: anyone's), whose
+/// `/proc/PID/syscall` — which queue — may not be read, while their `/proc/PID/wchan` says they
+/// wait in `msgrcv` or `msgsnd`. That is what Yama's `ptrace_scope` 1 (Ubuntu's default) leaves
+/// a user: the call a process waits in, not its arguments, for all but its own children. While
+/// there are any, "nobody waits on this queue" is not proven. (A process that made itself
+/// non-dumpable hides even its `wchan`: it cannot be told from one that waits on nothing.)
+pub fn unseen_queue_waiters() -> Vec<Process> {
+    let (me, euid) = (me_in_proc(), nix::unistd::geteuid());
+    let pids = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me);
+    let hidden = pids.filter(|pid| {
+        let dir = format!("/proc/{pid}");
+        let ours =
+            std::fs::metadata(&dir).is_ok_and(|m| euid.is_root() || m.uid() == euid.as_raw());
+        let syscall = std::fs::read_to_string(format!("{dir}/syscall"));
+        let wchan = std::fs::read_to_string(format!("{dir}/wchan")).unwrap_or_default();
+        ours && waits_on_a_queue_unseen(&syscall, &wchan)
+    });
+    distinct(hidden.filter_map(|pid| Process::alive(Pid::from_raw(pid))))
+}
+
+/// Whether a process whose `/proc/PID/syscall` read gave `syscall` and whose `wchan` is
+/// `wchan` waits on a message queue that cannot be named.
+fn waits_on_a_queue_unseen(syscall: &std::io::Result<String>, wchan: &str) -> bool {
+    let hidden = syscall
+        .as_ref()
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+    hidden && matches!(wchan.trim(), "do_msgrcv" | "do_msgsnd")
 }
 
 /// The live processes that use the queue `msqid` as its `msqid_ds` and `/proc` say: the last
@@ -588,6 +629,21 @@ mod tests {
             listed(std::slice::from_ref(&me)),
             format!("pid {} ({})", me.pid, me.name)
         );
+    }
+
+    #[test]
+    fn a_wait_on_a_queue_is_unseen_only_when_its_call_is_hidden_and_its_wchan_says_so() {
+        let hidden = || Err(std::io::Error::from_raw_os_error(libc::EPERM));
+        assert!(waits_on_a_queue_unseen(&hidden(), "do_msgrcv\n"));
+        assert!(waits_on_a_queue_unseen(&hidden(), "do_msgsnd"));
+        assert!(!waits_on_a_queue_unseen(&hidden(), "hrtimer_nanosleep"));
+        assert!(!waits_on_a_queue_unseen(&hidden(), "0")); // non-dumpable: nothing to go by
+        assert!(!waits_on_a_queue_unseen(
+            &Ok("69 0x5 …".into()),
+            "do_msgrcv"
+        ));
+        let gone = Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(!waits_on_a_queue_unseen(&gone, "do_msgrcv"));
     }
 
     #[test]

@@ -419,6 +419,15 @@ fn remove_if_leftover(key: Key, made_by_last: Option<i32>) -> anyhow::Result<()>
         (sent, 0) => format!("last sent to by pid {sent}"),
         (sent, received) => format!("last used by pids {sent} and {received}"),
     };
+    let unseen = peer::unseen_queue_waiters();
+    if !unseen.is_empty() && made_by_last != Some(id.0) {
+        anyhow::bail!(
+            "{exists}); {} wait(s) in msgrcv or msgsnd on a queue that cannot be seen \
+             (/proc/PID/syscall may not be read: ptrace is restricted), perhaps this one; if it \
+             is a leftover, ipcrm -q {id} removes it; or {OTHER_ID_HINT}",
+            peer::listed_briefly(&unseen)
+        );
+    }
     out::warn(format_args!(
         "found a leftover queue (key {key}, msqid {id}) with {} message(s), {last}, which no \
          longer exist(s); removing it",

@@ -94,7 +94,8 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
         let users = peer::distinct(last.into_iter().chain(queue.waiting.iter().cloned()));
         let in_use = foreign(queue.owner.uid)
             .or_else(|| lock_held("queue"))
-            .or_else(|| (!users.is_empty()).then(|| format!("in use by {}", peer::listed(&users))));
+            .or_else(|| (!users.is_empty()).then(|| format!("in use by {}", peer::listed(&users))))
+            .or_else(|| unseen_waiters(queue.msqid));
         found.push(Found {
             what: format!(
                 "message queue {} (msqid {}, {} message(s))",
@@ -185,6 +186,20 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
 /// The processes `named` that still exist, each once.
 fn alive<'a>(named: impl IntoIterator<Item = &'a Named>) -> Vec<Process> {
     peer::distinct(named.into_iter().filter_map(|n| n.process.clone()))
+}
+
+/// Why a queue nobody is seen using may still be in use: processes of ours whose waits
+/// cannot be seen (see `peer::unseen_queue_waiters`).
+fn unseen_waiters(msqid: i32) -> Option<String> {
+    let unseen = peer::unseen_queue_waiters();
+    (!unseen.is_empty()).then(|| {
+        format!(
+            "{} wait(s) in msgrcv or msgsnd on a queue that cannot be seen (/proc/PID/syscall \
+             may not be read: ptrace is restricted), perhaps this one; ipcrm -q {msqid} removes it \
+             if you are sure",
+            peer::listed_briefly(&unseen)
+        )
+    })
 }
 
 /// `pid 4711 (msgq1)`, or a server when the holder is not to be seen.
