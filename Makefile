@@ -14,8 +14,15 @@ PROGRAMS   := $(EXERCISES) $(EXTRAS) ipcclean
 CARGO      ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN_DIR    := $(TARGET_DIR)/release
-# The lab ID for `make ipcclean` and `make watch` (as --id): ID=5, else $IPCLAB_ID, else 0.
-ID         ?= $(or $(IPCLAB_ID),0)
+# The lab ID of `make ipcclean`, `make watch`, `make demo` and `make bench`: ID=5, else
+# $IPCLAB_ID, else 0 (an empty one is as if unset). It reaches the programs as IPCLAB_ID in their
+# environment, the text as typed: never written into a command line, so no shell reads it, and
+# taken with $(value ...), so make expands nothing in it either (nor does make export ID itself).
+# Each program checks it as it checks --id (a lab ID: decimal or 0x-hex below 0x1000), and a
+# bad one is a usage error (exit 2).
+LAB_ID     := $(or $(value ID),$(value IPCLAB_ID))
+unexport ID
+ipcclean watch demo bench: export IPCLAB_ID = $(LAB_ID)
 
 .PHONY: all help demo test setup bench ipcclean watch clean $(PROGRAMS)
 
@@ -53,10 +60,10 @@ bench:
 ipcclean:
 	@$(CARGO) build --quiet --release --package ipcwatch --bin ipcclean
 	@ln -sfn $(BIN_DIR)/ipcclean ipcclean
-	@./ipcclean --id '$(ID)'
+	@./ipcclean
 
 watch: ipcwatch
-	./ipcwatch --id $(ID)
+	./ipcwatch
 
 clean:
 	rm -f $(PROGRAMS)
@@ -66,12 +73,13 @@ help:
 	@echo "make              build every exercise and place it as ./NAME"
 	@echo "make NAME         build one exercise: $(EXERCISES)"
 	@echo "                  (or a program beside them: $(EXTRAS))"
-	@echo "make demo         run every exercise once, in lecture order (pairs included)"
+	@echo "make demo         run every exercise once, in lecture order (pairs included),"
+	@echo "                  with lab ID (ID=5, else \$$IPCLAB_ID, else 0)"
 	@echo "make test         run the whole test suite (it checks the tools it needs first)"
 	@echo "make setup        install the system tools the tests and labs.md use (strace, script, …)"
 	@echo "make bench        every benchmark (the pairs, mycp3 against cp, ipcbench and its"
 	@echo "                  bare loops) and one table of all figures (BENCH_SIZE_MIB=256 for"
-	@echo "                  a smaller mycp3 file)"
+	@echo "                  a smaller mycp3 file; lab ID as for demo)"
 	@echo "make ipcclean     remove what killed programs of lab ID left (ID=5, else \$$IPCLAB_ID,"
 	@echo "                  else 0): queue 0x8000+ID, segment and semaphore set 0x9000+ID,"
 	@echo "                  ./.fifo*, lock files, ipcbench's FIFO directory; never one in use"

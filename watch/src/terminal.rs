@@ -4,9 +4,13 @@
 //! [`Keys`] puts the controlling terminal in non-canonical mode without echo (a key arrives
 //! when it is pressed, and is not shown), and puts back the settings it found when dropped —
 //! on every way out, since a termination signal only sets a flag (`ipclab::rt::signals`) and
-//! the program then ends through the same drops. Ctrl-C, Ctrl-\ and Ctrl-Z keep their usual
-//! meaning (`ISIG` stays on). After a stop (Ctrl-Z) the shell puts its own settings back; the
-//! next [`Keys::keep`] takes the terminal again once the program is in the foreground.
+//! the program then ends through the same drops. Ctrl-C is a key there, read as byte 3 like
+//! any other (its `VINTR` character is off): it quits as `q` does, and no SIGINT goes to the
+//! terminal's foreground process group, which holds whatever started the view as well — `make
+//! watch`'s make, which GNU make 4.3 can end with `wait: No child processes` when a SIGINT
+//! meets the end of its child. Ctrl-\ and Ctrl-Z keep their usual meaning (`ISIG` stays on).
+//! After a stop (Ctrl-Z) the shell puts its own settings back; the next [`Keys::keep`] takes the
+//! terminal again once the program is in the foreground.
 //!
 //! [`redraw`] writes a whole screen at once: the cursor home, each line over the last one with
 //! the rest of the line cleared, the rest of the screen cleared — no flicker, no alternate
@@ -45,6 +49,7 @@ impl Keys {
             .remove(LocalFlags::ICANON | LocalFlags::ECHO);
         raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
         raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
+        raw.control_chars[SpecialCharacterIndices::VINTR as usize] = libc::_POSIX_VDISABLE;
         termios::tcsetattr(&tty, SetArg::TCSANOW, &raw)
             .map_err(|e| failed(e, "tcsetattr(/dev/tty)"))?;
         Ok(Some(Keys { tty, saved, raw }))
@@ -80,7 +85,11 @@ impl Keys {
             return;
         }
         let now = termios::tcgetattr(&self.tty).ok();
-        if now.is_some_and(|now| now.local_flags != self.raw.local_flags) {
+        let intr = SpecialCharacterIndices::VINTR as usize;
+        if now.is_some_and(|now| {
+            now.local_flags != self.raw.local_flags
+                || now.control_chars[intr] != self.raw.control_chars[intr]
+        }) {
             let _ = termios::tcsetattr(&self.tty, SetArg::TCSANOW, &self.raw);
         }
     }

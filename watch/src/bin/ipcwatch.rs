@@ -60,7 +60,9 @@ fn main() -> ExitCode {
 }
 
 fn watch(options: Options) -> anyhow::Result<()> {
-    signals::catch_termination()?; // Ctrl-C ends a wait, and the terminal is given back
+    // A termination signal ends a wait, and the terminal is given back. (Ctrl-C in the live
+    // view is a key, not a SIGINT: terminal.rs.)
+    signals::catch_termination()?;
     let lab = Lab {
         id: options.id.id,
         dir: options.dir.dir,
@@ -71,7 +73,7 @@ fn watch(options: Options) -> anyhow::Result<()> {
         (false, false, Some(interval)) => snapshots(&lab, interval),
         (false, true, interval) => live(&lab, interval.unwrap_or(INTERVAL)),
     };
-    signals::stop_on_ctrl_c(watched) // Ctrl-C is the way to stop: status 0
+    signals::stop_on_ctrl_c(watched) // a SIGINT or SIGTERM is a way to stop, as q: status 0
 }
 
 /// One snapshot on stdout.
@@ -170,6 +172,7 @@ fn pause(interval: Duration, keys: Option<&mut Keys>) -> anyhow::Result<bool> {
     let keys = keys.filter(|keys| keys.in_foreground());
     match ready {
         Ok(_) => Ok(keys.is_some_and(|keys| match keys.read() {
+            // 3: Ctrl-C, a key in the live view (terminal.rs)
             Some(pressed) => pressed.iter().any(|&key| matches!(key, b'q' | b'Q' | 3)),
             None => true, // the terminal has gone: nobody watches
         })),

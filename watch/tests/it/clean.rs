@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use ipclab::sys::ipc::Key;
 use ipclab::sys::msg;
 
-use crate::harness::{as_nobody, step_to, sysv_keys, wait_until, Lab, Running, Stepped};
+use crate::harness::{as_nobody, step_to, sysv_keys, wait_until, Finished, Lab, Running, Stepped};
 
 /// Makes what a killed program of the lab leaves, with Perl's System V bindings (its process
 /// ends at once: nobody alive uses them): a queue with one message, a segment, a semaphore set.
@@ -340,4 +340,42 @@ fn the_keys_come_from_the_one_lab_id_parser() {
     empty.env("IPCLAB_ID", ""); // exported empty: unset
     let run = Running::spawn(empty).finish();
     assert_eq!(run.stdout(), "0x8000 0x9000\n", "{run}");
+}
+
+/// `make ipcclean`, with `ID=id` if given, in the lab's directory (see `crate::make_args`). The
+/// lab's own ID is in the environment, as IPCLAB_ID (`Lab::command`).
+fn make_ipcclean(lab: &Lab, id: Option<&str>) -> Finished {
+    let id = id.map(|id| format!("ID={id}"));
+    let mut args = vec!["ipcclean"];
+    args.extend(id.as_deref());
+    let mut command = lab.command("make", &crate::make_args(&args));
+    for variable in crate::MAKE_ENVIRONMENT {
+        command.env_remove(variable);
+    }
+    Running::spawn(command).finish()
+}
+
+#[test]
+fn make_ipcclean_takes_an_empty_id_as_none_and_never_runs_an_id() {
+    let lab = Lab::new();
+    let nothing = format!("nothing of lab {} is left (dir .)", lab.id());
+    let hex = format!("{:#x}", lab.id());
+    for id in [None, Some(""), Some(hex.as_str())] {
+        let run = make_ipcclean(&lab, id);
+        run.assert_success();
+        assert_eq!(run.lines(), [nothing.as_str()], "ID={id:?}\n{run}");
+    }
+    // Whatever ID holds reaches ipcclean as it is, to be refused there as a bad lab ID: no
+    // shell, and not make either, runs a command in it.
+    let injected = lab.dir().join("injected");
+    for id in [
+        format!("{}'; touch injected; '", lab.id()), // out of the quotes of --id '$(ID)'
+        format!("{}; touch injected", lab.id()),
+        "`touch injected`".to_owned(),
+        "$(shell touch injected)".to_owned(), // make's own expansion
+    ] {
+        let run = make_ipcclean(&lab, Some(&id));
+        run.assert_failure(2, &format!("invalid value '{id}' for '--id <ID>'"));
+        assert!(!injected.exists(), "ID={id} ran a command\n{run}");
+    }
 }

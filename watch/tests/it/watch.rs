@@ -340,6 +340,34 @@ fn on_a_terminal_ctrl_c_quits_leaving_the_terminal_as_it_was() {
     on_terminal_until(b"\x03");
 }
 
+/// `make watch` on a terminal, ended with Ctrl-C: the key quits the view, and make ends with it,
+/// status 0 and not a word. (A SIGINT would reach make as well, in the terminal's foreground
+/// process group; GNU make 4.3 then fails about one time in ten with `wait: No child
+/// processes`, whatever its child does.)
+#[test]
+fn make_watch_ends_with_ctrl_c_and_make_with_it() {
+    let lab = Lab::new();
+    let quoted = |word: &str| format!("'{}'", word.replace('\'', "'\\''"));
+    let make: Vec<String> = crate::make_args(&["watch"])
+        .iter()
+        .map(|arg| quoted(arg))
+        .collect();
+    let command = format!(
+        "trap : INT; unset {}; make {}; echo \"make ended: $?\"",
+        crate::MAKE_ENVIRONMENT.join(" "),
+        make.join(" ")
+    );
+    let terminal = Stepped::on_terminal(&lab, "make", &command);
+    wait_until("the first screen", || {
+        terminal.screen().contains("Nothing of lab")
+    });
+    nix::unistd::write(&terminal.keys, b"\x03").unwrap();
+    let (run, screen) = terminal.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert!(screen.contains("make ended: 0"), "{screen}");
+    assert!(!screen.contains("make: "), "make complained:\n{screen}");
+}
+
 #[test]
 fn without_a_terminal_each_snapshot_marks_what_changed_with_a_star() {
     let lab = Lab::new();
