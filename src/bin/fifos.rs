@@ -67,13 +67,17 @@ fn answer_requests(server: &mut ServerFifo, reply: &str, options: &Options) -> a
                 continue;
             }
         };
-        let heading = out!("Received request: {}.....", request.text);
+        let heading = out!("Received request: {}.....", request.shown());
         // open(".fifo<PID>"), write: even if printing failed, the client gets its reply
         let sent = server.send_reply(&request, reply);
         heading?;
         match sent {
             Ok(()) => {
                 outln!("Replied.")?;
+                if let Err(bad) = &request.text {
+                    let from = &request.reply_fifo;
+                    warn(format_args!("request({from}): {bad}; answered anyway"));
+                }
                 left -= 1;
             }
             Err(e) => {

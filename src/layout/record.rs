@@ -4,7 +4,8 @@
 //! | bytes    | field | content                                                           |
 //! |----------|-------|-------------------------------------------------------------------|
 //! | 0..32    | name  | the reply FIFO's name, `.fifo<PID>`, NUL-terminated, NUL-padded   |
-//! | 32..160  | text  | the message, NUL-terminated, NUL-padded                           |
+//! | 32..160  | text  | the message, NUL-terminated, NUL-padded (one without NUL is taken |
+//! |          |       | whole: a peer's text is answered and shown, never refused)         |
 //!
 //! A write of at most `PIPE_BUF` (4096) bytes into a pipe is atomic, so the records of many
 //! clients never interleave in `.fifo`. But anyone may write anything into it
@@ -41,7 +42,8 @@ pub fn is_reply_fifo_name(name: &[u8]) -> bool {
         })
 }
 
-/// One 160-byte request or reply, decoded: its two fields without their NUL padding.
+/// One 160-byte request or reply, decoded: its two fields without their NUL padding (a text
+/// without NUL: the whole field).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     name: Vec<u8>,
@@ -55,8 +57,6 @@ pub enum BadRecord {
     WrongSize(usize),
     /// No NUL in the name field.
     NameNotTerminated,
-    /// No NUL in the text field.
-    TextNotTerminated,
     /// The name is not of the form `.fifo<digits>`.
     BadName(String),
     /// Bytes on `.fifo` that do not start a record, up to where the next one may start.
@@ -68,7 +68,6 @@ impl fmt::Display for BadRecord {
         match self {
             BadRecord::WrongSize(n) => write!(f, "record of {n} bytes, not {RECORD_LEN}"),
             BadRecord::NameNotTerminated => write!(f, "name field without NUL"),
-            BadRecord::TextNotTerminated => write!(f, "text field without NUL"),
             BadRecord::BadName(name) => write!(f, "reply FIFO {name:?} is not .fifo<digits>"),
             BadRecord::Stray(1) => write!(f, "1 stray byte that does not start a record"),
             BadRecord::Stray(n) => write!(f, "{n} stray bytes that do not start a record"),
@@ -102,18 +101,27 @@ impl Record {
         bytes
     }
 
-    /// Reads a record from exactly 160 bytes; each field must hold its terminating NUL.
-    /// What follows a field's NUL is ignored (C's `strcpy` leaves garbage there).
+    /// Reads a record from exactly 160 bytes; the name must hold its terminating NUL, a text
+    /// without one is the whole field. What follows a field's NUL is ignored (C's `strcpy`
+    /// leaves garbage there).
     pub fn decode(bytes: &[u8]) -> Result<Record, BadRecord> {
         if bytes.len() != RECORD_LEN {
             return Err(BadRecord::WrongSize(bytes.len()));
         }
         let (name, text) = bytes.split_at(NAME_LEN);
-        let field = |bytes, bad| text::until_nul(bytes).map(<[u8]>::to_vec).ok_or(bad);
+        let name = text::until_nul(name).ok_or(BadRecord::NameNotTerminated)?;
         Ok(Record {
-            name: field(name, BadRecord::NameNotTerminated)?,
-            text: field(text, BadRecord::TextNotTerminated)?,
+            name: name.to_vec(),
+            text: text::until_nul(text).unwrap_or(text).to_vec(),
         })
+    }
+
+    /// The text as a C string: an error (which shows the whole field) if it had no NUL.
+    pub fn decoded_text(&self) -> Result<String, text::BadText> {
+        match self.text.len() < TEXT_LEN {
+            true => Ok(text::printable(&self.text)),
+            false => text::decode_text(&self.text),
+        }
     }
 
     /// The name field, checked to be a reply FIFO's name (see [`is_reply_fifo_name`]).
@@ -135,8 +143,9 @@ impl Record {
 pub struct Request {
     /// The client's reply FIFO, `.fifo<digits>` (checked).
     pub reply_fifo: String,
-    /// The request's text, printable (see [`Record::text`]).
-    pub text: String,
+    /// The request's text, printable; what is wrong with it, if anything (it is answered all
+    /// the same).
+    pub text: Result<String, text::BadText>,
 }
 
 impl Request {
@@ -145,8 +154,13 @@ impl Request {
         let record = Record::decode(bytes)?;
         Ok(Request {
             reply_fifo: record.reply_fifo()?.to_owned(),
-            text: record.text(),
+            text: record.decoded_text(),
         })
+    }
+
+    /// The text as stdout shows it (a text without NUL: all its bytes).
+    pub fn shown(&self) -> &str {
+        self.text.as_ref().unwrap_or_else(|bad| &bad.shown)
     }
 }
 
@@ -226,7 +240,7 @@ fn next_request(bytes: &[u8], at_rest: bool) -> Option<(Result<Request, BadRecor
         .unwrap_or(bytes.len());
     // A whole record with a bad name or text: skip just it, in step with the records behind.
     let whole_bad = whole_request(0).filter(|_| next_start >= RECORD_LEN);
-    if let Some(Err(bad @ (BadRecord::BadName(_) | BadRecord::TextNotTerminated))) = whole_bad {
+    if let Some(Err(bad @ BadRecord::BadName(_))) = whole_bad {
         return Some((Err(bad), RECORD_LEN));
     }
     Some((Err(BadRecord::Stray(next_start)), next_start))
@@ -310,12 +324,17 @@ mod tests {
             Record::decode(&[b'a'; 160]),
             Err(BadRecord::NameNotTerminated)
         );
+    }
+
+    #[test]
+    fn a_text_without_nul_is_taken_whole_and_said() {
         let mut no_text_nul = [b'a'; 160];
         no_text_nul[5] = 0;
-        assert_eq!(
-            Record::decode(&no_text_nul),
-            Err(BadRecord::TextNotTerminated)
-        );
+        let record = Record::decode(&no_text_nul).unwrap();
+        let bad = record.decoded_text().unwrap_err();
+        assert_eq!(bad.to_string(), "text without NUL in its 128 bytes");
+        assert_eq!(bad.shown, "a".repeat(128));
+        assert_eq!(record.text(), "a".repeat(128));
     }
 
     #[test]
@@ -372,7 +391,10 @@ mod tests {
         received.extend(c_request_with_stack_garbage(8));
         let (found, used) = split_requests(&received, true);
         assert_eq!(reply_fifos(&found), [Ok(".fifo7"), Ok(".fifo8")]);
-        assert_eq!(found[0].as_ref().unwrap().text, "This is a request from 7.");
+        assert_eq!(
+            found[0].as_ref().unwrap().shown(),
+            "This is a request from 7."
+        );
         assert_eq!(used, 320);
     }
 
@@ -389,7 +411,7 @@ mod tests {
             reply_fifos(&found),
             [
                 Err(&bad_name),
-                Err(&BadRecord::TextNotTerminated),
+                Ok(".fifo2"), // its text without NUL is answered
                 Ok(".fifo3")
             ]
         );

@@ -319,7 +319,10 @@ fn bad_requests_are_reported_and_skipped_and_the_next_client_is_served() {
     make_fifo(&dir.join(".fifo80")); // exists, but no one reads it
 
     let outside_name = format!("{}/.fifo77", outside.path().display());
-    let mut no_text_nul = c_record(b".fifo1", b"");
+    // A text without NUL is answered, as msgq1 and sipc1 answer one, and said.
+    make_fifo(&dir.join(".fifo81"));
+    let reply_reader = open_nonblocking(&dir.join(".fifo81"), OFlag::O_RDONLY).unwrap();
+    let mut no_text_nul = c_record(b".fifo81", b"");
     no_text_nul[32..].fill(b'x');
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (
@@ -330,7 +333,10 @@ fn bad_requests_are_reported_and_skipped_and_the_next_client_is_served() {
             vec![b'n'; 160],
             "160 stray bytes that do not start a record",
         ),
-        (no_text_nul, "text field without NUL"),
+        (
+            no_text_nul,
+            "fifos: request(.fifo81): text without NUL in its 128 bytes; answered anyway",
+        ),
         (
             c_record(b"../.fifo1", b"hi"),
             "\"../.fifo1\" is not .fifo<digits>",
@@ -384,7 +390,14 @@ fn bad_requests_are_reported_and_skipped_and_the_next_client_is_served() {
         std::fs::read_to_string(dir.join(".fifo79")).unwrap(),
         "a plain file"
     );
-    for name in [".fifo78", ".fifo79", ".fifo80"] {
+    let mut reply = [0u8; 160];
+    assert_eq!(
+        nix::unistd::read(&reply_reader, &mut reply),
+        Ok(160),
+        "no reply"
+    );
+    assert!(reply[32..].starts_with(b"This is a reply from "));
+    for name in [".fifo78", ".fifo79", ".fifo80", ".fifo81"] {
         std::fs::remove_file(dir.join(name)).unwrap();
     }
 }
@@ -901,8 +914,8 @@ proptest! {
     fn c_records_with_a_reply_fifo_name_are_requests(pid in 1u32..u32::MAX, text in "[ -~]{0,127}") {
         let name = format!(".fifo{pid}");
         let request = Request::decode(&c_record(name.as_bytes(), text.as_bytes())).unwrap();
-        prop_assert_eq!(request.reply_fifo, name);
-        prop_assert_eq!(request.text, text.replace('\\', r"\\")); // C notation
+        prop_assert_eq!(&request.reply_fifo, &name);
+        prop_assert_eq!(request.shown(), text.replace('\\', r"\\")); // C notation
     }
 }
 
@@ -1028,7 +1041,7 @@ fn check_decoder(bytes: &[u8]) -> Result<(), TestCaseError> {
     }
     if let Ok(request) = Request::decode(bytes) {
         prop_assert!(is_reply_fifo_name(request.reply_fifo.as_bytes()));
-        prop_assert!(!request.text.chars().any(char::is_control));
+        prop_assert!(!request.shown().chars().any(char::is_control));
     }
     Ok(())
 }
