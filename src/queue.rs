@@ -100,21 +100,27 @@ impl Queue {
     pub fn open(key: Key) -> anyhow::Result<Queue> {
         let no_queue = || anyhow!("msgget(key {key}): no such queue; start msgq1 first");
         let (id, _) = find(key)?.ok_or_else(no_queue)?;
-        let queue = Queue {
+        let mut queue = Queue {
             key,
             id,
             server: None,
             watch: ServerWatch::find_serving(MSGQ1, key, id.0)?,
         };
-        // msgq1 removes its queue before its lock goes: one still there was left by a killed one.
-        match queue.server_gone() {
-            Some(gone) if msg::ipc_stat(id).is_ok() => anyhow::bail!(
+        // msgq1 removes its queue before its lock goes: one still there was left by a killed one
+        // — unless a C server has taken it over since (its msgget has no IPC_EXCL): then a live
+        // process uses it, and that one is the server now, watched by the queue's own facts.
+        let Some(gone) = queue.server_gone() else {
+            return Ok(queue);
+        };
+        let stat = msg::ipc_stat(id).map_err(|_| no_queue())?;
+        if peer::queue_users(id.0, &stat).is_empty() {
+            anyhow::bail!(
                 "msgget(key {key}): no server: the queue was left by {gone}, which was killed; \
                  start msgq1 first (it replaces the queue)"
-            ),
-            Some(_) => Err(no_queue()),
-            None => Ok(queue),
+            );
         }
+        queue.watch = None;
+        Ok(queue)
     }
 
     /// The msgq1 that made this queue, if it is known to have ended ([`ServerWatch`]).

@@ -1148,3 +1148,33 @@ fn a_client_of_a_lockless_server_that_took_its_request_and_ended_fails_instead_o
     );
     assert_eq!(stat(fake.queue).msg_qnum, 0);
 }
+
+#[test]
+fn a_c_server_that_took_over_a_killed_servers_queue_is_served_by_the_client() {
+    // msgq1 is killed (its queue and lock file stay, the file naming that queue); the course's
+    // C server, whose msgget has no IPC_EXCL, takes the queue over and waits in msgrcv. The
+    // dead lock file must not outvote the kernel: msgq2 is served.
+    let lab = Lab::new();
+    let killed = start_server(&lab, &[]);
+    killed.signal(Signal::SIGKILL);
+    let _ = killed.finish();
+    let script = format!(
+        "use IPC::SysV qw(IPC_CREAT); $| = 1; \
+         my $q = msgget({}, IPC_CREAT|0600) // die $!; print \"serving\\n\"; \
+         msgrcv($q, my $m, 128, 1, 0) or die $!; \
+         msgsnd($q, pack('l! a128', 2, \"This is a reply from $$.\"), 0) or die $!;",
+        key(&lab).raw()
+    );
+    let c_server = lab.start("perl", &["-e", &script]);
+    c_server.wait_for_stdout("serving");
+    wait_until("the C server in msgrcv", || {
+        std::fs::read_to_string(format!("/proc/{}/syscall", c_server.pid()))
+            .is_ok_and(|s| s.starts_with(&format!("{} ", libc::SYS_msgrcv)))
+    });
+    let client = lab.run("msgq2", &[] as &[&str]);
+    client.assert_success();
+    assert_eq!(client.stdout(), format!("{}\n", reply_line(c_server.pid())));
+    c_server.finish().assert_success();
+    msg::ipc_rmid(open(&lab)).unwrap(); // what the C server does once its reply is taken
+    std::fs::remove_file(lock_file(&lab)).unwrap(); // left by the killed msgq1
+}
