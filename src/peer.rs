@@ -231,6 +231,23 @@ fn waits_on_a_queue_unseen(syscall: &std::io::Result<String>, wchan: &str) -> bo
     hidden && matches!(wchan.trim(), "do_msgrcv" | "do_msgsnd")
 }
 
+/// The processes of ours blocked opening a FIFO (`/proc/PID/wchan` `wait_for_partner`: no
+/// reader, or no writer, yet) whose working directory is `dir` (the course's C programs name
+/// their FIFOs relative to it), or cannot be seen. They hold no descriptor of the FIFO yet, so
+/// which one they wait on cannot be seen.
+pub fn fifo_openers(dir: &Path) -> Vec<Process> {
+    let euid = nix::unistd::geteuid();
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let waiting = each_process("wchan").filter(|(pid, wchan)| {
+        let ours = std::fs::metadata(format!("/proc/{pid}"))
+            .is_ok_and(|m| euid.is_root() || m.uid() == euid.as_raw());
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"));
+        let here = cwd.map_or(true, |cwd| cwd == dir);
+        ours && here && wchan.trim() == "wait_for_partner"
+    });
+    distinct(waiting.filter_map(|(pid, _)| Process::alive(pid)))
+}
+
 /// The live processes that use the queue `msqid` as its `msqid_ds` and `/proc` say: the last
 /// sender and receiver, and whoever waits in `msgrcv`/`msgsnd` on it now (this process aside).
 pub fn queue_users(msqid: libc::c_int, stat: &libc::msqid_ds) -> Vec<Process> {

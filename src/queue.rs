@@ -176,7 +176,10 @@ impl Queue {
     /// termination signal, `deadline`, or the end of the msgq1 that made the queue.
     pub fn send(&self, message: &Message, deadline: Deadline) -> anyhow::Result<()> {
         let (key, mtype) = (self.key, message.mtype);
-        let what = || format!("room in queue {key} (it is full), for {}", self.server());
+        let what = || match self.server {
+            Some(_) => format!("room in queue {key} (it is full)"), // msgq1's reply
+            None => format!("room in queue {key} (it is full), for {}", self.server()),
+        };
         let call = format!("msgsnd(queue {key}, type {mtype})");
         self.waiting(Wait::new(deadline).saying(&what), call, |polling| {
             msg::msgsnd_waiting(self.id, message, MSG_SIZE, libc::IPC_NOWAIT, polling)

@@ -6,7 +6,7 @@
 //! | queue 0x8000+ID | a live last sender or receiver, a process waiting in `msgrcv`/`msgsnd`, a held lock on its key (msgq1, ipcbench) | `msgctl(IPC_RMID)` |
 //! | segment 0x9000+ID | attached (`shm_nattch` > 0), a held lock on its key (sipc1, ipcbench) | `shmctl(IPC_RMID)` |
 //! | ipcbench's semaphore set 0x9000+ID | a live last operator (`sempid`), a waiter (`semncnt`/`semzcnt`, a process in `semop`), its segment attached, an ipcbench of the lab running | `semctl(IPC_RMID)` |
-//! | `.fifo*` in the directory | open in a process, locked | `unlink` |
+//! | `.fifo*` in the directory | open in a process, locked, a process of ours blocked opening a FIFO there | `unlink` |
 //! | a server's lock file `/dev/shm/ipclab-<uid>-<object>-<key>.lock` | its lock held | `unlink` |
 //! | ipcbench's FIFO directory `$TMPDIR/ipcbench-<uid>-<ID>-*` | its `flock` held | removed with its FIFOs |
 //!
@@ -49,6 +49,8 @@ enum Removal {
     Semaphores(i32),
     File(PathBuf),
     Directory(PathBuf),
+    /// What could not be looked at: nothing to remove.
+    Nothing,
 }
 
 impl Found {
@@ -64,6 +66,7 @@ impl Found {
             Removal::Segment(id) => gone(shm::shmctl(ShmId(*id), libc::IPC_RMID, None).map(drop)),
             Removal::Semaphores(id) => gone(sem::semctl_rmid(*id)),
             Removal::File(path) => gone(nix::unistd::unlink(path.as_path())),
+            Removal::Nothing => Ok(false),
             Removal::Directory(path) => match remove_bench_directory(path) {
                 Err(Errno::EWOULDBLOCK) => Err("an ipcbench took its lock meanwhile".into()),
                 result => gone(result),
@@ -131,26 +134,42 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
         let in_use = foreign(set.owner.uid)
             .or_else(|| (!users.is_empty()).then(|| format!("in use by {}", peer::listed(&users))))
             .or_else(|| (set.waiting > 0).then(|| format!("{} wait(s) on it", set.waiting)))
-            .or_else(|| attached.then(|| "its segment is attached (ipcbench runs)".to_string()));
+            .or_else(|| attached.then(|| "a segment with its key is attached".to_string()));
         found.push(Found {
             what: format!("semaphore set {} (semid {})", set.key, set.semid),
             in_use,
             remove: Removal::Semaphores(set.semid),
         });
     }
-    for fifo in inventory.fifos.clone()? {
+    // A directory that cannot be read keeps only its own FIFOs from being cleaned.
+    let fifos = inventory.fifos.clone().unwrap_or_else(|why| {
+        found.push(Found {
+            what: format!("any .fifo* in {}", shown(&lab.dir)),
+            in_use: Some(why),
+            remove: Removal::Nothing,
+        });
+        Vec::new()
+    });
+    // A process blocked opening a FIFO (a C client before its server came) holds no descriptor
+    // yet: which FIFO it waits on cannot be seen.
+    let openers = peer::fifo_openers(&lab.dir);
+    for fifo in fifos {
         let path = lab.dir.join(&fifo.name);
         let holders = peer::distinct(fifo.open.iter().map(|(p, _)| p.clone()));
+        let lockers = alive(&fifo.locked_by);
         let in_use = foreign(fifo.uid).or_else(|| match fifo.not_a_fifo {
             Some(kind) => Some(format!("a {kind}, not a FIFO: not ours to remove")),
             None if !holders.is_empty() => Some(format!("open in {}", peer::listed(&holders))),
-            None => {
-                let lockers = alive(&fifo.locked_by);
-                (!lockers.is_empty()).then(|| format!("locked by {}", peer::listed(&lockers)))
-            }
+            None if !lockers.is_empty() => Some(format!("locked by {}", peer::listed(&lockers))),
+            None => (!openers.is_empty()).then(|| {
+                format!(
+                    "{} wait(s) to open a FIFO, perhaps this one",
+                    peer::listed_briefly(&openers)
+                )
+            }),
         });
         found.push(Found {
-            what: path.display().to_string(),
+            what: shown(&path),
             in_use,
             remove: Removal::File(path),
         });
@@ -166,7 +185,7 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
                 "the {} {}'s lock file {}",
                 lock.object,
                 lock.key,
-                lock.path.display()
+                shown(&lock.path)
             ),
             in_use,
             remove: Removal::File(lock.path.clone()),
@@ -175,12 +194,18 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
     for dir in bench_directories(lab.id) {
         let in_use = directory_locked(&dir).then(|| "its ipcbench runs (it holds its lock)".into());
         found.push(Found {
-            what: format!("ipcbench's FIFO directory {}", dir.display()),
+            what: format!("ipcbench's FIFO directory {}", shown(&dir)),
             in_use,
             remove: Removal::Directory(dir),
         });
     }
     Ok(found)
+}
+
+/// A path as a message shows it: escaped (see `printable`), since anyone who may write in the
+/// directory chooses its names — a name must not drive the terminal or forge a line.
+fn shown(path: &Path) -> String {
+    ipclab::layout::text::printable(path.as_os_str().as_bytes())
 }
 
 /// The processes `named` that still exist, each once.

@@ -379,3 +379,56 @@ fn make_ipcclean_takes_an_empty_id_as_none_and_never_runs_an_id() {
         assert!(!injected.exists(), "ID={id} ran a command\n{run}");
     }
 }
+
+#[test]
+fn names_are_shown_escaped_and_an_unreadable_directory_spares_the_rest() {
+    let lab = Lab::new();
+    // Anyone who may write in the directory chooses the names: they must not drive the
+    // terminal, nor forge a line of ours.
+    let name = ".fifo\x1b[2J\nremoved message queue 0x8000 (msqid 1, 0 message(s))";
+    nix::unistd::mkfifo(&lab.dir().join(name), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let run = lab.run("ipcclean", &[] as &[&str]);
+    run.assert_success();
+    assert_eq!(run.lines().len(), 1, "one line\n{run}");
+    assert!(
+        run.stdout()
+            .contains(r"removed ./.fifo\33[2J\nremoved message queue"),
+        "{run}"
+    );
+    assert!(!run.stdout().contains('\x1b'), "{run}");
+
+    // A --dir that does not exist: the System V leftovers are removed all the same.
+    leftovers(&lab);
+    let run = lab.run("ipcclean", &["--dir", "no/such/dir"]);
+    run.assert_failure(
+        1,
+        "ipcclean: left any .fifo* in no/such/dir: opendir(no/such/dir): ENOENT",
+    );
+    assert!(run.stdout().contains("removed message queue"), "{run}");
+    assert!(lab.leftovers().is_empty(), "{run}");
+    assert!(!sysv_keys("sem").contains(&i64::from(Key::segment(lab.id()).raw())));
+}
+
+#[test]
+fn a_fifo_a_c_client_is_blocked_opening_is_left() {
+    // No server reads .fifo: the C client blocks in open(".fifo", O_WRONLY), holding no
+    // descriptor yet. Removed, its FIFO would have no name for a server to serve it by.
+    let lab = Lab::new();
+    nix::unistd::mkfifo(&lab.dir().join(".fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let client = lab.start("sh", &["-c", "exec 3>.fifo"]);
+    wait_until("the client blocked in open", || {
+        std::fs::read_to_string(format!("/proc/{}/wchan", client.pid()))
+            .is_ok_and(|wchan| wchan == "wait_for_partner")
+    });
+    let run = lab.run("ipcclean", &[] as &[&str]);
+    run.assert_failure(
+        1,
+        &format!(
+            "ipcclean: left ./.fifo: pid {} (sh) wait(s) to open a FIFO",
+            client.pid()
+        ),
+    );
+    client.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = client.finish();
+    lab.run("ipcclean", &[] as &[&str]).assert_success();
+}
