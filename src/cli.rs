@@ -156,8 +156,10 @@ pub struct ClassroomOptions {
     pub step_at: Vec<String>,
 }
 
-/// The variables that, exported empty (`export IPCLAB_ID=`), mean "not set".
-const ENVIRONMENT: [&str; 6] = [
+/// The environment variables the options read (each option's `env`): exported empty
+/// (`export IPCLAB_ID=`) one means "not set". The tests' bench removes them from what it starts,
+/// so that a variable exported in the tester's shell changes no test.
+pub const ENVIRONMENT: [&str; 6] = [
     "IPCLAB_ID",
     "IPCLAB_TRACE",
     "IPCLAB_TRACE_TO",
