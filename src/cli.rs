@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use clap::builder::FalseyValueParser;
 use clap::error::ErrorKind;
+use clap::parser::ValueSource;
 use clap::{Args, FromArgMatches, Parser};
 use nix::sys::signal::Signal;
 
@@ -32,7 +33,7 @@ use crate::rt::wait::Deadline;
 use crate::rt::{out, signals};
 use crate::stat::Stat;
 use crate::sys::ipc::{parse_lab_id, Key};
-use crate::sys::trace::Classroom;
+use crate::sys::trace::{step_at_name, Classroom, Refused};
 
 /// `--id N`: which set of keys this run uses, so that several students (or tests) on one machine
 /// do not meet in the same queue or segment.
@@ -151,7 +152,8 @@ pub struct ClassroomOptions {
         long,
         value_name = "CALLS",
         env = "IPCLAB_STEP_AT",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = step_at_name
     )]
     pub step_at: Vec<String>,
 }
@@ -198,9 +200,6 @@ pub fn run<A: Parser>(
     let matches = command.get_matches_mut();
     let options = A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let classroom = ClassroomOptions::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let from_environment = ["step", "step_at"]
-        .iter()
-        .any(|id| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable));
     let time = classroom.trace_time || std::env::var("IPCLAB_TRACE").is_ok_and(|v| v == "time");
     let enabled = Classroom {
         trace: classroom.trace || time || classroom.trace_to.is_some(),
@@ -211,15 +210,33 @@ pub fn run<A: Parser>(
         slow: classroom.slow,
     }
     .enable();
-    if let Err(message) = enabled {
-        let message = match from_environment {
-            true => format!("{message} (stepping comes from IPCLAB_STEP or IPCLAB_STEP_AT in the environment: unset it)"),
-            false => message,
-        };
+    if let Err(refused) = enabled {
+        let message = blamed(&command, &matches, refused);
         command.error(ErrorKind::InvalidValue, message).exit(); // status 2
     }
     let outcome = exercise(options);
     ExitCode::from(status(outcome, signals::caught()))
+}
+
+/// What to say when classroom mode is refused: its message, and for a stepping option that no
+/// one typed — it came from a variable exported in the shell (`IPCLAB_STEP=1`) — which one.
+fn blamed(command: &clap::Command, matches: &clap::ArgMatches, refused: Refused) -> String {
+    let option = refused
+        .stepping
+        .and_then(|option| option.strip_prefix("--"));
+    let arg = command
+        .get_arguments()
+        .find(|arg| option.is_some() && arg.get_long() == option);
+    let from_environment = arg.filter(|arg| {
+        matches.value_source(arg.get_id().as_str()) == Some(ValueSource::EnvVariable)
+    });
+    match from_environment.and_then(clap::Arg::get_env) {
+        Some(variable) => format!(
+            "{refused} ({} is set in the environment: unset it)",
+            variable.to_string_lossy()
+        ),
+        None => refused.message,
+    }
 }
 
 /// The exit status of a program whose exercise gave `outcome`, printing its error the suite's

@@ -83,17 +83,44 @@ pub struct Classroom {
     pub slow: Option<Duration>,
 }
 
+/// Why classroom mode cannot be turned on as asked: a usage error, for the caller to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// What went wrong: `--step-at needs a terminal to read Enter from (…)`.
+    pub message: String,
+    /// The stepping option the error is about (`--step` or `--step-at`), if it is about
+    /// stepping (the caller may say where that option came from).
+    pub stepping: Option<&'static str>,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl Classroom {
-    /// Turns classroom mode on as the options say. A usage error (for the caller to report) if
-    /// `--step` has no terminal to read Enter from, or `--trace-to` cannot be opened.
-    pub fn enable(&self) -> Result<(), String> {
-        let step = self.step || !self.step_at.is_empty();
-        let tty = match step {
-            true => Some(open_terminal()?),
-            false => None,
+    /// Turns classroom mode on as the options say. Refused (a usage error for the caller to
+    /// report) if stepping has no terminal to read Enter from, or `--trace-to` cannot be opened.
+    pub fn enable(&self) -> Result<(), Refused> {
+        let step_option = match (self.step, self.step_at.is_empty()) {
+            (true, _) => Some("--step"),
+            (false, false) => Some("--step-at"),
+            (false, true) => None,
+        };
+        let step = step_option.is_some();
+        let tty = match step_option {
+            Some(option) => Some(open_terminal(option).map_err(|message| Refused {
+                message,
+                stepping: step_option,
+            })?),
+            None => None,
         };
         let trace_to = match &self.trace_to {
-            Some(path) => Some(open_trace_to(path)?),
+            Some(path) => Some(open_trace_to(path).map_err(|message| Refused {
+                message,
+                stepping: None,
+            })?),
             None => None,
         };
         let slow = self.slow.filter(|slow| !slow.is_zero());
@@ -130,23 +157,23 @@ fn is_terminal(fd: BorrowedFd<'_>) -> bool {
     nix::unistd::isatty(fd).unwrap_or(false)
 }
 
-/// `/dev/tty`, for `--step`: non-blocking (when the other process of a pair takes a line first,
-/// our read finds nothing instead of waiting for the next one), and in the foreground (a
-/// program started with `&` would be stopped, SIGTTIN, the moment it read it).
-fn open_terminal() -> Result<OwnedFd, String> {
+/// `/dev/tty`, for stepping (`option`: `--step` or `--step-at`, for the error): non-blocking
+/// (when the other process of a pair takes a line first, our read finds nothing instead of
+/// waiting for the next one), and in the foreground (a program started with `&` would be
+/// stopped, SIGTTIN, the moment it read it).
+fn open_terminal(option: &str) -> Result<OwnedFd, String> {
     let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
     let tty = nix::fcntl::open("/dev/tty", flags, Mode::empty()).map_err(|e| {
         format!(
-            "--step needs a terminal to read Enter from (/dev/tty: {})",
+            "{option} needs a terminal to read Enter from (/dev/tty: {})",
             e.desc()
         )
     })?;
     if nix::unistd::tcgetpgrp(&tty) != Ok(nix::unistd::getpgrp()) {
-        return Err(
-            "--step needs the terminal in the foreground: run the program in a \
-                    terminal of its own, not in the background with &"
-                .into(),
-        );
+        return Err(format!(
+            "{option} needs the terminal in the foreground: run the program in a terminal of \
+             its own, not in the background with &"
+        ));
     }
     Ok(aside(tty))
 }
@@ -340,6 +367,7 @@ fn made<T>(
     line_of: impl FnOnce(&T) -> String,
     pause: Pause,
 ) -> nix::Result<T> {
+    let text = said(text);
     let paused = match pause {
         Pause::None => Ok(()),
         _ => pause_before(text),
@@ -371,7 +399,7 @@ pub fn call_no_return(describe: impl FnOnce() -> String, make: impl FnOnce() -> 
         return make();
     }
     let text = describe();
-    if let Err(errno) = pause_before(&text) {
+    if let Err(errno) = pause_before(said(&text)) {
         return errno;
     }
     line(&text);
@@ -394,7 +422,7 @@ pub fn event<T>(
         return Ok(act());
     }
     let text = describe();
-    pause_before(&text)?;
+    pause_before(said(&text))?;
     let done = act();
     match show(&done) {
         shown if shown.is_empty() => line(&text),
@@ -413,6 +441,79 @@ pub fn seen(text: impl FnOnce() -> String) {
 
 fn settings() -> Option<&'static Settings> {
     SETTINGS.get()
+}
+
+/// The names of the lecture's calls and events as the trace says them (the first word of a
+/// line: `msgrcv`, `*flag`), which `--step-at` takes. Every call and event said is one of them
+/// (a debug build checks each as it is said), so a name given that is not here is a typo,
+/// never a call.
+pub const CALLS: [&str; 33] = [
+    // pipes, FIFOs and files (crate::sys::fd)
+    "pipe",
+    "read",
+    "write",
+    "close",
+    "dup2",
+    "open",
+    "mkfifo",
+    "unlink",
+    "rename",
+    "renameat2",
+    "lseek",
+    "fchmod",
+    "linkat",
+    // processes (crate::sys::proc)
+    "fork",
+    "execv",
+    "waitpid",
+    // message queues (crate::sys::msg)
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    // shared memory and mappings (crate::sys::shm, crate::sys::mman)
+    "shmget",
+    "shmat",
+    "shmdt",
+    "shmctl",
+    "mmap",
+    "munmap",
+    "madvise",
+    "ftruncate",
+    "posix_fallocate",
+    "memcpy",
+    // events, no system call (event): sipc's hand-off, mipc's counter
+    "strcpy",
+    "*flag",
+    "(*counter)++",
+];
+
+/// A name given to `--step-at`, trimmed (`shmat, shmdt` as one types it), if it is one of
+/// [`CALLS`]; else why not, with the names it could be.
+pub fn step_at_name(given: &str) -> Result<String, String> {
+    let name = given.trim();
+    if CALLS.contains(&name) {
+        return Ok(name.to_string());
+    }
+    let lower = name.to_lowercase();
+    let why = match name {
+        "" => "an empty name".to_string(),
+        _ if CALLS.contains(&lower.as_str()) => {
+            format!("not a call of the lecture (C's names are lower case: {lower})")
+        }
+        _ => "not a call or event of the lecture".to_string(),
+    };
+    Err(format!("{why}; its calls and events: {}", CALLS.join(", ")))
+}
+
+/// `text`, a call or event about to be said, whose name is one of [`CALLS`] (checked in debug
+/// builds: the tests run every call the suite makes).
+fn said(text: &str) -> &str {
+    debug_assert!(
+        CALLS.contains(&name_of(text)),
+        "{text}: its name is missing from trace::CALLS"
+    );
+    text
 }
 
 /// The name of the call in `text`: `msgrcv` for `msgrcv(65538, …)`, `*flag` for `*flag = 1`,
@@ -632,5 +733,24 @@ mod tests {
         assert_eq!(name_of("msgrcv(1, &msg, 128, 2, 0)"), "msgrcv");
         assert_eq!(name_of("*flag = 1"), "*flag");
         assert_eq!(name_of("(*counter)++ = 3"), "(*counter)++");
+    }
+
+    #[test]
+    fn step_at_takes_the_trace_s_names_trimmed() {
+        assert_eq!(step_at_name(" shmdt "), Ok("shmdt".to_string()));
+        assert_eq!(step_at_name("*flag"), Ok("*flag".to_string()));
+        for name in CALLS {
+            assert_eq!(name_of(name), name, "a name as name_of finds it");
+        }
+        assert!(step_at_name("").unwrap_err().starts_with("an empty name"));
+        assert!(step_at_name("  ").unwrap_err().starts_with("an empty name"));
+        assert!(step_at_name("MSGRCV")
+            .unwrap_err()
+            .contains("lower case: msgrcv"));
+        let unknown = step_at_name("nosuchcall").unwrap_err();
+        assert!(
+            unknown.contains("msgrcv, msgctl") && unknown.contains("*flag"),
+            "{unknown}"
+        );
     }
 }

@@ -169,6 +169,41 @@ fn step_at_stops_only_before_the_calls_named_and_traces_the_rest() {
 }
 
 #[test]
+fn step_at_takes_the_names_of_the_trace_trimmed_and_refuses_others() {
+    let lab = Lab::new();
+    for (bad, refused) in [
+        ("", ""),
+        (" ", " "),
+        ("nosuchcall", "nosuchcall"),
+        ("MSGRCV", "MSGRCV"),
+        ("shmat,", ""), // the name after the comma
+        ("strcpy(shm", "strcpy(shm"),
+    ] {
+        let run = lab.run("pipe", &["--step-at", bad]);
+        run.assert_failure(
+            2,
+            &format!("invalid value '{refused}' for '--step-at <CALLS>'"),
+        );
+        assert!(run.stderr.contains(", msgrcv, "), "names the calls\n{run}");
+        assert!(run.stderr.contains(", *flag, "), "and the events\n{run}");
+        assert!(run.stdout.is_empty(), "{run}");
+    }
+    let upper = lab.run("pipe", &["--step-at", "MSGRCV"]);
+    upper.assert_failure(2, "lower case: msgrcv");
+    // As one types a list: a blank after the comma, one after the last name.
+    let shm = Stepped::start_with(&lab, "shm", &["--step-at", "' shmat, shmdt '"]);
+    let (_, call) = shm.prompt(1);
+    assert!(call.starts_with("shmat("), "{call}");
+    shm.press_enter();
+    let (_, call) = shm.prompt(2);
+    assert!(call.starts_with("shmdt("), "{call}");
+    shm.press_enter();
+    let (run, screen) = shm.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert_eq!(screen.matches("] next: ").count(), 2, "{screen}");
+}
+
+#[test]
 fn each_process_has_a_colour_on_a_terminal_and_none_with_no_color() {
     let lab = Lab::new();
     let sync = exe("sync").unwrap();
