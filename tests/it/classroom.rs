@@ -276,6 +276,28 @@ fn slow_motion_paces_each_call_and_traces_it() {
 }
 
 #[test]
+fn slow_is_off_at_any_zero_and_refuses_a_negative_or_endless_pause() {
+    let lab = Lab::new();
+    for zero in ["0", "0.0", "00"] {
+        lab.run("pipe", &["--slow", zero]).assert_success(); // no pause, no trace
+        let mut command = lab.command("pipe", &[] as &[&str]);
+        command.env("IPCLAB_SLOW", zero);
+        Running::spawn(command).finish().assert_success();
+    }
+    for (option, negative) in [("--slow", "-1"), ("--timeout", "-0.5")] {
+        let run = lab.run("msgq2", &[option, negative]);
+        run.assert_failure(
+            2,
+            &format!("invalid value '{negative}' for '{option} <SECS>': expected a positive number of seconds, not a negative one"),
+        );
+    }
+    for huge in ["61", "1e10"] {
+        let run = lab.run("pipe", &["--slow", huge]);
+        run.assert_failure(2, "at most 60 seconds: the pause comes before every call");
+    }
+}
+
+#[test]
 fn c_and_enter_ends_the_stepping_of_parent_and_child_alike() {
     let lab = Lab::new();
     let sync = exe("sync").unwrap();
