@@ -3,7 +3,7 @@
 //! | option           | environment          | what happens around each lecture call      |
 //! |------------------|----------------------|--------------------------------------------|
 //! | `--trace`        | `IPCLAB_TRACE=1`     | one line as it returns: `[msgq1 4711] msgget(0x8000, IPC_CREAT\|0600) = 65538` |
-//! | `--trace-time`   | `IPCLAB_TRACE=time`  | the same, each line after the time of day to the microsecond; a call that waits also says when it starts (`<unfinished …>`) |
+//! | `--trace-time`   | `IPCLAB_TRACE=time`  | the same, each line after the time of day to the microsecond; a call that waits (and sipc's spin on the flag) also says when the wait starts (`<unfinished …>`) |
 //! | `--trace-to PATH`| `IPCLAB_TRACE_TO`    | the lines go to PATH (another terminal, a file) instead of stderr |
 //! | `--step`         | `IPCLAB_STEP=1`      | before it, the call is shown on the terminal and waits for Enter (`c` + Enter: run to the end) |
 //! | `--step-at CALLS`| `IPCLAB_STEP_AT`     | the same, only before the calls named (`msgrcv,shmctl`); the others are traced |
@@ -280,7 +280,9 @@ pub fn call_unpaused<T>(
 /// Like [`call`], for a call that may wait for a peer (a `read`, a `msgrcv`, a `waitpid`): with
 /// `--trace-time` it is also said when it starts, `CALL <unfinished …>`, and then again with
 /// its result, `<… resumed> CALL = RESULT`, so that the lines of two processes read in the
-/// order things happened.
+/// order things happened. Where the suite waits before such a call (`poll` first, or tries
+/// with `IPC_NOWAIT`, so that `--timeout` and a termination signal end the wait), that wait
+/// belongs in `make`: the start is said when the wait starts, not once it is over.
 #[inline]
 pub fn blocking_call<T>(
     describe: impl FnOnce() -> String,
@@ -376,18 +378,30 @@ fn made<T>(
         paused?;
     }
     let blocking = matches!(pause, Pause::Blocking | Pause::Reap);
-    let unfinished = blocking && settings().is_some_and(|s| s.time);
-    if unfinished {
+    around(blocking.then_some(text), make, |result| match result {
+        Ok(value) => line_of(value),
+        Err(errno) => format!("{text} = {}", errno_text(*errno)),
+    })
+}
+
+/// Makes `make` and says what came of it (`said`). With `--trace-time`, a `waiting` one (a
+/// call that may wait, a wait that is no call) is also said as it starts, `TEXT <unfinished
+/// …>`, and then `<… resumed> SAID`, so that the lines of two processes read in the order
+/// things happened: the start of a wait before the peer's line that ends it.
+fn around<T>(
+    waiting: Option<&str>,
+    make: impl FnOnce() -> T,
+    said: impl FnOnce(&T) -> String,
+) -> T {
+    let unfinished = waiting.filter(|_| settings().is_some_and(|s| s.time));
+    if let Some(text) = unfinished {
         line(&format!("{text} <unfinished …>"));
     }
     let result = make();
-    let said = match &result {
-        Ok(value) => line_of(value),
-        Err(errno) => format!("{text} = {}", errno_text(*errno)),
-    };
+    let said = said(&result);
     match unfinished {
-        true => line(&format!("<… resumed> {said}")),
-        false => line(&said),
+        Some(_) => line(&format!("<… resumed> {said}")),
+        None => line(&said),
     }
     result
 }
@@ -431,12 +445,19 @@ pub fn event<T>(
     Ok(done)
 }
 
-/// Something a process has seen, said as a trace line with no pause (it has happened already):
-/// `*flag == 1 seen after 1502 looks`.
-pub fn seen(text: impl FnOnce() -> String) {
-    if enabled() {
-        line(&text());
+/// A wait that is no call — sipc's `while (*flag == 0)` — made by `wait`, with no pause (it
+/// only looks), and said by `seen` when it ends: `*flag == 1 seen after 1502 looks`. With
+/// `--trace-time` it is also said as it starts, as `describe()` (`while (*flag == 0)
+/// <unfinished …>`), like a call that waits ([`blocking_call`]).
+pub fn waited<T>(
+    describe: impl FnOnce() -> String,
+    wait: impl FnOnce() -> T,
+    seen: impl FnOnce(&T) -> String,
+) -> T {
+    if !enabled() {
+        return wait();
     }
+    around(Some(&describe()), wait, seen)
 }
 
 fn settings() -> Option<&'static Settings> {

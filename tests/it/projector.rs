@@ -100,6 +100,67 @@ fn trace_time_stamps_each_line_and_says_when_a_wait_starts() {
     );
 }
 
+#[test]
+fn trace_time_says_a_wait_as_it_starts_not_once_the_peer_has_come() {
+    // Each server, with no client yet: its wait for a request is said at once.
+    let servers = [
+        ("fifos", "read(3, buf, 4000) <unfinished …>"), // 25 records at most
+        ("msgq1", ", 128, 1, IPC_NOWAIT|MSG_NOERROR) <unfinished …>"),
+        ("sipc1", "while (*flag == 0) <unfinished …>"),
+    ];
+    let labs: Vec<Lab> = servers.iter().map(|_| Lab::new()).collect();
+    let running: Vec<Running> = servers
+        .iter()
+        .zip(&labs)
+        .map(|((server, _), lab)| lab.start(server, &["--trace-time"]))
+        .collect();
+    for ((_, wait), server) in servers.iter().zip(&running) {
+        server.wait_for_stderr(wait);
+        server.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for ((server, _), run) in servers.iter().zip(running) {
+        // The signal ends the wait, as it would end C's call (or loop).
+        let run = run.finish();
+        let ended = match *server {
+            "sipc1" => "<… resumed> *flag == 0 after ",
+            _ => "= -1 EINTR (Interrupted system call)",
+        };
+        assert!(run.stderr.contains(ended), "{run}");
+    }
+
+    // A client's wait for its reply (the server held at a prompt before it writes one), and
+    // sync's child's wait for its parent (held before its first write).
+    let lab = Lab::new();
+    let server = Stepped::start_with(&lab, "fifos", &["--step-at", "write", "--count", "1"]);
+    wait_until(".fifo", || lab.dir().join(".fifo").exists());
+    let client = lab.start("fifoc", &["--trace-time"]);
+    let (_, call) = server.prompt(1);
+    assert!(call.starts_with("write("), "{call}");
+    client.wait_for_stderr("read(3, buf, 160) <unfinished …>");
+    server.run_on();
+    let (run, _) = server.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    client.finish();
+    let sync = Stepped::start_with(
+        &lab,
+        "sync",
+        &["--loops", "1", "--trace-time", "--step-at", "write"],
+    );
+    let (parent, call) = sync.prompt(1);
+    assert!(call.starts_with("write("), "{call}");
+    wait_until("the child's read, said as it starts", || {
+        let screen = sync.screen();
+        screen.lines().any(|l| {
+            l.contains(" read(")
+                && l.ends_with("<unfinished …>")
+                && !l.contains(&parent.to_string())
+        })
+    });
+    sync.run_on();
+    let (run, _) = sync.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+}
+
 /// `10:31:22.483211`.
 fn is_time_to_the_microsecond(text: &str) -> bool {
     let (clock, micros) = text.split_once('.').unwrap_or_default();
@@ -245,7 +306,7 @@ fn the_lecture_s_descriptors_get_the_c_numbers_and_the_step_page_its_own_name() 
     let server = Stepped::start_with(&lab, "fifos", &["--step-at", "read", "--count", "1"]);
     wait_until(".fifo", || lab.dir().join(".fifo").exists());
     let client = lab.start("fifoc", &[] as &[&str]);
-    let (pid, call) = server.prompt(1); // a request came: the server is about to read it
+    let (pid, call) = server.prompt(1); // about to read (and wait for) the request
     assert!(call.starts_with("read(3, "), "{call}");
     // 3 and 4 are the FIFO's two ends, as in C; nothing of the suite's own (the terminal,
     // the signal self-pipe) sits among the low numbers. (The harness's terminal may pass on a
