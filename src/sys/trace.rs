@@ -181,7 +181,9 @@ fn open_terminal(option: &str) -> Result<OwnedFd, String> {
 /// `--trace-to PATH`: a terminal (another pane's `/dev/pts/N`) or a file, appended to (a
 /// parent and its child write their lines into one file), made 0600 if new. A FIFO must have
 /// a reader already: the open does not wait for one (`O_NONBLOCK`, then cleared, so that the
-/// lines are written whole).
+/// lines are written whole). On a terminal the lines start at column 0, though its cursor may
+/// stand after its shell's prompt (the line is cleared first, once: no blank line comes of it
+/// when the other program of a pair traces there too); a file gets no such bytes.
 fn open_trace_to(path: &std::path::Path) -> Result<OwnedFd, String> {
     use std::os::unix::ffi::OsStrExt;
     let shown = crate::layout::text::printable(path.as_os_str().as_bytes());
@@ -197,6 +199,9 @@ fn open_trace_to(path: &std::path::Path) -> Result<OwnedFd, String> {
         other => failed(other),
     })?;
     nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_APPEND)).map_err(failed)?;
+    if is_terminal(fd.as_fd()) {
+        let _ = out::write_to(fd.as_fd(), b"\r\x1b[K"); // to column 0, the line cleared
+    }
     Ok(aside(fd))
 }
 

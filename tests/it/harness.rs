@@ -718,8 +718,12 @@ impl Stepped {
 
     /// Everything on the terminal so far, without the terminal's carriage returns.
     pub fn screen(&self) -> String {
-        let bytes = std::fs::read(&self.typescript).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).replace('\r', "")
+        String::from_utf8_lossy(&self.bytes_on_screen()).replace('\r', "")
+    }
+
+    /// Every byte written to the terminal so far, carriage returns and escapes included.
+    pub fn bytes_on_screen(&self) -> Vec<u8> {
+        std::fs::read(&self.typescript).unwrap_or_default()
     }
 
     /// Waits for the `n`-th prompt (counted from 1: `[PROGRAM PID] next: CALL`, a line) and

@@ -74,6 +74,32 @@ fn trace_to_sends_the_lines_to_a_file_and_leaves_stderr_empty() {
 }
 
 #[test]
+fn trace_to_another_terminal_starts_at_column_0_after_its_shell_s_prompt() {
+    let lab = Lab::new();
+    // Another pane: a shell's prompt, the cursor after it.
+    let pane = Stepped::on_terminal(&lab, "pane", "tty >pane.tty; printf 'pane$ '; exec cat");
+    let tty = lab.dir().join("pane.tty");
+    wait_until("the pane's terminal", || {
+        std::fs::read_to_string(&tty).is_ok_and(|name| name.ends_with('\n'))
+    });
+    wait_until("the pane's prompt", || pane.screen().contains("pane$ "));
+    let tty = std::fs::read_to_string(&tty).unwrap();
+    lab.run("pipe", &["--trace-to", tty.trim()])
+        .assert_success();
+    wait_until("the trace in the pane", || {
+        pane.screen().contains("] waitpid(")
+    });
+    let screen = pane.bytes_on_screen();
+    let screen = String::from_utf8_lossy(&screen);
+    let (_, after_prompt) = screen.split_once("pane$ ").unwrap();
+    let (before_first_line, _) = after_prompt.split_once("[pipe ").unwrap();
+    assert!(
+        before_first_line.contains('\r'),
+        "the first line starts after the prompt: {screen:?}"
+    );
+}
+
+#[test]
 fn trace_time_stamps_each_line_and_says_when_a_wait_starts() {
     let lab = Lab::new();
     let sync = lab.run("sync", &["--loops", "1", "--trace-time"]);
