@@ -20,12 +20,12 @@
 //! (`Sent a request.....`). On a terminal each process's `[NAME PID]` has a colour of its own
 //! (not with `NO_COLOR`). `--step` reads the terminal (`/dev/tty`), not stdin (mymore's stdin is
 //! a pipe); a parent and its child on one terminal each wait for a line, and each Enter
-//! releases one pending call. A prompt fits 80 columns: a long call is cut (its line after the
+//! releases one pending call (one typed while no prompt was on the screen is dropped). A prompt fits 80 columns: a long call is cut (its line after the
 //! call shows it whole), and the keys are said once, at a process's first prompt.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -40,11 +40,23 @@ use crate::rt::{clock, out, signals};
 
 /// Whether classroom mode is on: the one flag a wrapper reads when it is off.
 static ON: AtomicBool = AtomicBool::new(false);
-/// `--step` (or `--step-at`), until `c` + Enter turns it off: a flag in memory shared with the
-/// processes this one forks later (a parent and its child on one terminal stop stepping
-/// together), or this process's own flag if the shared page cannot be had.
-static STEP: AtomicPtr<AtomicBool> = AtomicPtr::new(std::ptr::null_mut());
-static STEP_HERE: AtomicBool = AtomicBool::new(false);
+/// The state of `--step` (or `--step-at`) in memory shared with the processes this one forks
+/// later ([`shared_page`]), or this process's own if the shared page cannot be had.
+static STEP: AtomicPtr<Stepping> = AtomicPtr::new(std::ptr::null_mut());
+static STEP_HERE: Stepping = Stepping {
+    on: AtomicBool::new(false),
+    prompts: AtomicU32::new(0),
+};
+
+/// What the processes of one program (a parent and its children, on one terminal) share about
+/// stepping. All-zero bytes are a valid value: off, no prompt.
+#[repr(C)]
+struct Stepping {
+    /// Whether they step, until `c` + Enter at any prompt turns it off for all.
+    on: AtomicBool,
+    /// How many of them show a prompt and wait for its Enter now.
+    prompts: AtomicU32,
+}
 /// Whether this process has shown its first prompt (with the keys).
 static PROMPTED: AtomicBool = AtomicBool::new(false);
 /// `--slow`, in microseconds (0: off).
@@ -145,7 +157,7 @@ impl Classroom {
         };
         let _ = SETTINGS.set(settings);
         if step {
-            STEP.store(shared_flag(), Ordering::Relaxed);
+            STEP.store(shared_page(), Ordering::Relaxed);
             stepping().store(true, Ordering::Relaxed);
         }
         ON.store(on, Ordering::Relaxed);
@@ -205,22 +217,27 @@ fn open_trace_to(path: &std::path::Path) -> Result<OwnedFd, String> {
     Ok(aside(fd))
 }
 
-/// The `--step` flag: the shared one if there is one, else this process's own.
-fn stepping() -> &'static AtomicBool {
+/// The `--step` state: the shared one if there is one, else this process's own.
+fn shared() -> &'static Stepping {
     let shared = STEP.load(Ordering::Relaxed);
     // SAFETY: a non-null pointer in STEP points into a page mapped once and never unmapped
-    // (shared_flag), which holds an AtomicBool (all-zero bytes are `false`).
+    // (shared_page), which holds a Stepping (all-zero bytes are a valid one).
     unsafe { shared.as_ref() }.unwrap_or(&STEP_HERE)
 }
 
-/// A flag in a shared page, shared with children forked later; null if the page cannot be had
-/// (then each process steps on its own). The page is a memfd named `ipclab-step`, so that
-/// `/proc/PID/maps` names it (`/memfd:ipclab-step (deleted)`) instead of showing a second
+/// The `--step` flag (see [`Stepping::on`]).
+fn stepping() -> &'static AtomicBool {
+    &shared().on
+}
+
+/// A [`Stepping`] in a shared page, shared with children forked later; null if the page cannot
+/// be had (then each process steps on its own). The page is a memfd named `ipclab-step`, so
+/// that `/proc/PID/maps` names it (`/memfd:ipclab-step (deleted)`) instead of showing a second
 /// `/dev/zero` beside mipc's counter.
-fn shared_flag() -> *mut AtomicBool {
+fn shared_page() -> *mut Stepping {
     use nix::sys::memfd::{memfd_create, MFdFlags};
     use nix::sys::mman::{mmap, MapFlags, ProtFlags};
-    let size = std::num::NonZeroUsize::new(std::mem::size_of::<AtomicBool>())
+    let size = std::num::NonZeroUsize::new(std::mem::size_of::<Stepping>())
         .unwrap_or(std::num::NonZeroUsize::MIN);
     let Ok(memfd) = memfd_create(c"ipclab-step", MFdFlags::MFD_CLOEXEC) else {
         return std::ptr::null_mut();
@@ -231,7 +248,8 @@ fn shared_flag() -> *mut AtomicBool {
     let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
     // SAFETY: a new mapping of the memfd, at an address the kernel chooses: it overlaps
     // nothing. It is never unmapped, so the pointer stays valid for the life of the process
-    // (and of the children that inherit it); the memfd is zero-filled, a valid `AtomicBool`.
+    // (and of the children that inherit it); the memfd is zero-filled, a valid `Stepping`, and
+    // the mapping is page-aligned, aligned enough for it.
     match unsafe { mmap(None, size, prot, MapFlags::MAP_SHARED, &memfd, 0) } {
         Ok(page) => page.as_ptr().cast(), // the memfd closes here; the mapping stays
         Err(_) => std::ptr::null_mut(),
@@ -648,6 +666,29 @@ fn prompt(text: &str, colour: bool) -> String {
     format!("{} next: {call}\n", whose(colour))
 }
 
+/// A prompt on the terminal, counted in [`Stepping::prompts`] while it waits for its Enter.
+struct Prompt;
+
+impl Prompt {
+    /// Counts a prompt about to be shown on `tty`. What was typed while no prompt of the
+    /// program was on the screen — an Enter pressed while a call waited for a peer — is
+    /// dropped first: the terminal would keep it, and the prompt would take it for its answer
+    /// (a step nobody saw). Not while the other process of a pair shows a prompt: it may be
+    /// that one's answer.
+    fn shown(tty: BorrowedFd<'_>) -> Prompt {
+        if shared().prompts.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = nix::sys::termios::tcflush(tty, nix::sys::termios::FlushArg::TCIFLUSH);
+        }
+        Prompt
+    }
+}
+
+impl Drop for Prompt {
+    fn drop(&mut self) {
+        shared().prompts.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Shows the call about to be made on the terminal and waits for a line typed there (or a
 /// termination signal).
 fn wait_for_enter(text: &str) {
@@ -664,6 +705,7 @@ fn wait_for_enter(text: &str) {
         );
         out::line_to(tty, keys.as_bytes());
     }
+    let _shown = Prompt::shown(tty);
     out::line_to(tty, prompt(text, colour).as_bytes());
     let mut answer = [0u8; 256];
     loop {

@@ -203,15 +203,18 @@ fn prompts_fit_80_columns_and_say_the_keys_once_per_process() {
     let lab = Lab::new();
     let server = msgq1(&lab);
     let client = Stepped::start(&lab, "msgq2");
-    for _ in 0..10 {
-        let screen = client.screen();
-        if screen.contains("Received reply") {
+    // Enter at each prompt once it shows (one typed before would answer none).
+    let mut answered = 0;
+    loop {
+        wait_until("the next prompt or the end", || {
+            let screen = client.screen();
+            screen.matches("] next: ").count() > answered || screen.contains("Received reply")
+        });
+        if client.screen().contains("Received reply") {
             break;
         }
+        answered += 1;
         client.press_enter();
-        wait_until("the next prompt or the end", || {
-            client.screen().len() > screen.len()
-        });
     }
     let (run, screen) = client.finish();
     assert_eq!(run.code(), Some(0), "{run}");
@@ -415,6 +418,40 @@ fn the_sipc_hand_off_is_traced_and_stepped_as_events() {
     ] {
         assert!(server.stderr.contains(event), "{event}\n{server}");
     }
+}
+
+#[test]
+fn an_enter_typed_before_the_prompt_shows_answers_no_prompt() {
+    let lab = Lab::new();
+    let server = Stepped::start_with(&lab, "sipc1", &["--step-at", "'*flag'"]);
+    wait_until("the server's segment", || {
+        server.screen().contains("] shmat(")
+    });
+    // While the server waits for a request, Enter twice: the terminal echoes (and keeps) them.
+    let before = server.screen().len();
+    server.press_enter();
+    server.press_enter();
+    wait_until("the echo of both", || {
+        server.screen()[before..].matches('\n').count() >= 2
+    });
+    let client = lab.start("sipc2", &[] as &[&str]);
+    let (_, event) = server.prompt(1);
+    assert_eq!(event, "*flag = 0");
+    // Stopped there, the Enters typed before it notwithstanding: the reply is written, the
+    // flag still 1. (The segment is marked for removal already: found by its ID.)
+    let screen = server.screen();
+    let shmget = screen.lines().find(|l| l.contains("] shmget(")).unwrap();
+    let shmid = shmget.rsplit(" = ").next().unwrap().parse().unwrap();
+    let peek = ipclab::segment::Attached::attach(ipclab::sys::shm::ShmId(shmid))
+        .unwrap_or_else(|e| panic!("the server went on past its prompt: {e:#}\n{screen}"));
+    let (flag, text) = peek.sipc().unwrap().take();
+    assert_eq!(flag, 1, "{}", server.screen());
+    assert!(text.unwrap().starts_with("This is a reply from "));
+    drop(peek);
+    server.press_enter();
+    let (run, screen) = server.finish();
+    assert_eq!(run.code(), Some(0), "{run}\n{screen}");
+    client.finish().assert_success();
 }
 
 #[test]
