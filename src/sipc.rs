@@ -146,7 +146,17 @@ impl<'a> Server<'a> {
                 // Left by a process that has gone (a killed client; a C client stopped with
                 // Ctrl-C): nobody else is attached. Clear it, say so, wait for a live request.
                 (_, false) => {
-                    let _ = area.flag.compare_exchange(flag, EMPTY, Relaxed, Relaxed);
+                    // `*flag = 0`, said and stepped like every other change of the flag; made
+                    // only if nobody changed the flag meanwhile (then the trace says so).
+                    let _cleared = trace::event(
+                        || format!("*flag = {EMPTY}"),
+                        || area.flag.compare_exchange(flag, EMPTY, Relaxed, Relaxed),
+                        |cleared| match cleared {
+                            Ok(_) => String::new(),
+                            Err(now) => format!("{now} (changed meanwhile: left as it is)"),
+                        },
+                    )
+                    .map_err(|e| sys::failed(e, "*flag"))?;
                     match flag {
                         REQUEST => warn(format_args!(
                             "stale request {} in segment {key}: its client has gone (nobody \

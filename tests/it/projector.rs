@@ -455,6 +455,35 @@ fn an_enter_typed_before_the_prompt_shows_answers_no_prompt() {
 }
 
 #[test]
+fn clearing_a_stale_request_is_an_event_that_step_at_stops_before() {
+    let lab = Lab::new();
+    let killed = lab.start("sipc2", &[] as &[&str]);
+    killed.wait_for_stdout("Sent a request.....");
+    killed.signal(nix::sys::signal::Signal::SIGKILL);
+    killed.finish();
+    let server = Stepped::start_with(&lab, "sipc1", &["--step-at", "'*flag'"]);
+    let (_, event) = server.prompt(1); // no client has come: the stale request's
+    assert_eq!(event, "*flag = 0");
+    let key = ipclab::sys::ipc::Key::segment(lab.id());
+    let shmid = ipclab::sys::shm::shmget(key, 0, 0).unwrap();
+    let peek = ipclab::segment::Attached::attach(shmid).unwrap();
+    assert_eq!(peek.sipc().unwrap().take().0, 1, "not cleared yet");
+    server.press_enter();
+    wait_until("the warning", || server.screen().contains("stale request"));
+    assert_eq!(peek.sipc().unwrap().take().0, 0, "cleared");
+    drop(peek);
+    let screen = server.screen();
+    let cleared = screen.find("] *flag = 0\n").unwrap();
+    assert!(cleared < screen.find("stale request").unwrap(), "{screen}");
+    let client = lab.start("sipc2", &[] as &[&str]);
+    server.prompt(2); // the reply's *flag = 0
+    server.run_on();
+    let (run, screen) = server.finish();
+    assert_eq!(run.code(), Some(0), "{run}\n{screen}");
+    client.finish().assert_success();
+}
+
+#[test]
 fn mipc_s_counter_is_an_event_that_step_at_stops_before() {
     let lab = Lab::new();
     let run = Stepped::start_with(
