@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::classroom::{press, start_on_a_terminal};
-use crate::harness::{exe, wait_until, Lab, Running, Stepped};
+use crate::harness::{exe, step_to, wait_until, Lab, Running, Stepped};
 
 /// Starts msgq1 and waits until its queue is there.
 fn msgq1(lab: &Lab) -> Running {
@@ -364,6 +364,31 @@ fn the_lecture_s_descriptors_get_the_c_numbers_and_the_step_page_its_own_name() 
     assert_eq!(run.code(), Some(0), "{run}");
     client.finish().assert_success();
     assert!(!Path::new(&lab.dir().join(".fifo")).exists());
+}
+
+#[test]
+fn before_the_closes_pipe_s_parent_and_child_hold_both_ends_at_3_and_4() {
+    // What labs.md's exercise 1 has students look at: the pipe at the C's numbers, the
+    // terminal --step reads at 100.
+    let lab = Lab::new();
+    let pipe = Stepped::start(&lab, "pipe");
+    step_to(&pipe, &["pipe(fd)", "fork()", "close("]);
+    let ((first, _), (second, call)) = (pipe.prompt(3), pipe.prompt(4));
+    assert!(call.starts_with("close("), "{call}");
+    assert_ne!(first, second, "the parent's prompt and the child's");
+    for pid in [first, second] {
+        let link = |fd: i32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+        let (read_end, write_end) = (link(3), link(4));
+        assert!(
+            read_end.to_string_lossy().starts_with("pipe:["),
+            "{read_end:?}"
+        );
+        assert_eq!(read_end, write_end, "one pipe");
+        assert_eq!(link(100), Path::new("/dev/tty"));
+    }
+    pipe.run_on();
+    let (run, _) = pipe.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
 }
 
 #[test]
