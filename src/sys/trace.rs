@@ -487,11 +487,11 @@ fn settings() -> Option<&'static Settings> {
     SETTINGS.get()
 }
 
-/// The names of the lecture's calls and events as the trace says them (the first word of a
+/// The names of the calls and events of the suite as the trace says them (the first word of a
 /// line: `msgrcv`, `*flag`), which `--step-at` takes. Every call and event said is one of them
 /// (a debug build checks each as it is said), so a name given that is not here is a typo,
 /// never a call.
-pub const CALLS: [&str; 33] = [
+pub const CALLS: [&str; 37] = [
     // pipes, FIFOs and files (crate::sys::fd)
     "pipe",
     "read",
@@ -530,6 +530,11 @@ pub const CALLS: [&str; 33] = [
     "strcpy",
     "*flag",
     "(*counter)++",
+    // beside the lecture's: ipcbench's semaphores and Unix sockets
+    "semget",
+    "semop",
+    "semctl",
+    "socketpair",
 ];
 
 /// A name given to `--step-at`, trimmed (`shmat, shmdt` as one types it), if it is one of
@@ -543,9 +548,9 @@ pub fn step_at_name(given: &str) -> Result<String, String> {
     let why = match name {
         "" => "an empty name".to_string(),
         _ if CALLS.contains(&lower.as_str()) => {
-            format!("not a call of the lecture (C's names are lower case: {lower})")
+            format!("not a call of the suite (C's names are lower case: {lower})")
         }
-        _ => "not a call or event of the lecture".to_string(),
+        _ => "not a call or event of the suite".to_string(),
     };
     Err(format!("{why}; its calls and events: {}", CALLS.join(", ")))
 }
