@@ -482,10 +482,7 @@ fn an_enter_typed_before_the_prompt_shows_answers_no_prompt() {
 #[test]
 fn clearing_a_stale_request_is_an_event_that_step_at_stops_before() {
     let lab = Lab::new();
-    let killed = lab.start("sipc2", &[] as &[&str]);
-    killed.wait_for_stdout("Sent a request.....");
-    killed.signal(nix::sys::signal::Signal::SIGKILL);
-    killed.finish();
+    crate::shm::leave_a_stale_request(&lab);
     let server = Stepped::start_with(&lab, "sipc1", &["--step-at", "'*flag'"]);
     let (_, event) = server.prompt(1); // no client has come: the stale request's
     assert_eq!(event, "*flag = 0");
