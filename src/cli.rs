@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use clap::builder::FalseyValueParser;
 use clap::error::ErrorKind;
+use clap::parser::ValueSource;
 use clap::{Args, FromArgMatches, Parser};
 use nix::sys::signal::Signal;
 
@@ -32,7 +33,7 @@ use crate::rt::wait::Deadline;
 use crate::rt::{out, signals};
 use crate::stat::Stat;
 use crate::sys::ipc::{parse_lab_id, Key};
-use crate::sys::trace::Classroom;
+use crate::sys::trace::{step_at_name, Classroom, Refused};
 
 /// `--id N`: which set of keys this run uses, so that several students (or tests) on one machine
 /// do not meet in the same queue or segment.
@@ -69,7 +70,7 @@ pub struct DirOption {
 pub struct TimeoutOption {
     /// Give up, cleaning up, after waiting SECS seconds for the peer (a reply, the next
     /// request) [default: wait forever]
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub timeout: Option<Duration>,
 }
 
@@ -95,24 +96,51 @@ impl StatOption {
     }
 }
 
-/// Parses a positive number of seconds such as `10` or `0.5` (at least a millisecond).
-pub fn parse_seconds(text: &str) -> Result<Duration, String> {
-    match text.trim().parse::<f64>() {
-        Ok(secs) if secs.is_infinite() && secs > 0.0 => Err("expected a finite number of \
-                                                             seconds (inf is not one)"
-            .into()),
-        Ok(secs) if secs >= 0.001 && secs.is_finite() => Duration::try_from_secs_f64(secs)
+/// The longest `--slow` pause.
+const SLOWEST: Duration = Duration::from_secs(60);
+
+/// A number of seconds, as every option of the suite that takes one reads it (`10`, `0.5`,
+/// `1e-3`): finite, not negative, and either zero — however it is written: `0`, `0.0`, `00` —
+/// or at least a millisecond (less would round to nothing). What zero means is the option's.
+/// A number too large to be a [`Duration`] is refused; a smaller but still huge one is
+/// accepted: a deadline that far away is as good as none ([`Deadline::within`]).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let not_a_number = || "expected a number of seconds".to_string();
+    match text.trim().parse::<f64>().map_err(|_| not_a_number())? {
+        secs if secs.is_nan() => Err(not_a_number()),
+        secs if secs < 0.0 => {
+            Err("expected a positive number of seconds, not a negative one".into())
+        }
+        0.0 => Ok(Duration::ZERO), // -0.0 too
+        secs if secs.is_infinite() => {
+            Err("expected a finite number of seconds (inf is not one)".into())
+        }
+        secs if secs < 0.001 => Err("expected at least 0.001 seconds".into()),
+        secs => Duration::try_from_secs_f64(secs)
             .map_err(|_| "too large a number of seconds".to_string()),
-        Ok(secs) if secs > 0.0 => Err("expected at least 0.001 seconds".into()),
-        _ => Err("expected a positive number of seconds".into()),
     }
 }
 
-/// `--slow SECS`: seconds as for `--timeout`, or 0 for no slow motion.
+/// Parses a positive number of seconds such as `10` or `0.5`, as every option of the suite
+/// reads seconds (at least a millisecond), zero refused: `--timeout`, and the waits of the
+/// programs beside the lecture's.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match seconds(text)? {
+        secs if secs.is_zero() => Err("expected a positive number of seconds".into()),
+        secs => Ok(secs),
+    }
+}
+
+/// `--slow SECS`: seconds (see [`seconds`]), 0 for no slow motion, at most [`SLOWEST`]: a
+/// pause made before every call that lasts longer looks like a hang, not slow motion.
 fn parse_slow(text: &str) -> Result<Duration, String> {
-    match text.trim() {
-        "0" => Ok(Duration::ZERO),
-        seconds => parse_seconds(seconds).map_err(|e| format!("{e} (or 0: no slow motion)")),
+    match seconds(text).map_err(|e| format!("{e} (or 0: no slow motion)"))? {
+        slow if slow > SLOWEST => Err(format!(
+            "at most {} seconds: the pause comes before every call, and a longer one looks \
+             like a hang (--step waits for Enter instead)",
+            SLOWEST.as_secs()
+        )),
+        slow => Ok(slow),
     }
 }
 
@@ -130,9 +158,10 @@ pub struct ClassroomOptions {
     #[arg(long, env = "IPCLAB_STEP", value_parser = FalseyValueParser::new())]
     pub step: bool,
 
-    /// Pause SECS seconds before each lecture system call, as slow motion, and trace it
-    /// (0: no pause, no trace)
-    #[arg(long, value_name = "SECS", env = "IPCLAB_SLOW", value_parser = parse_slow)]
+    /// Pause SECS seconds (at most 60) before each lecture system call, as slow motion, and
+    /// trace it (0: no pause, no trace)
+    #[arg(long, value_name = "SECS", env = "IPCLAB_SLOW", value_parser = parse_slow,
+          allow_negative_numbers = true)]
     pub slow: Option<Duration>,
 
     /// Like --trace, each line after the time of day to the microsecond, and a call that waits
@@ -151,13 +180,16 @@ pub struct ClassroomOptions {
         long,
         value_name = "CALLS",
         env = "IPCLAB_STEP_AT",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = step_at_name
     )]
     pub step_at: Vec<String>,
 }
 
-/// The variables that, exported empty (`export IPCLAB_ID=`), mean "not set".
-const ENVIRONMENT: [&str; 6] = [
+/// The environment variables the options read (each option's `env`): exported empty
+/// (`export IPCLAB_ID=`) one means "not set". The tests' bench removes them from what it starts,
+/// so that a variable exported in the tester's shell changes no test.
+pub const ENVIRONMENT: [&str; 6] = [
     "IPCLAB_ID",
     "IPCLAB_TRACE",
     "IPCLAB_TRACE_TO",
@@ -196,9 +228,6 @@ pub fn run<A: Parser>(
     let matches = command.get_matches_mut();
     let options = A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let classroom = ClassroomOptions::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let from_environment = ["step", "step_at"]
-        .iter()
-        .any(|id| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable));
     let time = classroom.trace_time || std::env::var("IPCLAB_TRACE").is_ok_and(|v| v == "time");
     let enabled = Classroom {
         trace: classroom.trace || time || classroom.trace_to.is_some(),
@@ -209,15 +238,33 @@ pub fn run<A: Parser>(
         slow: classroom.slow,
     }
     .enable();
-    if let Err(message) = enabled {
-        let message = match from_environment {
-            true => format!("{message} (stepping comes from IPCLAB_STEP or IPCLAB_STEP_AT in the environment: unset it)"),
-            false => message,
-        };
+    if let Err(refused) = enabled {
+        let message = blamed(&command, &matches, refused);
         command.error(ErrorKind::InvalidValue, message).exit(); // status 2
     }
     let outcome = exercise(options);
     ExitCode::from(status(outcome, signals::caught()))
+}
+
+/// What to say when classroom mode is refused: its message, and for a stepping option that no
+/// one typed — it came from a variable exported in the shell (`IPCLAB_STEP=1`) — which one.
+fn blamed(command: &clap::Command, matches: &clap::ArgMatches, refused: Refused) -> String {
+    let option = refused
+        .stepping
+        .and_then(|option| option.strip_prefix("--"));
+    let arg = command
+        .get_arguments()
+        .find(|arg| option.is_some() && arg.get_long() == option);
+    let from_environment = arg.filter(|arg| {
+        matches.value_source(arg.get_id().as_str()) == Some(ValueSource::EnvVariable)
+    });
+    match from_environment.and_then(clap::Arg::get_env) {
+        Some(variable) => format!(
+            "{refused} ({} is set in the environment: unset it)",
+            variable.to_string_lossy()
+        ),
+        None => refused.message,
+    }
 }
 
 /// The exit status of a program whose exercise gave `outcome`, printing its error the suite's
@@ -281,7 +328,26 @@ mod tests {
         assert!(parse_seconds("inf").unwrap_err().contains("finite"));
         assert!(parse_seconds("soon").is_err());
         assert!(parse_seconds("1e-12").is_err(), "rounds to nothing");
-        assert_eq!(parse_slow("0"), Ok(Duration::ZERO));
+        assert!(parse_seconds("-3").unwrap_err().contains("negative"));
+        assert!(parse_seconds("nan").is_err());
+        assert!(parse_seconds("1e300").unwrap_err().contains("too large"));
+        assert!(parse_seconds("1e10").is_ok(), "a deadline as good as none");
+    }
+
+    #[test]
+    fn slow_motion_is_off_at_any_zero_and_at_most_a_minute() {
+        for zero in ["0", "0.0", "00", "0e0", " 0 ", "-0"] {
+            assert_eq!(parse_slow(zero), Ok(Duration::ZERO), "{zero}");
+        }
+        assert_eq!(parse_slow("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_slow("60"), Ok(Duration::from_secs(60)));
         assert!(parse_slow("").unwrap_err().contains("or 0"));
+        assert!(parse_slow("-1").unwrap_err().contains("negative"));
+        for huge in ["61", "1e10", "1e300"] {
+            assert!(parse_slow(huge).is_err(), "{huge}");
+        }
+        assert!(parse_slow("1e10")
+            .unwrap_err()
+            .contains("at most 60 seconds"));
     }
 }

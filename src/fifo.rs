@@ -23,7 +23,7 @@ use crate::layout::record::{
 };
 use crate::layout::text;
 use crate::peer::{self, OpenFor};
-use crate::rt::wait::{Deadline, Wait};
+use crate::rt::wait::{self, Deadline, Wait};
 use crate::sys::fd as sys;
 
 /// How many records' worth the server reads from `.fifo` at most at once (below `PIPE_BUF`).
@@ -87,16 +87,20 @@ impl ServerFifo {
             let most =
                 usize::try_from(wanted).map_or(READ_AHEAD, |n| n.min(READ_AHEAD)) * RECORD_LEN;
             let room = most.saturating_sub(self.received.len()).max(1);
-            crate::rt::wait::poll(&[(reader, PollFlags::POLLIN)], deadline)
-                .with_context(|| format!("waiting for a request ({})", path.display()))?;
             let had = self.received.len();
             self.received.resize(had + room, 0);
-            let read = match sys::read_shown(reader, &mut self.received[had..], as_records) {
+            let mut waited = Ok(());
+            let watched = [(reader, PollFlags::POLLIN)];
+            let ready = || wait::in_call(wait::poll(&watched, deadline).map(drop), &mut waited);
+            let read = sys::read_waiting(reader, &mut self.received[had..], as_records, ready);
+            self.received
+                .truncate(had + read.as_ref().map_or(0, |n| *n));
+            waited.with_context(|| format!("waiting for a request ({})", path.display()))?;
+            let read = match read {
                 Ok(n) => Some(n),
                 Err(Errno::EAGAIN | Errno::EINTR) => None,
                 Err(e) => return Err(failed(e, "read", path)),
             };
-            self.received.truncate(had + read.unwrap_or(0));
             // Emptied the FIFO: a read that got less than it could, or nothing more waiting.
             let mut fds = [PollFd::new(reader, PollFlags::POLLIN)];
             let more = matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0);
@@ -202,11 +206,19 @@ impl ClientFifo {
                 (reader, PollFlags::POLLIN),
                 (server.writer.as_fd(), PollFlags::empty()),
             ];
-            let ready = wait.poll(&watched).with_context(|| what.clone())?;
-            if ready[0].is_empty() {
+            let (mut waited, mut gone) = (Ok(()), false);
+            let ready = || {
+                let ready = wait::in_call(wait.poll(&watched), &mut waited)?;
+                // The read is made all the same (it finds nothing): the trace says it.
+                gone = ready[0].is_empty();
+                Ok(())
+            };
+            let read = sys::read_waiting(reader, &mut bytes[got..], as_records, ready);
+            waited.with_context(|| what.clone())?;
+            if gone {
                 anyhow::bail!("{what}: the server went away before replying");
             }
-            match sys::read_shown(reader, &mut bytes[got..], as_records) {
+            match read {
                 Ok(0) => anyhow::bail!("{what}: the server closed it after {got} of 160 bytes"),
                 Ok(n) => got += n,
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
@@ -254,9 +266,12 @@ impl ToServer {
         let what = || format!("room in {}, read by {}", self.path.display(), self.server());
         let mut wait = Wait::new(deadline).saying(&what);
         loop {
-            wait.poll(&[(self.writer.as_fd(), PollFlags::POLLOUT)])
-                .with_context(|| format!("write({})", self.path.display()))?;
-            match sys::write_shown(&self.writer, &request.encode(), as_records) {
+            let mut waited = Ok(());
+            let watched = [(self.writer.as_fd(), PollFlags::POLLOUT)];
+            let room = || wait::in_call(wait.poll(&watched).map(drop), &mut waited);
+            let written = sys::write_waiting(&self.writer, &request.encode(), as_records, room);
+            waited.with_context(|| format!("write({})", self.path.display()))?;
+            match written {
                 Err(Errno::EAGAIN) => continue,
                 written => return whole(written, &self.path),
             }

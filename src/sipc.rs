@@ -3,6 +3,7 @@
 //! answer), so that the binaries read like the slide. Neither trusts a flag value the protocol
 //! does not have, nor a request whose client has gone (labs.md, sipc).
 
+use std::cell::Cell;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use anyhow::{bail, Context};
@@ -62,21 +63,30 @@ impl<'a> Side<'a> {
     }
 
     /// Waits (as [`Segment::wait_until`]) until the flag is no longer `was`, and says in
-    /// classroom mode what was seen after how many looks: `*flag == 1 seen after 1502 looks`.
+    /// classroom mode what was seen after how many looks: `*flag == 1 seen after 1502 looks`
+    /// (with `--trace-time` also the wait as it starts: `while (*flag == 0) <unfinished …>`).
     fn wait_for_flag_change(
         &self,
         was: i32,
         deadline: Deadline,
         awaited: Awaited,
     ) -> anyhow::Result<()> {
-        let mut looks = 0u64;
-        self.segment.wait_until(deadline, awaited, || {
-            looks += 1;
+        let looks = Cell::new(0u64);
+        let look = || {
+            looks.set(looks.get() + 1);
             self.area.flag.load(Acquire) != was
-        })?;
-        let now = self.area.flag.load(Acquire);
-        trace::seen(|| format!("*flag == {now} seen after {looks} looks"));
-        Ok(())
+        };
+        trace::waited(
+            || format!("while (*flag == {was})"),
+            || self.segment.wait_until(deadline, awaited, look),
+            |waited| {
+                let (now, looks) = (self.area.flag.load(Acquire), looks.get());
+                match waited {
+                    Ok(()) => format!("*flag == {now} seen after {looks} looks"),
+                    Err(_) => format!("*flag == {now} after {looks} looks: gave up"),
+                }
+            },
+        )
     }
 
     /// The error of a flag value that neither program of the pair writes, found while a
@@ -136,7 +146,17 @@ impl<'a> Server<'a> {
                 // Left by a process that has gone (a killed client; a C client stopped with
                 // Ctrl-C): nobody else is attached. Clear it, say so, wait for a live request.
                 (_, false) => {
-                    let _ = area.flag.compare_exchange(flag, EMPTY, Relaxed, Relaxed);
+                    // `*flag = 0`, said and stepped like every other change of the flag; made
+                    // only if nobody changed the flag meanwhile (then the trace says so).
+                    let _cleared = trace::event(
+                        || format!("*flag = {EMPTY}"),
+                        || area.flag.compare_exchange(flag, EMPTY, Relaxed, Relaxed),
+                        |cleared| match cleared {
+                            Ok(_) => String::new(),
+                            Err(now) => format!("{now} (changed meanwhile: left as it is)"),
+                        },
+                    )
+                    .map_err(|e| sys::failed(e, "*flag"))?;
                     match flag {
                         REQUEST => warn(format_args!(
                             "stale request {} in segment {key}: its client has gone (nobody \

@@ -130,11 +130,17 @@ impl Channel {
 
     fn wait(&self, expected: u8, call: &str) -> anyhow::Result<()> {
         let Channel(from_peer, _, peer, timeout) = self;
-        // poll first, so that a termination signal (when caught) or `--timeout` ends the wait.
-        let readable = [(from_peer.as_fd(), PollFlags::POLLIN)];
-        wait::poll(&readable, Deadline::within(*timeout)).context(call.to_string())?;
+        // poll first, so that a termination signal (when caught) or `--timeout` ends the wait;
+        // as part of the read, which classroom mode says when the wait starts.
+        let (readable, mut waited) = ([(from_peer.as_fd(), PollFlags::POLLIN)], Ok(()));
+        let ready = || {
+            let deadline = Deadline::within(*timeout); // from the end of a --step pause
+            wait::in_call(wait::poll(&readable, deadline).map(drop), &mut waited)
+        };
         let mut byte = [0u8];
-        match sys::read(from_peer, &mut byte).with_context(|| format!("{call}: read"))? {
+        let read = sys::read_waiting(from_peer, &mut byte, sys::as_text, ready);
+        waited.context(call.to_string())?;
+        match read.with_context(|| format!("{call}: read"))? {
             0 => Err(self.gone("before telling").context(call.to_string())),
             _ if byte[0] == expected => Ok(()),
             _ => {

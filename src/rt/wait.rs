@@ -194,6 +194,30 @@ impl<'a> Wait<'a> {
     }
 }
 
+/// The errno with which a C call that waited would have ended where a wait of the suite ended
+/// with `error`, for the trace of the call the wait belongs to: `EINTR` once a termination
+/// signal is caught (the suite's handlers do not restart calls), `ETIMEDOUT` at the deadline
+/// (C's calls have none: the errno that names it), else the errno the wait failed with.
+pub fn errno_of(error: &anyhow::Error) -> Errno {
+    match (signals::caught(), error.downcast_ref::<Errno>()) {
+        (Some(_), _) => Errno::EINTR,
+        _ if error.is::<TimedOut>() => Errno::ETIMEDOUT,
+        (None, Some(errno)) => *errno,
+        (None, None) => Errno::EIO,
+    }
+}
+
+/// The `outcome` of a wait made as part of a traced call (a `read` that waits for its writer,
+/// `crate::sys::fd::read_waiting`), as that call's result: a failed wait fails the call with
+/// its errno ([`errno_of`]), and its error is kept in `kept`, for the caller to report.
+pub fn in_call<T>(outcome: anyhow::Result<T>, kept: &mut anyhow::Result<()>) -> nix::Result<T> {
+    outcome.map_err(|error| {
+        let errno = errno_of(&error);
+        *kept = Err(error);
+        errno
+    })
+}
+
 /// Waits until one of `watched` is ready (see [`Wait::poll`]), until `deadline`.
 pub fn poll(
     watched: &[(BorrowedFd<'_>, PollFlags)],

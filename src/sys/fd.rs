@@ -36,18 +36,36 @@ pub fn close(fd: OwnedFd) -> nix::Result<()> {
 
 /// `read(fd, buf, sizeof buf)`: the number of bytes read, 0 at end-of-file.
 pub fn read(fd: impl AsFd, buf: &mut [u8]) -> nix::Result<usize> {
-    read_shown(fd, buf, |data| text::string(data, SHOWN))
+    read_shown(fd, buf, as_text)
 }
 
 /// [`read()`] whose trace shows the bytes read as `show` says (a record decoded, say).
 pub fn read_shown(fd: impl AsFd, buf: &mut [u8], show: fn(&[u8]) -> String) -> nix::Result<usize> {
+    read_waiting(fd, buf, show, || Ok(()))
+}
+
+/// [`read_shown`] for a read that waits for its writer: `ready` waits until `fd` has something
+/// to read (with [`crate::rt::wait`]: `--timeout` and a termination signal end it), as part of
+/// the call, so that classroom mode says the read when the wait starts (`--step` stops before
+/// it; `--trace-time` says `<unfinished …>` then), as C's blocking `read` would be said. A wait
+/// that fails fails the read with its errno ([`crate::rt::wait::errno_of`]), the read not made.
+pub fn read_waiting(
+    fd: impl AsFd,
+    buf: &mut [u8],
+    show: fn(&[u8]) -> String,
+    ready: impl FnOnce() -> nix::Result<()>,
+) -> nix::Result<usize> {
     if !trace::enabled() {
+        ready()?;
         return nix::unistd::read(fd.as_fd(), buf);
     }
     let (number, size) = (raw(&fd), buf.len());
     trace::call_shown(
         || format!("read({number}, buf, {size})"),
-        || nix::unistd::read(fd.as_fd(), buf).map(|n| (n, show(&buf[..n]))),
+        || {
+            ready()?;
+            nix::unistd::read(fd.as_fd(), buf).map(|n| (n, show(&buf[..n])))
+        },
         |(n, data)| format!("read({number}, {data}, {size}) = {n}"),
         true, // it may wait for the writer
     )
@@ -56,14 +74,43 @@ pub fn read_shown(fd: impl AsFd, buf: &mut [u8], show: fn(&[u8]) -> String) -> n
 
 /// `write(fd, buf, count)`: the number of bytes written.
 pub fn write(fd: impl AsFd, buf: &[u8]) -> nix::Result<usize> {
-    write_shown(fd, buf, |data| text::string(data, SHOWN))
+    write_shown(fd, buf, as_text)
 }
 
 /// [`write()`] whose trace shows the bytes as `show` says (a record decoded, say).
 pub fn write_shown(fd: impl AsFd, buf: &[u8], show: fn(&[u8]) -> String) -> nix::Result<usize> {
+    written(fd, buf, show, || Ok(()), Pause::EndedBySignal)
+}
+
+/// [`write_shown`] for a write that waits for room (a full FIFO): `ready` waits until `fd` can
+/// be written, as part of the call (see [`read_waiting`]).
+pub fn write_waiting(
+    fd: impl AsFd,
+    buf: &[u8],
+    show: fn(&[u8]) -> String,
+    ready: impl FnOnce() -> nix::Result<()>,
+) -> nix::Result<usize> {
+    written(fd, buf, show, ready, Pause::Blocking)
+}
+
+fn written(
+    fd: impl AsFd,
+    buf: &[u8],
+    show: fn(&[u8]) -> String,
+    ready: impl FnOnce() -> nix::Result<()>,
+    pause: Pause,
+) -> nix::Result<usize> {
     let describe = || format!("write({}, {}, {})", raw(&fd), show(buf), buf.len());
-    let make = || nix::unistd::write(fd.as_fd(), buf);
-    trace::call(describe, make, usize::to_string)
+    let make = || {
+        ready()?;
+        nix::unistd::write(fd.as_fd(), buf)
+    };
+    trace::traced(describe, make, usize::to_string, pause)
+}
+
+/// How a trace shows bytes read or written: a C string, its first 40 bytes.
+pub fn as_text(bytes: &[u8]) -> String {
+    text::string(bytes, SHOWN)
 }
 
 /// `write` until all of `buf` is written; `EINTR` once a termination signal is caught.

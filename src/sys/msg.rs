@@ -82,6 +82,11 @@ fn made<T>(
     show: impl FnOnce(&T) -> String,
 ) -> nix::Result<T> {
     let tries = Cell::new(0u32);
+    // A call that may wait is said when it starts, the wait being part of it (--trace-time).
+    let pause = match polling {
+        Some(_) => trace::Pause::Blocking,
+        None => trace::Pause::EndedBySignal,
+    };
     let make = || loop {
         tries.set(tries.get().saturating_add(1));
         let wait = match (call(), &mut polling) {
@@ -96,10 +101,11 @@ fn made<T>(
         }
         wait.pause();
     };
-    trace::call(describe, make, |done| match tries.get() {
+    let show = |done: &T| match tries.get() {
         1 => show(done),
         n => format!("{} (tried {n} times)", show(done)),
-    })
+    };
+    trace::traced(describe, make, show, pause)
 }
 
 /// `msgsnd(2)`: queues `msgp`'s type and the first `msgsz` bytes of its text. A size larger than

@@ -3,7 +3,7 @@
 //! | option           | environment          | what happens around each lecture call      |
 //! |------------------|----------------------|--------------------------------------------|
 //! | `--trace`        | `IPCLAB_TRACE=1`     | one line as it returns: `[msgq1 4711] msgget(0x8000, IPC_CREAT\|0600) = 65538` |
-//! | `--trace-time`   | `IPCLAB_TRACE=time`  | the same, each line after the time of day to the microsecond; a call that waits also says when it starts (`<unfinished …>`) |
+//! | `--trace-time`   | `IPCLAB_TRACE=time`  | the same, each line after the time of day to the microsecond; a call that waits (and sipc's spin on the flag) also says when the wait starts (`<unfinished …>`) |
 //! | `--trace-to PATH`| `IPCLAB_TRACE_TO`    | the lines go to PATH (another terminal, a file) instead of stderr |
 //! | `--step`         | `IPCLAB_STEP=1`      | before it, the call is shown on the terminal and waits for Enter (`c` + Enter: run to the end) |
 //! | `--step-at CALLS`| `IPCLAB_STEP_AT`     | the same, only before the calls named (`msgrcv,shmctl`); the others are traced |
@@ -20,12 +20,12 @@
 //! (`Sent a request.....`). On a terminal each process's `[NAME PID]` has a colour of its own
 //! (not with `NO_COLOR`). `--step` reads the terminal (`/dev/tty`), not stdin (mymore's stdin is
 //! a pipe); a parent and its child on one terminal each wait for a line, and each Enter
-//! releases one pending call. A prompt fits 80 columns: a long call is cut (its line after the
+//! releases one pending call (one typed while no prompt was on the screen is dropped). A prompt fits 80 columns: a long call is cut (its line after the
 //! call shows it whole), and the keys are said once, at a process's first prompt.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -40,11 +40,23 @@ use crate::rt::{clock, out, signals};
 
 /// Whether classroom mode is on: the one flag a wrapper reads when it is off.
 static ON: AtomicBool = AtomicBool::new(false);
-/// `--step` (or `--step-at`), until `c` + Enter turns it off: a flag in memory shared with the
-/// processes this one forks later (a parent and its child on one terminal stop stepping
-/// together), or this process's own flag if the shared page cannot be had.
-static STEP: AtomicPtr<AtomicBool> = AtomicPtr::new(std::ptr::null_mut());
-static STEP_HERE: AtomicBool = AtomicBool::new(false);
+/// The state of `--step` (or `--step-at`) in memory shared with the processes this one forks
+/// later ([`shared_page`]), or this process's own if the shared page cannot be had.
+static STEP: AtomicPtr<Stepping> = AtomicPtr::new(std::ptr::null_mut());
+static STEP_HERE: Stepping = Stepping {
+    on: AtomicBool::new(false),
+    prompts: AtomicU32::new(0),
+};
+
+/// What the processes of one program (a parent and its children, on one terminal) share about
+/// stepping. All-zero bytes are a valid value: off, no prompt.
+#[repr(C)]
+struct Stepping {
+    /// Whether they step, until `c` + Enter at any prompt turns it off for all.
+    on: AtomicBool,
+    /// How many of them show a prompt and wait for its Enter now.
+    prompts: AtomicU32,
+}
 /// Whether this process has shown its first prompt (with the keys).
 static PROMPTED: AtomicBool = AtomicBool::new(false);
 /// `--slow`, in microseconds (0: off).
@@ -83,17 +95,44 @@ pub struct Classroom {
     pub slow: Option<Duration>,
 }
 
+/// Why classroom mode cannot be turned on as asked: a usage error, for the caller to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// What went wrong: `--step-at needs a terminal to read Enter from (…)`.
+    pub message: String,
+    /// The stepping option the error is about (`--step` or `--step-at`), if it is about
+    /// stepping (the caller may say where that option came from).
+    pub stepping: Option<&'static str>,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl Classroom {
-    /// Turns classroom mode on as the options say. A usage error (for the caller to report) if
-    /// `--step` has no terminal to read Enter from, or `--trace-to` cannot be opened.
-    pub fn enable(&self) -> Result<(), String> {
-        let step = self.step || !self.step_at.is_empty();
-        let tty = match step {
-            true => Some(open_terminal()?),
-            false => None,
+    /// Turns classroom mode on as the options say. Refused (a usage error for the caller to
+    /// report) if stepping has no terminal to read Enter from, or `--trace-to` cannot be opened.
+    pub fn enable(&self) -> Result<(), Refused> {
+        let step_option = match (self.step, self.step_at.is_empty()) {
+            (true, _) => Some("--step"),
+            (false, false) => Some("--step-at"),
+            (false, true) => None,
+        };
+        let step = step_option.is_some();
+        let tty = match step_option {
+            Some(option) => Some(open_terminal(option).map_err(|message| Refused {
+                message,
+                stepping: step_option,
+            })?),
+            None => None,
         };
         let trace_to = match &self.trace_to {
-            Some(path) => Some(open_trace_to(path)?),
+            Some(path) => Some(open_trace_to(path).map_err(|message| Refused {
+                message,
+                stepping: None,
+            })?),
             None => None,
         };
         let slow = self.slow.filter(|slow| !slow.is_zero());
@@ -118,7 +157,7 @@ impl Classroom {
         };
         let _ = SETTINGS.set(settings);
         if step {
-            STEP.store(shared_flag(), Ordering::Relaxed);
+            STEP.store(shared_page(), Ordering::Relaxed);
             stepping().store(true, Ordering::Relaxed);
         }
         ON.store(on, Ordering::Relaxed);
@@ -130,23 +169,23 @@ fn is_terminal(fd: BorrowedFd<'_>) -> bool {
     nix::unistd::isatty(fd).unwrap_or(false)
 }
 
-/// `/dev/tty`, for `--step`: non-blocking (when the other process of a pair takes a line first,
-/// our read finds nothing instead of waiting for the next one), and in the foreground (a
-/// program started with `&` would be stopped, SIGTTIN, the moment it read it).
-fn open_terminal() -> Result<OwnedFd, String> {
+/// `/dev/tty`, for stepping (`option`: `--step` or `--step-at`, for the error): non-blocking
+/// (when the other process of a pair takes a line first, our read finds nothing instead of
+/// waiting for the next one), and in the foreground (a program started with `&` would be
+/// stopped, SIGTTIN, the moment it read it).
+fn open_terminal(option: &str) -> Result<OwnedFd, String> {
     let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
     let tty = nix::fcntl::open("/dev/tty", flags, Mode::empty()).map_err(|e| {
         format!(
-            "--step needs a terminal to read Enter from (/dev/tty: {})",
+            "{option} needs a terminal to read Enter from (/dev/tty: {})",
             e.desc()
         )
     })?;
     if nix::unistd::tcgetpgrp(&tty) != Ok(nix::unistd::getpgrp()) {
-        return Err(
-            "--step needs the terminal in the foreground: run the program in a \
-                    terminal of its own, not in the background with &"
-                .into(),
-        );
+        return Err(format!(
+            "{option} needs the terminal in the foreground: run the program in a terminal of \
+             its own, not in the background with &"
+        ));
     }
     Ok(aside(tty))
 }
@@ -154,7 +193,9 @@ fn open_terminal() -> Result<OwnedFd, String> {
 /// `--trace-to PATH`: a terminal (another pane's `/dev/pts/N`) or a file, appended to (a
 /// parent and its child write their lines into one file), made 0600 if new. A FIFO must have
 /// a reader already: the open does not wait for one (`O_NONBLOCK`, then cleared, so that the
-/// lines are written whole).
+/// lines are written whole). On a terminal the lines start at column 0, though its cursor may
+/// stand after its shell's prompt (the line is cleared first, once: no blank line comes of it
+/// when the other program of a pair traces there too); a file gets no such bytes.
 fn open_trace_to(path: &std::path::Path) -> Result<OwnedFd, String> {
     use std::os::unix::ffi::OsStrExt;
     let shown = crate::layout::text::printable(path.as_os_str().as_bytes());
@@ -170,25 +211,33 @@ fn open_trace_to(path: &std::path::Path) -> Result<OwnedFd, String> {
         other => failed(other),
     })?;
     nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_APPEND)).map_err(failed)?;
+    if is_terminal(fd.as_fd()) {
+        let _ = out::write_to(fd.as_fd(), b"\r\x1b[K"); // to column 0, the line cleared
+    }
     Ok(aside(fd))
 }
 
-/// The `--step` flag: the shared one if there is one, else this process's own.
-fn stepping() -> &'static AtomicBool {
+/// The `--step` state: the shared one if there is one, else this process's own.
+fn shared() -> &'static Stepping {
     let shared = STEP.load(Ordering::Relaxed);
     // SAFETY: a non-null pointer in STEP points into a page mapped once and never unmapped
-    // (shared_flag), which holds an AtomicBool (all-zero bytes are `false`).
+    // (shared_page), which holds a Stepping (all-zero bytes are a valid one).
     unsafe { shared.as_ref() }.unwrap_or(&STEP_HERE)
 }
 
-/// A flag in a shared page, shared with children forked later; null if the page cannot be had
-/// (then each process steps on its own). The page is a memfd named `ipclab-step`, so that
-/// `/proc/PID/maps` names it (`/memfd:ipclab-step (deleted)`) instead of showing a second
+/// The `--step` flag (see [`Stepping::on`]).
+fn stepping() -> &'static AtomicBool {
+    &shared().on
+}
+
+/// A [`Stepping`] in a shared page, shared with children forked later; null if the page cannot
+/// be had (then each process steps on its own). The page is a memfd named `ipclab-step`, so
+/// that `/proc/PID/maps` names it (`/memfd:ipclab-step (deleted)`) instead of showing a second
 /// `/dev/zero` beside mipc's counter.
-fn shared_flag() -> *mut AtomicBool {
+fn shared_page() -> *mut Stepping {
     use nix::sys::memfd::{memfd_create, MFdFlags};
     use nix::sys::mman::{mmap, MapFlags, ProtFlags};
-    let size = std::num::NonZeroUsize::new(std::mem::size_of::<AtomicBool>())
+    let size = std::num::NonZeroUsize::new(std::mem::size_of::<Stepping>())
         .unwrap_or(std::num::NonZeroUsize::MIN);
     let Ok(memfd) = memfd_create(c"ipclab-step", MFdFlags::MFD_CLOEXEC) else {
         return std::ptr::null_mut();
@@ -199,7 +248,8 @@ fn shared_flag() -> *mut AtomicBool {
     let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
     // SAFETY: a new mapping of the memfd, at an address the kernel chooses: it overlaps
     // nothing. It is never unmapped, so the pointer stays valid for the life of the process
-    // (and of the children that inherit it); the memfd is zero-filled, a valid `AtomicBool`.
+    // (and of the children that inherit it); the memfd is zero-filled, a valid `Stepping`, and
+    // the mapping is page-aligned, aligned enough for it.
     match unsafe { mmap(None, size, prot, MapFlags::MAP_SHARED, &memfd, 0) } {
         Ok(page) => page.as_ptr().cast(), // the memfd closes here; the mapping stays
         Err(_) => std::ptr::null_mut(),
@@ -253,7 +303,9 @@ pub fn call_unpaused<T>(
 /// Like [`call`], for a call that may wait for a peer (a `read`, a `msgrcv`, a `waitpid`): with
 /// `--trace-time` it is also said when it starts, `CALL <unfinished …>`, and then again with
 /// its result, `<… resumed> CALL = RESULT`, so that the lines of two processes read in the
-/// order things happened.
+/// order things happened. Where the suite waits before such a call (`poll` first, or tries
+/// with `IPC_NOWAIT`, so that `--timeout` and a termination signal end the wait), that wait
+/// belongs in `make`: the start is said when the wait starts, not once it is over.
 #[inline]
 pub fn blocking_call<T>(
     describe: impl FnOnce() -> String,
@@ -340,6 +392,7 @@ fn made<T>(
     line_of: impl FnOnce(&T) -> String,
     pause: Pause,
 ) -> nix::Result<T> {
+    let text = said(text);
     let paused = match pause {
         Pause::None => Ok(()),
         _ => pause_before(text),
@@ -348,18 +401,30 @@ fn made<T>(
         paused?;
     }
     let blocking = matches!(pause, Pause::Blocking | Pause::Reap);
-    let unfinished = blocking && settings().is_some_and(|s| s.time);
-    if unfinished {
+    around(blocking.then_some(text), make, |result| match result {
+        Ok(value) => line_of(value),
+        Err(errno) => format!("{text} = {}", errno_text(*errno)),
+    })
+}
+
+/// Makes `make` and says what came of it (`said`). With `--trace-time`, a `waiting` one (a
+/// call that may wait, a wait that is no call) is also said as it starts, `TEXT <unfinished
+/// …>`, and then `<… resumed> SAID`, so that the lines of two processes read in the order
+/// things happened: the start of a wait before the peer's line that ends it.
+fn around<T>(
+    waiting: Option<&str>,
+    make: impl FnOnce() -> T,
+    said: impl FnOnce(&T) -> String,
+) -> T {
+    let unfinished = waiting.filter(|_| settings().is_some_and(|s| s.time));
+    if let Some(text) = unfinished {
         line(&format!("{text} <unfinished …>"));
     }
     let result = make();
-    let said = match &result {
-        Ok(value) => line_of(value),
-        Err(errno) => format!("{text} = {}", errno_text(*errno)),
-    };
+    let said = said(&result);
     match unfinished {
-        true => line(&format!("<… resumed> {said}")),
-        false => line(&said),
+        Some(_) => line(&format!("<… resumed> {said}")),
+        None => line(&said),
     }
     result
 }
@@ -371,7 +436,7 @@ pub fn call_no_return(describe: impl FnOnce() -> String, make: impl FnOnce() -> 
         return make();
     }
     let text = describe();
-    if let Err(errno) = pause_before(&text) {
+    if let Err(errno) = pause_before(said(&text)) {
         return errno;
     }
     line(&text);
@@ -394,7 +459,7 @@ pub fn event<T>(
         return Ok(act());
     }
     let text = describe();
-    pause_before(&text)?;
+    pause_before(said(&text))?;
     let done = act();
     match show(&done) {
         shown if shown.is_empty() => line(&text),
@@ -403,16 +468,101 @@ pub fn event<T>(
     Ok(done)
 }
 
-/// Something a process has seen, said as a trace line with no pause (it has happened already):
-/// `*flag == 1 seen after 1502 looks`.
-pub fn seen(text: impl FnOnce() -> String) {
-    if enabled() {
-        line(&text());
+/// A wait that is no call — sipc's `while (*flag == 0)` — made by `wait`, with no pause (it
+/// only looks), and said by `seen` when it ends: `*flag == 1 seen after 1502 looks`. With
+/// `--trace-time` it is also said as it starts, as `describe()` (`while (*flag == 0)
+/// <unfinished …>`), like a call that waits ([`blocking_call`]).
+pub fn waited<T>(
+    describe: impl FnOnce() -> String,
+    wait: impl FnOnce() -> T,
+    seen: impl FnOnce(&T) -> String,
+) -> T {
+    if !enabled() {
+        return wait();
     }
+    around(Some(&describe()), wait, seen)
 }
 
 fn settings() -> Option<&'static Settings> {
     SETTINGS.get()
+}
+
+/// The names of the calls and events of the suite as the trace says them (the first word of a
+/// line: `msgrcv`, `*flag`), which `--step-at` takes. Every call and event said is one of them
+/// (a debug build checks each as it is said), so a name given that is not here is a typo,
+/// never a call.
+pub const CALLS: [&str; 37] = [
+    // pipes, FIFOs and files (crate::sys::fd)
+    "pipe",
+    "read",
+    "write",
+    "close",
+    "dup2",
+    "open",
+    "mkfifo",
+    "unlink",
+    "rename",
+    "renameat2",
+    "lseek",
+    "fchmod",
+    "linkat",
+    // processes (crate::sys::proc)
+    "fork",
+    "execv",
+    "waitpid",
+    // message queues (crate::sys::msg)
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    // shared memory and mappings (crate::sys::shm, crate::sys::mman)
+    "shmget",
+    "shmat",
+    "shmdt",
+    "shmctl",
+    "mmap",
+    "munmap",
+    "madvise",
+    "ftruncate",
+    "posix_fallocate",
+    "memcpy",
+    // events, no system call (event): sipc's hand-off, mipc's counter
+    "strcpy",
+    "*flag",
+    "(*counter)++",
+    // beside the lecture's: ipcbench's semaphores and Unix sockets
+    "semget",
+    "semop",
+    "semctl",
+    "socketpair",
+];
+
+/// A name given to `--step-at`, trimmed (`shmat, shmdt` as one types it), if it is one of
+/// [`CALLS`]; else why not, with the names it could be.
+pub fn step_at_name(given: &str) -> Result<String, String> {
+    let name = given.trim();
+    if CALLS.contains(&name) {
+        return Ok(name.to_string());
+    }
+    let lower = name.to_lowercase();
+    let why = match name {
+        "" => "an empty name".to_string(),
+        _ if CALLS.contains(&lower.as_str()) => {
+            format!("not a call of the suite (C's names are lower case: {lower})")
+        }
+        _ => "not a call or event of the suite".to_string(),
+    };
+    Err(format!("{why}; its calls and events: {}", CALLS.join(", ")))
+}
+
+/// `text`, a call or event about to be said, whose name is one of [`CALLS`] (checked in debug
+/// builds: the tests run every call the suite makes).
+fn said(text: &str) -> &str {
+    debug_assert!(
+        CALLS.contains(&name_of(text)),
+        "{text}: its name is missing from trace::CALLS"
+    );
+    text
 }
 
 /// The name of the call in `text`: `msgrcv` for `msgrcv(65538, …)`, `*flag` for `*flag = 1`,
@@ -521,6 +671,29 @@ fn prompt(text: &str, colour: bool) -> String {
     format!("{} next: {call}\n", whose(colour))
 }
 
+/// A prompt on the terminal, counted in [`Stepping::prompts`] while it waits for its Enter.
+struct Prompt;
+
+impl Prompt {
+    /// Counts a prompt about to be shown on `tty`. What was typed while no prompt of the
+    /// program was on the screen — an Enter pressed while a call waited for a peer — is
+    /// dropped first: the terminal would keep it, and the prompt would take it for its answer
+    /// (a step nobody saw). Not while the other process of a pair shows a prompt: it may be
+    /// that one's answer.
+    fn shown(tty: BorrowedFd<'_>) -> Prompt {
+        if shared().prompts.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = nix::sys::termios::tcflush(tty, nix::sys::termios::FlushArg::TCIFLUSH);
+        }
+        Prompt
+    }
+}
+
+impl Drop for Prompt {
+    fn drop(&mut self) {
+        shared().prompts.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Shows the call about to be made on the terminal and waits for a line typed there (or a
 /// termination signal).
 fn wait_for_enter(text: &str) {
@@ -537,6 +710,7 @@ fn wait_for_enter(text: &str) {
         );
         out::line_to(tty, keys.as_bytes());
     }
+    let _shown = Prompt::shown(tty);
     out::line_to(tty, prompt(text, colour).as_bytes());
     let mut answer = [0u8; 256];
     loop {
@@ -632,5 +806,24 @@ mod tests {
         assert_eq!(name_of("msgrcv(1, &msg, 128, 2, 0)"), "msgrcv");
         assert_eq!(name_of("*flag = 1"), "*flag");
         assert_eq!(name_of("(*counter)++ = 3"), "(*counter)++");
+    }
+
+    #[test]
+    fn step_at_takes_the_trace_s_names_trimmed() {
+        assert_eq!(step_at_name(" shmdt "), Ok("shmdt".to_string()));
+        assert_eq!(step_at_name("*flag"), Ok("*flag".to_string()));
+        for name in CALLS {
+            assert_eq!(name_of(name), name, "a name as name_of finds it");
+        }
+        assert!(step_at_name("").unwrap_err().starts_with("an empty name"));
+        assert!(step_at_name("  ").unwrap_err().starts_with("an empty name"));
+        assert!(step_at_name("MSGRCV")
+            .unwrap_err()
+            .contains("lower case: msgrcv"));
+        let unknown = step_at_name("nosuchcall").unwrap_err();
+        assert!(
+            unknown.contains("msgrcv, msgctl") && unknown.contains("*flag"),
+            "{unknown}"
+        );
     }
 }

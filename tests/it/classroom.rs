@@ -276,6 +276,28 @@ fn slow_motion_paces_each_call_and_traces_it() {
 }
 
 #[test]
+fn slow_is_off_at_any_zero_and_refuses_a_negative_or_endless_pause() {
+    let lab = Lab::new();
+    for zero in ["0", "0.0", "00"] {
+        lab.run("pipe", &["--slow", zero]).assert_success(); // no pause, no trace
+        let mut command = lab.command("pipe", &[] as &[&str]);
+        command.env("IPCLAB_SLOW", zero);
+        Running::spawn(command).finish().assert_success();
+    }
+    for (option, negative) in [("--slow", "-1"), ("--timeout", "-0.5")] {
+        let run = lab.run("msgq2", &[option, negative]);
+        run.assert_failure(
+            2,
+            &format!("invalid value '{negative}' for '{option} <SECS>': expected a positive number of seconds, not a negative one"),
+        );
+    }
+    for huge in ["61", "1e10"] {
+        let run = lab.run("pipe", &["--slow", huge]);
+        run.assert_failure(2, "at most 60 seconds: the pause comes before every call");
+    }
+}
+
+#[test]
 fn c_and_enter_ends_the_stepping_of_parent_and_child_alike() {
     let lab = Lab::new();
     let sync = exe("sync").unwrap();
@@ -302,11 +324,46 @@ fn c_and_enter_ends_the_stepping_of_parent_and_child_alike() {
 }
 
 #[test]
-fn step_without_a_terminal_is_a_usage_error() {
+fn step_without_a_terminal_is_a_usage_error_naming_the_option_used() {
     let lab = Lab::new();
     // setsid: a new session without a controlling terminal, whatever the test runner has.
-    let run = lab.run("setsid", &["-w", exe("sync").unwrap(), "--step"]);
-    run.assert_failure(2, "--step needs a terminal");
+    let sync = exe("sync").unwrap();
+    let run = lab.run("setsid", &["-w", sync, "--step"]);
+    run.assert_failure(2, "error: --step needs a terminal");
+    assert!(!run.stderr.contains("environment"), "{run}");
+    let run = lab.run("setsid", &["-w", sync, "--step-at", "write"]);
+    run.assert_failure(2, "error: --step-at needs a terminal");
+    // Asked for by a variable the shell exports: the error says which, not an option.
+    for (variable, value, option) in [
+        ("IPCLAB_STEP", "1", "--step"),
+        ("IPCLAB_STEP_AT", "write", "--step-at"),
+    ] {
+        let mut command = lab.command("setsid", &["-w", sync]);
+        command.env(variable, value);
+        let run = Running::spawn(command).finish();
+        run.assert_failure(2, &format!("error: {option} needs a terminal"));
+        let blamed = format!("({variable} is set in the environment: unset it)");
+        assert!(run.stderr.contains(&blamed), "{run}");
+    }
+}
+
+#[test]
+fn a_trace_to_error_is_not_blamed_on_stepping_asked_for_in_the_environment() {
+    let lab = Lab::new();
+    let pipe = exe("pipe").unwrap();
+    // On a terminal, so that stepping itself is fine.
+    let (run, _keys) = start_on_a_terminal(
+        &lab,
+        &format!("IPCLAB_STEP=1 {pipe} --trace-to no/such/dir/calls"),
+    );
+    let run = run.finish();
+    assert_eq!(run.code(), Some(2), "{run}");
+    let said = run.stdout();
+    assert!(
+        said.contains("--trace-to no/such/dir/calls: ENOENT"),
+        "{run}"
+    );
+    assert!(!said.contains("environment"), "{run}");
 }
 
 /// A pseudo-terminal for a program, made by util-linux `script`: what the test writes into

@@ -149,9 +149,16 @@ impl Lab {
     }
 
     /// A command for `program` (one of the suite's binaries, or any program on `$PATH`) with
-    /// `args`, run in [`Lab::dir`] with `IPCLAB_ID` set to this bench's ID.
+    /// `args`, run in [`Lab::dir`] with `IPCLAB_ID` set to this bench's ID and none of the other
+    /// variables the options read (`IPCLAB_TRACE`, `IPCLAB_STEP`… exported in the tester's
+    /// shell would change what the programs print): a test that wants one sets it.
+    /// (`IPCLAB_LOCK_DIR` is passed on: the bench looks for lock files where the programs put
+    /// them.)
     pub fn command<S: AsRef<OsStr>>(&self, program: &str, args: &[S]) -> Command {
         let mut command = Command::new(exe(program).unwrap_or(program));
+        for variable in ipclab::cli::ENVIRONMENT {
+            command.env_remove(variable);
+        }
         command
             .args(args)
             .current_dir(self.dir())
@@ -711,8 +718,12 @@ impl Stepped {
 
     /// Everything on the terminal so far, without the terminal's carriage returns.
     pub fn screen(&self) -> String {
-        let bytes = std::fs::read(&self.typescript).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).replace('\r', "")
+        String::from_utf8_lossy(&self.bytes_on_screen()).replace('\r', "")
+    }
+
+    /// Every byte written to the terminal so far, carriage returns and escapes included.
+    pub fn bytes_on_screen(&self) -> Vec<u8> {
+        std::fs::read(&self.typescript).unwrap_or_default()
     }
 
     /// Waits for the `n`-th prompt (counted from 1: `[PROGRAM PID] next: CALL`, a line) and
@@ -770,6 +781,25 @@ pub fn step_to(stepped: &Stepped, calls: &[&str]) -> Pid {
         stepped.press_enter();
     }
     unreachable!("no calls")
+}
+
+#[test]
+fn a_lab_command_passes_on_no_option_variable_but_its_lab_id() {
+    let lab = Lab::new();
+    let command = lab.command("pipe", &[] as &[&str]);
+    let envs: HashMap<&OsStr, Option<&OsStr>> = command.get_envs().collect();
+    let id = lab.id().to_string();
+    for variable in ipclab::cli::ENVIRONMENT {
+        let expected = match variable {
+            "IPCLAB_ID" => Some(OsStr::new(&id)),
+            _ => None, // removed
+        };
+        assert_eq!(
+            envs.get(OsStr::new(variable)),
+            Some(&expected),
+            "{variable}"
+        );
+    }
 }
 
 #[test]

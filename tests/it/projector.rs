@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::classroom::{press, start_on_a_terminal};
-use crate::harness::{exe, wait_until, Lab, Running, Stepped};
+use crate::harness::{exe, step_to, wait_until, Lab, Running, Stepped};
 
 /// Starts msgq1 and waits until its queue is there.
 fn msgq1(lab: &Lab) -> Running {
@@ -74,6 +74,32 @@ fn trace_to_sends_the_lines_to_a_file_and_leaves_stderr_empty() {
 }
 
 #[test]
+fn trace_to_another_terminal_starts_at_column_0_after_its_shell_s_prompt() {
+    let lab = Lab::new();
+    // Another pane: a shell's prompt, the cursor after it.
+    let pane = Stepped::on_terminal(&lab, "pane", "tty >pane.tty; printf 'pane$ '; exec cat");
+    let tty = lab.dir().join("pane.tty");
+    wait_until("the pane's terminal", || {
+        std::fs::read_to_string(&tty).is_ok_and(|name| name.ends_with('\n'))
+    });
+    wait_until("the pane's prompt", || pane.screen().contains("pane$ "));
+    let tty = std::fs::read_to_string(&tty).unwrap();
+    lab.run("pipe", &["--trace-to", tty.trim()])
+        .assert_success();
+    wait_until("the trace in the pane", || {
+        pane.screen().contains("] waitpid(")
+    });
+    let screen = pane.bytes_on_screen();
+    let screen = String::from_utf8_lossy(&screen);
+    let (_, after_prompt) = screen.split_once("pane$ ").unwrap();
+    let (before_first_line, _) = after_prompt.split_once("[pipe ").unwrap();
+    assert!(
+        before_first_line.contains('\r'),
+        "the first line starts after the prompt: {screen:?}"
+    );
+}
+
+#[test]
 fn trace_time_stamps_each_line_and_says_when_a_wait_starts() {
     let lab = Lab::new();
     let sync = lab.run("sync", &["--loops", "1", "--trace-time"]);
@@ -100,6 +126,67 @@ fn trace_time_stamps_each_line_and_says_when_a_wait_starts() {
     );
 }
 
+#[test]
+fn trace_time_says_a_wait_as_it_starts_not_once_the_peer_has_come() {
+    // Each server, with no client yet: its wait for a request is said at once.
+    let servers = [
+        ("fifos", "read(3, buf, 4000) <unfinished …>"), // 25 records at most
+        ("msgq1", ", 128, 1, IPC_NOWAIT|MSG_NOERROR) <unfinished …>"),
+        ("sipc1", "while (*flag == 0) <unfinished …>"),
+    ];
+    let labs: Vec<Lab> = servers.iter().map(|_| Lab::new()).collect();
+    let running: Vec<Running> = servers
+        .iter()
+        .zip(&labs)
+        .map(|((server, _), lab)| lab.start(server, &["--trace-time"]))
+        .collect();
+    for ((_, wait), server) in servers.iter().zip(&running) {
+        server.wait_for_stderr(wait);
+        server.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for ((server, _), run) in servers.iter().zip(running) {
+        // The signal ends the wait, as it would end C's call (or loop).
+        let run = run.finish();
+        let ended = match *server {
+            "sipc1" => "<… resumed> *flag == 0 after ",
+            _ => "= -1 EINTR (Interrupted system call)",
+        };
+        assert!(run.stderr.contains(ended), "{run}");
+    }
+
+    // A client's wait for its reply (the server held at a prompt before it writes one), and
+    // sync's child's wait for its parent (held before its first write).
+    let lab = Lab::new();
+    let server = Stepped::start_with(&lab, "fifos", &["--step-at", "write", "--count", "1"]);
+    wait_until(".fifo", || lab.dir().join(".fifo").exists());
+    let client = lab.start("fifoc", &["--trace-time"]);
+    let (_, call) = server.prompt(1);
+    assert!(call.starts_with("write("), "{call}");
+    client.wait_for_stderr("read(3, buf, 160) <unfinished …>");
+    server.run_on();
+    let (run, _) = server.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    client.finish();
+    let sync = Stepped::start_with(
+        &lab,
+        "sync",
+        &["--loops", "1", "--trace-time", "--step-at", "write"],
+    );
+    let (parent, call) = sync.prompt(1);
+    assert!(call.starts_with("write("), "{call}");
+    wait_until("the child's read, said as it starts", || {
+        let screen = sync.screen();
+        screen.lines().any(|l| {
+            l.contains(" read(")
+                && l.ends_with("<unfinished …>")
+                && !l.contains(&parent.to_string())
+        })
+    });
+    sync.run_on();
+    let (run, _) = sync.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+}
+
 /// `10:31:22.483211`.
 fn is_time_to_the_microsecond(text: &str) -> bool {
     let (clock, micros) = text.split_once('.').unwrap_or_default();
@@ -116,15 +203,18 @@ fn prompts_fit_80_columns_and_say_the_keys_once_per_process() {
     let lab = Lab::new();
     let server = msgq1(&lab);
     let client = Stepped::start(&lab, "msgq2");
-    for _ in 0..10 {
-        let screen = client.screen();
-        if screen.contains("Received reply") {
+    // Enter at each prompt once it shows (one typed before would answer none).
+    let mut answered = 0;
+    loop {
+        wait_until("the next prompt or the end", || {
+            let screen = client.screen();
+            screen.matches("] next: ").count() > answered || screen.contains("Received reply")
+        });
+        if client.screen().contains("Received reply") {
             break;
         }
+        answered += 1;
         client.press_enter();
-        wait_until("the next prompt or the end", || {
-            client.screen().len() > screen.len()
-        });
     }
     let (run, screen) = client.finish();
     assert_eq!(run.code(), Some(0), "{run}");
@@ -169,6 +259,41 @@ fn step_at_stops_only_before_the_calls_named_and_traces_the_rest() {
 }
 
 #[test]
+fn step_at_takes_the_names_of_the_trace_trimmed_and_refuses_others() {
+    let lab = Lab::new();
+    for (bad, refused) in [
+        ("", ""),
+        (" ", " "),
+        ("nosuchcall", "nosuchcall"),
+        ("MSGRCV", "MSGRCV"),
+        ("shmat,", ""), // the name after the comma
+        ("strcpy(shm", "strcpy(shm"),
+    ] {
+        let run = lab.run("pipe", &["--step-at", bad]);
+        run.assert_failure(
+            2,
+            &format!("invalid value '{refused}' for '--step-at <CALLS>'"),
+        );
+        assert!(run.stderr.contains(", msgrcv, "), "names the calls\n{run}");
+        assert!(run.stderr.contains(", *flag, "), "and the events\n{run}");
+        assert!(run.stdout.is_empty(), "{run}");
+    }
+    let upper = lab.run("pipe", &["--step-at", "MSGRCV"]);
+    upper.assert_failure(2, "lower case: msgrcv");
+    // As one types a list: a blank after the comma, one after the last name.
+    let shm = Stepped::start_with(&lab, "shm", &["--step-at", "' shmat, shmdt '"]);
+    let (_, call) = shm.prompt(1);
+    assert!(call.starts_with("shmat("), "{call}");
+    shm.press_enter();
+    let (_, call) = shm.prompt(2);
+    assert!(call.starts_with("shmdt("), "{call}");
+    shm.press_enter();
+    let (run, screen) = shm.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert_eq!(screen.matches("] next: ").count(), 2, "{screen}");
+}
+
+#[test]
 fn each_process_has_a_colour_on_a_terminal_and_none_with_no_color() {
     let lab = Lab::new();
     let sync = exe("sync").unwrap();
@@ -210,7 +335,7 @@ fn the_lecture_s_descriptors_get_the_c_numbers_and_the_step_page_its_own_name() 
     let server = Stepped::start_with(&lab, "fifos", &["--step-at", "read", "--count", "1"]);
     wait_until(".fifo", || lab.dir().join(".fifo").exists());
     let client = lab.start("fifoc", &[] as &[&str]);
-    let (pid, call) = server.prompt(1); // a request came: the server is about to read it
+    let (pid, call) = server.prompt(1); // about to read (and wait for) the request
     assert!(call.starts_with("read(3, "), "{call}");
     // 3 and 4 are the FIFO's two ends, as in C; nothing of the suite's own (the terminal,
     // the signal self-pipe) sits among the low numbers. (The harness's terminal may pass on a
@@ -239,6 +364,31 @@ fn the_lecture_s_descriptors_get_the_c_numbers_and_the_step_page_its_own_name() 
     assert_eq!(run.code(), Some(0), "{run}");
     client.finish().assert_success();
     assert!(!Path::new(&lab.dir().join(".fifo")).exists());
+}
+
+#[test]
+fn before_the_closes_pipe_s_parent_and_child_hold_both_ends_at_3_and_4() {
+    // What labs.md's exercise 1 has students look at: the pipe at the C's numbers, the
+    // terminal --step reads at 100.
+    let lab = Lab::new();
+    let pipe = Stepped::start(&lab, "pipe");
+    step_to(&pipe, &["pipe(fd)", "fork()", "close("]);
+    let ((first, _), (second, call)) = (pipe.prompt(3), pipe.prompt(4));
+    assert!(call.starts_with("close("), "{call}");
+    assert_ne!(first, second, "the parent's prompt and the child's");
+    for pid in [first, second] {
+        let link = |fd: i32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+        let (read_end, write_end) = (link(3), link(4));
+        assert!(
+            read_end.to_string_lossy().starts_with("pipe:["),
+            "{read_end:?}"
+        );
+        assert_eq!(read_end, write_end, "one pipe");
+        assert_eq!(link(100), Path::new("/dev/tty"));
+    }
+    pipe.run_on();
+    let (run, _) = pipe.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
 }
 
 #[test]
@@ -293,6 +443,66 @@ fn the_sipc_hand_off_is_traced_and_stepped_as_events() {
     ] {
         assert!(server.stderr.contains(event), "{event}\n{server}");
     }
+}
+
+#[test]
+fn an_enter_typed_before_the_prompt_shows_answers_no_prompt() {
+    let lab = Lab::new();
+    let server = Stepped::start_with(&lab, "sipc1", &["--step-at", "'*flag'"]);
+    wait_until("the server's segment", || {
+        server.screen().contains("] shmat(")
+    });
+    // While the server waits for a request, Enter twice: the terminal echoes (and keeps) them.
+    let before = server.screen().len();
+    server.press_enter();
+    server.press_enter();
+    wait_until("the echo of both", || {
+        server.screen()[before..].matches('\n').count() >= 2
+    });
+    let client = lab.start("sipc2", &[] as &[&str]);
+    let (_, event) = server.prompt(1);
+    assert_eq!(event, "*flag = 0");
+    // Stopped there, the Enters typed before it notwithstanding: the reply is written, the
+    // flag still 1. (The segment is marked for removal already: found by its ID.)
+    let screen = server.screen();
+    let shmget = screen.lines().find(|l| l.contains("] shmget(")).unwrap();
+    let shmid = shmget.rsplit(" = ").next().unwrap().parse().unwrap();
+    let peek = ipclab::segment::Attached::attach(ipclab::sys::shm::ShmId(shmid))
+        .unwrap_or_else(|e| panic!("the server went on past its prompt: {e:#}\n{screen}"));
+    let (flag, text) = peek.sipc().unwrap().take();
+    assert_eq!(flag, 1, "{}", server.screen());
+    assert!(text.unwrap().starts_with("This is a reply from "));
+    drop(peek);
+    server.press_enter();
+    let (run, screen) = server.finish();
+    assert_eq!(run.code(), Some(0), "{run}\n{screen}");
+    client.finish().assert_success();
+}
+
+#[test]
+fn clearing_a_stale_request_is_an_event_that_step_at_stops_before() {
+    let lab = Lab::new();
+    crate::shm::leave_a_stale_request(&lab);
+    let server = Stepped::start_with(&lab, "sipc1", &["--step-at", "'*flag'"]);
+    let (_, event) = server.prompt(1); // no client has come: the stale request's
+    assert_eq!(event, "*flag = 0");
+    let key = ipclab::sys::ipc::Key::segment(lab.id());
+    let shmid = ipclab::sys::shm::shmget(key, 0, 0).unwrap();
+    let peek = ipclab::segment::Attached::attach(shmid).unwrap();
+    assert_eq!(peek.sipc().unwrap().take().0, 1, "not cleared yet");
+    server.press_enter();
+    wait_until("the warning", || server.screen().contains("stale request"));
+    assert_eq!(peek.sipc().unwrap().take().0, 0, "cleared");
+    drop(peek);
+    let screen = server.screen();
+    let cleared = screen.find("] *flag = 0\n").unwrap();
+    assert!(cleared < screen.find("stale request").unwrap(), "{screen}");
+    let client = lab.start("sipc2", &[] as &[&str]);
+    server.prompt(2); // the reply's *flag = 0
+    server.run_on();
+    let (run, screen) = server.finish();
+    assert_eq!(run.code(), Some(0), "{run}\n{screen}");
+    client.finish().assert_success();
 }
 
 #[test]

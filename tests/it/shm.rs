@@ -745,14 +745,21 @@ fn a_second_sipc1_on_the_key_is_refused() {
 
 // ---- a client that has gone, two clients, a segment that is not ours -------------------------
 
+/// Leaves a stale request in the lab's segment: a sipc2 killed (SIGKILL) once it has sent
+/// its request. Returns its PID.
+pub(crate) fn leave_a_stale_request(lab: &Lab) -> Pid {
+    let killed = lab.start("sipc2", &[] as &[&str]);
+    killed.wait_for_stdout("Sent a request.....");
+    killed.signal(Signal::SIGKILL);
+    let pid = killed.pid();
+    killed.finish();
+    pid
+}
+
 #[test]
 fn a_stale_request_of_a_killed_client_is_reported_and_not_answered() {
     let lab = Lab::new();
-    let killed = lab.start("sipc2", &[] as &[&str]);
-    killed.wait_for_stdout("Sent a request.....");
-    let killed_pid = killed.pid();
-    killed.signal(Signal::SIGKILL);
-    killed.finish();
+    let killed_pid = leave_a_stale_request(&lab);
     assert_eq!(
         segment_of(&lab).map(|r| r.nattch),
         Some(0),
@@ -776,10 +783,7 @@ fn a_stale_request_of_a_killed_client_is_reported_and_not_answered() {
 #[test]
 fn a_client_replaces_a_stale_request_and_is_answered() {
     let lab = Lab::new();
-    let killed = lab.start("sipc2", &[] as &[&str]);
-    killed.wait_for_stdout("Sent a request.....");
-    killed.signal(Signal::SIGKILL);
-    killed.finish();
+    leave_a_stale_request(&lab);
 
     let client = lab.start("sipc2", &[] as &[&str]);
     client.wait_for_stdout("Sent a request.....");

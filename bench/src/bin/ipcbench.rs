@@ -37,7 +37,8 @@ struct Options {
     size: Vec<usize>,
 
     /// Run each measurement SECS seconds [default: latency 0.5 s; throughput 256 MiB per size]
-    #[arg(long, value_name = "SECS", value_parser = ipclab::cli::parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = ipclab::cli::parse_seconds,
+          allow_negative_numbers = true)]
     duration: Option<Duration>,
 
     /// Print the results as JSON, one object per measurement

@@ -460,6 +460,30 @@ fn each_chunk_size_and_mechanism_is_measured_once() {
 }
 
 #[test]
+fn every_call_ipcbench_traces_is_one_step_at_takes() {
+    let lab = Lab::new();
+    let run = run(&lab, &["--trace", "--size", "4096", "--duration", "0.01"]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    let names: BTreeSet<&str> = run
+        .stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("[ipcbench ")?.split_once("] "))
+        .map(|(_, call)| call.split(['(', ' ']).next().unwrap())
+        .collect();
+    assert!(
+        names.contains("semop") && names.contains("socketpair"),
+        "{names:?}"
+    );
+    for name in names {
+        assert!(
+            ipclab::sys::trace::CALLS.contains(&name),
+            "--step-at does not take {name}"
+        );
+    }
+    assert_nothing_left(&lab, &run);
+}
+
+#[test]
 fn bad_options_are_usage_errors() {
     let lab = Lab::new();
     for bad in [

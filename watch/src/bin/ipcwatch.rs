@@ -43,7 +43,8 @@ struct Options {
 
     /// Look again every SECS seconds [default: 0.2]. With stdout not a terminal: print a
     /// snapshot each time, the lines that changed marked with *
-    #[arg(long, value_name = "SECS", value_parser = ipclab::cli::parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = ipclab::cli::parse_seconds,
+          allow_negative_numbers = true)]
     interval: Option<Duration>,
 
     /// Print one snapshot and exit (what happens anyway when stdout is not a terminal and no
