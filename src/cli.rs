@@ -218,14 +218,9 @@ pub fn run<A: Parser>(
     name: &'static str,
     exercise: impl FnOnce(A) -> anyhow::Result<()>,
 ) -> ExitCode {
-    out::set_program(name);
-    for variable in ENVIRONMENT {
-        if std::env::var_os(variable).is_some_and(|value| value.is_empty()) {
-            std::env::remove_var(variable); // one thread at start: nobody reads it meanwhile
-        }
-    }
+    start(name);
     let mut command = ClassroomOptions::augment_args(A::command().name(name).bin_name(name));
-    let matches = command.get_matches_mut();
+    let matches = parse(&mut command);
     let options = A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let classroom = ClassroomOptions::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let time = classroom.trace_time || std::env::var("IPCLAB_TRACE").is_ok_and(|v| v == "time");
@@ -244,6 +239,62 @@ pub fn run<A: Parser>(
     }
     let outcome = exercise(options);
     ExitCode::from(status(outcome, signals::caught()))
+}
+
+/// [`run`] for a tool that makes no lecture call (ipcwatch): no classroom options, and the
+/// classroom variables exported in the shell mean nothing to it.
+pub fn run_tool<A: Parser>(
+    name: &'static str,
+    tool: impl FnOnce(A) -> anyhow::Result<()>,
+) -> ExitCode {
+    start(name);
+    let mut command = A::command().name(name).bin_name(name);
+    let matches = parse(&mut command);
+    let options = A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    ExitCode::from(status(tool(options), signals::caught()))
+}
+
+/// What every program does first: it names itself for its messages, and takes an empty
+/// variable (`export IPCLAB_ID=`) as unset, before its options are made from them.
+fn start(name: &'static str) {
+    out::set_program(name);
+    for variable in ENVIRONMENT {
+        if std::env::var_os(variable).is_some_and(|value| value.is_empty()) {
+            std::env::remove_var(variable); // one thread at start: nobody reads it meanwhile
+        }
+    }
+}
+
+/// The command line, parsed by `command` (a usage error ends the program with status 2). A
+/// bad value in a variable is blamed on the variable, not on the option the user did not type.
+fn parse(command: &mut clap::Command) -> clap::ArgMatches {
+    let typed: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let error = match command.try_get_matches_from_mut(&typed) {
+        Ok(matches) => return matches,
+        Err(error) => error,
+    };
+    let failed = error
+        .get(clap::error::ContextKind::InvalidArg)
+        .map(|arg| arg.to_string());
+    let from_environment = command.get_arguments().find_map(|arg| {
+        let (long, variable) = (arg.get_long()?, arg.get_env()?);
+        let named = failed.as_deref()?.starts_with(&format!("--{long}"));
+        let given = typed.iter().any(|word| {
+            word.to_str()
+                .is_some_and(|w| w == format!("--{long}") || w.starts_with(&format!("--{long}=")))
+        });
+        let value = std::env::var_os(variable)?;
+        (named && !given).then(|| (variable.to_string_lossy().into_owned(), value))
+    });
+    match from_environment {
+        Some((variable, value)) => {
+            let why = std::error::Error::source(&error).map_or(String::new(), |e| format!(": {e}"));
+            let value = value.to_string_lossy();
+            let message = format!("{variable}={value:?} in the environment is not valid{why}");
+            command.error(ErrorKind::InvalidValue, message).exit()
+        }
+        None => error.exit(),
+    }
 }
 
 /// What to say when classroom mode is refused: its message, and for a stepping option that no

@@ -16,6 +16,7 @@ use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{access, AccessFlags, Pid};
 
+use crate::rt::aside::aside;
 use crate::rt::exit::{self, reason, Exit};
 use crate::rt::wait::TimedOut;
 use crate::sys::proc;
@@ -217,11 +218,12 @@ fn search_path(name: &OsStr) -> Option<PathBuf> {
 pub struct ExecCheck(OwnedFd, OwnedFd);
 
 impl ExecCheck {
-    /// `pipe2(O_CLOEXEC)`.
+    /// `pipe2(O_CLOEXEC)`, at descriptors 100 and up (`rt::aside`): the suite's own, away from
+    /// the lecture's pipe, which `/proc/PID/fd` shows at 3 and 4 as in C.
     pub fn new() -> anyhow::Result<ExecCheck> {
         let (reader, writer) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2 (exec check)")?;
-        Ok(ExecCheck(reader, writer))
+        Ok(ExecCheck(aside(reader), aside(writer)))
     }
 
     /// The child's side: `execv` the program; if that fails, write the `errno` for the parent

@@ -208,6 +208,24 @@ fn the_lab_id_can_be_given_as_an_option_in_hex() {
     server.finish().assert_success();
 }
 
+#[test]
+fn a_bad_lab_id_in_the_environment_is_blamed_on_the_variable() {
+    let lab = Lab::new();
+    let mut client = lab.command("msgq2", &[] as &[&str]);
+    client.env("IPCLAB_ID", "abc");
+    let run = Running::spawn(client).finish();
+    run.assert_failure(
+        2,
+        "error: IPCLAB_ID=\"abc\" in the environment is not valid: expected a number",
+    );
+    assert!(!run.stderr.contains("--id <ID>"), "{run}");
+    // Typed on the command line, the option is named, whatever the environment says.
+    let mut client = lab.command("msgq2", &["--id", "abc"]);
+    client.env("IPCLAB_ID", "7");
+    let run = Running::spawn(client).finish();
+    run.assert_failure(2, "error: invalid value 'abc' for '--id <ID>'");
+}
+
 // ---- the C wire format ----------------------------------------------------------------------
 
 #[test]

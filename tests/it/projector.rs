@@ -368,27 +368,40 @@ fn the_lecture_s_descriptors_get_the_c_numbers_and_the_step_page_its_own_name() 
 
 #[test]
 fn before_the_closes_pipe_s_parent_and_child_hold_both_ends_at_3_and_4() {
-    // What labs.md's exercise 1 has students look at: the pipe at the C's numbers, the
-    // terminal --step reads at 100.
-    let lab = Lab::new();
-    let pipe = Stepped::start(&lab, "pipe");
-    step_to(&pipe, &["pipe(fd)", "fork()", "close("]);
-    let ((first, _), (second, call)) = (pipe.prompt(3), pipe.prompt(4));
-    assert!(call.starts_with("close("), "{call}");
-    assert_ne!(first, second, "the parent's prompt and the child's");
-    for pid in [first, second] {
-        let link = |fd: i32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
-        let (read_end, write_end) = (link(3), link(4));
-        assert!(
-            read_end.to_string_lossy().starts_with("pipe:["),
-            "{read_end:?}"
-        );
-        assert_eq!(read_end, write_end, "one pipe");
-        assert_eq!(link(100), Path::new("/dev/tty"));
+    // What labs.md's exercises 1 and 3 have students look at: the pipe at the C's numbers, the
+    // terminal --step reads at 100, and nothing of the suite's own below 100 (mymore's pipe
+    // that reports a failed exec is there too).
+    for (program, args) in [
+        ("pipe", &[][..]),
+        ("mymore", &["--pager", "cat", "--", "echo", "hi"][..]),
+    ] {
+        let lab = Lab::new();
+        let stepped = Stepped::start_with(&lab, program, args);
+        step_to(&stepped, &["pipe(fd)", "fork()", "close("]);
+        let ((first, _), (second, call)) = (stepped.prompt(3), stepped.prompt(4));
+        assert!(call.starts_with("close("), "{call}");
+        assert_ne!(first, second, "the parent's prompt and the child's");
+        for pid in [first, second] {
+            let link = |fd: i32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+            let (read_end, write_end) = (link(3), link(4));
+            assert!(
+                read_end.to_string_lossy().starts_with("pipe:["),
+                "{program}: {read_end:?}"
+            );
+            assert_eq!(read_end, write_end, "{program}: one pipe");
+            assert_eq!(link(100), Path::new("/dev/tty"));
+            // (What the test's own environment passed down, such as a /dev/null, may be there.)
+            let pipes_below_100: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|&fd| fd < 100 && link(fd).to_string_lossy().starts_with("pipe:"))
+                .collect();
+            assert_eq!(pipes_below_100, [3, 4], "{program}");
+        }
+        stepped.run_on();
+        let (run, _) = stepped.finish();
+        assert_eq!(run.code(), Some(0), "{program}: {run}");
     }
-    pipe.run_on();
-    let (run, _) = pipe.finish();
-    assert_eq!(run.code(), Some(0), "{run}");
 }
 
 #[test]

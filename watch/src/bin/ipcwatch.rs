@@ -57,7 +57,7 @@ struct Options {
 const INTERVAL: Duration = Duration::from_millis(200);
 
 fn main() -> ExitCode {
-    ipclab::cli::run(env!("CARGO_BIN_NAME"), watch)
+    ipclab::cli::run_tool(env!("CARGO_BIN_NAME"), watch)
 }
 
 fn watch(options: Options) -> anyhow::Result<()> {

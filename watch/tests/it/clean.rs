@@ -375,7 +375,10 @@ fn make_ipcclean_takes_an_empty_id_as_none_and_never_runs_an_id() {
         "$(shell touch injected)".to_owned(), // make's own expansion
     ] {
         let run = make_ipcclean(&lab, Some(&id));
-        run.assert_failure(2, &format!("invalid value '{id}' for '--id <ID>'"));
+        run.assert_failure(
+            2,
+            &format!("IPCLAB_ID={id:?} in the environment is not valid"),
+        );
         assert!(!injected.exists(), "ID={id} ran a command\n{run}");
     }
 }

@@ -421,10 +421,19 @@ fn bad_options_are_usage_errors_and_a_failing_stdout_or_directory_is_said() {
         &["--interval", "0"],
         &["--once", "--interval", "1"],
         &["--bogus"],
+        &["--once", "--trace"], // it makes no lecture call: no classroom mode
     ] {
         let run = lab.run("ipcwatch", args);
         assert_eq!(run.code(), Some(2), "{args:?}\n{run}");
     }
+    // Nor do the classroom variables exported in the class's shell mean anything to it.
+    let mut stepped = lab.command("ipcwatch", &["--once"]);
+    stepped
+        .env("IPCLAB_STEP", "1")
+        .env("IPCLAB_TRACE_TO", "/no/such/dir/x");
+    crate::harness::Running::spawn(stepped)
+        .finish()
+        .assert_success();
     let watch = exe("ipcwatch").unwrap();
     let full = lab.run("sh", &["-c", &format!("{watch} --once > /dev/full")]);
     full.assert_failure(
