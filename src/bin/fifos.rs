@@ -82,6 +82,7 @@ fn answer_requests(server: &mut ServerFifo, reply: &str, options: &Options) -> a
             }
             Err(e) => {
                 outln!()?; // end the line, then say why on stderr
+                signals::check()?; // stopped there (Ctrl-C at its prompt): that is the news
                 warn(format_args!("{e:#}; no reply sent"));
             }
         }

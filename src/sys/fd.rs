@@ -276,3 +276,15 @@ pub(crate) fn other_kind(stat: &FileStat, wanted: SFlag) -> Option<&'static str>
     };
     (kind != wanted).then_some(name)
 }
+
+/// The size of the terminal `fd` is, as (rows, columns) (`ioctl(TIOCGWINSZ)`, untraced: the
+/// suite's own look, no lecture call); `None` if it is none or will not say its width (a
+/// terminal may not know its rows: then 0).
+pub fn window_size(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
+    // SAFETY: winsize is plain integers; all-zero bytes are a valid value.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into `size`, a live local; `fd` is open for the
+    // call.
+    let done = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (done == 0 && size.ws_col > 0).then(|| (usize::from(size.ws_row), usize::from(size.ws_col)))
+}

@@ -661,9 +661,9 @@ const PROMPT_WIDTH: usize = 80;
 
 /// `[msgq2 4711] next: msgsnd(65538, {type 1, "This is a request…`: the prompt for `text`, cut
 /// to [`PROMPT_WIDTH`] columns.
-fn prompt(text: &str, colour: bool) -> String {
+fn prompt(text: &str, colour: bool, width: usize) -> String {
     let head = format!("[{} {}] next: ", out::program(), std::process::id());
-    let room = PROMPT_WIDTH.saturating_sub(head.chars().count()).max(10);
+    let room = width.saturating_sub(head.chars().count()).max(10);
     let call = match text.chars().count() > room {
         true => text.chars().take(room - 1).collect::<String>() + "…",
         false => text.to_string(),
@@ -711,7 +711,11 @@ fn wait_for_enter(text: &str) {
         out::line_to(tty, keys.as_bytes());
     }
     let _shown = Prompt::shown(tty);
-    out::line_to(tty, prompt(text, colour).as_bytes());
+    // A pane narrower than 80 columns (three side by side on a projector's screen) cuts the
+    // prompt shorter, so that its `…` never wraps onto a line of its own.
+    let width =
+        super::fd::window_size(tty).map_or(PROMPT_WIDTH, |(_, cols)| cols.min(PROMPT_WIDTH));
+    out::line_to(tty, prompt(text, colour, width).as_bytes());
     let mut answer = [0u8; 256];
     loop {
         // Look again now and then: `c` typed to the other process of a parent and child on one
@@ -792,11 +796,11 @@ mod tests {
     #[test]
     fn a_prompt_fits_80_columns_and_a_call_has_a_name() {
         let long = format!("msgsnd(65538, {{type 1, \"{}\"}}, 128, 0)", "x".repeat(100));
-        let shown = prompt(&long, false);
+        let shown = prompt(&long, false, PROMPT_WIDTH);
         assert!(shown.trim_end().chars().count() <= 80, "{shown}");
         assert!(shown.trim_end().ends_with('…'), "{shown}");
         assert_eq!(
-            prompt("pipe(fd)", false)
+            prompt("pipe(fd)", false, PROMPT_WIDTH)
                 .trim_end()
                 .rsplit_once(' ')
                 .unwrap()

@@ -584,6 +584,11 @@ fn held_without_a_lock(lab: &Lab, path: &Path) -> Running {
         &["-c", "exec 3<>\"$0\"; echo holding; exec sleep 60", name],
     );
     holder.wait_for_stdout("holding");
+    // Messages name it by its program: wait for the exec that follows the line.
+    wait_until("the holder to be sleep", || {
+        std::fs::read_to_string(format!("/proc/{}/comm", holder.pid()))
+            .is_ok_and(|name| name == "sleep\n")
+    });
     holder
 }
 

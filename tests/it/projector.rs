@@ -540,3 +540,28 @@ fn mipc_s_counter_is_an_event_that_step_at_stops_before() {
         "{screen}"
     );
 }
+
+#[test]
+fn a_prompt_fits_a_pane_narrower_than_80_columns() {
+    // Three panes side by side on a projector's screen are 79 or 80 columns wide, or less: a
+    // cut prompt's "…" must not wrap onto a line of its own.
+    let lab = Lab::new();
+    std::fs::write(lab.dir().join("source"), "text").unwrap();
+    let dest = "d".repeat(70);
+    let mycp3 = exe("mycp3").unwrap();
+    let stepped = Stepped::on_terminal(
+        &lab,
+        "narrow",
+        &format!("stty cols 60; exec {mycp3} --step-at linkat source {dest}"),
+    );
+    let (_, call) = stepped.prompt(1);
+    assert!(call.starts_with("linkat("), "{call}");
+    let screen = stepped.screen();
+    let line = screen.lines().find(|l| l.contains("] next: ")).unwrap();
+    assert!(line.chars().count() <= 60, "{line:?}");
+    assert!(line.ends_with('…'), "{line:?}");
+    stepped.run_on();
+    let (run, _) = stepped.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    std::fs::remove_file(lab.dir().join(&dest)).unwrap();
+}

@@ -18,7 +18,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use ipclab::sys::failed;
 use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices, Termios};
@@ -108,17 +108,7 @@ fn in_foreground(tty: &File) -> bool {
 
 /// The size of the terminal `fd` is, as (rows, columns); `None` if it is none or will not say.
 pub fn size(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
-    let mut size = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct it is given, a live local of that
-    // type; `fd` is an open descriptor for the duration of the call.
-    let done = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
-    (done == 0 && size.ws_row > 0 && size.ws_col > 0)
-        .then(|| (usize::from(size.ws_row), usize::from(size.ws_col)))
+    ipclab::sys::fd::window_size(fd).filter(|&(rows, _)| rows > 0)
 }
 
 /// The bytes that draw `lines` over the screen in place: the cursor home, each line (bold if
