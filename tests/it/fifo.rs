@@ -1086,3 +1086,19 @@ fn a_client_in_a_pid_namespace_of_its_own_leaves_a_c_clients_fifo_alone() {
     server.signal(Signal::SIGINT);
     let _ = server.finish();
 }
+
+#[test]
+fn a_server_stopped_at_the_prompt_before_its_reply_says_nothing_of_eintr() {
+    let lab = Lab::new();
+    let server = crate::harness::Stepped::start_with(&lab, "fifos", &["--step-at", "write"]);
+    wait_for_a_server(&lab);
+    let client = lab.start("fifoc", &["--timeout", "10"]);
+    let (pid, call) = server.prompt(1);
+    assert!(call.starts_with("write("), "{call}");
+    nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
+    let (run, screen) = server.finish();
+    assert_eq!(run.code(), Some(0), "Ctrl-C stops a server: {run}");
+    assert!(!screen.contains("EINTR"), "{screen}");
+    assert!(!screen.contains("no reply sent"), "{screen}");
+    assert_eq!(client.finish().code(), Some(1));
+}
