@@ -4,9 +4,9 @@
 //! | object | in use (left, naming who) | else |
 //! |--------|---------------------------|------|
 //! | queue 0x8000+ID | a live last sender or receiver, a process waiting in `msgrcv`/`msgsnd`, a held lock on its key (msgq1, ipcbench) | `msgctl(IPC_RMID)` |
-//! | segment 0x9000+ID | attached (`shm_nattch` > 0), a held lock on its key (sipc1, ipcbench) | `shmctl(IPC_RMID)` |
+//! | segment 0x9000+ID | attached (`shm_nattch` > 0), a held lock on its key (sipc1, ipcbench), a live maker or last user (`shm_cpid`, `shm_lpid`) | `shmctl(IPC_RMID)` |
 //! | ipcbench's semaphore set 0x9000+ID | a live last operator (`sempid`), a waiter (`semncnt`/`semzcnt`, a process in `semop`), its segment attached, an ipcbench of the lab running | `semctl(IPC_RMID)` |
-//! | `.fifo*` in the directory | open in a process, locked, a process of ours blocked opening a FIFO there | `unlink` |
+//! | `.fifo*` in the directory | open in a process, locked, a live process its name names (`.fifo<PID>`, `.fifo-new<PID>`), a process of ours blocked opening a FIFO there | `unlink` |
 //! | a server's lock file `/dev/shm/ipclab-<uid>-<object>-<key>.lock` | its lock held | `unlink` |
 //! | ipcbench's FIFO directory `$TMPDIR/ipcbench-<uid>-<ID>-*` | its `flock` held | removed with its FIFOs |
 //!
@@ -117,6 +117,12 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
                     [] => format!("attached {} time(s)", segment.nattch),
                     attached => format!("attached by {}", peer::listed(attached)),
                 })
+            })
+            // Made and not attached yet (a sipc2 stopped at its shmat prompt): its maker lives.
+            .or_else(|| {
+                let users = alive([&segment.creator, &segment.last.0]);
+                (!users.is_empty())
+                    .then(|| format!("made or last used by {}, alive", peer::listed(&users)))
             });
         found.push(Found {
             what: format!(
@@ -161,6 +167,10 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
             Some(kind) => Some(format!("a {kind}, not a FIFO: not ours to remove")),
             None if !holders.is_empty() => Some(format!("open in {}", peer::listed(&holders))),
             None if !lockers.is_empty() => Some(format!("locked by {}", peer::listed(&lockers))),
+            // Made and not opened yet (fifoc's `.fifo<PID>`, fifos' `.fifo-new<PID>` at a
+            // prompt before their open): the process its name names lives.
+            None if named_maker(&fifo.name).is_some() => named_maker(&fifo.name)
+                .map(|maker| format!("named after {maker}, alive: it may be making it")),
             None => (!openers.is_empty()).then(|| {
                 format!(
                     "{} wait(s) to open a FIFO, perhaps this one",
@@ -206,6 +216,14 @@ pub fn survey(lab: &Lab) -> Result<Vec<Found>, String> {
 /// directory chooses its names — a name must not drive the terminal or forge a line.
 fn shown(path: &Path) -> String {
     ipclab::layout::text::printable(path.as_os_str().as_bytes())
+}
+
+/// The live process whose PID a FIFO's name holds (`.fifo4711`, `.fifo-new4711`), if any.
+fn named_maker(name: &std::ffi::OsStr) -> Option<Process> {
+    let digits = name.as_bytes().strip_prefix(b".fifo")?;
+    let digits = digits.strip_prefix(b"-new").unwrap_or(digits);
+    let pid: i32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Process::from_raw(pid)
 }
 
 /// The processes `named` that still exist, each once.

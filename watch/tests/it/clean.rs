@@ -26,7 +26,7 @@ fn leftovers(lab: &Lab) {
 fn every_kind_of_leftover_is_removed_and_said() {
     let lab = Lab::new();
     leftovers(&lab);
-    for name in [".fifo", ".fifo1234"] {
+    for name in [".fifo", ".fifo99999999"] {
         nix::unistd::mkfifo(&lab.dir().join(name), nix::sys::stat::Mode::S_IRWXU).unwrap();
     }
     // A killed ipcbench's FIFO directory in the lab's TMPDIR, and a killed msgq1's lock file
@@ -52,7 +52,7 @@ fn every_kind_of_leftover_is_removed_and_said() {
         ),
         format!("removed semaphore set {} (semid ", Key::segment(lab.id())),
         "removed ./.fifo\n".into(),
-        "removed ./.fifo1234\n".into(),
+        "removed ./.fifo99999999\n".into(),
         format!(
             "removed the queue {}'s lock file {}",
             Key::queue(lab.id()),
@@ -434,4 +434,39 @@ fn a_fifo_a_c_client_is_blocked_opening_is_left() {
     client.signal(nix::sys::signal::Signal::SIGKILL);
     let _ = client.finish();
     lab.run("ipcclean", &[] as &[&str]).assert_success();
+}
+
+#[test]
+fn objects_made_but_not_yet_used_by_a_stepping_program_are_left() {
+    // A class stops a program between making an object and using it: no attachment, no open
+    // descriptor, no lock yet — but the process that made it lives.
+    let lab = Lab::new();
+    let sipc2 = Stepped::start_with(&lab, "sipc2", &["--step-at", "shmat"]);
+    let (client, call) = sipc2.prompt(1);
+    assert!(call.starts_with("shmat("), "{call}");
+    let run = lab.run("ipcclean", &[] as &[&str]);
+    run.assert_failure(
+        1,
+        &format!("made or last used by pid {client} (sipc2), alive"),
+    );
+    nix::sys::signal::kill(client, nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(sipc2.finish().0.code(), Some(130));
+
+    let server = lab.start("fifos", &[] as &[&str]);
+    wait_until(".fifo", || lab.dir().join(".fifo").exists());
+    let fifoc = Stepped::start(&lab, "fifoc");
+    let (client, call) = fifoc.prompt(1);
+    assert!(call.starts_with("mkfifo("), "{call}");
+    fifoc.press_enter();
+    fifoc.prompt(2); // its FIFO is made, not yet opened
+    let run = lab.run("ipcclean", &[] as &[&str]);
+    run.assert_failure(
+        1,
+        &format!("left ./.fifo{client}: named after pid {client} (fifoc), alive"),
+    );
+    assert!(lab.dir().join(format!(".fifo{client}")).exists());
+    nix::sys::signal::kill(client, nix::sys::signal::Signal::SIGINT).unwrap();
+    let _ = fifoc.finish();
+    server.signal(nix::sys::signal::Signal::SIGINT);
+    let _ = server.finish();
 }
